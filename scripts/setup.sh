@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up bandpo from this repository's own files on a fresh machine:
+#   .venv       the package with its training extras and dev tools (torch 2.13.0, CPU build on local disk)
+#   .venv-verl  stock verl beside bandpo (verl pins an older transformers than TRL), unless --no-verl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+with_verl=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-verl) with_verl=0 ;;
+    *) echo "setup.sh: unknown option $arg (valid: --no-verl)" >&2; exit 2 ;;
+  esac
+done
+quiet=(--quiet --disable-pip-version-check)
+
+make_env() {  # make_env DIR EXTRAS
+  local dir=$1 extras=$2
+  [ -x "$dir/bin/python" ] || "$python" -m venv "$dir"
+  "$dir/bin/pip" install "${quiet[@]}" torch==2.13.0
+  "$dir/bin/pip" install "${quiet[@]}" -e ".[$extras]"
+}
+
+echo "setup: .venv (bandpo[train,dev])"
+make_env .venv train,dev
+if [ "$with_verl" = 1 ]; then
+  echo "setup: .venv-verl (bandpo[verl,dev])"
+  make_env .venv-verl verl,dev
+fi
+echo "setup: done"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: lint, the main environment, then the verl integration in its own environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/python -m pytest -m "not verl" "$@"
+if [ -x .venv-verl/bin/python ]; then
+  .venv-verl/bin/python -m pytest -m verl tests/integrations
+else
+  echo "test.sh: .venv-verl is missing, so the verl tests did not run (scripts/setup.sh creates it)" >&2
+  exit 1
+fi

@@ -1,0 +1,65 @@
+"""bandpo: Band-constrained Policy Optimization (BandPO, arXiv 2603.04918) for RL of language models.
+
+The maths is pure torch (`bandpo.band`, `bandpo.methods`, `bandpo.losses`, `bandpo.advantages`); engines
+(`bandpo.integrations.trl`, `bandpo.integrations.verl`) and the CLI sit on top. Public names are imported
+lazily so that `import bandpo` stays cheap and never pulls in a framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "BandBounds": "bandpo.band",
+    "Divergence": "bandpo.band",
+    "band_bounds": "bandpo.band",
+    "get_divergence": "bandpo.band",
+    "register_divergence": "bandpo.band",
+    "list_divergences": "bandpo.band",
+    "RatioBounds": "bandpo.methods",
+    "get_method": "bandpo.methods",
+    "list_methods": "bandpo.methods",
+    "register_method": "bandpo.methods",
+    "PolicyLossOutput": "bandpo.losses",
+    "policy_loss": "bandpo.losses",
+    "aggregate_loss": "bandpo.losses",
+    "kl_penalty": "bandpo.losses",
+    "entropy_from_logits": "bandpo.losses",
+    "compute_advantages": "bandpo.advantages",
+    "grpo_advantages": "bandpo.advantages",
+    "dr_grpo_advantages": "bandpo.advantages",
+    "rloo_advantages": "bandpo.advantages",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bandpo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - static view of the lazy exports
+    from bandpo.advantages import compute_advantages, dr_grpo_advantages, grpo_advantages, rloo_advantages
+    from bandpo.band import (
+        BandBounds,
+        Divergence,
+        band_bounds,
+        get_divergence,
+        list_divergences,
+        register_divergence,
+    )
+    from bandpo.losses import PolicyLossOutput, aggregate_loss, entropy_from_logits, kl_penalty, policy_loss
+    from bandpo.methods import RatioBounds, get_method, list_methods, register_method

@@ -1,0 +1,1 @@
+"""Subcommands of the `bandpo` console script (see `bandpo.cli`)."""

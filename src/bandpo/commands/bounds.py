@@ -1,0 +1,11 @@
+"""`bandpo bounds` (placeholder: being written)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("bandpo bounds is not written yet")

@@ -1,0 +1,11 @@
+"""`bandpo compare` (placeholder: being written)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("bandpo compare is not written yet")

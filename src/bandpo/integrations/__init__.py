@@ -1,0 +1,1 @@
+"""Adapters for RL engines (TRL, verl). Each imports its framework lazily."""
