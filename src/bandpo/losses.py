@@ -1,0 +1,457 @@
+"""The clipped policy-gradient surrogate shared by every method, its aggregation, and its diagnostics.
+
+Every method (clip, Clip-Higher, DCPO, Band and its one-sided variants) differs only in the per-token ratio
+bounds it makes (`bandpo.methods`); `policy_loss` consumes any bounds. Per valid token, with
+r = exp(clamp(logp - old_logp, -20, 20)) and bounds [ratio_low, ratio_high] (paper-notes §3):
+
+    loss = max(-A·r, -A·clamp(r, ratio_low, ratio_high))
+    loss = min(loss, -A·c)            for A < 0 (dual-clip, c = 10 in the paper's scripts)
+
+Where this departs from the naive formula, and why:
+    - The log-ratio is clamped to [-20, 20] before `exp` (as the official code and verl do): a ratio of
+      e^20 ≈ 5e8 is already "infinitely" off-policy, and the clamp keeps `exp` and its gradient finite in
+      every dtype. Inside the clamp the loss and its gradient are exactly the naive ones.
+    - Everything is computed in float32 at least (bf16/fp16 inputs are upcast; float64 stays float64), so
+      the loss of bf16 log-probs is finite and the ratio is not quantised to bf16's 3 significant digits.
+    - Masked positions are neutralised before any arithmetic (log-ratio 0, advantage 0), so padding that
+      holds -inf or NaN log-probs can never turn into a NaN loss or gradient.
+
+Gradients flow to `logp` only: `old_logp`, `advantages` and the bounds are detached.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.utils.checkpoint
+from torch import Tensor
+
+from bandpo import metric_names as mn
+from bandpo.methods import BoundMethod, RatioBounds, resolve_method
+
+__all__ = [
+    "AGG_MODES",
+    "KL_KINDS",
+    "LOG_RATIO_CLAMP",
+    "PolicyLossOutput",
+    "aggregate_loss",
+    "band_metrics",
+    "entropy_from_logits",
+    "kl_penalty",
+    "policy_loss",
+]
+
+LOG_RATIO_CLAMP = 20.0
+"""|logp - old_logp| is clamped to this before exp (official code and verl use the same value)."""
+
+K3_CLAMP = 10.0
+"""The k3 KL estimate per token is clamped to [-K3_CLAMP, K3_CLAMP] (as verl's low_var_kl)."""
+
+AGG_MODES: tuple[str, ...] = (
+    "token_mean",
+    "seq_mean_token_mean",
+    "seq_mean_token_sum",
+    "seq_mean_token_sum_norm",
+)
+
+KL_KINDS: tuple[str, ...] = ("k1", "k2", "k3", "low_var_kl")
+
+
+@dataclass(frozen=True)
+class PolicyLossOutput:
+    """Result of `policy_loss`.
+
+    Attributes:
+        loss: scalar to call `.backward()` on (already aggregated).
+        per_token_loss: (B, T) loss per token; 0 at masked positions.
+        metrics: diagnostics keyed by `bandpo.metric_names`, detached 0-dim float tensors (no host sync;
+            call `.item()` when logging).
+        bounds: the (ratio_low, ratio_high) used, (B, T) or broadcastable to it.
+    """
+
+    loss: Tensor
+    per_token_loss: Tensor
+    metrics: dict[str, Tensor] = field(repr=False)
+    bounds: RatioBounds | None = field(default=None, repr=False)
+
+
+# --- input checks ------------------------------------------------------------------------------------
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_logp_pair(logp: Tensor, other: Tensor, other_name: str) -> None:
+    for name, t in (("logp", logp), (other_name, other)):
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            raise TypeError(
+                f"{name} must be a floating-point tensor of per-token log-probabilities, got "
+                f"{type(t).__name__}{f' of dtype {t.dtype}' if isinstance(t, Tensor) else ''}"
+            )
+    if logp.dim() != 2:
+        raise ValueError(
+            f"logp must have shape (B, T) (batch, completion tokens), got {tuple(logp.shape)}; for a single "
+            "sequence use logp.unsqueeze(0), for (B, T, 1) use logp.squeeze(-1)"
+        )
+    if other.shape != logp.shape:
+        raise ValueError(
+            f"{other_name} must have the same shape as logp {tuple(logp.shape)}, got {tuple(other.shape)}; "
+            "both are log-probabilities of the same sampled tokens"
+        )
+
+
+def _prepare_mask(mask: Tensor, shape: torch.Size) -> Tensor:
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a (B, T) tensor (bool or 0/1), got {type(mask).__name__}")
+    if mask.shape != shape:
+        raise ValueError(
+            f"mask must have the same shape as logp {tuple(shape)}, got {tuple(mask.shape)}; it marks the "
+            "valid completion tokens (True/1) vs padding (False/0)"
+        )
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+def _prepare_advantages(advantages: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    if not isinstance(advantages, Tensor):
+        raise TypeError(
+            f"advantages must be a tensor of shape (B,) or (B, T), got {type(advantages).__name__}"
+        )
+    batch = shape[0]
+    if advantages.shape == (batch,):
+        advantages = advantages.unsqueeze(-1)  # (B, 1), broadcast over tokens
+    elif advantages.shape == (batch, 1) or advantages.shape == shape:
+        pass
+    else:
+        raise ValueError(
+            f"advantages must have shape (B,) = ({batch},) (one per sequence) or (B, T) = {tuple(shape)} (one "
+            f"per token), got {tuple(advantages.shape)}; GRPO advantages from bandpo.advantages are (B,)"
+        )
+    return advantages.detach().to(dtype).expand(shape)  # (B, T)
+
+
+def _prepare_bounds(
+    bounds: RatioBounds | tuple[Tensor | float, Tensor | float], shape: torch.Size, like: Tensor
+) -> RatioBounds:
+    if not isinstance(bounds, tuple) or len(bounds) != 2:
+        raise TypeError("bounds must be a RatioBounds or a (ratio_low, ratio_high) pair of tensors or floats")
+    out = []
+    for name, value in zip(("ratio_low", "ratio_high"), bounds, strict=True):
+        t = torch.as_tensor(value, device=like.device).detach().to(like.dtype)
+        try:
+            torch.broadcast_shapes(t.shape, shape)
+        except RuntimeError:
+            raise ValueError(
+                f"bounds.{name} must have the shape of logp {tuple(shape)} (or broadcast to it), got "
+                f"{tuple(t.shape)}; compute bounds from old_logp of the same batch"
+            ) from None
+        out.append(t.expand(shape))
+    return RatioBounds(out[0], out[1])
+
+
+def _check_dual_clip(dual_clip_c: float | None) -> float | None:
+    if dual_clip_c is None:
+        return None
+    if isinstance(dual_clip_c, bool) or not isinstance(dual_clip_c, int | float) or math.isnan(dual_clip_c):
+        raise ValueError(f"dual_clip_c must be a number > 1, None or math.inf, got {dual_clip_c!r}")
+    if dual_clip_c <= 1:
+        raise ValueError(
+            f"dual_clip_c must be > 1 (it caps the loss of A < 0 tokens at -A·c; paper: 10), got {dual_clip_c!r}; "
+            "pass None to disable dual-clip"
+        )
+    return None if math.isinf(dual_clip_c) else float(dual_clip_c)
+
+
+# --- aggregation -------------------------------------------------------------------------------------
+
+
+def aggregate_loss(per_token_loss: Tensor, mask: Tensor, agg: str, *, max_len: int | None = None) -> Tensor:
+    """Reduce a (B, T) per-token loss over the valid tokens of `mask` to a scalar.
+
+    Modes:
+        token_mean: sum over all valid tokens / number of valid tokens (DAPO).
+        seq_mean_token_mean: mean over tokens within each sequence, then mean over sequences (GRPO; the
+            BandPO paper's default).
+        seq_mean_token_sum: sum over tokens within each sequence, then mean over sequences.
+        seq_mean_token_sum_norm: Dr.GRPO: sum over tokens within each sequence divided by the constant
+            `max_len` (default T, the padded length), then mean over sequences. Equals TRL's "dr_grpo"
+            normalisation sum / (B · max_len) when no row is fully masked.
+
+    Notes:
+        Sequence means run over the rows with at least one valid token; a fully masked row (e.g. a
+        truncated or filtered sample) contributes nothing and does not dilute the mean. An empty batch, or
+        a batch with no valid token, gives exactly 0.0: still a tensor connected to the graph, so
+        `.backward()` works and gives zero gradients. Masked positions are ignored even if they hold NaN.
+    """
+    if per_token_loss.dim() != 2:
+        raise ValueError(f"per_token_loss must have shape (B, T), got {tuple(per_token_loss.shape)}")
+    mask = _prepare_mask(mask, per_token_loss.shape)
+    if agg not in AGG_MODES:
+        raise ValueError(f"unknown aggregation {agg!r}; valid modes: {list(AGG_MODES)}")
+    masked = torch.where(mask, per_token_loss, 0.0)  # (B, T)
+    if agg == "token_mean":
+        return masked.sum() / mask.sum().clamp(min=1)
+    tokens_per_seq = mask.sum(dim=-1)  # (B,)
+    seq_sum = masked.sum(dim=-1)  # (B,)
+    if agg == "seq_mean_token_mean":
+        seq_loss = seq_sum / tokens_per_seq.clamp(min=1)
+    elif agg == "seq_mean_token_sum":
+        seq_loss = seq_sum
+    else:
+        horizon = max(per_token_loss.shape[-1], 1) if max_len is None else max_len
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(
+                f"max_len must be a positive int (the constant Dr.GRPO divisor), got {max_len!r}"
+            )
+        seq_loss = seq_sum / horizon
+    has_tokens = tokens_per_seq > 0  # (B,)
+    return seq_loss.sum() / has_tokens.sum().clamp(min=1)  # rows without tokens have seq_loss exactly 0
+
+
+# --- the surrogate -----------------------------------------------------------------------------------
+
+
+def policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    method: str | BoundMethod = "band",
+    agg: str = "seq_mean_token_mean",
+    dual_clip_c: float | None = 10.0,
+    bounds: RatioBounds | tuple[Tensor | float, Tensor | float] | None = None,
+    max_len: int | None = None,
+) -> PolicyLossOutput:
+    """Clipped policy-gradient loss with per-token ratio bounds (PPO/GRPO surrogate, BandPO's bounds).
+
+    Args:
+        logp: (B, T) log-probs of the sampled tokens under the current policy; the only input that gets
+            gradients.
+        old_logp: (B, T) log-probs under the sampling (old) policy.
+        advantages: (B,) per sequence or (B, T) per token.
+        mask: (B, T) bool (or 0/1) marking valid completion tokens.
+        method: a registered method name (its defaults) or a method object (`bandpo.get_method`).
+            Ignored when `bounds` is given.
+        agg: aggregation mode, one of `AGG_MODES` (see `aggregate_loss`).
+        dual_clip_c: dual-clip constant c > 1 for A < 0 tokens; None or math.inf disables it.
+        bounds: precomputed (ratio_low, ratio_high), e.g. `method(old_logp)` computed once per rollout
+            batch; tensors of shape (B, T) (or broadcastable) or floats.
+        max_len: constant divisor of `seq_mean_token_sum_norm` (default T).
+
+    Returns:
+        PolicyLossOutput with the scalar loss, the (B, T) per-token loss (0 where masked), the metrics
+        (see `band_metrics`, plus `loss/policy`) and the bounds used.
+    """
+    _check_logp_pair(logp, old_logp, "old_logp")
+    shape = logp.shape
+    dtype = _compute_dtype(logp.dtype)
+    mask = _prepare_mask(mask, shape)
+    adv = _prepare_advantages(advantages, shape, dtype)
+    c = _check_dual_clip(dual_clip_c)
+    if agg not in AGG_MODES:
+        raise ValueError(f"unknown aggregation {agg!r}; valid modes: {list(AGG_MODES)}")
+    if bounds is None:
+        bounds = resolve_method(method)(old_logp)
+    zero = torch.zeros((), dtype=dtype, device=logp.device)
+    low, high = _prepare_bounds(bounds, shape, zero)  # detached, (B, T) views
+    adv = torch.where(mask, adv, zero)  # (B, T)
+
+    diff = logp.to(dtype) - old_logp.detach().to(dtype)  # (B, T)
+    log_ratio = torch.where(mask, diff, zero).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = log_ratio.exp()  # (B, T)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, low, high)
+    per_token = torch.maximum(unclipped, clipped)
+    if c is not None:
+        per_token = torch.where(adv < 0, torch.minimum(per_token, -adv * c), per_token)
+    per_token = torch.where(mask, per_token, zero)  # (B, T), exactly 0 on padding
+    loss = aggregate_loss(per_token, mask, agg, max_len=max_len)
+
+    with torch.no_grad():
+        metrics = _metrics(ratio.detach(), log_ratio.detach(), old_logp.detach(), adv, mask, low, high, c)
+        metrics[mn.LOSS_POLICY] = loss.detach()
+    return PolicyLossOutput(
+        loss=loss, per_token_loss=per_token, metrics=metrics, bounds=RatioBounds(low, high)
+    )
+
+
+# --- diagnostics -------------------------------------------------------------------------------------
+
+
+def _metrics(
+    ratio: Tensor,
+    log_ratio: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    low: Tensor,
+    high: Tensor,
+    c: float | None,
+) -> dict[str, Tensor]:
+    """All diagnostics in a few fused reductions. `adv` must already be 0 on padding."""
+    dtype = ratio.dtype
+    up = (adv > 0) & (ratio > high)  # (B, T): clipped term active above, no gradient (False on padding)
+    down = (adv < 0) & (ratio < low)  # (B, T): clipped term active below, no gradient
+    if c is None:
+        dual = torch.zeros_like(mask)
+    else:
+        dual = (adv < 0) & (torch.maximum(ratio, torch.clamp(ratio, low, high)) > c)
+    binding = ((ratio > high) | (ratio < low)) & mask
+    events = torch.stack([up, down, up | down, dual, binding, mask]).reshape(6, -1).to(dtype)  # (6, N)
+    counts = events.sum(dim=-1)  # (6,)
+    fractions = counts[:5] / counts[5].clamp(min=1)  # (5,), 0.0 when no valid token
+    values = torch.stack([low, high, ratio, -log_ratio, ratio - 1.0 - log_ratio]).reshape(5, -1)  # (5, N)
+    means = torch.where(mask.reshape(1, -1), values, 0.0).sum(dim=-1) / counts[5].clamp(min=1)  # (5,)
+    # ratio > 0, so zeros on padding never win the max; no valid token gives 0.0
+    ratio_max = torch.where(mask, ratio, 0.0).amax() if ratio.numel() else ratio.new_zeros(())
+
+    # p_old bins [e0, e1), [e1, e2), ..., [e_{n-1}, 1]: bin index = number of inner edges <= p_old, so
+    # p_old >= 1 (old_logp >= 0) lands in the last bin; padding goes to an extra dump bin
+    n_bins = len(mn.PROB_BIN_LABELS)
+    p_old = old_logp.to(dtype).exp().reshape(-1)  # (N,)
+    index = torch.zeros_like(p_old, dtype=torch.long)
+    for edge in mn.PROB_BIN_EDGES[1:-1]:
+        index += p_old >= edge
+    index = torch.where(mask.reshape(-1), index, n_bins)  # (N,)
+    per_bin = torch.zeros(3, n_bins + 1, dtype=dtype, device=ratio.device)
+    per_bin.scatter_add_(1, index.expand(3, -1), events[[0, 1, 5]])  # (3, n_bins + 1): up, down, valid
+    bin_up, bin_down = per_bin[:2, :n_bins] / per_bin[2, :n_bins].clamp(min=1)  # 0.0 for an empty bin
+
+    out: dict[str, Tensor] = {
+        mn.CLIP_FRAC_UP: fractions[0],
+        mn.CLIP_FRAC_DOWN: fractions[1],
+        mn.CLIP_FRAC: fractions[2],
+        mn.CLIP_FRAC_DUAL: fractions[3],
+        mn.BOUND_BINDING_FRAC: fractions[4],
+        mn.BOUNDS_LOW_MEAN: means[0],
+        mn.BOUNDS_HIGH_MEAN: means[1],
+        mn.RATIO_MEAN: means[2],
+        mn.RATIO_MAX: ratio_max,
+        mn.APPROX_KL_K1: means[3],
+        mn.APPROX_KL_K3: means[4],
+    }
+    for i, label in enumerate(mn.PROB_BIN_LABELS):
+        out[mn.clip_frac_up_bin(label)] = bin_up[i]
+        out[mn.clip_frac_down_bin(label)] = bin_down[i]
+    return out
+
+
+def band_metrics(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    bounds: RatioBounds | tuple[Tensor | float, Tensor | float],
+    *,
+    dual_clip_c: float | None = 10.0,
+) -> dict[str, Tensor]:
+    """The clipping diagnostics of `policy_loss`, for callers that compute the loss themselves.
+
+    Keys (`bandpo.metric_names`): clip fractions (`clip/frac`, `_up`, `_down`, `_dual`), the fraction of
+    tokens whose bound binds (ratio outside the interval, either sign of A), the upward/downward clip
+    fraction per p_old bin (`PROB_BIN_EDGES`), mean bounds, ratio mean and max, and the approximate
+    KL(π_old‖π_θ) estimators k1 = mean(-log r) and k3 = mean(r - 1 - log r). All are means over valid tokens
+    (per bin: over the valid tokens of that bin) returned as detached 0-dim tensors.
+
+    Notes:
+        "up" = A > 0 and r > ratio_high; "down" = A < 0 and r < ratio_low: exactly the tokens whose
+        gradient the clip removes. An empty selection (no valid token, or an empty p_old bin) gives 0.0,
+        never NaN, so the metrics can be averaged and plotted as they are.
+    """
+    _check_logp_pair(logp, old_logp, "old_logp")
+    shape = logp.shape
+    dtype = _compute_dtype(logp.dtype)
+    c = _check_dual_clip(dual_clip_c)
+    with torch.no_grad():
+        mask = _prepare_mask(mask, shape)
+        zero = torch.zeros((), dtype=dtype, device=logp.device)
+        adv = torch.where(mask, _prepare_advantages(advantages, shape, dtype), zero)
+        low, high = _prepare_bounds(bounds, shape, zero)
+        diff = logp.detach().to(dtype) - old_logp.detach().to(dtype)
+        log_ratio = torch.where(mask, diff, zero).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+        ratio = log_ratio.exp()
+        return _metrics(ratio, log_ratio, old_logp.detach(), adv, mask, low, high, c)
+
+
+# --- KL to a reference policy and entropy ------------------------------------------------------------
+
+
+def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
+    """Per-token estimate of KL(π_θ‖π_ref) from tokens sampled from π_θ (Schulman's k1/k2/k3).
+
+    With d = logp - ref_logp:
+        k1 = d (unbiased, high variance, can be negative),
+        k2 = d²/2,
+        k3 = "low_var_kl" = exp(-d) + d - 1 (unbiased, >= 0; the BandPO paper uses it with weight 0.001).
+
+    Notes:
+        For k3, -d is clamped to [-20, 20] before exp and the result to [-10, 10], as verl's low_var_kl
+        does: a token 20 nats off the reference would otherwise give a loss of e^20. The result is per
+        token, shape of `logp`, in float32 at least; aggregate it with `aggregate_loss`. Gradients flow to
+        `logp` only (`ref_logp` is detached).
+    """
+    if kind not in KL_KINDS:
+        raise ValueError(f"unknown KL estimator {kind!r}; valid kinds: {list(KL_KINDS)}")
+    for name, t in (("logp", logp), ("ref_logp", ref_logp)):
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor of per-token log-probabilities")
+    if ref_logp.shape != logp.shape:
+        raise ValueError(
+            f"ref_logp must have the same shape as logp {tuple(logp.shape)}, got {tuple(ref_logp.shape)}"
+        )
+    dtype = _compute_dtype(logp.dtype)
+    d = logp.to(dtype) - ref_logp.detach().to(dtype)
+    if kind == "k1":
+        return d
+    if kind == "k2":
+        return 0.5 * d.square()
+    neg = (-d).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return (neg.exp() - neg - 1.0).clamp(-K3_CLAMP, K3_CLAMP)
+
+
+def _entropy_chunk(logits: Tensor, dtype: torch.dtype) -> Tensor:
+    x = logits.to(dtype)  # (n, V)
+    logprobs = torch.log_softmax(x, dim=-1)
+    probs = logprobs.exp()
+    # tokens with logit -inf (e.g. top-k masked) have p = 0 and contribute 0, not 0·(-inf) = NaN
+    return -(probs * logprobs.masked_fill(probs == 0, 0.0)).sum(dim=-1)  # (n,)
+
+
+def entropy_from_logits(logits: Tensor, chunk_size: int = 256) -> Tensor:
+    """Entropy of softmax(logits) over the last dim, computed `chunk_size` tokens at a time.
+
+    Args:
+        logits: (..., V) unnormalised logits, any floating dtype.
+        chunk_size: tokens per chunk of the flattened leading dims. Peak extra memory is about
+            4 × chunk_size × V × 4 bytes (≈ 0.6 GB at the default 256 for a 150k vocabulary) instead of the
+            same for all tokens at once.
+
+    Returns:
+        (...) entropy in nats, in float32 (float64 for float64 logits).
+
+    Notes:
+        Equals the naive `-(softmax(x) * log_softmax(x)).sum(-1)` (tested). When gradients are needed, each
+        chunk is recomputed in backward (activation checkpointing) so the memory bound still holds.
+        Logits of -inf are allowed (zero-probability tokens contribute 0).
+    """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() < 1:
+        raise TypeError("logits must be a floating-point tensor of shape (..., V)")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    dtype = _compute_dtype(logits.dtype)
+    lead = logits.shape[:-1]
+    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    parts = []
+    for start in range(0, flat.shape[0], chunk_size):
+        chunk = flat[start : start + chunk_size]
+        if need_grad:
+            parts.append(torch.utils.checkpoint.checkpoint(_entropy_chunk, chunk, dtype, use_reentrant=False))
+        else:
+            parts.append(_entropy_chunk(chunk, dtype))
+    if not parts:
+        return torch.zeros(lead, dtype=dtype, device=logits.device)
+    return torch.cat(parts).reshape(lead)  # (...)

@@ -1,0 +1,474 @@
+"""The shared surrogate: equality with a few-line reference, the paper's point, edge cases, metrics, KL, entropy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bandpo import metric_names as mn
+from bandpo.losses import (
+    AGG_MODES,
+    PolicyLossOutput,
+    aggregate_loss,
+    band_metrics,
+    entropy_from_logits,
+    kl_penalty,
+    policy_loss,
+)
+from bandpo.methods import get_method, list_methods
+
+ALL_METRIC_KEYS = {
+    mn.LOSS_POLICY,
+    mn.CLIP_FRAC,
+    mn.CLIP_FRAC_UP,
+    mn.CLIP_FRAC_DOWN,
+    mn.CLIP_FRAC_DUAL,
+    mn.BOUND_BINDING_FRAC,
+    mn.BOUNDS_LOW_MEAN,
+    mn.BOUNDS_HIGH_MEAN,
+    mn.RATIO_MEAN,
+    mn.RATIO_MAX,
+    mn.APPROX_KL_K1,
+    mn.APPROX_KL_K3,
+    *mn.CLIP_FRAC_UP_BINS,
+    *mn.CLIP_FRAC_DOWN_BINS,
+}
+
+
+def make_batch(seed: int = 0, batch: int = 6, length: int = 9, dtype: torch.dtype = torch.float64):
+    """Random (logp, old_logp, advantages, mask) with ratios spread over [0.2, 5] and every row non-empty."""
+    gen = torch.Generator().manual_seed(seed)
+    p_old = torch.rand(batch, length, generator=gen, dtype=torch.float64) ** 3  # many low-p tokens
+    old_logp = p_old.clamp(min=1e-6).log()
+    log_ratio = (torch.rand(batch, length, generator=gen, dtype=torch.float64) - 0.5) * 3.2
+    logp = (old_logp + log_ratio).clamp(max=0.0)
+    advantages = torch.randn(batch, generator=gen, dtype=torch.float64)
+    mask = torch.rand(batch, length, generator=gen) < 0.7
+    mask[:, 0] = True
+    return logp.to(dtype), old_logp.to(dtype), advantages.to(dtype), mask
+
+
+def reference_per_token(logp, old_logp, advantages, low, high, c):
+    """The paper's per-token loss, written out naively."""
+    ratio = torch.exp(logp - old_logp)
+    a = advantages[:, None]
+    loss = torch.max(-a * ratio, -a * torch.clamp(ratio, low, high))
+    if c is not None:
+        loss = torch.where(a < 0, torch.min(loss, -a * c), loss)
+    return loss
+
+
+def reference_agg(per_token, mask, agg, max_len=None):
+    m = mask.to(per_token.dtype)
+    if agg == "token_mean":
+        return (per_token * m).sum() / m.sum()
+    if agg == "seq_mean_token_mean":
+        return ((per_token * m).sum(1) / m.sum(1)).mean()
+    if agg == "seq_mean_token_sum":
+        return (per_token * m).sum(1).mean()
+    return ((per_token * m).sum(1) / (max_len or per_token.shape[1])).mean()
+
+
+# --- equality with the reference --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list_methods())
+@pytest.mark.parametrize("agg", AGG_MODES)
+@pytest.mark.parametrize("c", [10.0, None])
+def test_loss_and_gradient_equal_reference(name: str, agg: str, c: float | None) -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=1)
+    low, high = get_method(name)(old_logp)
+    logp_a = logp.clone().requires_grad_()
+    out = policy_loss(logp_a, old_logp, advantages, mask, method=name, agg=agg, dual_clip_c=c)
+    out.loss.backward()
+    logp_b = logp.clone().requires_grad_()
+    ref = reference_agg(reference_per_token(logp_b, old_logp, advantages, low, high, c), mask, agg)
+    ref.backward()
+    assert out.loss.item() == pytest.approx(ref.item(), rel=1e-12, abs=1e-12)
+    assert torch.allclose(logp_a.grad, logp_b.grad, rtol=1e-10, atol=1e-12)
+    expected_tokens = torch.where(mask, reference_per_token(logp, old_logp, advantages, low, high, c), 0.0)
+    assert torch.allclose(out.per_token_loss.detach(), expected_tokens, rtol=1e-12, atol=1e-12)
+
+
+def test_clip_higher_with_equal_eps_equals_clip() -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=2)
+    a = policy_loss(logp, old_logp, advantages, mask, method=get_method("clip_higher", eps_high=0.2))
+    b = policy_loss(logp, old_logp, advantages, mask, method="clip")
+    assert torch.equal(a.loss, b.loss) and torch.equal(a.per_token_loss, b.per_token_loss)
+    # and differs at the default eps_high 0.28 on this batch (the test can fail)
+    c = policy_loss(logp, old_logp, advantages, mask, method="clip_higher")
+    assert not torch.equal(c.loss, b.loss)
+
+
+def test_precomputed_bounds_equal_method() -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=3)
+    by_name = policy_loss(logp, old_logp, advantages, mask, method="band")
+    precomputed = policy_loss(
+        logp, old_logp, advantages, mask, method="clip", bounds=get_method("band")(old_logp)
+    )
+    assert torch.equal(by_name.loss, precomputed.loss)
+    as_floats = policy_loss(logp, old_logp, advantages, mask, bounds=(0.8, 1.2))
+    assert torch.allclose(as_floats.loss, policy_loss(logp, old_logp, advantages, mask, method="clip").loss)
+    method_object = policy_loss(logp, old_logp, advantages, mask, method=get_method("band", delta=0.2))
+    assert not torch.equal(method_object.loss, by_name.loss)
+
+
+def test_token_advantages_equal_sequence_advantages() -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=4)
+    a = policy_loss(logp, old_logp, advantages, mask)
+    b = policy_loss(logp, old_logp, advantages[:, None].expand_as(logp).clone(), mask)
+    c = policy_loss(logp, old_logp, advantages[:, None], mask)
+    assert torch.equal(a.loss, b.loss) and torch.equal(a.loss, c.loss)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_gradients_reach_logp_only(name: str) -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=5)
+    logp.requires_grad_()
+    old_logp.requires_grad_()
+    advantages.requires_grad_()
+    low, high = get_method(name)(old_logp.detach())
+    low.requires_grad_()
+    high.requires_grad_()
+    out = policy_loss(logp, old_logp, advantages, mask, bounds=(low, high))
+    out.loss.backward()
+    assert logp.grad is not None and logp.grad.abs().sum() > 0
+    assert old_logp.grad is None and advantages.grad is None and low.grad is None and high.grad is None
+    assert all(not v.requires_grad for v in out.metrics.values())
+    assert logp.grad[~mask].abs().sum() == 0  # padding gets no gradient
+
+
+# --- the paper's point ------------------------------------------------------------------------------
+
+
+def single_token_grad(name: str, p_old: float, ratio: float, advantage: float) -> float:
+    old_logp = torch.tensor([[math.log(p_old)]], dtype=torch.float64)
+    logp = (old_logp + math.log(ratio)).requires_grad_()
+    out = policy_loss(
+        logp,
+        old_logp,
+        torch.tensor([advantage], dtype=torch.float64),
+        torch.ones(1, 1, dtype=torch.bool),
+        method=name,
+    )
+    out.loss.backward()
+    return logp.grad.item()
+
+
+def test_rare_token_with_positive_advantage_keeps_gradient_under_band_only() -> None:
+    # p_old = 0.08, A > 0, ratio 1.5: Band-KL(0.05) allows up to ≈ 2.41, clip 1.2, Clip-Higher 1.28
+    for name in ("band", "band_upper", "dcpo"):
+        assert single_token_grad(name, 0.08, 1.5, 1.0) == pytest.approx(-1.5)  # d(-A·r)/d logp = -A·r
+    for name in ("clip", "clip_higher", "band_lower"):
+        assert single_token_grad(name, 0.08, 1.5, 1.0) == 0.0
+
+
+def test_likely_token_is_held_tighter_by_band_than_by_clip() -> None:
+    # p_old = 0.9, A > 0, ratio 1.1: Band-KL's upper ≈ 1.076 < 1.1 < clip's 1.2
+    for name in ("band", "band_upper"):
+        assert single_token_grad(name, 0.9, 1.1, 1.0) == 0.0
+    for name in ("clip", "clip_higher"):
+        assert single_token_grad(name, 0.9, 1.1, 1.0) == pytest.approx(-1.1)
+
+
+def test_band_lower_side_lets_negative_advantage_push_rare_tokens_down() -> None:
+    # p_old = 0.01, A < 0, ratio 0.5: Band's lower ≈ 0.0025 keeps pushing; a fixed lower 0.8 stops it
+    for name in ("band", "band_lower"):
+        assert single_token_grad(name, 0.01, 0.5, -1.0) == pytest.approx(0.5)
+    for name in ("band_upper", "clip", "clip_higher"):
+        assert single_token_grad(name, 0.01, 0.5, -1.0) == 0.0
+
+
+# --- dual clip and the log-ratio clamp ---------------------------------------------------------------
+
+
+def test_dual_clip_caps_negative_advantage_loss() -> None:
+    old_logp = torch.tensor([[math.log(0.001)]], dtype=torch.float64)
+    logp = (old_logp + math.log(15.0)).requires_grad_()
+    args = (old_logp, torch.tensor([-2.0], dtype=torch.float64), torch.ones(1, 1, dtype=torch.bool))
+    out = policy_loss(logp, *args, method="clip", dual_clip_c=10.0)
+    assert out.loss.item() == pytest.approx(20.0)  # -A·c
+    out.loss.backward()
+    assert logp.grad.item() == 0.0
+    assert out.metrics[mn.CLIP_FRAC_DUAL].item() == 1.0
+    for off in (None, math.inf):
+        free = policy_loss(logp, *args, method="clip", dual_clip_c=off)
+        assert free.loss.item() == pytest.approx(30.0)  # -A·r
+        assert free.metrics[mn.CLIP_FRAC_DUAL].item() == 0.0
+
+
+@pytest.mark.parametrize("c", [1.0, 0.5, -3.0, float("nan"), True, "10"])
+def test_bad_dual_clip_raises(c) -> None:
+    logp, old_logp, advantages, mask = make_batch()
+    with pytest.raises(ValueError, match="dual_clip_c"):
+        policy_loss(logp, old_logp, advantages, mask, dual_clip_c=c)
+
+
+def test_log_ratio_is_clamped_to_20() -> None:
+    old_logp = torch.tensor([[-40.0, -1.0]], dtype=torch.float64)
+    logp = torch.tensor([[-1.0, -40.0]], dtype=torch.float64, requires_grad=True)
+    out = policy_loss(
+        logp,
+        old_logp,
+        torch.tensor([1.0], dtype=torch.float64),
+        torch.ones(1, 2, dtype=torch.bool),
+        method=get_method("band", ratio_max=math.inf),
+        dual_clip_c=None,
+    )
+    assert out.metrics[mn.RATIO_MAX].item() == pytest.approx(math.exp(20.0))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(logp.grad).all()
+
+
+# --- aggregation ------------------------------------------------------------------------------------
+
+
+HAND_LOSS = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+HAND_MASK = torch.tensor([[True, True, True], [True, False, False]])
+
+
+@pytest.mark.parametrize(
+    ("agg", "expected"),
+    [
+        ("token_mean", 2.5),
+        ("seq_mean_token_mean", 3.0),
+        ("seq_mean_token_sum", 5.0),
+        ("seq_mean_token_sum_norm", 10 / 6),
+    ],
+)
+def test_aggregation_hand_values(agg: str, expected: float) -> None:
+    assert aggregate_loss(HAND_LOSS, HAND_MASK, agg).item() == pytest.approx(expected)
+    # an extra fully masked row holding garbage changes nothing
+    loss = torch.cat([HAND_LOSS, torch.tensor([[math.nan, math.inf, 9.0]])])
+    mask = torch.cat([HAND_MASK, torch.zeros(1, 3, dtype=torch.bool)])
+    assert aggregate_loss(loss, mask, agg).item() == pytest.approx(expected)
+    assert aggregate_loss(HAND_LOSS, HAND_MASK.float(), agg).item() == pytest.approx(expected)
+
+
+def test_dr_grpo_max_len() -> None:
+    assert aggregate_loss(HAND_LOSS, HAND_MASK, "seq_mean_token_sum_norm", max_len=5).item() == pytest.approx(
+        1.0
+    )
+    with pytest.raises(ValueError, match="max_len"):
+        aggregate_loss(HAND_LOSS, HAND_MASK, "seq_mean_token_sum_norm", max_len=0)
+
+
+def test_unknown_aggregation_raises() -> None:
+    with pytest.raises(ValueError, match="seq_mean_token_mean"):
+        aggregate_loss(HAND_LOSS, HAND_MASK, "seq-mean-token-mean")
+    logp, old_logp, advantages, mask = make_batch()
+    with pytest.raises(ValueError, match="valid modes"):
+        policy_loss(logp, old_logp, advantages, mask, agg="mean")
+
+
+# --- edge cases in every method and mode -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list_methods())
+@pytest.mark.parametrize("agg", AGG_MODES)
+@pytest.mark.parametrize(
+    "case", ["empty_batch", "no_tokens", "all_masked", "masked_row_and_garbage", "zero_adv"]
+)
+def test_edge_cases_are_finite_in_every_method(name: str, agg: str, case: str) -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=6, batch=4, length=5)
+    if case == "empty_batch":
+        logp, old_logp, advantages, mask = logp[:0], old_logp[:0], advantages[:0], mask[:0]
+    elif case == "no_tokens":
+        logp, old_logp, mask = logp[:, :0], old_logp[:, :0], mask[:, :0]
+    elif case == "all_masked":
+        mask = torch.zeros_like(mask)
+    elif case == "masked_row_and_garbage":
+        mask[1] = False
+        logp[1] = -math.inf
+        old_logp[1, :2] = math.nan
+        advantages = advantages.clone()
+    else:
+        advantages = torch.zeros_like(advantages)  # a zero-variance group
+    logp = logp.clone().requires_grad_()
+    out = policy_loss(logp, old_logp, advantages, mask, method=name, agg=agg)
+    assert isinstance(out, PolicyLossOutput)
+    assert out.loss.shape == () and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert torch.isfinite(logp.grad).all()
+    assert set(out.metrics) == ALL_METRIC_KEYS
+    assert all(torch.isfinite(v) and v.shape == () for v in out.metrics.values())
+    if case in ("empty_batch", "no_tokens", "all_masked", "zero_adv"):
+        assert out.loss.item() == 0.0 and (logp.grad == 0).all()
+    if case in ("empty_batch", "no_tokens", "all_masked"):
+        assert all(v.item() == 0.0 for v in out.metrics.values())
+    if case == "masked_row_and_garbage":
+        keep = torch.ones(4, dtype=torch.bool)
+        keep[1] = False
+        clean = policy_loss(
+            logp.detach()[keep], old_logp[keep], advantages[keep], mask[keep], method=name, agg=agg
+        )
+        assert out.loss.item() == pytest.approx(clean.loss.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", list_methods())
+def test_low_precision_inputs(name: str, dtype: torch.dtype) -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=7, dtype=dtype)
+    logp.requires_grad_()
+    out = policy_loss(logp, old_logp, advantages, mask, method=name)
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert logp.grad.dtype == dtype and torch.isfinite(logp.grad).all()
+    full = policy_loss(logp.detach().double(), old_logp.double(), advantages.double(), mask, method=name)
+    assert out.loss.item() == pytest.approx(full.loss.item(), rel=0.05, abs=0.02)
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+
+
+def test_metrics_on_a_hand_made_batch() -> None:
+    # clip [0.8, 1.2]; tokens: (p_old, ratio, A)
+    tokens = [
+        (0.005, 1.5, 1.0),  # up-clipped, bin p0_001
+        (0.05, 0.5, -1.0),  # down-clipped, bin p001_01
+        (0.3, 1.5, -1.0),  # outside the bound but not clipped (A < 0 above): binding only
+        (0.7, 1.0, 1.0),  # inside
+        (0.95, 1.1, 1.0),  # inside, bin p09_1
+        (0.3, 15.0, -1.0),  # dual-clipped (ratio > 10) and binding
+    ]
+    p_old = torch.tensor([[t[0] for t in tokens] + [0.5]], dtype=torch.float64)
+    ratio = torch.tensor([[t[1] for t in tokens] + [3.0]], dtype=torch.float64)
+    adv = torch.tensor([[t[2] for t in tokens] + [1.0]], dtype=torch.float64)
+    mask = torch.tensor([[True] * len(tokens) + [False]])  # the last token is padding and must not count
+    old_logp = p_old.log()
+    logp = old_logp + ratio.log()
+    m = policy_loss(logp, old_logp, adv, mask, method="clip").metrics
+    n = len(tokens)
+    assert m[mn.CLIP_FRAC_UP].item() == pytest.approx(1 / n)
+    assert m[mn.CLIP_FRAC_DOWN].item() == pytest.approx(1 / n)
+    assert m[mn.CLIP_FRAC].item() == pytest.approx(2 / n)
+    assert m[mn.CLIP_FRAC_DUAL].item() == pytest.approx(1 / n)
+    assert m[mn.BOUND_BINDING_FRAC].item() == pytest.approx(4 / n)
+    assert m[mn.clip_frac_up_bin("p0_001")].item() == 1.0
+    assert m[mn.clip_frac_down_bin("p001_01")].item() == 1.0
+    assert m[mn.clip_frac_up_bin("p01_05")].item() == 0.0  # 2 tokens, none up-clipped
+    assert m[mn.clip_frac_up_bin("p05_09")].item() == 0.0 and m[mn.clip_frac_up_bin("p09_1")].item() == 0.0
+    assert m[mn.BOUNDS_LOW_MEAN].item() == pytest.approx(0.8) and m[
+        mn.BOUNDS_HIGH_MEAN
+    ].item() == pytest.approx(1.2)
+    r = ratio[0, :n]
+    assert m[mn.RATIO_MEAN].item() == pytest.approx(r.mean().item())
+    assert m[mn.RATIO_MAX].item() == pytest.approx(15.0)
+    assert m[mn.APPROX_KL_K1].item() == pytest.approx((-r.log()).mean().item())
+    assert m[mn.APPROX_KL_K3].item() == pytest.approx((r - 1 - r.log()).mean().item())
+    assert m[mn.LOSS_POLICY].item() == pytest.approx(
+        policy_loss(logp, old_logp, adv, mask, method="clip").loss.item()
+    )
+
+
+def test_metrics_per_bin_split_and_band_metrics_agree() -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=8, batch=16, length=32)
+    bounds = get_method("clip")(old_logp)
+    out = policy_loss(logp, old_logp, advantages, mask, bounds=bounds)
+    standalone = band_metrics(logp, old_logp, advantages, mask, bounds)
+    assert set(standalone) == ALL_METRIC_KEYS - {mn.LOSS_POLICY}
+    for key, value in standalone.items():
+        assert torch.equal(value, out.metrics[key]), key
+    # the per-bin fractions, weighted by bin size, add up to the overall fraction
+    p = old_logp.exp()
+    edges = mn.PROB_BIN_EDGES
+    total = 0.0
+    for i, key in enumerate(mn.CLIP_FRAC_UP_BINS):
+        upper_ok = p <= edges[i + 1] if i == len(mn.CLIP_FRAC_UP_BINS) - 1 else p < edges[i + 1]
+        in_bin = mask & (p >= edges[i]) & upper_ok
+        total += out.metrics[key].item() * in_bin.sum().item()
+    assert total / mask.sum().item() == pytest.approx(out.metrics[mn.CLIP_FRAC_UP].item())
+    assert out.metrics[mn.CLIP_FRAC_UP].item() > 0
+
+
+# --- input checks -----------------------------------------------------------------------------------
+
+
+def test_shape_errors_say_how_to_fix() -> None:
+    logp, old_logp, advantages, mask = make_batch(batch=3, length=4)
+    with pytest.raises(ValueError, match="unsqueeze"):
+        policy_loss(logp[0], old_logp[0], advantages, mask[0])
+    with pytest.raises(ValueError, match="old_logp must have the same shape"):
+        policy_loss(logp, old_logp[:, :3], advantages, mask)
+    with pytest.raises(ValueError, match="mask must have the same shape"):
+        policy_loss(logp, old_logp, advantages, mask[:, :3])
+    with pytest.raises(ValueError, match=r"advantages must have shape \(B,\)"):
+        policy_loss(logp, old_logp, advantages[:2], mask)
+    with pytest.raises(ValueError, match=r"bounds\.ratio_high"):
+        policy_loss(logp, old_logp, advantages, mask, bounds=(0.8, torch.ones(5)))
+    with pytest.raises(TypeError, match="RatioBounds"):
+        policy_loss(logp, old_logp, advantages, mask, bounds=torch.ones(3, 4))
+    with pytest.raises(TypeError, match="floating-point"):
+        policy_loss(logp.long(), old_logp, advantages, mask)
+    with pytest.raises(ValueError, match="valid methods"):
+        policy_loss(logp, old_logp, advantages, mask, method="ppo")
+
+
+# --- KL penalty -------------------------------------------------------------------------------------
+
+
+def test_kl_penalty_estimators() -> None:
+    logp = torch.tensor([[-1.0, -2.0, -0.5]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0, -0.5]], dtype=torch.float64, requires_grad=True)
+    d = (logp - ref).detach()
+    assert torch.allclose(kl_penalty(logp, ref, "k1"), d)
+    assert torch.allclose(kl_penalty(logp, ref, "k2"), 0.5 * d**2)
+    k3 = kl_penalty(logp, ref, "k3")
+    assert torch.allclose(k3, torch.exp(-d) + d - 1)
+    assert torch.equal(k3, kl_penalty(logp, ref, "low_var_kl")) and torch.equal(k3, kl_penalty(logp, ref))
+    assert (k3 >= 0).all() and k3[0, 2].item() == 0.0
+    k3.sum().backward()
+    assert logp.grad is not None and ref.grad is None
+
+
+def test_kl_penalty_k3_is_clamped_and_checked() -> None:
+    logp = torch.tensor([-40.0, 0.0, 0.0])
+    ref = torch.tensor([0.0, -40.0, -5.0])
+    k3 = kl_penalty(logp, ref, "k3")
+    # d = -40: e^20 - 21 clamps to 10; d = 40: e^-20 + 19 clamps to 10; d = 5 is inside: e^-5 + 4
+    assert k3.tolist() == pytest.approx([10.0, 10.0, math.exp(-5) + 4])
+    with pytest.raises(ValueError, match="low_var_kl"):
+        kl_penalty(logp, ref, "mse")
+    with pytest.raises(ValueError, match="same shape"):
+        kl_penalty(logp, ref[:1])
+    assert kl_penalty(logp.bfloat16(), ref.bfloat16()).dtype == torch.float32
+
+
+# --- entropy ----------------------------------------------------------------------------------------
+
+
+def naive_entropy(logits: torch.Tensor) -> torch.Tensor:
+    x = logits.double()
+    return -(torch.softmax(x, -1) * torch.log_softmax(x, -1)).sum(-1)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 256])
+def test_chunked_entropy_equals_naive_with_gradients(chunk_size: int) -> None:
+    logits = torch.randn(3, 7, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    ent = entropy_from_logits(a, chunk_size=chunk_size)
+    ref = naive_entropy(b)
+    assert ent.shape == (3, 7) and torch.allclose(ent, ref, rtol=1e-12, atol=1e-12)
+    weights = torch.rand(3, 7, dtype=torch.float64)
+    (ent * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert torch.allclose(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        assert torch.equal(entropy_from_logits(logits, chunk_size=chunk_size), ent.detach())
+
+
+def test_entropy_edge_cases() -> None:
+    logits = torch.tensor([[0.0, 0.0, -math.inf, -math.inf], [5.0, -math.inf, -math.inf, -math.inf]])
+    ent = entropy_from_logits(logits.requires_grad_(), chunk_size=1)
+    assert ent.tolist() == pytest.approx([math.log(2), 0.0])
+    ent.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    bf = entropy_from_logits(torch.zeros(2, 8, dtype=torch.bfloat16))
+    assert bf.dtype == torch.float32 and bf.tolist() == pytest.approx([math.log(8)] * 2)
+    assert entropy_from_logits(torch.zeros(0, 4, 10)).shape == (0, 4)
+    assert entropy_from_logits(torch.zeros(10)).shape == ()
+    with pytest.raises(ValueError, match="chunk_size"):
+        entropy_from_logits(torch.zeros(2, 3), chunk_size=0)
