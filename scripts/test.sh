@@ -2,8 +2,8 @@
 # Runs the whole test suite: lint, the main environment, then the verl integration in its own environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check src tests benchmarks
-.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks examples
+.venv/bin/ruff format --check src tests benchmarks examples
 .venv/bin/python -m pytest -m "not verl" "$@"
 if [ -x .venv-verl/bin/python ]; then
   .venv-verl/bin/python -m pytest -m verl tests/integrations

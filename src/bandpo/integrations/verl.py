@@ -1,0 +1,283 @@
+"""BandPO as a policy loss of stock verl (>= 0.9.1, < 0.10): `actor_rollout_ref.actor.policy_loss.loss_mode=bandpo`.
+
+`pip install bandpo[verl]` declares this module as a `verl.plugins` entry point. `import verl` loads every
+entry point of that group (unless `VERL_USE_EXTERNAL_PLUGINS=none`), so the loss is in verl's registry on
+the driver and on every Ray worker without any change to verl or to the launch command.
+
+Parameters come from `policy_loss` in the actor config. With verl's own `PolicyLossConfig` (no `_target_`
+change) the loss runs the paper's defaults: Band-KL, δ = 0.05, ratio cap 10, no relaxation. To set them, select
+`BandPOPolicyLossConfig` (a `PolicyLossConfig` subclass):
+
+    actor_rollout_ref.actor.policy_loss._target_=bandpo.integrations.verl.BandPOPolicyLossConfig
+    actor_rollout_ref.actor.policy_loss.loss_mode=bandpo
+    +actor_rollout_ref.actor.policy_loss.method=band
+    +actor_rollout_ref.actor.policy_loss.delta=0.05
+
+(`+` because verl's YAML does not list these keys; a config file can declare them instead, see
+`examples/verl/`). The dual-clip constant reuses verl's own `actor.clip_ratio_c` unless
+`policy_loss.dual_clip_c` is set, so a GRPO (`loss_mode=vanilla`) and a BandPO run share one setting.
+
+Where this departs from verl's `vanilla` loss, and why:
+    - The per-token loss is `bandpo.losses.policy_loss` (ratio clamped into [ratio_low, ratio_high] from the
+      chosen bound method, dual-clip for A < 0) computed in float32 at least; it is then aggregated with
+      verl's `agg_loss` and the `global_batch_info` verl fills in per mini-batch, so micro-batching and
+      data-parallel size do not change the loss or its gradient (the same contract as verl's own losses).
+    - Bounds are recomputed in every call, on the valid tokens only (padding gets the neutral [1, 1]). verl
+      calls the loss once per micro-batch on freshly sliced tensors, so there is no stable key to cache on;
+      the bounds are a pure function of `old_log_prob`, so recomputation gives identical numbers for every
+      PPO epoch. Band-KL's bisection is elementwise, a small cost next to the forward/backward pass. Host
+      syncs per call: the valid-token gather, the one-transfer metric read and bandpo.band's input check
+      (`vanilla` has three).
+    - Metrics: verl's `actor/pg_clipfrac`, `actor/ppo_kl` and `actor/pg_clipfrac_lower` (the same meaning as
+      in `vanilla`, so dashboards line up) plus every `bandpo.metric_names` diagnostic under `actor/`, as
+      floats read from the device in one transfer. verl averages them over micro-batches (so
+      `actor/ratio/max` is a mean of micro-batch maxima).
+
+verl's registry silently overwrites names; this module refuses to: registering over a name that holds a loss
+not made by this module raises `ValueError`. Re-importing (or reloading) this module is a no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bandpo import metric_names as mn
+from bandpo.losses import AGG_MODES, policy_loss
+from bandpo.methods import BoundMethod, RatioBounds, get_method
+
+try:
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
+    from verl.workers.config import PolicyLossConfig
+except ImportError as err:  # pragma: no cover - exercised only without verl
+    raise ImportError(
+        "bandpo.integrations.verl needs verl: pip install 'bandpo[verl]' (verl pins its own transformers, "
+        "so install it in a separate virtual environment)"
+    ) from err
+
+__all__ = [
+    "LOSS_NAME",
+    "METHOD_PARAM_FIELDS",
+    "BandPOPolicyLossConfig",
+    "compute_policy_loss_bandpo",
+    "register_bandpo_loss",
+    "resolve_loss_settings",
+]
+
+LOSS_NAME = "bandpo"
+"""The `policy_loss.loss_mode` that selects BandPO in verl."""
+
+METHOD_PARAM_FIELDS: tuple[str, ...] = (
+    "divergence",
+    "delta",
+    "ratio_max",
+    "relax",
+    "eps_low",
+    "eps_high",
+    "lower_side",
+    "upper_side",
+)
+"""Fields of `BandPOPolicyLossConfig` passed to `bandpo.get_method` when set (None = the method's default)."""
+
+# verl's own metric names for the clipped surrogate (logged by its `vanilla` loss)
+VERL_PG_CLIPFRAC = "actor/pg_clipfrac"
+VERL_PPO_KL = "actor/ppo_kl"
+VERL_PG_CLIPFRAC_LOWER = "actor/pg_clipfrac_lower"
+VERL_METRIC_PREFIX = "actor/"
+
+_MARKER = "_bandpo_policy_loss"  # attribute set on functions registered by this module
+
+
+@dataclasses.dataclass(kw_only=True)
+class BandPOPolicyLossConfig(PolicyLossConfig):
+    """verl `PolicyLossConfig` with the bound method and its parameters (`policy_loss._target_=` this class).
+
+    Args:
+        loss_mode: must be "bandpo" (the fields below are read only by the bandpo loss).
+        method: a `bandpo.list_methods()` name: band (BandPO), band_upper, band_lower, clip, clip_higher,
+            dcpo.
+        divergence, delta, ratio_max, relax, eps_low, eps_high, lower_side, upper_side: parameters of the
+            method (see `bandpo.methods`); None keeps the method's own default (band: KL, 0.05, 10, False,
+            0.2, 0.28, "band", "band"). Setting one the method does not take is an error.
+        dual_clip_c: dual-clip constant c > 1 for A < 0 tokens; None uses the actor's `clip_ratio_c`
+            (verl's field; the paper sets it to 10), `inf` disables dual-clip.
+
+    Inherited verl fields (clip_cov_*, kl_cov_ratio, ppo_kl_coef, dro_beta, rollout_correction) are not
+    read by the bandpo loss.
+    """
+
+    loss_mode: str = LOSS_NAME
+    method: str = "band"
+    divergence: str | None = None
+    delta: float | None = None
+    ratio_max: float | None = None
+    relax: bool | None = None
+    eps_low: float | None = None
+    eps_high: float | None = None
+    lower_side: str | None = None
+    upper_side: str | None = None
+    dual_clip_c: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss_mode != LOSS_NAME:
+            raise ValueError(
+                f"policy_loss.loss_mode is {self.loss_mode!r} but policy_loss._target_ is "
+                f"BandPOPolicyLossConfig, whose fields only the {LOSS_NAME!r} loss reads; set "
+                f"policy_loss.loss_mode={LOSS_NAME} or drop the _target_ override"
+            )
+        if self.dual_clip_c is not None:
+            _check_dual_clip("policy_loss.dual_clip_c", self.dual_clip_c)
+        _build_method(self.method, _method_params(self))  # validates; errors name the field
+
+
+def _read(config: Any, key: str) -> Any:
+    """`config.key` for a dataclass or a DictConfig/dict; None when absent."""
+    if isinstance(config, Mapping):
+        return config.get(key)
+    return getattr(config, key, None)
+
+
+def _method_params(policy_loss_config: Any) -> tuple[tuple[str, Any], ...]:
+    params = ((key, _read(policy_loss_config, key)) for key in METHOD_PARAM_FIELDS)
+    return tuple((key, value) for key, value in params if value is not None)
+
+
+@functools.lru_cache(maxsize=64)
+def _build_method(name: str, params: tuple[tuple[str, Any], ...]) -> BoundMethod:
+    """The bound method for `name` and the set parameters; cached because verl calls the loss per micro-batch."""
+    try:
+        return get_method(name, **dict(params))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"policy_loss (bandpo): {err}") from None
+
+
+def _check_dual_clip(field_name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or value <= 1:
+        raise ValueError(
+            f"{field_name} must be a number > 1 (dual-clip caps the loss of A < 0 tokens at -A·c; the paper "
+            f"uses 10) or inf to disable it, got {value!r}"
+        )
+    return float(value)
+
+
+def resolve_loss_settings(config: Any) -> tuple[BoundMethod, float | None]:
+    """(bound method, dual-clip c or None) from a verl actor config (`ActorConfig` or its DictConfig).
+
+    Reads `config.policy_loss` (a `BandPOPolicyLossConfig`, verl's `PolicyLossConfig` or a mapping with the
+    same keys); unset fields take the method's defaults; c falls back to `config.clip_ratio_c`.
+    """
+    if config is None:
+        raise ValueError(
+            f"the {LOSS_NAME!r} policy loss needs the actor config (verl passes config=actor_config); got None"
+        )
+    loss_config = _read(config, "policy_loss") or {}
+    method = _build_method(_read(loss_config, "method") or "band", _method_params(loss_config))
+    c = _read(loss_config, "dual_clip_c")
+    field_name = "policy_loss.dual_clip_c"
+    if c is None:
+        c, field_name = _read(config, "clip_ratio_c"), "actor.clip_ratio_c"
+    if c is None:
+        return method, None
+    c = _check_dual_clip(field_name, c)
+    return method, None if math.isinf(c) else c
+
+
+def _valid_token_bounds(method: BoundMethod, old_logp: Tensor, mask: Tensor) -> RatioBounds:
+    """Bounds computed on the valid tokens only, scattered back to (B, T) with [1, 1] on padding."""
+    valid_old_logp = old_logp.detach()[mask]  # (N,) valid tokens, flattened
+    low_valid, high_valid = method(valid_old_logp)  # (N,)
+    low = torch.ones_like(old_logp).masked_scatter(mask, low_valid)  # (B, T)
+    high = torch.ones_like(old_logp).masked_scatter(mask, high_valid)  # (B, T)
+    return RatioBounds(low, high)
+
+
+def _verl_metrics(metrics: dict[str, Tensor]) -> dict[str, float]:
+    """verl's three surrogate metrics plus bandpo's catalogue under `actor/`, read in one device transfer."""
+    keys = [key for key in metrics if key != mn.LOSS_POLICY]  # verl logs actor/pg_loss itself
+    values = torch.stack([metrics[key].to(torch.float64) for key in keys]).tolist() if keys else []
+    by_key = dict(zip(keys, values, strict=True))
+    out = {
+        VERL_PG_CLIPFRAC: by_key[mn.CLIP_FRAC],
+        VERL_PPO_KL: by_key[mn.APPROX_KL_K1],
+        VERL_PG_CLIPFRAC_LOWER: by_key[mn.CLIP_FRAC_DUAL],
+    }
+    out.update({VERL_METRIC_PREFIX + key: value for key, value in by_key.items()})
+    return out
+
+
+def compute_policy_loss_bandpo(
+    old_log_prob: Tensor,
+    log_prob: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Any = None,
+    rollout_is_weights: Tensor | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """verl policy loss "bandpo": bandpo's clipped surrogate with per-token bounds, aggregated by verl.
+
+    Args:
+        old_log_prob, log_prob, advantages, response_mask: (B, T) micro-batch tensors, as verl passes them.
+        loss_agg_mode: verl's aggregation ("token-mean", "seq-mean-token-mean", ...).
+        config: the actor config; `config.policy_loss` holds the method (see `resolve_loss_settings`) and
+            `config.global_batch_info` the global token/sequence counts and dp size that `agg_loss` uses.
+        rollout_is_weights: optional (B, T) rollout-correction weights multiplying the per-token loss.
+
+    Returns:
+        (scalar loss for `.backward()`, metrics as floats), verl's `PolicyLossFn` contract.
+
+    Notes:
+        With `global_batch_info` empty and dp size 1, the loss equals
+        `bandpo.policy_loss(log_prob, old_log_prob, advantages, response_mask, method=..., agg=...)` with
+        the aggregation name's dashes replaced by underscores (up to verl's 1e-8 in seq-mean-token-mean).
+    """
+    method, c = resolve_loss_settings(config)
+    mask = response_mask.bool()  # (B, T)
+    bounds = _valid_token_bounds(method, old_log_prob, mask)
+    agg = loss_agg_mode.replace("-", "_")
+    out = policy_loss(
+        log_prob,
+        old_log_prob,
+        advantages,
+        mask,
+        agg=agg if agg in AGG_MODES else "token_mean",  # its own aggregate is unused; verl's is below
+        dual_clip_c=c,
+        bounds=bounds,
+    )
+    per_token_loss = out.per_token_loss  # (B, T), 0 on padding
+    if rollout_is_weights is not None:
+        per_token_loss = per_token_loss * rollout_is_weights
+    global_batch_info = _read(config, "global_batch_info") or {}
+    loss = agg_loss(
+        loss_mat=per_token_loss, loss_mask=mask, loss_agg_mode=loss_agg_mode, **dict(global_batch_info)
+    )
+    return loss, _verl_metrics(out.metrics)
+
+
+def register_bandpo_loss(name: str = LOSS_NAME) -> None:
+    """Put `compute_policy_loss_bandpo` in verl's policy-loss registry under `name`.
+
+    Idempotent for a name that already holds a loss from this module (re-import, `importlib.reload`).
+
+    Raises:
+        ValueError: `name` holds another loss (a verl built-in such as "vanilla", or another plugin's);
+            verl's own `register_policy_loss` would overwrite it silently.
+    """
+    existing = POLICY_LOSS_REGISTRY.get(name)
+    if existing is not None and not getattr(existing, _MARKER, False):
+        raise ValueError(
+            f"verl already has a policy loss named {name!r} ({getattr(existing, '__module__', '?')}."
+            f"{getattr(existing, '__qualname__', existing)!r}); bandpo will not shadow it. Pick another "
+            f"name, or remove the plugin that registers {name!r}"
+        )
+    setattr(compute_policy_loss_bandpo, _MARKER, True)
+    register_policy_loss(name)(compute_policy_loss_bandpo)
+
+
+register_bandpo_loss()
