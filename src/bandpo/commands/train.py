@@ -61,7 +61,6 @@ _FIELD_FLAGS: tuple[str, ...] = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     method = parser.add_argument_group("method (per-token ratio bounds)")
     method.add_argument(
         "--method", help="band, band_upper, band_lower, clip, clip_higher, dcpo (default: band)"
@@ -80,8 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--lower-side", choices=("band", "fixed"), help="Band's lower side (default: band)")
     method.add_argument("--upper-side", choices=("band", "fixed"), help="Band's upper side (default: band)")
     loss = parser.add_argument_group("loss")
-    loss.add_argument("--dual-clip-c", type=float, help="dual-clip constant c, TRL's delta (default: 10)")
-    loss.add_argument("--agg", help="seq_mean_token_mean, token_mean, seq_mean_token_sum_norm")
+    loss.add_argument(
+        "--dual-clip-c", type=float, help="dual-clip constant c, TRL's delta; inf disables it (default: 10)"
+    )
+    loss.add_argument(
+        "--agg",
+        choices=("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"),
+        help="loss aggregation (default: seq_mean_token_mean)",
+    )
     loss.add_argument(
         "--kl-coef", type=float, help="k3 KL weight to the initial policy (default: 0; paper 0.001)"
     )

@@ -1,0 +1,40 @@
+"""Training: the embedded CPU default and `bandpo train`, on TRL's GRPOTrainer (`bandpo.integrations.trl`).
+
+Public API (stable; `bandpo compare` builds on it):
+
+- `TrainConfig`: every setting of a run (frozen, keyword-only, validated; presets "default" and "paper").
+- `train(config, *, progress=True) -> TrainSummary`: runs it and writes the run directory.
+- `TrainSummary`, `EvalResult`, `PromptResult`: what a run returns, with per-prompt evaluation results.
+
+Submodules: `task` (Countdown generator and verifier), `tokenizer`, `model`, `warmup` (cached supervised
+warm-up), `data` (dataset files), `rewards` (verifiers and the failure guard), `evaluate`, `plots`,
+`runner`. Importing this package is cheap; TRL and transformers load when a run starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["EvalResult", "PromptResult", "TrainConfig", "TrainSummary", "train"]
+
+_EXPORTS = {
+    "TrainConfig": "bandpo.training.config",
+    "train": "bandpo.training.runner",
+    "TrainSummary": "bandpo.training.runner",
+    "EvalResult": "bandpo.training.evaluate",
+    "PromptResult": "bandpo.training.evaluate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bandpo.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bandpo.training.config import TrainConfig
+    from bandpo.training.evaluate import EvalResult, PromptResult
+    from bandpo.training.runner import TrainSummary, train

@@ -1,0 +1,338 @@
+"""`TrainConfig`: every setting of a `bandpo train` run, validated, with presets.
+
+The defaults are the embedded CPU run (`exploration-notes.md` §3, design D4 "cdrare"): the tiny Countdown
+policy, BandPO (KL, δ = 0.05, ratio cap 10), 32 prompts × 8 samples per RL step, 2 iterations × 4 minibatches
+(8 Adam steps per rollout batch, lr 3e-4), 250 RL steps, GRPO advantages with std, seq-mean-token-mean,
+dual-clip c = 10, no KL, no entropy bonus, temperature 1.
+
+A *step* here is one RL step: one generation batch and its ``num_iterations × minibatches`` optimiser steps
+(TRL counts optimiser steps; ``trl_max_steps`` converts).
+
+Presets (`PRESETS`, applied with `TrainConfig.from_preset`): ``default`` (the above) and ``paper``: the
+paper's algorithm on a real model: KL 0.001 (k3) to the reference, lr 1e-6, 256 prompts × 16 samples in
+4 minibatches of 64 prompts, one iteration, 1020 steps, 32 evaluation samples; the rest is shared with
+``default`` (advantages, aggregation, dual-clip, temperature, δ). Use it with ``--model`` and ``--dataset``
+(and ``--max-completion-length 4096`` for the paper's response length; the preset keeps the length that fits
+the reward: 8 tokens for Countdown, 1024 for math).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AGG_MODES", "PRESETS", "REWARD_NAMES", "TrainConfig"]
+
+AGG_MODES: tuple[str, ...] = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
+REWARD_NAMES: tuple[str, ...] = ("countdown", "math")
+SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
+# method parameters forwarded to bandpo.get_method when the method accepts them
+METHOD_PARAM_NAMES: tuple[str, ...] = (
+    "divergence",
+    "delta",
+    "ratio_max",
+    "relax",
+    "eps_low",
+    "eps_high",
+    "lower_side",
+    "upper_side",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run. Frozen and keyword-only; invalid values raise a one-line ValueError naming the field.
+
+    Method (the ratio bounds; `bandpo.list_methods()`):
+        method: band, band_upper, band_lower, clip, clip_higher, dcpo, ...
+        divergence, delta, ratio_max, relax, lower_side, upper_side: Band's parameters.
+        eps_low, eps_high: fixed-clip epsilons; None keeps the method's own default (clip 0.2/0.2,
+            clip_higher 0.2/0.28, dcpo 0.16/0.20, band's fixed sides 0.2/0.28).
+    Loss:
+        agg: seq_mean_token_mean (GRPO, paper), token_mean, or seq_mean_token_sum_norm (Dr.GRPO).
+        dual_clip_c: dual-clip constant c (TRL's delta); None disables it.
+        kl_coef: weight of the k3 KL to the initial policy (0 skips the reference model).
+        entropy_coef: entropy bonus weight (paper: 0).
+        scale_rewards: GRPO advantage scaling: group (std per group, paper), batch, none (Dr.GRPO).
+    Schedule:
+        max_steps: RL steps (generation batches).
+        prompts_per_step, num_generations: prompts per generation batch and samples per prompt.
+        num_iterations, minibatches: passes over each generation batch and optimiser steps per pass.
+        learning_rate, max_grad_norm, temperature, max_completion_length (None: 8 tokens for Countdown,
+            1024 otherwise).
+    Data and model:
+        model: local HF checkpoint directory; None builds and warms up the embedded tiny model.
+        dataset: local .jsonl/.json/.parquet file with `prompt_column` and `answer_column`; None uses the
+            embedded Countdown task.
+        reward: countdown or math (None: countdown for the embedded task, math with a dataset);
+            reward_timeout_s: per-sample limit (a timeout scores 0 and is counted).
+        use_chat_template: wrap prompts as a user message when the tokenizer has a chat template.
+    Evaluation (before and after training, held-out prompts):
+        eval_prompts, eval_samples (k of mean@k, pass@k, maj@k), eval_every (RL steps; 0: only before/after).
+    Run directory and checkpoints:
+        output_dir: None: runs/<method>-seed<seed>-<time>. save_every: RL steps between checkpoints;
+        keep_checkpoints: how many to keep. resume: continue from the last checkpoint in output_dir (a
+        directory without a run starts one).
+    Warm-up of the embedded model: warmup_target_accuracy, warmup_max_steps, warmup_rare_fraction,
+        cache_dir (default $BANDPO_CACHE or ~/.cache/bandpo).
+    Other: seed, num_threads (torch CPU threads), report_tensorboard.
+    """
+
+    # method
+    method: str = "band"
+    divergence: str = "kl"
+    delta: float = 0.05
+    ratio_max: float = 10.0
+    relax: bool = False
+    eps_low: float | None = None
+    eps_high: float | None = None
+    lower_side: str = "band"
+    upper_side: str = "band"
+    # loss
+    agg: str = "seq_mean_token_mean"
+    dual_clip_c: float | None = 10.0
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    scale_rewards: str = "group"
+    # schedule
+    max_steps: int = 250
+    prompts_per_step: int = 32
+    num_generations: int = 8
+    num_iterations: int = 2
+    minibatches: int = 4
+    learning_rate: float = 3e-4
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+    max_completion_length: int | None = None
+    # data and model
+    model: str | None = None
+    dataset: str | None = None
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    reward: str | None = None
+    reward_timeout_s: float | None = 5.0
+    use_chat_template: bool = True
+    # evaluation
+    eval_prompts: int = 256
+    eval_samples: int = 16
+    eval_every: int = 0
+    # run directory
+    output_dir: str | None = None
+    save_every: int = 25
+    keep_checkpoints: int = 2
+    resume: bool = False
+    # warm-up of the embedded model
+    warmup_target_accuracy: float = 0.35
+    warmup_max_steps: int = 1500
+    warmup_rare_fraction: float = 0.01
+    cache_dir: str | None = None
+    # other
+    seed: int = 0
+    num_threads: int = 1
+    report_tensorboard: bool = True
+    preset: str = "default"
+
+    def __post_init__(self) -> None:
+        from bandpo.methods import list_methods
+
+        # resolved defaults: the embedded task's reward and length, or math with room to reason
+        if self.reward is None:
+            object.__setattr__(self, "reward", "countdown" if self.dataset is None else "math")
+        if self.max_completion_length is None:
+            object.__setattr__(self, "max_completion_length", 8 if self.reward == "countdown" else 1024)
+        if self.method not in list_methods():
+            raise ValueError(f"method={self.method!r} is unknown; use one of {list(list_methods())}")
+        self.bound_method()  # validates the method parameters, naming the bad one
+        _choice("agg", self.agg, AGG_MODES)
+        _choice("reward", self.reward, REWARD_NAMES)
+        _choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+        _choice("preset", self.preset, tuple(PRESETS))
+        if self.dual_clip_c is not None:
+            _number(
+                "dual_clip_c",
+                self.dual_clip_c,
+                low=1.0,
+                low_open=True,
+                fix="use a value > 1 (paper: 10) or None",
+            )
+        _number("kl_coef", self.kl_coef, low=0.0)
+        _number("entropy_coef", self.entropy_coef, low=0.0)
+        _number("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        _number("max_grad_norm", self.max_grad_norm, low=0.0, fix="use a value >= 0 (0 disables clipping)")
+        _number("temperature", self.temperature, low=0.0, low_open=True)
+        _number("warmup_target_accuracy", self.warmup_target_accuracy, low=0.0, low_open=True, high=1.0)
+        _number("warmup_rare_fraction", self.warmup_rare_fraction, low=0.0, high=1.0)
+        if self.reward_timeout_s is not None:
+            _number(
+                "reward_timeout_s",
+                self.reward_timeout_s,
+                low=0.0,
+                low_open=True,
+                fix="use seconds > 0 or None",
+            )
+        for name in (
+            "max_steps",
+            "prompts_per_step",
+            "num_iterations",
+            "minibatches",
+            "max_completion_length",
+            "eval_samples",
+            "save_every",
+            "keep_checkpoints",
+            "warmup_max_steps",
+            "num_threads",
+        ):
+            _integer(name, getattr(self, name), low=1)
+        _integer(
+            "num_generations", self.num_generations, low=2, fix="GRPO needs at least 2 samples per prompt"
+        )
+        _integer("eval_prompts", self.eval_prompts, low=1)
+        _integer("eval_every", self.eval_every, low=0)
+        _integer("seed", self.seed, low=0)
+        if self.prompts_per_step % self.minibatches:
+            raise ValueError(
+                f"prompts_per_step={self.prompts_per_step} must be divisible by minibatches={self.minibatches} "
+                "(each minibatch holds whole prompt groups); change one of them"
+            )
+        if self.optimizer_steps_per_rl_step == 1:
+            warnings.warn(
+                "every method is identical with num_iterations=1 and minibatches=1: one optimiser step per "
+                "rollout batch keeps the ratio at 1, so no bound ever binds; use several (default: 2 x 4)",
+                UserWarning,
+                stacklevel=3,
+            )
+        for name in ("model", "dataset"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).expanduser().exists():
+                raise ValueError(
+                    f"{name}={value!r} does not exist; pass a local path (nothing is downloaded)"
+                )
+        if self.dataset is None and self.reward != "countdown":
+            raise ValueError(
+                f"reward={self.reward!r} needs --dataset (the embedded task uses reward='countdown')"
+            )
+        for name in ("prompt_column", "answer_column"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty column name")
+
+    # -- derived values ---------------------------------------------------------------------------------
+    @property
+    def method_params(self) -> dict[str, Any]:
+        """Parameters passed to `bandpo.get_method(self.method, ...)`: those the method accepts."""
+        from bandpo.methods import get_method
+
+        accepted = get_method(self.method).params
+        params = {name: getattr(self, name) for name in METHOD_PARAM_NAMES if name in accepted}
+        return {name: value for name, value in params.items() if value is not None}
+
+    def bound_method(self) -> Any:
+        from bandpo.methods import get_method
+
+        try:
+            return get_method(self.method, **self.method_params)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"method={self.method!r}: {error}") from None
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.prompts_per_step * self.num_generations
+
+    @property
+    def optimizer_steps_per_rl_step(self) -> int:
+        return self.num_iterations * self.minibatches
+
+    @property
+    def trl_max_steps(self) -> int:
+        """TRL's `max_steps` (optimiser steps) for `max_steps` RL steps."""
+        return self.max_steps * self.optimizer_steps_per_rl_step
+
+    @property
+    def embedded(self) -> bool:
+        """True when the run uses the built-in tiny model and Countdown task."""
+        return self.model is None and self.dataset is None
+
+    # -- construction and serialisation ----------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, preset: str = "default", **overrides: Any) -> TrainConfig:
+        """The preset's values, then `overrides` (None values are ignored, so CLI defaults pass through)."""
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r} is unknown; use one of {sorted(PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(known)}")
+        values = {**PRESETS[preset], "preset": preset}
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {
+        "method": "band",
+        "divergence": "kl",
+        "delta": 0.05,
+        "ratio_max": 10.0,
+        "relax": False,
+        "agg": "seq_mean_token_mean",
+        "dual_clip_c": 10.0,
+        "kl_coef": 0.001,
+        "entropy_coef": 0.0,
+        "scale_rewards": "group",
+        "temperature": 1.0,
+        "learning_rate": 1e-6,
+        "prompts_per_step": 256,
+        "num_generations": 16,
+        "num_iterations": 1,
+        "minibatches": 4,
+        "max_steps": 1020,
+        "eval_samples": 32,
+    },
+}
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; use one of {list(choices)}")
+
+
+def _number(
+    name: str,
+    value: Any,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    fix: str | None = None,
+) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}]"
+        raise ValueError(f"{name}={value!r} is not valid; {fix or f'use a number in {interval}'}")
+
+
+def _integer(name: str, value: Any, *, low: int, fix: str | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}={value!r} is not valid; {fix or f'use an integer >= {low}'}")

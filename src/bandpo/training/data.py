@@ -1,0 +1,190 @@
+"""Prompts for training and evaluation: the embedded Countdown task, or a local jsonl/json/parquet file.
+
+A dataset file holds one prompt per row with a prompt column and a reference-answer column. The usual
+layouts are recognised without flags:
+
+- ``prompt`` / ``answer`` (the default names; others with ``--prompt-column`` / ``--answer-column``);
+- DAPO-Math: ``prompt`` is a list of chat messages and the answer is ``reward_model["ground_truth"]``;
+- MATH: ``problem`` / ``solution`` (the answer is the solution's last ``\\boxed{}``);
+- GSM8K: ``question`` / ``answer`` (the answer ends with ``#### 72``).
+
+A bad file or row raises a one-line ValueError naming the row (1-based) and the fix. Prompts are split into
+held-out evaluation rows and training rows by a stable hash of their text (about 10%, see
+`task.is_held_out`), so evaluation prompts never appear in training; the training rows are then laid out, in
+a seeded order, exactly as the run will consume them (one pass over the returned list), which is what
+makes a resumed run see the same prompts as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bandpo.training import task
+
+__all__ = ["PromptRow", "countdown_rows", "load_prompt_rows", "schedule_rows", "split_rows"]
+
+PROMPT_ALIASES: tuple[str, ...] = ("prompt", "problem", "question")
+ANSWER_ALIASES: tuple[str, ...] = ("answer", "solution", "ground_truth")
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """A prompt (text or chat messages), its reference answer, and whether it needs the rare strategy."""
+
+    prompt: Any
+    answer: str | None
+    needs_rare: bool | None = None
+
+    @property
+    def text(self) -> str:
+        """The prompt's text (the last message's content for a chat prompt)."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return str(self.prompt[-1]["content"])
+
+
+def countdown_rows(problems: list[task.CountdownProblem]) -> list[PromptRow]:
+    return [PromptRow(prompt=p.prompt, answer=p.prompt, needs_rare=p.needs_rare) for p in problems]
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    if suffix == ".jsonl":
+        records = []
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(
+                        f"{path.name} line {line_number}: not valid JSON ({error.msg}); fix or delete that line"
+                    ) from None
+                if not isinstance(record, dict):
+                    raise ValueError(
+                        f"{path.name} line {line_number}: expected a JSON object with prompt and answer"
+                    )
+                records.append(record)
+        return records
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path.name}: not valid JSON ({error.msg} at line {error.lineno})") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise ValueError(f"{path.name}: expected a JSON list of objects (or {{'data': [...]}})")
+        return data
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError("reading parquet needs pyarrow: pip install 'bandpo[train]'") from error
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as error:  # pyarrow raises several types for a corrupt file
+            raise ValueError(f"{path.name}: cannot read as parquet ({error})") from None
+    raise ValueError(f"dataset {path.name!r}: unsupported format; use .jsonl, .json or .parquet")
+
+
+def _pick(record: dict[str, Any], preferred: str, aliases: tuple[str, ...]) -> tuple[str | None, Any]:
+    if preferred in record:
+        return preferred, record[preferred]
+    if preferred in aliases:  # only the default names fall back to the known layouts
+        for name in aliases:
+            if name in record:
+                return name, record[name]
+        reward_model = record.get("reward_model")
+        if "ground_truth" in aliases and isinstance(reward_model, dict) and "ground_truth" in reward_model:
+            return "reward_model.ground_truth", reward_model["ground_truth"]
+    return None, None
+
+
+def _valid_messages(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in value)
+    )
+
+
+def load_prompt_rows(
+    path: str | Path,
+    *,
+    prompt_column: str = "prompt",
+    answer_column: str = "answer",
+    require_answer: bool = True,
+) -> list[PromptRow]:
+    """Read and validate a local dataset file (see the module docstring for the accepted layouts)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"dataset {str(path)!r} is not a file; pass a local .jsonl, .json or .parquet file")
+    records = _read_records(path)
+    if not records:
+        raise ValueError(f"dataset {path.name!r} has no rows")
+    rows = []
+    for index, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path.name} row {index}: expected an object with prompt and answer fields")
+        name, prompt = _pick(record, prompt_column, PROMPT_ALIASES)
+        if name is None:
+            raise ValueError(
+                f"{path.name} row {index}: no {prompt_column!r} column (found {sorted(record)}); "
+                "rename it or pass --prompt-column"
+            )
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ValueError(f"{path.name} row {index}: {name!r} is empty; give every row a prompt")
+        elif not _valid_messages(prompt):
+            raise ValueError(
+                f"{path.name} row {index}: {name!r} must be a string or a list of chat messages "
+                "({'role': ..., 'content': ...}), got " + type(prompt).__name__
+            )
+        answer_name, answer = _pick(record, answer_column, ANSWER_ALIASES)
+        if answer is None or (isinstance(answer, str) and not answer.strip()):
+            if require_answer:
+                raise ValueError(
+                    f"{path.name} row {index}: no {answer_column!r} value (found {sorted(record)}); the reward "
+                    "needs a reference answer per row; add it or pass --answer-column"
+                )
+            answer = None
+        elif isinstance(answer, list | tuple) and len(answer) == 1:
+            answer = answer[0]
+        if answer is not None and not isinstance(answer, str | int | float):
+            raise ValueError(
+                f"{path.name} row {index}: {answer_name!r} must be a string or a number, got {type(answer).__name__}"
+            )
+        rows.append(PromptRow(prompt=prompt, answer=None if answer is None else str(answer)))
+    return rows
+
+
+def split_rows(rows: list[PromptRow], *, eval_prompts: int) -> tuple[list[PromptRow], list[PromptRow]]:
+    """(train, eval): eval = rows whose text hashes into the held-out buckets, at most `eval_prompts`.
+
+    Every row with a held-out text is kept out of training, even beyond the `eval_prompts` cap.
+    """
+    train, held_out = [], []
+    for row in rows:
+        (held_out if task.is_held_out(row.text) else train).append(row)
+    if not train:
+        raise ValueError(
+            "the dataset has no training rows after holding out the evaluation prompts; add rows"
+        )
+    return train, held_out[:eval_prompts]
+
+
+def schedule_rows(rows: list[PromptRow], count: int, *, seed: int) -> list[PromptRow]:
+    """`count` rows: seeded permutations of `rows`, one after another (a fresh permutation per epoch)."""
+    rng = random.Random(f"schedule-{seed}")
+    out: list[PromptRow] = []
+    while len(out) < count:
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        out.extend(rows[i] for i in order[: count - len(out)])
+    return out

@@ -1,0 +1,191 @@
+"""The embedded task: Countdown-3, a synthetic verifiable task with many correct answers.
+
+A prompt gives three digits and a target, e.g. ``"347|019:"``; a correct answer is an expression
+``"d o d o d"`` that uses the three digits once each, in any order, with operators from ``+ - *`` and the
+usual precedence, and equals the target: ``"3*4+7"`` or ``"4*3+7"`` or ``"7+3*4"`` ... (no spaces, so every
+answer is five characters). Rewards are exact (integer arithmetic).
+
+Why this task (see ``exploration-notes.md`` §3, design "cdrare"): a prompt has several valid answers, and the
+warm-up set makes one operator rare. Warm-up examples come from ``+ -`` expressions, except a fraction
+``rare_fraction`` (about 1%) from full ``+ - *`` expressions, and their answers prefer ``+ -``-only
+solutions. RL and evaluation prompts come from full ``+ - *`` expressions, so roughly half of them *need*
+``*`` (no ``+ -``-only solution exists) while the warmed-up policy almost never writes it: the rare,
+high-advantage tokens the paper is about.
+
+Held-out prompts never appear in training: a prompt belongs to the held-out pool when a stable hash (CRC-32)
+of its text falls in the first ``HELD_OUT_BUCKETS`` of 100 buckets; training and warm-up prompts are drawn
+from the rest. The split depends on the prompt text only, so it holds for every seed.
+
+Everything here is deterministic given the seed (``random.Random(seed)``; no global RNG).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = [
+    "ALPHABET",
+    "ANSWER_LENGTH",
+    "HELD_OUT_BUCKETS",
+    "OPERATORS",
+    "RARE_OPERATOR",
+    "CountdownProblem",
+    "evaluate_expression",
+    "format_prompt",
+    "is_correct",
+    "is_held_out",
+    "make_problem",
+    "parse_prompt",
+    "sample_eval_problems",
+    "sample_train_problems",
+    "sample_warmup_examples",
+    "solutions",
+]
+
+OPERATORS: tuple[str, ...] = ("+", "-", "*")
+RARE_OPERATOR = "*"
+ALPHABET: tuple[str, ...] = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "+", "-", "*", "|", ":")
+ANSWER_LENGTH = 5
+HELD_OUT_BUCKETS = 10  # of 100: about 10% of all prompts are reserved for evaluation
+MAX_TARGET = 999
+
+
+@dataclass(frozen=True)
+class CountdownProblem:
+    """One prompt: three digits and a target, with every correct answer precomputed."""
+
+    digits: tuple[int, int, int]
+    target: int
+
+    @property
+    def prompt(self) -> str:
+        return format_prompt(self.digits, self.target)
+
+    @property
+    def solutions(self) -> tuple[str, ...]:
+        """Every distinct correct answer, sorted."""
+        return solutions(self.digits, self.target)
+
+    @property
+    def needs_rare(self) -> bool:
+        """True when every correct answer uses the rare operator ``*``."""
+        return all(RARE_OPERATOR in s for s in self.solutions)
+
+
+def format_prompt(digits: tuple[int, int, int] | list[int], target: int) -> str:
+    return f"{digits[0]}{digits[1]}{digits[2]}|{target:03d}:"
+
+
+def parse_prompt(prompt: str) -> CountdownProblem:
+    """Inverse of `format_prompt`; raises ValueError naming the expected format."""
+    text = prompt.strip()
+    if len(text) != 8 or text[3] != "|" or text[7] != ":" or not (text[:3] + text[4:7]).isdigit():
+        raise ValueError(
+            f"not a Countdown prompt: {prompt!r}; expected 'xyz|ttt:' (three digits, a 3-digit target)"
+        )
+    return CountdownProblem(digits=(int(text[0]), int(text[1]), int(text[2])), target=int(text[4:7]))
+
+
+def evaluate_expression(expression: str) -> int | None:
+    """Value of ``"d o d o d"`` with ``*`` binding tighter than ``+ -``; None when malformed."""
+    if len(expression) != ANSWER_LENGTH:
+        return None
+    a, op1, b, op2, c = expression
+    if not (a.isdigit() and b.isdigit() and c.isdigit()) or op1 not in OPERATORS or op2 not in OPERATORS:
+        return None
+    x, y, z = int(a), int(b), int(c)
+    if op2 == "*" and op1 != "*":
+        yz = y * z
+        return x + yz if op1 == "+" else x - yz
+    left = {"+": x + y, "-": x - y, "*": x * y}[op1]
+    return {"+": left + z, "-": left - z, "*": left * z}[op2]
+
+
+@lru_cache(maxsize=65536)
+def solutions(digits: tuple[int, int, int], target: int) -> tuple[str, ...]:
+    """All distinct correct answers for `digits` and `target` (at most 6 orders x 9 operator pairs)."""
+    found = set()
+    for order in itertools.permutations(digits):
+        for op1, op2 in itertools.product(OPERATORS, repeat=2):
+            expression = f"{order[0]}{op1}{order[1]}{op2}{order[2]}"
+            if evaluate_expression(expression) == target:
+                found.add(expression)
+    return tuple(sorted(found))
+
+
+def is_correct(completion: str, problem: CountdownProblem) -> bool:
+    """Exact check: the completion (surrounding whitespace ignored) is one of the problem's answers."""
+    expression = completion.strip()
+    if len(expression) != ANSWER_LENGTH or sorted(expression[0::2]) != sorted(str(d) for d in problem.digits):
+        return False
+    return evaluate_expression(expression) == problem.target
+
+
+def is_held_out(prompt: str) -> bool:
+    """Whether `prompt` belongs to the evaluation pool (stable across seeds, Python versions and runs)."""
+    return zlib.crc32(prompt.encode()) % 100 < HELD_OUT_BUCKETS
+
+
+def _random_expression(rng: random.Random, operators: tuple[str, ...]) -> tuple[tuple[int, int, int], int]:
+    """Random digits 1-9 and the value of a random expression over them (non-negative, <= MAX_TARGET)."""
+    while True:
+        digits = (rng.randint(1, 9), rng.randint(1, 9), rng.randint(1, 9))
+        op1, op2 = rng.choice(operators), rng.choice(operators)
+        value = evaluate_expression(f"{digits[0]}{op1}{digits[1]}{op2}{digits[2]}")
+        if value is not None and 0 <= value <= MAX_TARGET:
+            return digits, value
+
+
+def make_problem(
+    rng: random.Random, *, operators: tuple[str, ...] = OPERATORS, held_out: bool
+) -> CountdownProblem:
+    """Draw one problem from expressions over `operators`, from the held-out pool or from the training pool."""
+    while True:
+        digits, target = _random_expression(rng, operators)
+        problem = CountdownProblem(digits=digits, target=target)
+        if is_held_out(problem.prompt) == held_out:
+            return problem
+
+
+def sample_train_problems(count: int, *, seed: int) -> list[CountdownProblem]:
+    """RL training prompts: full ``+ - *`` expressions, never from the held-out pool."""
+    rng = random.Random(f"countdown-train-{seed}")
+    return [make_problem(rng, held_out=False) for _ in range(count)]
+
+
+def sample_eval_problems(count: int, *, seed: int) -> list[CountdownProblem]:
+    """Held-out evaluation prompts: distinct, full ``+ - *`` expressions, from the held-out pool only."""
+    rng = random.Random(f"countdown-eval-{seed}")
+    problems: list[CountdownProblem] = []
+    seen: set[str] = set()
+    for _ in range(count * 1000):
+        problem = make_problem(rng, held_out=True)
+        if problem.prompt not in seen:
+            seen.add(problem.prompt)
+            problems.append(problem)
+            if len(problems) == count:
+                return problems
+    raise ValueError(f"eval_prompts={count} is more than the held-out pool can supply; use at most ~1000")
+
+
+def sample_warmup_examples(
+    count: int, *, seed: int, rare_fraction: float
+) -> list[tuple[CountdownProblem, str]]:
+    """Supervised warm-up pairs (problem, answer) with a biased prior: ``*`` is rare.
+
+    A fraction `rare_fraction` of the problems comes from full ``+ - *`` expressions, the rest from ``+ -``
+    expressions. Each answer is drawn uniformly among the problem's ``+ -``-only solutions when there are any
+    (so the demonstrated answers are diverse), else among all its solutions.
+    """
+    rng = random.Random(f"countdown-warmup-{seed}")
+    examples = []
+    for _ in range(count):
+        operators = OPERATORS if rng.random() < rare_fraction else ("+", "-")
+        problem = make_problem(rng, operators=operators, held_out=False)
+        plain = [s for s in problem.solutions if RARE_OPERATOR not in s]
+        examples.append((problem, rng.choice(plain or list(problem.solutions))))
+    return examples

@@ -1,0 +1,246 @@
+"""Supervised warm-up of the embedded policy (HF `Trainer`), cached on disk.
+
+RL needs a policy that is right part of the time: a random model never earns a reward. The warm-up trains the
+tiny model (`bandpo.training.model`) on Countdown examples with a biased prior (`task.sample_warmup_examples`:
+about 1% of them use ``*``), and stops as soon as the sampled accuracy (pass@1 at temperature 1) on prompts
+from the RL distribution reaches `target_accuracy` (default 0.35), or after `max_steps`.
+
+The result is saved (model, tokenizer, ``warmup.json`` with its statistics) under
+``$BANDPO_CACHE/warmup/<key>`` (default ``~/.cache/bandpo``), where ``<key>`` hashes the warm-up settings and
+the library versions, so later runs start from it in a second. The directory is written to a temporary name
+and renamed into place, so a killed warm-up never leaves a half-written cache entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bandpo.training import task
+
+__all__ = ["WarmupConfig", "WarmupResult", "cache_root", "load_or_warm_up", "sampled_accuracy"]
+
+WARMUP_FORMAT = 1  # bump when the task, tokenizer, model or procedure changes what a cached model means
+
+
+@dataclass(frozen=True, kw_only=True)
+class WarmupConfig:
+    """Settings of the supervised warm-up; all of them enter the cache key."""
+
+    seed: int = 0
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    rare_fraction: float = 0.01
+    num_examples: int = 40_000
+    learning_rate: float = 3e-3
+    batch_size: int = 256
+    max_steps: int = 1500
+    check_every: int = 25
+    target_accuracy: float = 0.35
+    check_prompts: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "num_examples", "batch_size", "max_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"warmup {name} must be a positive int, got {value!r}")
+        if not 0.0 <= self.rare_fraction <= 1.0:
+            raise ValueError(f"warmup rare_fraction must lie in [0, 1], got {self.rare_fraction!r}")
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError(f"warmup target_accuracy must lie in (0, 1], got {self.target_accuracy!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"warmup learning_rate must be > 0, got {self.learning_rate!r}")
+
+    def cache_key(self) -> str:
+        import torch
+        import transformers
+
+        payload = {
+            "format": WARMUP_FORMAT,
+            "config": asdict(self),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class WarmupResult:
+    """Where the warmed-up model is and how good it is."""
+
+    path: Path
+    steps: int
+    accuracy: float
+    seconds: float
+    from_cache: bool
+
+
+def cache_root() -> Path:
+    """``$BANDPO_CACHE`` or ``~/.cache/bandpo``."""
+    return Path(os.environ.get("BANDPO_CACHE") or Path.home() / ".cache" / "bandpo")
+
+
+def sampled_accuracy(
+    model: Any, tokenizer: Any, problems: list[task.CountdownProblem], *, seed: int
+) -> float:
+    """Fraction of `problems` solved by one sample each at temperature 1 (global RNG left untouched)."""
+    import torch
+
+    prompts = [p.prompt for p in problems]
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True)
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        output = model.generate(
+            **encoded,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=task.ANSWER_LENGTH + 1,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    model.train(was_training)
+    completions = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+    return sum(task.is_correct(c, p) for c, p in zip(completions, problems, strict=True)) / len(problems)
+
+
+def _examples_dataset(config: WarmupConfig, tokenizer: Any) -> list[dict[str, list[int]]]:
+    rows = []
+    for problem, answer in task.sample_warmup_examples(
+        config.num_examples, seed=config.seed, rare_fraction=config.rare_fraction
+    ):
+        prompt_ids = tokenizer(problem.prompt)["input_ids"]
+        answer_ids = [*tokenizer(answer)["input_ids"], tokenizer.eos_token_id]
+        rows.append({"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids})
+    return rows
+
+
+def _collate(rows: list[dict[str, list[int]]]) -> dict[str, Any]:
+    import torch
+
+    return {key: torch.tensor([row[key] for row in rows]) for key in ("input_ids", "labels")}
+
+
+def _warm_up(config: WarmupConfig, destination: Path, progress: Callable[[int, float], None] | None) -> dict:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from bandpo.training.model import build_tiny_model, count_parameters
+    from bandpo.training.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(
+        tokenizer,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        seed=config.seed,
+    )
+    check_problems = [
+        task.make_problem(random.Random(f"countdown-warmup-check-{config.seed}-{i}"), held_out=False)
+        for i in range(config.check_prompts)
+    ]
+    history: list[tuple[int, float]] = []
+
+    class StopAtTarget(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if state.global_step % config.check_every == 0 or state.global_step >= config.max_steps:
+                accuracy = sampled_accuracy(
+                    model, tokenizer, check_problems, seed=config.seed + state.global_step
+                )
+                history.append((state.global_step, accuracy))
+                if progress is not None:
+                    progress(state.global_step, accuracy)
+                if accuracy >= config.target_accuracy:
+                    control.should_training_stop = True
+            return control
+
+    with tempfile.TemporaryDirectory(prefix="bandpo-warmup-") as scratch:
+        arguments = TrainingArguments(
+            output_dir=scratch,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            weight_decay=0.0,
+            lr_scheduler_type="constant",
+            max_steps=config.max_steps,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            seed=config.seed,
+            data_seed=config.seed,
+            use_cpu=True,
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(
+            model=model,
+            args=arguments,
+            train_dataset=_examples_dataset(config, tokenizer),
+            data_collator=_collate,
+            callbacks=[StopAtTarget()],
+        )
+        from bandpo.training.runner import _silence
+
+        _silence(trainer)
+        trainer.train()
+    model.eval()
+    steps, accuracy = history[-1] if history else (0, 0.0)
+    model.save_pretrained(destination, safe_serialization=True)
+    tokenizer.save_pretrained(destination)
+    return {
+        "steps": steps,
+        "accuracy": accuracy,
+        "history": history,
+        "parameters": count_parameters(model),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def load_or_warm_up(
+    config: WarmupConfig,
+    *,
+    cache_dir: Path | str | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> WarmupResult:
+    """Return the cached warmed-up model for `config`, training it first when the cache has none.
+
+    Args:
+        config: the warm-up settings (they define the cache key).
+        cache_dir: root of the cache (default `cache_root()`).
+        progress: called as ``progress(step, sampled_accuracy)`` at each accuracy check.
+    """
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    final = root / "warmup" / config.cache_key()
+    info_path = final / "warmup.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        return WarmupResult(final, info["steps"], info["accuracy"], info["seconds"], from_cache=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        start = time.perf_counter()
+        info = _warm_up(config, staging, progress)
+        info["seconds"] = time.perf_counter() - start
+        info["config"] = asdict(config)
+        (staging / "warmup.json").write_text(json.dumps(info, indent=2))
+        try:
+            os.replace(staging, final)
+        except OSError:  # another process finished the same warm-up first: use theirs
+            if not info_path.is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return WarmupResult(final, info["steps"], info["accuracy"], info["seconds"], from_cache=False)

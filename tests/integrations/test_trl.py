@@ -1,0 +1,307 @@
+"""Contract tests of `bandpo.integrations.trl` against the installed TRL (supported: >=1.16,<1.17).
+
+The central test runs TRL's own `_compute_loss` with our per-token bounds on a tiny model and checks that the
+loss and its gradients equal `bandpo.policy_loss` on the same tensors: a TRL release that changes its clamp,
+its dual-clip or its aggregation fails here.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+
+pytest.importorskip("trl")
+
+import torch
+from datasets import Dataset
+
+from bandpo import metric_names as mn
+from bandpo.integrations.trl import (
+    AGG_TO_LOSS_TYPE,
+    BandPOConfig,
+    BandPOTrainer,
+    every_method_identical,
+)
+from bandpo.losses import policy_loss
+from bandpo.methods import get_method
+from bandpo.training.model import build_tiny_model
+from bandpo.training.tokenizer import build_char_tokenizer
+
+pytestmark = pytest.mark.integration
+
+MAX_COMPLETION = 6
+
+
+def _reward(prompts, completions, **kwargs):
+    return [float(len(c)) for c in completions]
+
+
+def _dataset(rows: int = 64) -> Dataset:
+    return Dataset.from_list(
+        [{"prompt": f"{i % 9 + 1}{i * 7 % 9 + 1}{i * 5 % 9 + 1}|0{i % 90 + 10}:"} for i in range(rows)]
+    )
+
+
+def _config(tmp_path, **overrides) -> BandPOConfig:
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        method="band",
+        beta=0.0,
+        num_generations=4,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        steps_per_generation=2,
+        num_iterations=2,
+        max_completion_length=MAX_COMPLETION,
+        max_steps=4,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=0,
+    )
+    values.update(overrides)
+    return BandPOConfig(**values)
+
+
+def _trainer(tmp_path, **overrides) -> BandPOTrainer:
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(tokenizer, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = BandPOTrainer(
+            model=model,
+            reward_funcs=_reward,
+            args=_config(tmp_path, **overrides),
+            train_dataset=_dataset(),
+            processing_class=tokenizer,
+        )
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def trained_batch(tmp_path_factory):
+    """A trainer, one generation batch from it (with bounds), and the policy moved away from the sampler."""
+    torch.manual_seed(0)
+    trainer = _trainer(tmp_path_factory.mktemp("trl"))
+    rows = [trainer.train_dataset[i] for i in range(4) for _ in range(4)]
+    batch = trainer._generate_and_score_completions(rows)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in trainer.model.parameters():
+            parameter.add_(0.4 * torch.randn(parameter.shape, generator=generator))
+    # strong, mixed-sign advantages so that every clip region (up, down, dual) is exercised
+    batch["advantages"] = torch.tensor([2.0, -2.0, 1.0, -1.5] * 4)
+    return trainer, batch
+
+
+def test_bounds_are_computed_once_per_generation_batch_from_old_logps(trained_batch):
+    _, batch = trained_batch
+    expected = get_method("band")(batch["old_per_token_logps"])
+    assert torch.equal(batch["ratio_low"], expected.ratio_low)
+    assert torch.equal(batch["ratio_high"], expected.ratio_high)
+    assert batch["ratio_low"].shape == batch["completion_ids"].shape
+
+
+@pytest.mark.parametrize("agg", sorted(AGG_TO_LOSS_TYPE))
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("clip", {}),
+        ("clip_higher", {}),
+        ("dcpo", {}),
+        ("band", {}),
+        ("band_upper", {}),
+        ("band", {"divergence": "tv", "delta": 0.1}),
+    ],
+)
+def test_trl_loss_equals_policy_loss(trained_batch, method, params, agg):
+    trainer, batch = trained_batch
+    bound_method = get_method(method, **params)
+    bounds = bound_method(batch["old_per_token_logps"])
+    inputs = {**batch, "ratio_low": bounds.ratio_low, "ratio_high": bounds.ratio_high}
+    trainer.loss_type = AGG_TO_LOSS_TYPE[agg]
+    trainer.model.zero_grad()
+    loss = trainer._compute_loss(trainer.model, inputs)
+    logp = trainer._captured_logps
+    ours = policy_loss(
+        logp,
+        batch["old_per_token_logps"],
+        batch["advantages"],
+        batch["completion_mask"],
+        bounds=bounds,
+        agg=agg,
+        dual_clip_c=10.0,
+        max_len=MAX_COMPLETION,
+    )
+    # the tensors must exercise the clip, or equality would prove nothing
+    assert ours.metrics[mn.CLIP_FRAC_UP] > 0 and ours.metrics[mn.CLIP_FRAC_DOWN] > 0
+    torch.testing.assert_close(loss, ours.loss, rtol=1e-5, atol=1e-6)
+    parameters = [p for p in trainer.model.parameters() if p.requires_grad]
+    grads_trl = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+    grads_ours = torch.autograd.grad(ours.loss, parameters, allow_unused=True)
+    for g_trl, g_ours in zip(grads_trl, grads_ours, strict=True):
+        if g_trl is None or g_ours is None:
+            assert g_trl is None and g_ours is None
+        else:
+            torch.testing.assert_close(g_trl, g_ours, rtol=1e-4, atol=1e-6)
+    # TRL's own clip counters see the per-token bounds too
+    trl_low = trainer._metrics["train"]["clip_ratio/low_mean"][-1]
+    assert trl_low == pytest.approx(trainer._metrics["train"][mn.CLIP_FRAC_DOWN][-1], abs=1e-6)
+    # epsilons are restored after the call
+    assert isinstance(trainer.epsilon_low, float) and isinstance(trainer.epsilon_high, float)
+
+
+def test_dual_clip_is_trl_delta(trained_batch):
+    """TRL's delta caps the ratio of A < 0 tokens: the dual-clip cap binds somewhere and both losses agree."""
+    trainer, batch = trained_batch
+    trainer.loss_type = "grpo"
+    bounds = get_method("clip")(batch["old_per_token_logps"])
+    inputs = {**batch, "ratio_low": bounds.ratio_low, "ratio_high": bounds.ratio_high}
+    original = trainer.args.delta
+    try:
+        trainer.args.delta = 1.5  # small c so that the cap binds on this batch
+        loss = trainer._compute_loss(trainer.model, inputs)
+    finally:
+        trainer.args.delta = original
+    ours = policy_loss(
+        trainer._captured_logps,
+        batch["old_per_token_logps"],
+        batch["advantages"],
+        batch["completion_mask"],
+        bounds=bounds,
+        dual_clip_c=1.5,
+    )
+    assert ours.metrics[mn.CLIP_FRAC_DUAL] > 0
+    torch.testing.assert_close(loss, ours.loss, rtol=1e-5, atol=1e-6)
+    without = policy_loss(
+        trainer._captured_logps,
+        batch["old_per_token_logps"],
+        batch["advantages"],
+        batch["completion_mask"],
+        bounds=bounds,
+        dual_clip_c=None,
+    )
+    assert not torch.allclose(without.loss, ours.loss)
+
+
+def test_band_metrics_are_logged_with_catalogued_keys(trained_batch):
+    trainer, batch = trained_batch
+    trainer._metrics["train"].clear()
+    trainer.loss_type = "grpo"
+    trainer._compute_loss(trainer.model, batch)
+    logged = trainer._metrics["train"]
+    for key in (
+        mn.CLIP_FRAC_UP,
+        mn.CLIP_FRAC_DOWN,
+        mn.BOUNDS_LOW_MEAN,
+        *mn.CLIP_FRAC_UP_BINS,
+        *mn.CLIP_FRAC_DOWN_BINS,
+    ):
+        assert key in logged and math.isfinite(logged[key][-1])
+    assert logged[mn.BOUNDS_HIGH_MEAN][-1] > 1.0
+
+
+def test_without_old_logps_bounds_come_from_the_sampling_policy(tmp_path):
+    """num_iterations=1 and one micro-batch per generation: TRL skips old logps; bounds use the current ones."""
+    with pytest.warns(UserWarning, match="every method is identical"):
+        _config(tmp_path, num_iterations=1, steps_per_generation=1)
+    trainer = _trainer(tmp_path, num_iterations=1, steps_per_generation=1)
+    assert every_method_identical(trainer.args)
+    rows = [trainer.train_dataset[i] for i in range(2) for _ in range(4)]
+    batch = trainer._generate_and_score_completions(rows)
+    assert "old_per_token_logps" not in batch and "ratio_low" not in batch
+    batch["advantages"] = torch.tensor([1.0, -1.0] * 4)
+    loss = trainer._compute_loss(trainer.model, batch)
+    logp = trainer._captured_logps
+    low, high = trainer._captured_bounds
+    expected = get_method("band")(logp.detach())
+    torch.testing.assert_close(low, expected.ratio_low)
+    torch.testing.assert_close(high, expected.ratio_high)
+    ours = policy_loss(logp, logp.detach(), batch["advantages"], batch["completion_mask"], bounds=expected)
+    torch.testing.assert_close(loss, ours.loss, rtol=1e-5, atol=1e-6)
+    assert trainer._metrics["train"][mn.CLIP_FRAC][-1] == 0.0  # ratio 1: nothing clips
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"importance_sampling_level": "sequence"}, "importance_sampling_level"),
+        ({"loss_type": "cispo"}, "loss_type"),
+        ({"loss_type": "sapo"}, "loss_type"),
+        ({"loss_type": "vespo"}, "loss_type"),
+        (
+            {"loss_type": "luspo", "importance_sampling_level": "sequence"},
+            "importance_sampling_level|loss_type",
+        ),
+        ({"method": "nope"}, "nope"),
+        ({"method_params": {"delta": -1.0}}, "delta"),
+        ({"method_params": "{not json"}, "method_params"),
+        ({"delta": 0.5}, "dual-clip"),
+    ],
+)
+def test_incompatible_settings_are_refused(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        _config(tmp_path, **overrides)
+
+
+def test_ratio_max_above_delta_warns(tmp_path):
+    with pytest.warns(UserWarning, match="ratio_max"):
+        _config(tmp_path, method_params={"ratio_max": 100.0})
+
+
+def test_trainer_requires_bandpo_config(tmp_path):
+    from trl import GRPOConfig
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2, report_to=[], use_cpu=True
+    )
+    with pytest.raises(TypeError, match="BandPOConfig"):
+        BandPOTrainer(model=build_tiny_model(build_char_tokenizer()), reward_funcs=_reward, args=args)
+
+
+def test_method_params_json_string_and_paper_defaults(tmp_path):
+    config = _config(tmp_path, method_params='{"delta": 0.1, "divergence": "tv"}')
+    assert config.bound_method.params["delta"] == 0.1
+    defaults = BandPOConfig(output_dir=str(tmp_path / "d"), report_to=[], use_cpu=True)
+    assert defaults.loss_type == "grpo" and defaults.delta == 10.0 and defaults.beta == 0.001
+    assert defaults.generation_batch_size == 256 * 16
+    # 4 optimiser steps per generation batch (minibatches of 64 prompts)
+    assert defaults.steps_per_generation // defaults.gradient_accumulation_steps == 4
+    assert not every_method_identical(defaults)
+    sized = BandPOConfig(
+        output_dir=str(tmp_path / "g"),
+        report_to=[],
+        use_cpu=True,
+        generation_batch_size=64,
+        num_generations=4,
+        per_device_train_batch_size=16,
+        gradient_accumulation_steps=1,
+    )
+    assert sized.steps_per_generation == 4
+
+
+def test_short_training_logs_band_metrics_and_moves_the_policy(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=4, method="band")
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    history = []
+
+    from transformers import TrainerCallback
+
+    class Keep(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            history.append(dict(logs or {}))
+
+    trainer.add_callback(Keep())
+    trainer.train()
+    records = [h for h in history if mn.CLIP_FRAC_UP in h]
+    assert len(records) == 4
+    assert all(math.isfinite(r["loss"]) for r in records)
+    assert any(r[mn.RATIO_MAX] != 1.0 for r in records[1:])  # later minibatches are off-policy
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))

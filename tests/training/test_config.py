@@ -1,0 +1,110 @@
+"""TrainConfig: validation errors name the field and the fix; presets; derived values."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bandpo.training import TrainConfig
+from bandpo.training.config import PRESETS
+
+
+def test_defaults_are_the_embedded_cpu_run():
+    config = TrainConfig()
+    assert config.method == "band" and config.delta == 0.05 and config.ratio_max == 10.0
+    assert config.reward == "countdown" and config.max_completion_length == 8
+    assert config.samples_per_step == 256 and config.optimizer_steps_per_rl_step == 8
+    assert config.trl_max_steps == 250 * 8
+    assert config.embedded
+    assert config.method_params == {
+        "divergence": "kl",
+        "delta": 0.05,
+        "ratio_max": 10.0,
+        "relax": False,
+        "lower_side": "band",
+        "upper_side": "band",
+    }
+
+
+def test_frozen_and_keyword_only():
+    config = TrainConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        TrainConfig("band")  # type: ignore[misc]
+
+
+def test_method_params_only_those_the_method_takes():
+    assert TrainConfig(method="clip").method_params == {}
+    assert TrainConfig(method="clip", eps_low=0.1).method_params == {"eps_low": 0.1}
+    assert TrainConfig(method="dcpo").method_params == {"ratio_max": 10.0}
+    assert TrainConfig(method="clip_higher").bound_method().params["eps_high"] == 0.28
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"method": "ppo"}, "method"),
+        ({"delta": 0.0}, "delta"),
+        ({"divergence": "nope"}, "divergence|nope"),
+        ({"lower_side": "middle"}, "lower_side"),
+        ({"method": "clip", "eps_low": 1.5}, "eps_low"),
+        ({"agg": "sum"}, "agg"),
+        ({"dual_clip_c": 0.5}, "dual_clip_c"),
+        ({"kl_coef": -1.0}, "kl_coef"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"temperature": 0}, "temperature"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"max_steps": 2.5}, "max_steps"),
+        ({"num_generations": 1}, "num_generations"),
+        ({"prompts_per_step": 30}, "prompts_per_step"),
+        ({"scale_rewards": "std"}, "scale_rewards"),
+        ({"reward": "exact"}, "reward"),
+        ({"dataset": "/no/such/file.jsonl"}, "dataset"),
+        ({"model": "/no/such/model"}, "model"),
+        ({"reward_timeout_s": -1.0}, "reward_timeout_s"),
+        ({"eval_every": -1}, "eval_every"),
+        ({"seed": True}, "seed"),
+    ],
+)
+def test_bad_values_name_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field) as info:
+        TrainConfig(**overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_math_reward_needs_a_dataset():
+    with pytest.raises(ValueError, match="dataset"):
+        TrainConfig(reward="math")
+
+
+def test_paper_preset():
+    config = TrainConfig.from_preset("paper")
+    assert config.preset == "paper"
+    assert (config.kl_coef, config.dual_clip_c, config.agg, config.entropy_coef) == (
+        0.001,
+        10.0,
+        "seq_mean_token_mean",
+        0.0,
+    )
+    assert (config.temperature, config.delta, config.scale_rewards) == (1.0, 0.05, "group")
+    assert config.samples_per_step == 256 * 16 and config.minibatches == 4
+    assert config.optimizer_steps_per_rl_step > 1  # several optimiser steps per rollout batch
+    assert TrainConfig.from_preset("paper", delta=0.1, seed=None).delta == 0.1  # None keeps the preset
+    assert set(PRESETS) == {"default", "paper"}
+    with pytest.raises(ValueError, match="preset"):
+        TrainConfig.from_preset("fast")
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_preset("default", sped=1)
+
+
+def test_json_round_trip():
+    config = TrainConfig(method="band_upper", seed=3, max_steps=7)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert '"method": "band_upper"' in config.to_json()
+
+
+def test_one_optimiser_step_per_rollout_batch_warns():
+    with pytest.warns(UserWarning, match="every method is identical"):
+        TrainConfig(num_iterations=1, minibatches=1)

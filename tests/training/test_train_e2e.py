@@ -1,0 +1,234 @@
+"""End-to-end: `train()` on a shrunken embedded default learns, writes its run directory, and resumes exactly.
+
+One small run (tiny warm-up, 4 RL steps of 8 prompts × 4 samples) serves the smoke tests; the resume test
+SIGKILLs the same run in a subprocess after its step-2 checkpoint, resumes it, and requires the same final
+metrics as the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+from bandpo import metric_names as mn
+from bandpo.cli import main
+from bandpo.training import TrainConfig, train
+from bandpo.training.plots import read_metrics
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+TIME_KEYS = (mn.TRAIN_STEP_TIME, "trl/step_time")
+
+
+def _small_config(cache_dir: Path, output_dir: Path, **overrides) -> TrainConfig:
+    values = dict(
+        max_steps=4,
+        prompts_per_step=8,
+        num_generations=4,
+        num_iterations=2,
+        minibatches=2,
+        learning_rate=1e-3,
+        save_every=2,
+        eval_prompts=16,
+        eval_samples=4,
+        warmup_max_steps=30,
+        cache_dir=str(cache_dir),
+        output_dir=str(output_dir),
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _without_times(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in TIME_KEYS}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bandpo-cache")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cache_dir):
+    run_dir = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    config = _small_config(cache_dir, run_dir)
+    return config, train(config, progress=False)
+
+
+def test_run_learns_and_writes_its_run_directory(finished_run):
+    config, summary = finished_run
+    run_dir = Path(summary.paths["run_dir"])
+    assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if mn.TRAIN_REWARD in r]
+    assert [r[mn.TRAIN_STEP] for r in records] == [1, 2, 3, 4]
+    catalogued = (
+        mn.TRAIN_REWARD,
+        mn.TRAIN_ENTROPY,
+        mn.TRAIN_ACCURACY,
+        mn.LOSS_TOTAL,
+        mn.REWARD_ERRORS,
+        mn.CLIP_FRAC,
+        mn.CLIP_FRAC_UP,
+        mn.CLIP_FRAC_DOWN,
+        mn.BOUNDS_HIGH_MEAN,
+        *mn.CLIP_FRAC_UP_BINS,
+        *mn.CLIP_FRAC_DOWN_BINS,
+    )
+    for record in records:
+        for key in catalogued:
+            assert key in record and math.isfinite(record[key]), key
+    assert any(r[mn.RATIO_MAX] > 1.0 for r in records)  # several optimiser steps per rollout batch
+    # the policy moved away from the warmed-up model
+    from safetensors.torch import load_file
+
+    start = load_file(Path(summary.warmup["path"]) / "model.safetensors")
+    end = load_file(run_dir / "model" / "model.safetensors")
+    assert any(not (start[name] == end[name]).all() for name in start)
+    # the other artefacts
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-16", "checkpoint-8"]  # 4 optimiser steps per RL step, every 2 RL steps
+    assert (run_dir / "checkpoints" / "checkpoint-16" / "model.safetensors").is_file()
+    for name in ("reward", "entropy", "clip_fractions"):
+        assert (run_dir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
+    stored = json.loads((run_dir / "summary.json").read_text())
+    assert stored["after"]["metrics"] == summary.after.metrics
+    # per-prompt evaluation results for `bandpo compare`
+    assert len(summary.after.prompts) == 16
+    first = summary.after.prompts[0]
+    assert len(first.samples) == len(first.correct) == 4 and first.needs_rare in (True, False)
+    for key in (
+        mn.EVAL_MEAN_AT_K,
+        mn.EVAL_PASS_AT_K,
+        mn.EVAL_MAJ_AT_K,
+        mn.EVAL_ENTROPY,
+        mn.EVAL_RARE_PASS_AT_K,
+    ):
+        assert 0.0 <= summary.after.metrics[key] < math.inf
+    assert set(summary.clip_by_bin) == {*mn.CLIP_FRAC_UP_BINS, *mn.CLIP_FRAC_DOWN_BINS}
+
+
+def test_an_existing_run_directory_is_not_overwritten(finished_run):
+    config, _ = finished_run
+    with pytest.raises(ValueError, match="--resume"):
+        train(config, progress=False)
+
+
+def test_sigkill_then_resume_ends_with_the_same_metrics(finished_run, cache_dir, tmp_path):
+    config, reference = finished_run
+    run_dir = tmp_path / "killed"
+    killed_config = config.replace(output_dir=str(run_dir))
+    script = (
+        "import json, sys\n"
+        "from bandpo.training import TrainConfig, train\n"
+        "train(TrainConfig.from_dict(json.loads(sys.argv[1])), progress=False)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, killed_config.to_json()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    checkpoint = run_dir / "checkpoints" / "checkpoint-8"  # after RL step 2 of 4
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists(), process.stderr.read().decode()[-2000:]
+    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+
+    resumed = train(killed_config.replace(resume=True), progress=False)
+    assert resumed.after.metrics == reference.after.metrics
+    assert _without_times(resumed.final_metrics) == _without_times(reference.final_metrics)
+    ours = [_without_times(r) for r in read_metrics(run_dir / "metrics.jsonl")]
+    theirs = [_without_times(r) for r in read_metrics(Path(reference.paths["metrics"]))]
+    assert ours == theirs
+    assert not any(
+        p.name.startswith(".") for p in (run_dir / "checkpoints").iterdir()
+    )  # no torn staging dirs
+
+
+def test_cli_resume_of_a_finished_run_prints_the_summary(finished_run, tmp_path, capsys):
+    import shutil
+
+    _, reference = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(reference.paths["run_dir"], copy)
+    assert main(["train", "--resume", "--output-dir", str(copy), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "before" in out and "after" in out and "pass@4" in out and str(copy) in out
+    assert json.loads((copy / "summary.json").read_text())["after"]["metrics"] == reference.after.metrics
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--delta", "-1"], "delta"),
+        (["--method", "ppo"], "method"),
+        (["--dataset", "/no/such.jsonl"], "dataset"),
+        (["--resume"], "--output-dir"),
+        (["--prompts-per-step", "30"], "prompts_per_step"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(argv, match, capsys):
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("bandpo train: error:")
+    assert match in err
+
+
+def test_local_model_and_math_dataset_with_chat_template(tmp_path, capsys):
+    """--model PATH --dataset PATH --reward math: chat template applied, answers verified, a row of errors."""
+    from bandpo.training.model import build_tiny_model
+    from bandpo.training.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}:{% endif %}"
+    )
+    model_dir = tmp_path / "model"
+    build_tiny_model(tokenizer, seed=1).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rows = [{"question": f"{i}+{i}", "answer": f"#### {2 * i}"} for i in range(40)]
+    dataset = tmp_path / "gsm8k.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = [
+        "train",
+        "--model",
+        str(model_dir),
+        "--dataset",
+        str(dataset),
+        "--max-steps",
+        "1",
+        "--prompts-per-step",
+        "4",
+        "--num-generations",
+        "2",
+        "--minibatches",
+        "2",
+        "--max-completion-length",
+        "4",
+        "--eval-samples",
+        "2",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--json",
+    ]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["config"]["reward"] == "math" and summary["warmup"] is None
+    record = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if mn.TRAIN_REWARD in r][-1]
+    assert record[mn.REWARD_ERRORS] == 0.0 and math.isfinite(record[mn.LOSS_TOTAL])
+    evaluation = json.loads((tmp_path / "run" / "eval_after.json").read_text())
+    assert evaluation["prompts"] and evaluation["prompts"][0]["answer"].startswith("####")
