@@ -1,0 +1,27 @@
+"""The Band operator: exact per-token ratio bounds from an f-divergence trust region (BandPO, paper §Band).
+
+`band_bounds(old_logp, delta=0.05, divergence="kl")` returns the interval of ratios π_new/π_old that keep
+D_f(π_new‖π_old) ≤ δ for each sampled token (paper-notes §1–2). Divergences are `Divergence` records in a
+registry: built-ins `kl`, `reverse_kl`, `tv`, `chi2`, `neyman_chi2`, `hellinger`, `js`, the α-family
+(`"alpha:<α>"` / `alpha_divergence`), and any convex f a user registers.
+"""
+
+from bandpo.band.divergences import (
+    Divergence,
+    alpha_divergence,
+    get_divergence,
+    list_divergences,
+    register_divergence,
+)
+from bandpo.band.operator import BandBounds, band_bounds, logp_tolerance
+
+__all__ = [
+    "BandBounds",
+    "Divergence",
+    "alpha_divergence",
+    "band_bounds",
+    "get_divergence",
+    "list_divergences",
+    "logp_tolerance",
+    "register_divergence",
+]

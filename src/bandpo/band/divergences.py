@@ -1,0 +1,399 @@
+"""f-divergence generators for the Band operator: the `Divergence` record, the built-ins and a registry.
+
+A divergence is a convex generator f on (0, ∞) with f(1) = 0; D_f(π‖π_old) = Σ_b π_old(b)·f(π(b)/π_old(b)).
+The Band operator only ever evaluates f, so a user divergence is just a torch-elementwise callable. Two
+limits are needed and derived numerically when not given: f(0) = lim_{u→0+} f(u) (simplex saturation) and
+f'(∞) = lim_{u→∞} f(u)/u (the p → 1 limit of the lower bound).
+
+Built-ins (u = π_new/π_old):
+
+| name          | f(u)                                   | divergence                          |
+|---------------|----------------------------------------|-------------------------------------|
+| `kl`          | −log u + u − 1                         | KL(π_old‖π_new), the paper's default |
+| `reverse_kl`  | u·log u − u + 1                        | KL(π_new‖π_old)                     |
+| `tv`          | ½·|u − 1|                              | total variation                     |
+| `chi2`        | (u − 1)²                               | Pearson χ²(π_new‖π_old)             |
+| `neyman_chi2` | (u − 1)²/u                             | Neyman χ²                           |
+| `hellinger`   | (√u − 1)²                              | squared Hellinger (max 2)           |
+| `js`          | ½·[u·log(2u/(1+u)) + log(2/(1+u))]     | Jensen–Shannon (natural log)        |
+| `alpha:<a>`   | (u^a − a·u − (1 − a)) / (a·(a − 1))    | Amari α-divergence                  |
+
+α convention (Amari / Cichocki–Amari): α = 0 is `kl`, α = 1 is `reverse_kl`, α = 2 is ½·`chi2`,
+α = ½ is 2·`hellinger`, α = −1 is ½·`neyman_chi2`. Any real α is accepted through `alpha_divergence(α)` or
+the name `"alpha:<α>"` (e.g. `"alpha:0.5"`), which `get_divergence` builds on demand without registering.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Divergence",
+    "alpha_divergence",
+    "get_divergence",
+    "list_divergences",
+    "register_divergence",
+]
+
+# (logp, delta) -> (lower, upper), float64 tensors of logp's shape
+ClosedForm = Callable[[Tensor, float], tuple[Tensor, Tensor]]
+
+_F1_TOL = 1e-10  # |f(1)| above this is an error
+_CONVEXITY_RTOL = 1e-7  # allowed relative decrease of consecutive secant slopes (rounding)
+
+
+def _convexity_grid() -> Tensor:
+    # log-spaced over (1e-8, 1e8) plus a fine linear patch around u = 1, sorted, float64
+    grid = torch.cat(
+        [torch.logspace(-8, 8, 1601, dtype=torch.float64), torch.linspace(0.5, 2.0, 301, dtype=torch.float64)]
+    )
+    return torch.unique(grid)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A convex generator f with f(1) = 0, as used by `band_bounds`.
+
+    Args:
+        name: snake_case name used in configs, the CLI and logs.
+        f: elementwise torch callable, f(u) for u ≥ 0 (a float64 tensor in, a tensor of the same shape out).
+        f_at_zero: f(0) = lim_{u→0+} f(u), may be `math.inf`. Derived numerically when omitted.
+        slope_at_infinity: f'(∞) = lim_{u→∞} f(u)/u, may be `math.inf`. Derived numerically when omitted.
+        f_of_log: optional stable evaluation of f(e^t) from t = log u (built-ins use it to avoid
+            cancellation near u = 1). When omitted, the solver evaluates f(exp(t)) after removing the linear
+            term f'(1)·(u − 1), which changes nothing mathematically (Σ π_old·(u − 1) = 0).
+        closed_form: optional exact `(logp, delta) -> (lower, upper)` in float64, used instead of the solver.
+        r_star: optional `delta -> r*`, the lower bound at p = 1 (root of f(r) + (1 − r)·f'(∞) = δ).
+        description: one line for `list_divergences`/docs.
+
+    Raises:
+        ValueError: f(1) ≠ 0, f is not convex (a secant slope decreases on a test grid), f returns NaN on
+            (0, ∞), or f cannot be called on a float64 tensor.
+    """
+
+    name: str
+    f: Callable[[Tensor], Tensor]
+    f_at_zero: float | None = None
+    slope_at_infinity: float | None = None
+    f_of_log: Callable[[Tensor], Tensor] | None = field(default=None, repr=False, compare=False)
+    closed_form: ClosedForm | None = field(default=None, repr=False, compare=False)
+    r_star: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
+    description: str = ""
+    _linear_coef: float = field(default=0.0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Divergence name must be a non-empty string, got {self.name!r}")
+        if not callable(self.f):
+            raise ValueError(f"Divergence {self.name!r}: f must be callable, got {type(self.f).__name__}")
+        grid = _convexity_grid()
+        try:
+            values = torch.as_tensor(self.f(grid), dtype=torch.float64)
+            f_one = float(torch.as_tensor(self.f(torch.ones(1, dtype=torch.float64)), dtype=torch.float64)[0])
+        except Exception as error:  # a user callable can fail in any way
+            raise ValueError(
+                f"Divergence {self.name!r}: f could not be evaluated on a float64 tensor ({error!r}); "
+                "write f with elementwise torch ops, e.g. lambda u: (u - 1) ** 2"
+            ) from error
+        if values.shape != grid.shape:
+            raise ValueError(
+                f"Divergence {self.name!r}: f must be elementwise (input shape {tuple(grid.shape)}, "
+                f"output shape {tuple(values.shape)})"
+            )
+        if not math.isfinite(f_one) or abs(f_one) > _F1_TOL:
+            raise ValueError(
+                f"Divergence {self.name!r}: f(1) must be 0, got {f_one!r}; subtract the constant f(1) from f"
+            )
+        if torch.isnan(values).any():
+            bad = float(grid[torch.isnan(values)][0])
+            raise ValueError(
+                f"Divergence {self.name!r}: f returns NaN at u = {bad:.3g} (must be defined on (0, ∞))"
+            )
+        finite = torch.isfinite(values)
+        u, v = grid[finite], values[finite]
+        du = u[1:] - u[:-1]
+        slopes = (v[1:] - v[:-1]) / du
+        rounding = 8 * torch.finfo(torch.float64).eps * (v[1:].abs() + v[:-1].abs()) / du  # slope noise
+        scale = slopes[1:].abs() + slopes[:-1].abs()
+        drop = slopes[:-1] - slopes[1:]  # > 0 where a secant slope decreases
+        bad = drop > _CONVEXITY_RTOL * scale + rounding[1:] + rounding[:-1]
+        if bad.any():
+            at = float(u[1:-1][bad][0])
+            raise ValueError(
+                f"Divergence {self.name!r}: f is not convex (its slope decreases near u = {at:.4g}); "
+                "the Band operator needs a convex generator"
+            )
+        if self.f_at_zero is None:
+            object.__setattr__(self, "f_at_zero", _limit_at_zero(self.f))
+        if self.slope_at_infinity is None:
+            object.__setattr__(self, "slope_at_infinity", _slope_at_infinity(self.f))
+        if self.f_of_log is None:
+            # central difference at 1 (any subgradient works for a kink, e.g. TV)
+            h = 1e-5
+            ends = self.f(torch.tensor([1.0 - h, 1.0 + h], dtype=torch.float64)).to(torch.float64)
+            coef = float((ends[1] - ends[0]) / (2 * h))
+            object.__setattr__(self, "_linear_coef", coef if math.isfinite(coef) else 0.0)
+
+    def f_log(self, t: Tensor) -> Tensor:
+        """f(e^t) minus the linear term f'(1)·(e^t − 1) (same divergence, no cancellation), for t = log u."""
+        if self.f_of_log is not None:
+            return self.f_of_log(t)
+        value = self.f(torch.exp(t))
+        if self._linear_coef != 0.0:
+            value = value - self._linear_coef * torch.expm1(t)
+        return value
+
+    def lower_at_p_one(self, delta: float) -> float:
+        """r*: the lower bound at p = 1, the root of f(r) + (1 − r)·f'(∞) = δ on [0, 1] (0 if none)."""
+        if self.r_star is not None:
+            return float(self.r_star(delta))
+        from bandpo.band.solver import solve_p_one_limit
+
+        return solve_p_one_limit(self, delta)
+
+
+def _limit_at_zero(f: Callable[[Tensor], Tensor]) -> float:
+    value = float(torch.as_tensor(f(torch.zeros(1, dtype=torch.float64)), dtype=torch.float64)[0])
+    if math.isnan(value):  # e.g. 0·log 0: take the limit from a tiny positive u
+        value = float(
+            torch.as_tensor(f(torch.full((1,), 1e-300, dtype=torch.float64)), dtype=torch.float64)[0]
+        )
+    return math.inf if math.isnan(value) or value > 1e300 else value
+
+
+def _slope_at_infinity(f: Callable[[Tensor], Tensor]) -> float:
+    u = torch.tensor([1e100, 1e150], dtype=torch.float64)  # (u − 1)²/u would overflow at 1e300
+    ratio = torch.as_tensor(f(u), dtype=torch.float64) / u
+    a, b = float(ratio[0]), float(ratio[1])
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return math.inf
+    if abs(b - a) > 1e-9 * max(1.0, abs(b)):  # still growing like log u or faster: infinite slope
+        return math.inf
+    return b
+
+
+# --- built-ins ---------------------------------------------------------------------------------------
+
+
+def _kl_f(u: Tensor) -> Tensor:
+    return -torch.log(u) + u - 1
+
+
+def _reverse_kl_f(u: Tensor) -> Tensor:
+    return torch.xlogy(u, u) - u + 1
+
+
+def _tv_f(u: Tensor) -> Tensor:
+    return 0.5 * (u - 1).abs()
+
+
+def _chi2_f(u: Tensor) -> Tensor:
+    return (u - 1) ** 2
+
+
+def _neyman_f(u: Tensor) -> Tensor:
+    return (u - 1) ** 2 / u
+
+
+def _hellinger_f(u: Tensor) -> Tensor:
+    return (torch.sqrt(u) - 1) ** 2
+
+
+def _js_f(u: Tensor) -> Tensor:
+    return 0.5 * (torch.xlogy(u, 2 * u / (1 + u)) + torch.log(2 / (1 + u)))
+
+
+def _js_f_log(t: Tensor) -> Tensor:
+    # u = e^t; log(2u/(1+u)) = log 2 − softplus(−t), log(2/(1+u)) = log 2 − softplus(t)
+    sp_neg = torch.nn.functional.softplus(-t)
+    sp_pos = torch.nn.functional.softplus(t)
+    return 0.5 * (torch.exp(t) * (math.log(2.0) - sp_neg) + (math.log(2.0) - sp_pos))
+
+
+def _kl_r_star(delta: float) -> float:
+    return math.exp(-delta)
+
+
+def _make_builtins() -> dict[str, Divergence]:
+    from bandpo.band import closed_forms
+
+    return {
+        d.name: d
+        for d in (
+            Divergence(
+                "kl",
+                _kl_f,
+                math.inf,
+                1.0,
+                f_of_log=lambda t: torch.expm1(t) - t,
+                r_star=_kl_r_star,
+                description="KL(π_old‖π_new), f(u) = −log u + u − 1 (paper default)",
+            ),
+            Divergence(
+                "reverse_kl",
+                _reverse_kl_f,
+                1.0,
+                math.inf,
+                f_of_log=lambda t: t * torch.exp(t) - torch.expm1(t),
+                r_star=lambda delta: 1.0,
+                description="KL(π_new‖π_old), f(u) = u·log u − u + 1",
+            ),
+            Divergence(
+                "tv",
+                _tv_f,
+                0.5,
+                0.5,
+                f_of_log=lambda t: 0.5 * torch.expm1(t).abs(),
+                closed_form=closed_forms.tv_bounds,
+                r_star=lambda delta: max(1.0 - delta, 0.0),
+                description="total variation, f(u) = ½|u − 1| (closed form)",
+            ),
+            Divergence(
+                "chi2",
+                _chi2_f,
+                1.0,
+                math.inf,
+                f_of_log=lambda t: torch.expm1(t) ** 2,
+                closed_form=closed_forms.chi2_bounds,
+                r_star=lambda delta: 1.0,
+                description="Pearson χ², f(u) = (u − 1)² (closed form)",
+            ),
+            Divergence(
+                "neyman_chi2",
+                _neyman_f,
+                math.inf,
+                1.0,
+                f_of_log=lambda t: -torch.expm1(t) * torch.expm1(-t),
+                closed_form=closed_forms.neyman_chi2_bounds,
+                r_star=lambda delta: 1.0 / (1.0 + delta),
+                description="Neyman χ², f(u) = (u − 1)²/u (closed form)",
+            ),
+            Divergence(
+                "hellinger",
+                _hellinger_f,
+                1.0,
+                1.0,
+                f_of_log=lambda t: torch.expm1(0.5 * t) ** 2,
+                closed_form=closed_forms.hellinger_bounds,
+                r_star=lambda delta: (1.0 - delta / 2.0) ** 2 if delta < 2.0 else 0.0,
+                description="squared Hellinger, f(u) = (√u − 1)² (closed form)",
+            ),
+            Divergence(
+                "js",
+                _js_f,
+                0.5 * math.log(2.0),
+                0.5 * math.log(2.0),
+                f_of_log=_js_f_log,
+                description="Jensen–Shannon, f(u) = ½[u·log(2u/(1+u)) + log(2/(1+u))]",
+            ),
+        )
+    }
+
+
+def alpha_divergence(alpha: float) -> Divergence:
+    """The Amari α-divergence f_α(u) = (u^α − α·u − (1 − α)) / (α·(α − 1)), named `alpha:<α>`.
+
+    α → 0 gives `kl` (−log u + u − 1) and α → 1 gives `reverse_kl`; those two limits reuse the built-in
+    generators. f_α(0) = 1/α for α > 0 (∞ otherwise); f_α'(∞) = 1/(1 − α) for α < 1 (∞ otherwise).
+    """
+    alpha = float(alpha)
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    name = f"alpha:{alpha:g}"
+    if alpha == 0.0:
+        base = _BUILTINS["kl"]
+    elif alpha == 1.0:
+        base = _BUILTINS["reverse_kl"]
+    else:
+        a = alpha
+        scale = 1.0 / (a * (a - 1.0))
+
+        def f(u: Tensor) -> Tensor:
+            return (u**a - a * u - (1.0 - a)) * scale
+
+        def f_of_log(t: Tensor) -> Tensor:
+            return (torch.expm1(a * t) - a * torch.expm1(t)) * scale
+
+        return Divergence(
+            name,
+            f,
+            1.0 / a if a > 0 else math.inf,
+            1.0 / (1.0 - a) if a < 1 else math.inf,
+            f_of_log=f_of_log,
+            r_star=(lambda delta: 1.0) if a >= 1 else None,
+            description=f"Amari α-divergence, α = {alpha:g}",
+        )
+    return Divergence(
+        name,
+        base.f,
+        base.f_at_zero,
+        base.slope_at_infinity,
+        f_of_log=base.f_of_log,
+        r_star=base.r_star,
+        description=f"Amari α-divergence, α = {alpha:g} (= {base.name})",
+    )
+
+
+_BUILTINS: dict[str, Divergence] = _make_builtins()
+_REGISTRY: dict[str, Divergence] = dict(_BUILTINS)
+
+
+def register_divergence(
+    name: str,
+    f: Callable[[Tensor], Tensor] | None = None,
+    *,
+    divergence: Divergence | None = None,
+    f_at_zero: float | None = None,
+    slope_at_infinity: float | None = None,
+    description: str = "",
+) -> Divergence:
+    """Register a user divergence under `name` (refuses a name already taken) and return it.
+
+    Either pass `f` (a convex elementwise torch callable with f(1) = 0) or a ready `divergence`.
+
+    Example:
+        >>> register_divergence("my_kl", f=lambda u: -torch.log(u) + u - 1)  # doctest: +SKIP
+    """
+    if name in _REGISTRY:
+        raise ValueError(f"divergence {name!r} is already registered; choose another name")
+    if name.startswith("alpha:"):
+        raise ValueError(f"the 'alpha:' prefix is reserved for the α-family, got {name!r}")
+    if (f is None) == (divergence is None):
+        raise ValueError("register_divergence needs exactly one of f=... or divergence=...")
+    if divergence is None:
+        divergence = Divergence(
+            name, f, f_at_zero=f_at_zero, slope_at_infinity=slope_at_infinity, description=description
+        )
+    elif divergence.name != name:
+        raise ValueError(f"divergence.name {divergence.name!r} differs from the name {name!r}")
+    _REGISTRY[name] = divergence
+    return divergence
+
+
+def get_divergence(name: str | Divergence) -> Divergence:
+    """Look up a registered divergence by name (or build `alpha:<α>`); a `Divergence` is returned as is."""
+    if isinstance(name, Divergence):
+        return name
+    if not isinstance(name, str):
+        raise ValueError(f"divergence must be a name or a Divergence, got {type(name).__name__}")
+    found = _REGISTRY.get(name)
+    if found is not None:
+        return found
+    if name.startswith("alpha:"):
+        try:
+            alpha = float(name.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"bad α-divergence name {name!r}; write e.g. 'alpha:0.5'") from None
+        return alpha_divergence(alpha)
+    valid = ", ".join([*list_divergences(), "alpha:<α>"])
+    raise ValueError(f"unknown divergence {name!r}; valid names: {valid}")
+
+
+def list_divergences() -> list[str]:
+    """Names of the registered divergences (built-ins first, then user ones in registration order)."""
+    return list(_REGISTRY)

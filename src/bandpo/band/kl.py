@@ -1,0 +1,137 @@
+"""The fast KL path: monotone Newton in log variables, and a cached table for float32 inputs.
+
+KL generator f(u) = −log u + u − 1. With q = r·p and H = −p·log p − (1 − p)·log(1 − p) (binary entropy),
+g_KL(p, r) = δ is −p·log q − (1 − p)·log(1 − q) = c with c = δ + H (paper-notes §2).
+
+- Upper root (q ∈ [p, 1)), variable v = −log(1 − q): h(v) = (1 − p)·v − p·log(1 − e^−v) − c is increasing
+  and convex on the root's side, and h(v0) ≥ 0 at v0 = c/(1 − p) (the dropped term −p·log q is ≥ 0).
+- Lower root (q ∈ (0, p]), variable u = log q: k(u) = −p·u − (1 − p)·log(1 − e^u) − c is decreasing and
+  convex, and k(u0) ≥ 0 at u0 = −c/p.
+
+Newton from these starts converges monotonically, with no bracket and no data-dependent exit: a fixed
+iteration count, chosen per dtype and proved by the exactness tests. We start from the nearer of that safe
+point and the χ²(2δ) guess q = p ± √(2δ·p(1 − p)) (KL ≈ ½χ² near r = 1); from the wrong side one Newton step
+of a convex monotone function lands on the safe side, after which convergence is monotone again. 4 steps
+reach the float64 floor over p ∈ [1e−12, 1 − 1e−12], δ ∈ [1e−4, 1]; we take 6.
+
+float32 inputs use `kl_bounds_table` instead (linear interpolation in a float64-built table), which is
+~10x faster than float32 Newton on CPU and more accurate (float32 Newton loses ~1e−6 to cancellation in c).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["NEWTON_STEPS", "kl_bounds_newton", "kl_bounds_table", "kl_interpolate", "kl_table"]
+
+# Newton steps per root, by the dtype the solve runs in (tests/band/test_exactness.py proves these)
+NEWTON_STEPS: dict[torch.dtype, int] = {torch.float64: 6, torch.float32: 4}
+LOGP_FLOOR = -700.0  # below this (p < 1e-304) p is treated as 0: (0, +inf)
+
+
+def _log1mexp(x: Tensor) -> Tensor:
+    """log(1 − e^x) for x ≤ 0."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def kl_bounds_newton(logp: Tensor, delta: float, steps: int | None = None) -> tuple[Tensor, Tensor]:
+    """KL Band interval by monotone Newton, computed in `logp.dtype` (float32 or float64).
+
+    Notes:
+        Termination: exactly `steps` Newton steps per root (default `NEWTON_STEPS[dtype]`), no host sync.
+        p → 0: v0 → c and u0 → −∞ are already the roots to working precision; the upper bound grows like
+        (1 − e^−δ)/p, +inf at p = 0. p → 1: the lower bound tends continuously to e^−δ; p = 1 returns
+        (e^−δ, 1) exactly. Naive equivalent: float64 bisection of g_KL on r ∈ [1, 1/p] and [0, 1].
+    """
+    if steps is None:
+        steps = NEWTON_STEPS.get(logp.dtype, NEWTON_STEPS[torch.float64])
+    is_zero = logp < LOGP_FLOOR
+    is_one = logp == 0
+    safe = torch.where(is_zero | is_one, torch.full_like(logp, -math.log(2.0)), logp)
+    p = torch.exp(safe)
+    log1mp = _log1mexp(safe)
+    one_minus_p = torch.exp(log1mp)
+    c = delta - p * safe - one_minus_p * log1mp  # δ + H
+
+    # starts: the safe side (h(v0) ≥ 0, k(u0) ≥ 0) or the χ²(2δ) guess q = p ± √(2δ·p(1 − p)) when that is
+    # nearer; from the far side one Newton step of a convex monotone function lands on the safe side
+    spread = torch.sqrt((2.0 * delta) * p * one_minus_p)
+    v_chi2 = -_log1mexp(torch.log(p + spread).clamp(max=0.0))
+    v = torch.minimum(c / one_minus_p, v_chi2)  # upper root, v = −log(1 − q)
+    for _ in range(steps):
+        h = one_minus_p * v - p * torch.log(-torch.expm1(-v)) - c
+        dh = one_minus_p - p / torch.expm1(v)
+        v = v - h / dh
+    u = torch.maximum(-c / p, torch.log(torch.clamp(p - spread, min=0.0)))  # lower root, u = log q
+    for _ in range(steps):
+        k = -p * u - one_minus_p * torch.log(-torch.expm1(u)) - c
+        dk = one_minus_p / torch.expm1(-u) - p
+        u = u - k / dk
+    upper = -torch.expm1(-v) / p
+    lower = torch.exp(u - safe)
+
+    lower = torch.where(is_zero, 0.0, torch.where(is_one, math.exp(-delta), lower))
+    upper = torch.where(is_zero, math.inf, torch.where(is_one, 1.0, upper))
+    return lower, upper
+
+
+# float32 table: nodes are the float32 values of −logp whose low (23 − TABLE_MANTISSA_BITS) mantissa bits are
+# zero, from 2^TABLE_MIN_EXP to 2^TABLE_MAX_EXP; 2^TABLE_MANTISSA_BITS nodes per octave.
+TABLE_MANTISSA_BITS = 12
+# |logp| below 2^−30 ≈ 9.3e−10 reads the first node: r̄ = 1/p there, r̲ within 2e−8 of e^−δ
+TABLE_MIN_EXP = -30
+TABLE_MAX_EXP = 7  # |logp| above 128 reads the last node: q̄ = 1 − e^−δ exactly, r̲ = 0
+_SHIFT = 23 - TABLE_MANTISSA_BITS
+_BITS_MIN = (127 + TABLE_MIN_EXP) << 23
+_BITS_MAX = (127 + TABLE_MAX_EXP) << 23
+
+
+@functools.lru_cache(maxsize=16)
+def kl_table(delta: float, device: torch.device) -> Tensor:
+    """(n, 4) float32: [q̄, q̄_next − q̄, r̲, r̲_next − r̲] at each node, q̄ = r̄·p, from the float64 Newton.
+
+    Cached per (δ, device) (16 entries): building it solves 151,552 nodes in float64 (~0.1 s on one core).
+    """
+    bits = torch.arange(_BITS_MIN, _BITS_MAX + 1, 1 << _SHIFT, dtype=torch.int64).to(torch.int32)
+    neg_logp = bits.view(torch.float32).to(torch.float64)
+    lower, upper = kl_bounds_newton(-neg_logp, delta)
+    q_upper = upper * torch.exp(-neg_logp)  # r̄·p
+    values = torch.stack([q_upper, lower], dim=1).to(torch.float32)  # (n, 2)
+    steps = torch.zeros_like(values)
+    steps[:-1] = values[1:] - values[:-1]
+    table = torch.stack([values[:, 0], steps[:, 0], values[:, 1], steps[:, 1]], dim=1)  # (n, 4)
+    return table.contiguous().to(device)
+
+
+def kl_bounds_table(logp: Tensor, delta: float) -> tuple[Tensor, Tensor]:
+    """KL Band interval for float32 `logp` (≤ 0): one gather from a cached table and a linear interpolation.
+
+    Notes:
+        The table is indexed by the float32 bit pattern of −logp: the exponent and top
+        `TABLE_MANTISSA_BITS` mantissa bits pick the node, the remaining bits give the interpolation weight
+        exactly, so the interpolation is linear in logp inside each cell (relative width 2^−12) and the only
+        errors are the interpolation error (≤ ~3e−7 relative at δ = 1e−4, less for larger δ) and float32
+        rounding. The table (151,552 nodes, 2.4 MB) is built once per (δ, device) by `kl_bounds_newton` in
+        float64 and cached. The upper bound is r̄ = q̄·exp(−logp) with q̄ = r̄·p interpolated, so p → 0
+        gives +inf when (1 − e^−δ)/p overflows float32, and p = 1 gives exactly (r̲(p = 1 − 9e−10), 1), within
+        2e−8 of e^−δ. The naive equivalent is `kl_bounds_newton(logp.double(), delta)` rounded to float32.
+        Work is fixed (13 elementwise ops, one gather); no host sync.
+    """
+    return kl_interpolate(logp, kl_table(delta, logp.device))
+
+
+def kl_interpolate(logp: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+    """The table lookup of `kl_bounds_table` with the table passed in (a pure function, e.g. to compile)."""
+    neg_logp = -logp  # (...,) float32, ≥ 0 (or −0.0)
+    bits = neg_logp.view(torch.int32).clamp(_BITS_MIN, _BITS_MAX)  # −0.0 is negative as int32: clamps to min
+    index = (bits >> _SHIFT) - (_BITS_MIN >> _SHIFT)
+    weight = (bits & ((1 << _SHIFT) - 1)).to(torch.float32).mul_(1.0 / (1 << _SHIFT))
+    rows = table.index_select(0, index.reshape(-1)).view(*logp.shape, 4)  # (..., 4)
+    q_upper = torch.addcmul(rows[..., 0], weight, rows[..., 1])
+    lower = torch.addcmul(rows[..., 2], weight, rows[..., 3])
+    upper = q_upper.mul_(neg_logp.exp_())
+    return lower, upper

@@ -1,0 +1,212 @@
+"""The divergence registry, user-defined generators, closed forms vs the numerical solver, the α-family."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from bandpo.band import (
+    Divergence,
+    alpha_divergence,
+    band_bounds,
+    get_divergence,
+    list_divergences,
+    register_divergence,
+)
+from bandpo.band import divergences as divergences_module
+from bandpo.band.solver import solve_bounds, solve_p_one_limit
+
+BUILTINS = ["kl", "reverse_kl", "tv", "chi2", "neyman_chi2", "hellinger", "js"]
+
+
+@pytest.fixture
+def registry() -> Iterator[None]:
+    """Restore the registry after a test that registers names."""
+    saved = dict(divergences_module._REGISTRY)
+    yield
+    divergences_module._REGISTRY.clear()
+    divergences_module._REGISTRY.update(saved)
+
+
+def _logp() -> torch.Tensor:
+    small = torch.logspace(-12, math.log10(0.5), 60, dtype=torch.float64)
+    return torch.cat([torch.log(small), torch.log1p(-small), torch.tensor([0.0, -math.inf])])
+
+
+def test_builtins_are_listed() -> None:
+    assert list_divergences()[: len(BUILTINS)] == BUILTINS
+
+
+@pytest.mark.parametrize("name", [*BUILTINS, "alpha:0.5", "alpha:-2", "alpha:0", "alpha:1"])
+def test_every_name_resolves_and_gives_bounds(name: str) -> None:
+    divergence = get_divergence(name)
+    assert isinstance(divergence, Divergence)
+    bounds = band_bounds(torch.log(torch.tensor([0.3])), delta=0.05, divergence=name)
+    assert 0 <= bounds.lower.item() < 1 < bounds.upper.item() <= 1 / 0.3
+
+
+def test_unknown_name_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown divergence 'kll'") as info:
+        get_divergence("kll")
+    for name in BUILTINS:
+        assert name in str(info.value)
+    assert "alpha:<α>" in str(info.value)
+    with pytest.raises(ValueError, match="unknown divergence"):
+        band_bounds(torch.zeros(1), delta=0.1, divergence="nope")
+
+
+def test_bad_alpha_names() -> None:
+    with pytest.raises(ValueError, match="bad α-divergence name"):
+        get_divergence("alpha:x")
+    with pytest.raises(ValueError, match="finite"):
+        alpha_divergence(math.inf)
+    with pytest.raises(ValueError, match="name or a Divergence"):
+        get_divergence(3)  # type: ignore[arg-type]
+
+
+def test_duplicate_registration_is_refused(registry: None) -> None:
+    register_divergence("mine", f=lambda u: (u - 1) ** 2)
+    with pytest.raises(ValueError, match="already registered"):
+        register_divergence("mine", f=lambda u: (u - 1) ** 2)
+    with pytest.raises(ValueError, match="already registered"):
+        register_divergence("kl", f=lambda u: (u - 1) ** 2)
+    assert list_divergences()[-1] == "mine"
+
+
+def test_register_argument_errors(registry: None) -> None:
+    with pytest.raises(ValueError, match="exactly one of"):
+        register_divergence("x")
+    with pytest.raises(ValueError, match="differs"):
+        register_divergence("x", divergence=Divergence("y", lambda u: (u - 1) ** 2))
+    with pytest.raises(ValueError, match="reserved"):
+        register_divergence("alpha:9", f=lambda u: (u - 1) ** 2)
+    registered = register_divergence("z", divergence=Divergence("z", lambda u: (u - 1) ** 2))
+    assert get_divergence("z") is registered
+
+
+# --- user generators ------------------------------------------------------------------------------------
+
+USER_COPIES = {
+    "kl": lambda u: -torch.log(u) + u - 1,
+    "reverse_kl": lambda u: u * torch.log(u),  # not standardised: the linear term is removed internally
+    "tv": lambda u: 0.5 * torch.abs(u - 1),
+    "chi2": lambda u: (u - 1) ** 2,
+    "neyman_chi2": lambda u: (u - 1) ** 2 / u,
+    "hellinger": lambda u: (torch.sqrt(u) - 1) ** 2,
+    "js": lambda u: 0.5 * (u * torch.log(2 * u / (1 + u)) + torch.log(2 / (1 + u))),
+}
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_user_copy_of_a_builtin_gives_the_same_bounds(name: str) -> None:
+    """A plain user f runs the generic numerical solver; the built-in runs its closed form / fast path."""
+    user = Divergence(f"user_{name}", USER_COPIES[name])
+    builtin = get_divergence(name)
+    shift = 1.0 if name == "reverse_kl" else 0.0  # u·log u is the built-in minus (u − 1)
+    assert user.f_at_zero + shift == pytest.approx(builtin.f_at_zero, rel=1e-12)
+    assert user.slope_at_infinity == pytest.approx(builtin.slope_at_infinity, rel=1e-9)
+    logp = _logp()
+    for delta in (1e-4, 0.05, 1.0):
+        ours = band_bounds(logp, delta=delta, divergence=user)
+        ref = band_bounds(logp, delta=delta, divergence=name)
+        assert torch.allclose(ours.upper, ref.upper, rtol=1e-10, atol=0)
+        assert torch.allclose(ours.lower, ref.lower, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tv", "chi2", "neyman_chi2", "hellinger"])
+def test_closed_form_equals_numerical_solver_on_the_same_f(name: str) -> None:
+    divergence = get_divergence(name)
+    assert divergence.closed_form is not None
+    logp = _logp()
+    for delta in (1e-4, 3e-3, 0.05, 0.5, 1.0, 1.9):
+        closed_lower, closed_upper = divergence.closed_form(logp, delta)
+        num_lower, num_upper = solve_bounds(divergence, logp, delta)
+        assert torch.allclose(num_upper, closed_upper, rtol=1e-10, atol=0)
+        assert torch.allclose(num_lower, closed_lower, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [*BUILTINS, "alpha:0.5", "alpha:-1"])
+def test_r_star_matches_the_generic_limit_solver(name: str) -> None:
+    divergence = get_divergence(name)
+    for delta in (1e-4, 0.05, 1.0, 3.0):
+        assert divergence.lower_at_p_one(delta) == pytest.approx(
+            solve_p_one_limit(divergence, delta), abs=1e-12
+        )
+
+
+def test_registered_user_divergence_by_name(registry: None) -> None:
+    register_divergence("quartic", f=lambda u: (u - 1) ** 4)
+    b = band_bounds(torch.log(torch.tensor([0.5], dtype=torch.float64)), delta=0.01, divergence="quartic")
+    # (r − 1)^4·p(1 + p^3/(1 − p)^3) = δ at p = 1/2: (r − 1)^4 = 0.01
+    assert b.upper.item() == pytest.approx(1 + 0.01**0.25, rel=1e-12)
+    assert b.lower.item() == pytest.approx(1 - 0.01**0.25, abs=1e-12)
+
+
+def test_user_limits_can_be_given() -> None:
+    user = Divergence("given", lambda u: (u - 1) ** 2, f_at_zero=1.0, slope_at_infinity=math.inf)
+    assert user.lower_at_p_one(0.05) == 1.0
+
+
+# --- validation of user generators ----------------------------------------------------------------------
+
+
+def test_f_one_not_zero_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"f\(1\) must be 0"):
+        Divergence("shifted", lambda u: (u - 1) ** 2 + 0.1)
+
+
+@pytest.mark.parametrize(
+    "f",
+    [lambda u: -((u - 1) ** 2), lambda u: torch.sin(u - 1), lambda u: torch.log(u) ** 2],
+    ids=["concave", "sine", "log_squared"],
+)
+def test_non_convex_f_is_an_error(f) -> None:
+    with pytest.raises(ValueError, match="not convex"):
+        Divergence("bad", f)
+
+
+def test_nan_or_broken_f_is_an_error() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        Divergence("nan", lambda u: torch.where(u > 5, math.nan, (u - 1) ** 2))
+    with pytest.raises(ValueError, match="could not be evaluated"):
+        Divergence("broken", lambda u: float(u))  # not elementwise torch
+    with pytest.raises(ValueError, match="elementwise"):
+        Divergence("reducing", lambda u: ((u - 1) ** 2).sum())
+    with pytest.raises(ValueError, match="callable"):
+        Divergence("nope", 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty string"):
+        Divergence("", lambda u: (u - 1) ** 2)
+
+
+# --- the α-family ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("alpha", "name", "scale"),
+    [
+        (0.0, "kl", 1.0),
+        (1.0, "reverse_kl", 1.0),
+        (2.0, "chi2", 0.5),
+        (0.5, "hellinger", 2.0),
+        (-1.0, "neyman_chi2", 0.5),
+    ],
+)
+def test_alpha_family_members(alpha: float, name: str, scale: float) -> None:
+    """f_α = scale·f_name, so Band-α(δ) = Band-name(δ/scale)."""
+    logp = _logp()
+    for delta in (1e-3, 0.05):
+        ours = band_bounds(logp, delta=delta, divergence=alpha_divergence(alpha))
+        ref = band_bounds(logp, delta=delta / scale, divergence=name)
+        assert torch.allclose(ours.upper, ref.upper, rtol=1e-10, atol=0)
+        assert torch.allclose(ours.lower, ref.lower, rtol=0, atol=1e-12)
+
+
+def test_alpha_limits() -> None:
+    assert alpha_divergence(0.5).f_at_zero == 2.0
+    assert alpha_divergence(0.5).slope_at_infinity == 2.0
+    assert alpha_divergence(-1.0).f_at_zero == math.inf
+    assert alpha_divergence(3.0).slope_at_infinity == math.inf
+    assert get_divergence("alpha:0.5").name == "alpha:0.5"
