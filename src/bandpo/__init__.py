@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "get_divergence": "bandpo.band",
     "register_divergence": "bandpo.band",
     "list_divergences": "bandpo.band",
+    "BoundMethod": "bandpo.methods",
     "RatioBounds": "bandpo.methods",
     "get_method": "bandpo.methods",
     "list_methods": "bandpo.methods",
@@ -27,15 +28,45 @@ _EXPORTS: dict[str, str] = {
     "PolicyLossOutput": "bandpo.losses",
     "policy_loss": "bandpo.losses",
     "aggregate_loss": "bandpo.losses",
+    "band_metrics": "bandpo.losses",
     "kl_penalty": "bandpo.losses",
     "entropy_from_logits": "bandpo.losses",
     "compute_advantages": "bandpo.advantages",
     "grpo_advantages": "bandpo.advantages",
     "dr_grpo_advantages": "bandpo.advantages",
     "rloo_advantages": "bandpo.advantages",
+    "mean_at_k": "bandpo.evaluation",
+    "pass_at_k": "bandpo.evaluation",
+    "maj_at_k": "bandpo.evaluation",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "BandBounds",
+    "BoundMethod",
+    "Divergence",
+    "PolicyLossOutput",
+    "RatioBounds",
+    "__version__",
+    "aggregate_loss",
+    "band_bounds",
+    "band_metrics",
+    "compute_advantages",
+    "dr_grpo_advantages",
+    "entropy_from_logits",
+    "get_divergence",
+    "get_method",
+    "grpo_advantages",
+    "kl_penalty",
+    "list_divergences",
+    "list_methods",
+    "maj_at_k",
+    "mean_at_k",
+    "pass_at_k",
+    "policy_loss",
+    "register_divergence",
+    "register_method",
+    "rloo_advantages",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -61,5 +92,13 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy exports
         list_divergences,
         register_divergence,
     )
-    from bandpo.losses import PolicyLossOutput, aggregate_loss, entropy_from_logits, kl_penalty, policy_loss
-    from bandpo.methods import RatioBounds, get_method, list_methods, register_method
+    from bandpo.evaluation import maj_at_k, mean_at_k, pass_at_k
+    from bandpo.losses import (
+        PolicyLossOutput,
+        aggregate_loss,
+        band_metrics,
+        entropy_from_logits,
+        kl_penalty,
+        policy_loss,
+    )
+    from bandpo.methods import BoundMethod, RatioBounds, get_method, list_methods, register_method

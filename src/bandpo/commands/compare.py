@@ -8,6 +8,7 @@ compare resumes. `--task bandit` runs the tabular softmax testbed (seconds, no l
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -66,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, help="lm: your model (path or name) instead of the embedded one"
     )
     parser.add_argument("--dataset", default=None, help="lm: your dataset instead of the embedded task")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="lm: runs trained at the same time, one process each with one thread (default: 2 on a machine with "
+        "2 or more cores); 1 trains in this process with progress bars",
+    )
     parser.add_argument("--svg", action="store_true", help="also write SVG plots")
 
 
@@ -79,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     seeds_count = DEFAULT_SEEDS[args.task] if args.seeds is None else args.seeds
     if seeds_count < 1:
         raise ValueError(f"--seeds {seeds_count}: need at least 1 seed")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: must be >= 1")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps}: must be >= 1")
     seeds = list(range(seeds_count))
@@ -128,6 +138,7 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
         dataset=args.dataset,
         progress=_progress,
         svg=args.svg,
+        jobs=args.jobs,
     )
     print(table)
     print(f"\nwrote {report}")
