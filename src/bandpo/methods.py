@@ -55,6 +55,8 @@ __all__ = [
     "RatioBounds",
     "get_method",
     "list_methods",
+    "method_defaults",
+    "method_parameters",
     "register_method",
     "resolve_method",
 ]
@@ -317,6 +319,14 @@ def list_methods() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def method_parameters(name: str) -> tuple[str, ...]:
+    """Names of the parameters the registered method `name` accepts (its factory's keywords)."""
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise ValueError(f"unknown method {name!r}; valid methods: {list(_REGISTRY)}")
+    return tuple(inspect.signature(factory).parameters)
+
+
 def method_defaults(name: str) -> dict[str, Any]:
     """Default parameters of the registered method `name`."""
     return dict(get_method(name).params)
@@ -329,14 +339,11 @@ def get_method(name: str, **params: Any) -> BoundMethod:
         ValueError: unknown name (lists the valid names) or unknown parameter (lists the valid ones), or a
             parameter value the method rejects.
     """
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        raise ValueError(f"unknown method {name!r}; valid methods: {list(_REGISTRY)}")
-    valid = list(inspect.signature(factory).parameters)
+    valid = list(method_parameters(name))
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ValueError(f"method {name!r} has no parameter(s) {unknown}; valid parameters: {valid}")
-    method = factory(**params)
+    method = _REGISTRY[name](**params)
     if not isinstance(method, BoundMethod):
         raise TypeError(f"factory of {name!r} returned {type(method).__name__}, not a BoundMethod")
     return method

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from bandpo import metric_names as mn
 from bandpo.losses import AGG_MODES, policy_loss
-from bandpo.methods import BoundMethod, RatioBounds, get_method
+from bandpo.methods import BoundMethod, RatioBounds, get_method, method_parameters
 
 try:
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
@@ -73,16 +73,7 @@ __all__ = [
 LOSS_NAME = "bandpo"
 """The `policy_loss.loss_mode` that selects BandPO in verl."""
 
-METHOD_PARAM_FIELDS: tuple[str, ...] = (
-    "divergence",
-    "delta",
-    "ratio_max",
-    "relax",
-    "eps_low",
-    "eps_high",
-    "lower_side",
-    "upper_side",
-)
+METHOD_PARAM_FIELDS: tuple[str, ...] = method_parameters("band")
 """Fields of `BandPOPolicyLossConfig` passed to `bandpo.get_method` when set (None = the method's default)."""
 
 # verl's own metric names for the clipped surrogate (logged by its `vanilla` loss)

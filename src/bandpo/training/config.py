@@ -30,17 +30,6 @@ __all__ = ["AGG_MODES", "PRESETS", "REWARD_NAMES", "TrainConfig"]
 AGG_MODES: tuple[str, ...] = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
 REWARD_NAMES: tuple[str, ...] = ("countdown", "math")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
-# method parameters forwarded to bandpo.get_method when the method accepts them
-METHOD_PARAM_NAMES: tuple[str, ...] = (
-    "divergence",
-    "delta",
-    "ratio_max",
-    "relax",
-    "eps_low",
-    "eps_high",
-    "lower_side",
-    "upper_side",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,10 +212,10 @@ class TrainConfig:
     @property
     def method_params(self) -> dict[str, Any]:
         """Parameters passed to `bandpo.get_method(self.method, ...)`: those the method accepts."""
-        from bandpo.methods import get_method
+        from bandpo.methods import method_parameters
 
-        accepted = get_method(self.method).params
-        params = {name: getattr(self, name) for name in METHOD_PARAM_NAMES if name in accepted}
+        accepted = method_parameters(self.method)
+        params = {name: getattr(self, name) for name in method_parameters("band") if name in accepted}
         return {name: value for name, value in params.items() if value is not None}
 
     def bound_method(self) -> Any:
