@@ -1,0 +1,10 @@
+"""Experiment tooling: compare methods at equal budget and show what Band does.
+
+- `bandit`, `scenarios`, `bandit_compare`: the tabular softmax GRPO testbed (`bandpo compare --task bandit`).
+- `lm_compare`: methods x seeds through `bandpo.training.train`, with a resumable plan (`bandpo compare`).
+- `bound_plots`: the paper's Fig. 1 and Fig. 2 for any divergences and radii (`bandpo plot bounds`).
+- `report`: mean ± standard error over seeds, Markdown tables, line plots with a spread band.
+- `methods_spec`: `name:key=value,...` method specs of the command line.
+
+Importing this package is cheap; matplotlib and the training stack load when a report or a run needs them.
+"""

@@ -1,0 +1,79 @@
+"""Method specs on the command line: `name` or `name:key=value,key=value` (e.g. `band:delta=0.1`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_METHODS", "MethodSpec", "parse_method_spec", "parse_method_specs"]
+
+# The comparison set of the issue: clip, Clip-Higher, DCPO, Band (KL, delta = 0.05) and Band with a fixed lower side.
+DEFAULT_METHODS: tuple[str, ...] = ("clip", "clip_higher", "dcpo", "band", "band_upper")
+
+_LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method name from the `bandpo.methods` registry plus keyword parameters, and its label in reports."""
+
+    name: str
+    params: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{key}={value}" for key, value in self.params.items())
+
+    @property
+    def slug(self) -> str:
+        """A file-system safe form of the label (run directory names)."""
+        return _LABEL_SAFE.sub("_", self.label.replace(":", "__").replace(",", "_"))
+
+    def build(self):
+        """The method object (`bandpo.methods.get_method`); raises ValueError for unknown names or params."""
+        from bandpo.methods import get_method
+
+        try:
+            return get_method(self.name, **self.params)
+        except TypeError as error:  # unexpected keyword
+            raise ValueError(f"method {self.label!r}: {error}") from None
+
+
+def _parse_value(text: str) -> object:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_method_spec(text: str) -> MethodSpec:
+    """Parse `name` or `name:key=value,...`; values become bool, int, float or str."""
+    name, _, rest = text.strip().partition(":")
+    if not name:
+        raise ValueError(f"method spec {text!r}: empty name (expected name or name:key=value,...)")
+    params: dict[str, object] = {}
+    if rest:
+        for item in rest.split(","):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"method spec {text!r}: {item!r} is not key=value (e.g. band:delta=0.1)")
+            params[key.strip()] = _parse_value(value.strip())
+    return MethodSpec(name=name, params=params)
+
+
+def parse_method_specs(texts: list[str] | tuple[str, ...]) -> list[MethodSpec]:
+    specs = [parse_method_spec(text) for text in texts]
+    labels = [spec.label for spec in specs]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"--methods lists {', '.join(duplicates)} more than once")
+    for spec in specs:
+        spec.build()  # fail early, before any run starts, with the registry's list of valid names
+    return specs

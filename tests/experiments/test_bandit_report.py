@@ -1,0 +1,153 @@
+"""Report building blocks and the bandit report, from synthetic results (no training)."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+
+from bandpo.experiments.bandit_compare import (
+    headline_table,
+    run_bandit_compare,
+    scenario_tables,
+    write_bandit_report,
+)
+from bandpo.experiments.methods_spec import parse_method_spec, parse_method_specs
+from bandpo.experiments.report import format_mean_spread, markdown_table, mean_and_spread, paired_verdict
+from bandpo.experiments.scenarios import get_scenario
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_mean_and_spread_is_the_standard_error() -> None:
+    mean, spread = mean_and_spread([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert spread == pytest.approx(math.sqrt((1.5**2 * 2 + 0.5**2 * 2) / 3) / 2)
+    assert mean_and_spread([0.4, math.nan, 0.6]) == pytest.approx((0.5, 0.1))
+    mean, spread = mean_and_spread([0.7])
+    assert mean == 0.7 and math.isnan(spread)
+    assert all(math.isnan(v) for v in mean_and_spread([]))
+
+
+def test_format_mean_spread() -> None:
+    assert format_mean_spread(0.54, 0.08, 2) == "0.54 ± 0.08"
+    assert format_mean_spread(0.54, math.nan, 2) == "0.54"
+    assert format_mean_spread(math.nan, 0.1) == "n/a"
+
+
+def test_paired_verdict() -> None:
+    assert paired_verdict([0.5, 0.6], [0.1, 0.1]) == "+0.45 ± 0.05 (win)"
+    assert paired_verdict([0.1, 0.1], [0.5, 0.6]) == "-0.45 ± 0.05 (lose)"
+    assert paired_verdict([0.2, 0.5], [0.1, 0.1]) == "+0.25 ± 0.15 (tie)"  # within two standard errors
+    assert paired_verdict([0.3, 0.3], [0.3, 0.3]) == "+0.00 ± 0.00 (tie)"
+    assert paired_verdict([0.4], [0.3]) == "+0.10 ± 0.00 (win)"  # one seed: no spread to compare with
+    assert paired_verdict([math.nan], [0.3]) == "n/a"
+    assert paired_verdict([0.9001, 0.9002], [0.9, 0.9], 3) == "+0.000 ± 0.000 (tie)"  # rounds to 0
+
+
+def test_markdown_table_and_row_check() -> None:
+    assert markdown_table(["a", "b"], [[1, "x|y"]]) == "| a | b |\n|---|---|\n| 1 | x\\|y |"
+    with pytest.raises(ValueError, match="2 headers"):
+        markdown_table(["a", "b"], [[1]])
+
+
+def test_method_specs() -> None:
+    spec = parse_method_spec("band:delta=0.1,divergence=tv,relax=true")
+    assert spec.name == "band"
+    assert spec.params == {"delta": 0.1, "divergence": "tv", "relax": True}
+    assert spec.label == "band:delta=0.1,divergence=tv,relax=True"
+    assert ":" not in spec.slug and "," not in spec.slug
+    assert spec.build().params["delta"] == 0.1
+    with pytest.raises(ValueError, match="key=value"):
+        parse_method_spec("band:delta")
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_method_specs(["nope"])
+    with pytest.raises(ValueError, match="more than once"):
+        parse_method_specs(["clip", "clip"])
+    with pytest.raises(ValueError, match="no parameter"):
+        parse_method_specs(["clip:delta=0.1"])
+
+
+def _synthetic_results() -> dict:
+    steps = 4
+
+    def summary(found: list[float], reward: float) -> dict:
+        return {
+            "seeds": [0, 1],
+            "found": found,
+            "median_steps_to_find": 3.0 if max(found) > 0.5 else math.inf,
+            "mean_steps_to_find_if_found": 3.0,
+            "final_expected_reward": [reward, reward + 0.02],
+            "locked_wrong": [0.1, 0.3],
+            "entropy": [[2.0, 1.5, 1.0, 0.8, 0.5], [2.0, 1.4, 1.1, 0.7, 0.5]],
+            "expected_reward": [[0.4, 0.5, 0.6, 0.7, reward], [0.4, 0.5, 0.6, 0.7, reward + 0.02]],
+            "found_curve": [[0, 0, 0.5, 0.5, found[0]], [0, 0, 0.5, 0.5, found[1]]],
+            "clip_up_by_bin": [0.5, 0.25, None, 0.0, 0.0],
+            "clip_down_by_bin": [0.125, 0.0, None, 0.0, 0.0],
+            "token_share_by_bin": [0.5, 0.25, 0.0, 0.25, 0.0],
+            "wall_time_s": 1.25,
+        }
+
+    scenario = get_scenario("trap").replace(steps=steps).to_dict()
+    return {
+        "task": "bandit",
+        "seeds": [0, 1],
+        "machine": {"processor": "cpu", "platform": "test", "torch": "x"},
+        "wall_time_s": 2.5,
+        "scenarios": {
+            "trap": {
+                "scenario": scenario,
+                "methods": {"clip": summary([0.0, 0.2], 0.6), "band_upper": summary([0.8, 1.0], 0.85)},
+                "all_methods_identical": False,
+            }
+        },
+    }
+
+
+def test_bandit_tables_from_synthetic_results() -> None:
+    results = _synthetic_results()
+    table = headline_table(results, "found", 2)
+    assert table.splitlines()[0] == "| scenario | clip | band_upper |"
+    assert table.splitlines()[2] == "| trap | 0.10 ± 0.10 | 0.90 ± 0.10 |"
+    text = scenario_tables("trap", results["scenarios"]["trap"])
+    rows = text.splitlines()
+    assert rows[2] == "| clip | 0.10 ± 0.10 | >4 | 0.610 ± 0.010 | 0.20 ± 0.10 | 2.00/0.50 | 1.2 |"
+    assert rows[3].startswith("| band_upper | 0.90 ± 0.10 | 3 | 0.860 ± 0.010 |")
+    assert "| clip | 0.500/0.125 | 0.250/0.000 | – | 0.000/0.000 | 0.000/0.000 |" in text
+    assert "| share of token-updates (clip) | 0.500 | 0.250 | 0.000 | 0.250 | 0.000 |" in text
+
+
+def test_write_bandit_report_writes_markdown_and_png(tmp_path: Path) -> None:
+    results = _synthetic_results()
+    report = write_bandit_report(results, tmp_path)
+    text = report.read_text()
+    assert "## Scenario `trap`" in text and "![trap](bandit_trap.png)" in text
+    assert "bit-identical trajectories: **no**" in text
+    assert "| scenario | band_upper − clip |" in text
+    assert "| trap | +0.80 ± 0.00 (win) |" in text
+    width, height = png_size(tmp_path / "bandit_trap.png")
+    assert width > 1000 and height > 300
+
+
+def test_run_bandit_compare_end_to_end(tmp_path: Path) -> None:
+    scenarios = [
+        get_scenario("on_policy").replace(steps=3, contexts=2),
+        get_scenario("trap").replace(steps=3, contexts=2),
+    ]
+    specs = parse_method_specs(["clip", "band"])
+    messages: list[str] = []
+    results = run_bandit_compare(scenarios, specs, [0, 1], tmp_path, progress=messages.append, svg=True)
+    assert results["scenarios"]["on_policy"]["all_methods_identical"] is True
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert set(stored["scenarios"]) == {"on_policy", "trap"}
+    assert len(stored["scenarios"]["trap"]["methods"]["band"]["entropy"]) == 2  # seeds
+    assert len(stored["scenarios"]["trap"]["methods"]["band"]["entropy"][0]) == 4  # steps + 1
+    assert (tmp_path / "bandit_trap.svg").stat().st_size > 0
+    assert any("band" in message for message in messages)
