@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+__all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
+
 # subcommand -> (module under bandpo.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "bounds": ("bounds", "print Band ratio bounds and probability margins beside clip and Clip-Higher"),

@@ -234,9 +234,14 @@ class BandMethod(BoundMethod):
         from bandpo.band import get_divergence
 
         get_divergence(self.divergence)  # raises with the valid names
-        _check_number(self.name, "delta", self.delta, low=0.0)
-        if not 0 < self.delta < math.inf:
-            raise ValueError(f"{self.name}: delta must be finite and > 0 (paper: 0.05), got {self.delta!r}")
+        if (
+            isinstance(self.delta, bool)
+            or not isinstance(self.delta, int | float)
+            or not 0 < self.delta < math.inf
+        ):
+            raise ValueError(
+                f"{self.name}: delta must be a finite number > 0 (paper: 0.05), got {self.delta!r}"
+            )
         _check_number(self.name, "ratio_max", self.ratio_max, low=1.0)
         if not isinstance(self.relax, bool):
             raise ValueError(f"{self.name}: relax must be True or False, got {self.relax!r}")

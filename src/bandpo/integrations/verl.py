@@ -5,7 +5,8 @@ entry point of that group (unless `VERL_USE_EXTERNAL_PLUGINS=none`), so the loss
 the driver and on every Ray worker without any change to verl or to the launch command.
 
 Parameters come from `policy_loss` in the actor config. With verl's own `PolicyLossConfig` (no `_target_`
-change) the loss runs the paper's defaults: Band-KL, δ = 0.05, ratio cap 10, no relaxation. To set them, select
+change) the loss runs the paper's Band defaults: Band-KL, δ = 0.05, ratio cap 10, no relaxation; the dual-clip
+constant is verl's `actor.clip_ratio_c`, whose default is 3 where the paper used 10 (set it). To set them, select
 `BandPOPolicyLossConfig` (a `PolicyLossConfig` subclass):
 
     actor_rollout_ref.actor.policy_loss._target_=bandpo.integrations.verl.BandPOPolicyLossConfig
@@ -25,9 +26,9 @@ Where this departs from verl's `vanilla` loss, and why:
     - Bounds are recomputed in every call, on the valid tokens only (padding gets the neutral [1, 1]). verl
       calls the loss once per micro-batch on freshly sliced tensors, so there is no stable key to cache on;
       the bounds are a pure function of `old_log_prob`, so recomputation gives identical numbers for every
-      PPO epoch. Band-KL's bisection is elementwise, a small cost next to the forward/backward pass. Host
-      syncs per call: the valid-token gather, the one-transfer metric read and bandpo.band's input check
-      (`vanilla` has three).
+      PPO epoch. Band-KL's bounds are elementwise (a table lookup in float32, a fixed-step Newton solve in
+      float64), a small cost next to the forward/backward pass. Host syncs per call: the valid-token gather
+      and the one-transfer metric read (the bound method skips bandpo.band's input check).
     - Metrics: verl's `actor/pg_clipfrac`, `actor/ppo_kl` and `actor/pg_clipfrac_lower` (the same meaning as
       in `vanilla`, so dashboards line up) plus every `bandpo.metric_names` diagnostic under `actor/`, as
       floats read from the device in one transfer. verl averages them over micro-batches (so
