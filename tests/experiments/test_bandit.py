@@ -163,3 +163,12 @@ def test_unknown_scenario_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="trap"):
         get_scenario("nope")
     assert {"trap", "flat_tail", "on_policy"} <= set(list_scenarios())
+
+
+def test_entropy_curve_is_the_entropy_of_the_policy() -> None:
+    scenario = BanditScenario(name="t", description="t", **TINY)
+    run = run_bandit(scenario, get_method("clip"), [0, 1])
+    logp = torch.log_softmax(make_environment(scenario, [0, 1]).logits, dim=-1)  # (S, C, K)
+    naive = -(logp.exp() * logp).sum(-1).mean(-1)  # (S,)
+    torch.testing.assert_close(run.entropy[0], naive, rtol=1e-12, atol=1e-12)
+    assert run.entropy.dtype == torch.float64

@@ -7,14 +7,25 @@ No training happens here: the stand-in writes config.json, metrics.jsonl and sum
 from __future__ import annotations
 
 import json
+import math
 import struct
+import time
 from pathlib import Path
 
 import pytest
 
 from bandpo import metric_names as mn
-from bandpo.experiments.lm_compare import DONE_MARKER, QUICK_SETTINGS, plan_runs, run_lm_compare
+from bandpo.experiments.lm_compare import (
+    DONE_MARKER,
+    QUICK_SETTINGS,
+    WALL_LOG,
+    _effective,
+    bin_tokens_key,
+    plan_runs,
+    run_lm_compare,
+)
 from bandpo.experiments.methods_spec import parse_method_specs
+from bandpo.experiments.report import VERDICT_RULE
 
 PASS_K = {"clip": 0.50, "band_upper": 0.60}  # base pass@k after training, + 0.1 per seed
 
@@ -124,9 +135,27 @@ def test_finished_run_with_other_settings_is_an_error(tmp_path: Path) -> None:
     _compare(tmp_path, FakeTrain())
     fake = FakeTrain()
     specs = parse_method_specs(["clip", "band_upper"])
+    plan = (tmp_path / "compare.json").read_text()
     with pytest.raises(ValueError, match="max_steps"):
         run_lm_compare(specs, [0, 1], tmp_path, steps=3, train_fn=fake)
     assert fake.calls == []
+    assert (tmp_path / "compare.json").read_text() == plan  # a refused compare leaves the plan it had
+
+
+def test_record_of_an_older_trainer_still_counts_as_finished(tmp_path: Path) -> None:
+    """A record written before a field existed, or with an automatic value written out, is the same run."""
+    _compare(tmp_path, FakeTrain())
+    for marker in (tmp_path / "runs").glob(f"*/{DONE_MARKER}"):
+        record = json.loads(marker.read_text())
+        config = record["config"]
+        config.update(config.pop("resolved", {}) or {})  # older records: concrete values, no "resolved"
+        config["max_completion_length"] = 8  # what the embedded task resolves None to
+        config.pop("keep_checkpoints")  # a field the older trainer did not have
+        marker.write_text(json.dumps(record))
+    again = FakeTrain()
+    _compare(tmp_path, again)
+    assert again.calls == []
+    assert _effective({"a": None, "b": 1, "resolved": {"a": 8, "c": 2}}) == {"a": 8, "b": 1}
 
 
 def test_settings_and_method_params_reach_the_train_config(tmp_path: Path) -> None:
@@ -190,3 +219,108 @@ def test_parallel_jobs_never_start_two_runs_of_a_seed_before_one_finished(tmp_pa
 def test_jobs_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--jobs"):
         run_lm_compare(parse_method_specs(["clip"]), [0], tmp_path, train_fn=FakeTrain(), jobs=0)
+
+
+class BinTrain(FakeTrain):
+    """Like FakeTrain, with per-step values of the first p_old bin given by the test (None: key absent)."""
+
+    def __init__(self, up: list[float | None], tokens: list[float] | None = None) -> None:
+        super().__init__()
+        self.up, self.tokens = up, tokens
+
+    def __call__(self, config, *, progress: bool = True):
+        result = super().__call__(config, progress=progress)
+        path = Path(config.output_dir) / "metrics.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        training = [r for r in records if mn.TRAIN_REWARD in r]
+        for index, record in enumerate(training):
+            record.pop(mn.clip_frac_up_bin("p0_001"))
+            if self.up[index] is not None:
+                record[mn.clip_frac_up_bin("p0_001")] = self.up[index]
+            if self.tokens is not None:
+                record[bin_tokens_key("p0_001")] = self.tokens[index]
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))  # nan is written as NaN
+        return result
+
+
+def _clip_row(report: Path, label: str) -> list[str]:
+    text = report.read_text()
+    clip_section = text[text.index("## Clip fractions by p_old bin") :]
+    row = next(line for line in clip_section.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_clip_fraction_of_a_bin_ignores_steps_without_a_value(tmp_path: Path) -> None:
+    """An absent key or nan (a step with no token in the bin) is missing, not 0, and does not poison the mean."""
+    fake = BinTrain(up=[0.25, math.nan, None, 0.75])
+    specs = parse_method_specs(["clip"])
+    report, _ = run_lm_compare(specs, [0], tmp_path, steps=4, train_fn=fake)
+    assert _clip_row(report, "clip")[2] == "0.500/0.500"  # mean of 0.25 and 0.75, the 2 steps with a value
+    text = report.read_text()
+    assert "left out of that bin's mean rather than counted as 0" in text
+    assert "every step of these runs logged every bin" not in text
+
+
+def test_clip_fraction_of_a_bin_is_weighted_by_its_token_count_when_logged(tmp_path: Path) -> None:
+    fake = BinTrain(up=[0.5, 0.0], tokens=[2.0, 6.0])  # 1 clipped token out of 8 in the bin: 0.125
+    specs = parse_method_specs(["clip"])
+    report, _ = run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=fake)
+    assert _clip_row(report, "clip")[2] == "0.125/0.500"
+    assert "weighted by the bin's token count" in report.read_text()
+
+
+def test_wall_time_adds_up_every_call_of_a_resumed_run(tmp_path: Path) -> None:
+    """A run interrupted once and finished by a second compare reports both calls' time, not the last one."""
+    specs = parse_method_specs(["clip"])
+
+    def interrupted(config, *, progress: bool = True):
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / "config.json").write_text(config.to_json())
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=interrupted)
+    fake = FakeTrain()
+    _report, table = run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=fake)
+    assert fake.calls == [("clip", 0, True)]
+    marker = json.loads((tmp_path / "runs" / "clip-seed0" / DONE_MARKER).read_text())
+    first, last = marker["wall_time_calls_s"]
+    assert first >= 0.05 and last == 60.0  # FakeTrain reports 60 s for seed 0
+    assert marker["wall_time_s"] == pytest.approx(first + last)
+    assert "wall min / run (all calls)" in table
+
+
+def test_parallel_jobs_record_the_time_of_a_failed_run(tmp_path: Path) -> None:
+    specs = parse_method_specs(["clip", "band_upper"])
+
+    def failing(config, *, progress: bool = True):
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        time.sleep(0.05)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_lm_compare(specs, [0, 1], tmp_path, steps=2, train_fn=failing, jobs=2)
+    logs = list((tmp_path / "runs").glob(f"*/{WALL_LOG}"))
+    assert logs, "no interrupted call was recorded"
+    for log in logs:
+        (seconds,) = json.loads(log.read_text())["interrupted_calls_s"][:1]
+        assert seconds >= 0.05
+
+
+def test_paired_table_and_report_state_the_t_rule(tmp_path: Path) -> None:
+    """One seed has no spread: the paired table says n/a instead of calling a win."""
+    specs = parse_method_specs(["clip", "band_upper"])
+    report, _ = run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=FakeTrain())
+    text = report.read_text()
+    assert "| band_upper | n/a | n/a | n/a | n/a |" in text
+    assert VERDICT_RULE in text and "two standard errors" not in text
+
+
+def test_metrics_reader_skips_a_torn_line_and_a_missing_file(tmp_path: Path) -> None:
+    from bandpo.experiments.lm_compare import _read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    assert _read_jsonl(path) == []
+    path.write_text('{"train/step": 1}\n{"train/st')
+    assert _read_jsonl(path) == [{"train/step": 1}]

@@ -17,7 +17,6 @@ Departures from an LM setting, on purpose: logits are updated directly (SGD on a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -164,6 +163,7 @@ def update_logits(
         `policy_loss(..., agg="seq_mean_token_mean") * B`. Its naive per-sample form is tested against.
     """
     from bandpo.losses import policy_loss
+    from bandpo.methods import RatioBounds
 
     num_rows, group_size = actions.shape
     minibatch_size = group_size // minibatches
@@ -191,7 +191,7 @@ def update_logits(
                 mask,
                 method=method,
                 agg="seq_mean_token_mean",
-                bounds=_replace_bounds(bounds, mb_low, mb_high),
+                bounds=RatioBounds(mb_low, mb_high),
             )
             (grad,) = torch.autograd.grad(out.loss * num_rows, params)
             with torch.no_grad():
@@ -205,18 +205,6 @@ def update_logits(
     return params.detach(), {"clip_up": clip_up, "clip_down": clip_down, "tokens": tokens}
 
 
-def _replace_bounds(bounds, ratio_low: torch.Tensor, ratio_high: torch.Tensor):
-    """The same bounds type with other tensors (RatioBounds may be a dataclass or a named tuple)."""
-    if hasattr(bounds, "_replace"):
-        return bounds._replace(ratio_low=ratio_low, ratio_high=ratio_high)
-    return dataclasses.replace(bounds, ratio_low=ratio_low, ratio_high=ratio_high)
-
-
-def _entropy(logits: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
-
-
 def run_bandit(
     scenario: BanditScenario,
     method,
@@ -225,6 +213,8 @@ def run_bandit(
     progress: Callable[[int, int], None] | None = None,
 ) -> BanditRun:
     """Train one method on every seed of a scenario at once; `progress(step, steps)` is called after each step."""
+    from bandpo.losses import entropy_from_logits
+
     start = time.perf_counter()
     seeds = tuple(int(seed) for seed in seeds)
     env = make_environment(scenario, seeds)
@@ -241,7 +231,9 @@ def run_bandit(
         probs = torch.softmax(current, dim=-1)  # (B, K)
         best_prob.append(probs.gather(1, best).view(num_seeds, contexts))
         expected_reward.append((probs * mean).sum(-1).view(num_seeds, contexts).mean(-1))
-        entropy.append(_entropy(current).view(num_seeds, contexts).mean(-1))
+        entropy.append(
+            entropy_from_logits(current, chunk_size=current.shape[0]).view(num_seeds, contexts).mean(-1)
+        )
 
     num_bins = len(PROB_BIN_LABELS)
     totals = {

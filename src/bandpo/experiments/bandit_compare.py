@@ -21,6 +21,7 @@ import torch
 from bandpo.experiments.bandit import BanditRun, run_bandit
 from bandpo.experiments.methods_spec import MethodSpec
 from bandpo.experiments.report import (
+    VERDICT_RULE,
     format_values,
     import_pyplot,
     machine_info,
@@ -28,10 +29,10 @@ from bandpo.experiments.report import (
     mean_and_spread,
     paired_verdict,
     plot_curves,
+    prob_bin_headers,
     save_figure,
 )
 from bandpo.experiments.scenarios import BanditScenario
-from bandpo.metric_names import PROB_BIN_EDGES, PROB_BIN_LABELS
 
 __all__ = ["LOCKED_THRESHOLD", "run_bandit_compare", "summarize_run", "write_bandit_report"]
 
@@ -132,11 +133,6 @@ def _steps(value: float, limit: int) -> str:
     return f">{limit}" if not math.isfinite(value) else f"{value:.0f}"
 
 
-def _bin_headers() -> list[str]:
-    edges = PROB_BIN_EDGES
-    return [f"{edges[i]:g}–{edges[i + 1]:g}" for i in range(len(PROB_BIN_LABELS))]
-
-
 def scenario_tables(name: str, result: dict[str, object]) -> str:
     """The Markdown tables of one scenario (main figures, then clip fractions by p_old bin)."""
     scenario = result["scenario"]
@@ -186,7 +182,7 @@ def scenario_tables(name: str, result: dict[str, object]) -> str:
         "Clip fraction by p_old bin, upward/downward (up: A > 0 and ratio > ratio_high; down: A < 0 and ratio "
         "< ratio_low), pooled over seeds, per token-update:",
         "",
-        markdown_table(["method", *_bin_headers()], clip_rows),
+        markdown_table(["method", *prob_bin_headers()], clip_rows),
     ]
     return "\n".join(parts)
 
@@ -252,7 +248,7 @@ def write_bandit_report(results: dict[str, object], output_dir: Path, *, svg: bo
             f"## Against {reference}: paired differences over seeds",
             "",
             "Each seed runs every method on the same contexts with the same random numbers, so differences are "
-            "taken per seed; win / lose = more than two standard errors from 0, else tie.",
+            f"taken per seed: mean difference ± its standard error; {VERDICT_RULE}.",
             "",
             "Fraction found:",
             "",

@@ -5,7 +5,9 @@ Layout of `output_dir`::
 
     compare.json                the plan: methods, seeds, the shared settings
     runs/<method>-seed<k>/      one `bandpo train` run directory each (config, metrics.jsonl, summary.json, ...)
-    runs/<method>-seed<k>/compare_done.json   written after the run finished: the completion marker
+    runs/<method>-seed<k>/compare_done.json   written after the run finished: the completion marker, with the
+                                              run's wall time summed over every call that trained it
+    runs/<method>-seed<k>/compare_wall.json   seconds spent by calls that were interrupted (until it finishes)
     report.md, compare_*.png    the comparison
 
 Resuming: a run with a completion marker is skipped (its settings must match the plan, else the command stops
@@ -31,13 +33,16 @@ from typing import Any
 from bandpo import metric_names as mn
 from bandpo.experiments.methods_spec import MethodSpec
 from bandpo.experiments.report import (
+    VERDICT_RULE,
     format_values,
     import_pyplot,
     machine_info,
     markdown_table,
     mean_and_spread,
+    moving_average,
     paired_verdict,
     plot_curves,
+    prob_bin_headers,
     save_figure,
 )
 
@@ -45,7 +50,9 @@ __all__ = [
     "DONE_MARKER",
     "FULL_SETTINGS",
     "QUICK_SETTINGS",
+    "WALL_LOG",
     "PlannedRun",
+    "bin_tokens_key",
     "build_config",
     "plan_runs",
     "run_lm_compare",
@@ -53,6 +60,7 @@ __all__ = [
 ]
 
 DONE_MARKER = "compare_done.json"
+WALL_LOG = "compare_wall.json"  # {"interrupted_calls_s": [...]}: time of calls that did not finish the run
 
 # Shared settings of every run (on top of TrainConfig's "default" preset). The full comparison keeps the
 # default budget (250 RL steps of 32 prompts x 8 samples); --quick trades steps and evaluation prompts for time.
@@ -122,13 +130,30 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in ignored}
 
 
+def _effective(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run actually uses: a field left to its automatic value (e.g. `max_completion_length`
+    None) takes the value of the config's `resolved` entry, which older run records wrote as the field itself."""
+    resolved = config.get("resolved") or {}
+    values = {key: value for key, value in config.items() if key != "resolved"}
+    for key, value in resolved.items():
+        if key in values:
+            values[key] = value
+    return values
+
+
 def _is_done(run: PlannedRun, config: Any) -> bool:
+    """Whether the run finished; an error if it finished with other settings.
+
+    Settings are compared after resolving automatic values (`_effective`). A field the finished run's record
+    lacks (added to `TrainConfig` after it ran) is not compared: the run used the behaviour before that field
+    existed, which the field's default keeps.
+    """
     marker = run.run_dir / DONE_MARKER
     if not marker.exists() or not (run.run_dir / "summary.json").exists():
         return False
-    stored = json.loads(marker.read_text()).get("config", {})
-    planned = _comparable(config.to_dict())
-    different = sorted(key for key in planned if stored.get(key) != planned[key])
+    stored = _effective(json.loads(marker.read_text()).get("config", {}))
+    planned = _effective(_comparable(config.to_dict()))
+    different = sorted(key for key in planned if key in stored and stored[key] != planned[key])
     if different:
         details = ", ".join(
             f"{key}: {stored.get(key)!r} there, {planned[key]!r} now" for key in different[:4]
@@ -178,7 +203,6 @@ def run_lm_compare(
     runs = plan_runs(specs, seeds, output_dir)
     configs = [build_config(run.spec, run.seed, run.run_dir, settings) for run in runs]  # validate all first
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     plan = {
         "methods": [spec.label for spec in specs],
         "seeds": list(seeds),
@@ -187,7 +211,6 @@ def run_lm_compare(
         "jobs": jobs,
         "config": _comparable(configs[0].to_dict()) if configs else {},
     }
-    (output_dir / "compare.json").write_text(json.dumps(plan, indent=2, default=str) + "\n")
     start = time.perf_counter()
     pending: list[tuple[int, PlannedRun, Any]] = []
     for index, (run, config) in enumerate(zip(runs, configs, strict=True), start=1):
@@ -198,6 +221,8 @@ def run_lm_compare(
         if (run.run_dir / "config.json").exists():  # interrupted: continue from its last checkpoint
             config = build_config(run.spec, run.seed, run.run_dir, settings, resume=True)
         pending.append((index, run, config))
+    output_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused compare leaves no trace
+    (output_dir / "compare.json").write_text(json.dumps(plan, indent=2, default=str) + "\n")
     if pending:
         _execute(pending, len(runs), jobs=jobs, train_fn=train_fn, progress=progress)
     if progress:
@@ -267,6 +292,24 @@ class _ThreadJob:
         self.future.cancel()
 
 
+def _interrupted_calls(run: PlannedRun) -> list[float]:
+    path = run.run_dir / WALL_LOG
+    if not path.exists():
+        return []
+    try:
+        return [float(value) for value in json.loads(path.read_text()).get("interrupted_calls_s", [])]
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return []
+
+
+def _record_interrupted_call(run: PlannedRun, seconds: float) -> None:
+    """Add the time of a call that stopped before the run finished, so the run's total wall time keeps it."""
+    if not run.run_dir.exists():
+        return  # nothing was started there
+    calls = [*_interrupted_calls(run), round(float(seconds), 3)]
+    (run.run_dir / WALL_LOG).write_text(json.dumps({"interrupted_calls_s": calls}) + "\n")
+
+
 def _result_record(result: Any) -> dict[str, Any]:
     """Training wall time of a finished run, without a warm-up it had to do first (shared by its seed)."""
     if isinstance(result, dict):
@@ -304,11 +347,14 @@ def _execute(
     import concurrent.futures as futures
 
     def finish(index: int, run: PlannedRun, config: Any, result: Any, started: float) -> None:
+        last_call = _result_record(result)["wall_time_s"]
+        earlier = _interrupted_calls(run)
         record = {
             "label": run.spec.label,
             "seed": run.seed,
             "config": _comparable(config.to_dict()),
-            **_result_record(result),
+            "wall_time_s": last_call + sum(earlier),  # every call that trained this run
+            "wall_time_calls_s": [*earlier, last_call],
         }
         (run.run_dir / DONE_MARKER).write_text(json.dumps(record, indent=2, default=str) + "\n")
         if progress:
@@ -323,7 +369,11 @@ def _execute(
         for index, run, config in pending:
             announce(index, run, config)
             started = time.perf_counter()
-            result = (train_fn or _default_train)(config, progress=progress is not None)
+            try:
+                result = (train_fn or _default_train)(config, progress=progress is not None)
+            except BaseException:  # interrupted (Ctrl-C) or failed: keep the time this call spent on the run
+                _record_interrupted_call(run, time.perf_counter() - started)
+                raise
             finish(index, run, config, result, started)
         return
 
@@ -353,7 +403,12 @@ def _execute(
             for item in [item for item in running if item[0].done()]:
                 running.remove(item)
                 job, index, run, config, started = item
-                finish(index, run, config, job.result(), started)
+                try:
+                    result = job.result()
+                except BaseException:
+                    _record_interrupted_call(run, time.perf_counter() - started)
+                    raise
+                finish(index, run, config, result, started)
                 finished_seeds.add(run.seed)
             if progress and running and time.perf_counter() - last_heartbeat > HEARTBEAT_S:
                 last_heartbeat = time.perf_counter()
@@ -363,8 +418,9 @@ def _execute(
                 )
                 progress(f"  running: {states}")
     finally:
-        for job, *_ in running:
+        for job, _, run, _, started in running:
             job.cancel()
+            _record_interrupted_call(run, time.perf_counter() - started)
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
@@ -373,14 +429,11 @@ def _execute(
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line of a killed run
-                continue
-    return records
+    """The records of a metrics.jsonl (`bandpo.training.plots.read_metrics`: a torn last line is skipped); [] for
+    a run that has not written one yet."""
+    from bandpo.training.plots import read_metrics
+
+    return read_metrics(path) if path.exists() else []
 
 
 @dataclass
@@ -400,13 +453,40 @@ class _RunData:
         value = metrics.get(key)
         return math.nan if value is None else float(value)
 
-    def mean_over_steps(self, key: str) -> float:
-        values = [float(r[key]) for r in self.records if r.get(key) is not None]
-        return sum(values) / len(values) if values else math.nan
+    def mean_over_steps(self, key: str, weight_key: str | None = None) -> float:
+        """Mean of `key` over the training steps that logged a finite value (absent or nan: left out).
+
+        With `weight_key` present in those steps (e.g. a bin's token count), the mean is weighted by it, so that
+        it is the fraction among all tokens of the bin over the run rather than a mean of per-step fractions.
+        """
+        pairs = [
+            (_finite(r.get(key)), _finite(r.get(weight_key)) if weight_key else None) for r in self.records
+        ]
+        pairs = [(value, weight) for value, weight in pairs if value is not None]
+        if not pairs:
+            return math.nan
+        if weight_key and all(weight is not None for _, weight in pairs):
+            total = sum(weight for _, weight in pairs)
+            if total > 0:
+                return sum(value * weight for value, weight in pairs) / total
+        return sum(value for value, _ in pairs) / len(pairs)
 
     @property
     def k(self) -> int | None:
         return (self.summary.get("after") or {}).get("k")
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def bin_tokens_key(label: str) -> str:
+    """Key of a p_old bin's token count in a training record, when the trainer logs one (optional)."""
+    return f"clip/tokens_{label}"
 
 
 def _load(run: PlannedRun) -> _RunData | None:
@@ -418,26 +498,12 @@ def _load(run: PlannedRun) -> _RunData | None:
     records.sort(key=lambda r: r.get(mn.TRAIN_STEP, 0))
     marker = run.run_dir / DONE_MARKER
     wall = json.loads(marker.read_text()).get("wall_time_s") if marker.exists() else None
-    wall = float(wall if wall is not None else summary.get("wall_time_s", math.nan))
+    if wall is None:  # no marker: the run's last call, plus the interrupted ones compare recorded
+        wall = float(summary.get("wall_time_s", math.nan)) + sum(_interrupted_calls(run))
     return _RunData(run=run, summary=summary, records=records, wall_time_s=wall)
 
 
 # --- the report ----------------------------------------------------------------------------------------
-
-
-def _bin_headers() -> list[str]:
-    edges = mn.PROB_BIN_EDGES
-    return [f"{edges[i]:g}–{edges[i + 1]:g}" for i in range(len(mn.PROB_BIN_LABELS))]
-
-
-def _smooth(values: list[float], window: int) -> list[float]:
-    if window <= 1:
-        return values
-    out = []
-    for index in range(len(values)):
-        chunk = [v for v in values[max(0, index - window + 1) : index + 1] if math.isfinite(v)]
-        out.append(sum(chunk) / len(chunk) if chunk else math.nan)
-    return out
 
 
 def lm_tables(data: dict[str, list[_RunData]]) -> tuple[str, str, str]:
@@ -448,7 +514,7 @@ def lm_tables(data: dict[str, list[_RunData]]) -> tuple[str, str, str]:
         "method",
         "seeds",
         *(header.format(k=k_text) for _, header, _ in EVAL_COLUMNS),
-        "wall min / run",
+        "wall min / run (all calls)",
     ]
     rows = []
     all_runs = [run for runs in data.values() for run in runs]
@@ -480,7 +546,7 @@ def lm_tables(data: dict[str, list[_RunData]]) -> tuple[str, str, str]:
                 paired_runs = [run for run in data[label] if run.run.seed in ref_by_seed]
                 values = [run.after(key) for run in paired_runs]
                 reference_values = [ref_by_seed[run.run.seed].after(key) for run in paired_runs]
-                row.append(paired_verdict(values, reference_values, 3).replace("n/a", "–"))
+                row.append(paired_verdict(values, reference_values, 3))
             paired_rows.append(row)
         paired = markdown_table(["method", *(f"Δ {name} vs {reference}" for _, name in keys)], paired_rows)
 
@@ -488,15 +554,43 @@ def lm_tables(data: dict[str, list[_RunData]]) -> tuple[str, str, str]:
     for label, runs in data.items():
         cells = []
         for bin_label in mn.PROB_BIN_LABELS:
-            up = mean_and_spread([run.mean_over_steps(mn.clip_frac_up_bin(bin_label)) for run in runs])[0]
-            down = mean_and_spread([run.mean_over_steps(mn.clip_frac_down_bin(bin_label)) for run in runs])[0]
+            weight = bin_tokens_key(bin_label)
+            up = mean_and_spread(
+                [run.mean_over_steps(mn.clip_frac_up_bin(bin_label), weight) for run in runs]
+            )[0]
+            down = mean_and_spread(
+                [run.mean_over_steps(mn.clip_frac_down_bin(bin_label), weight) for run in runs]
+            )[0]
             cells.append("–" if not math.isfinite(up) else f"{up:.3f}/{down:.3f}")
         overall_up = mean_and_spread([run.mean_over_steps(mn.CLIP_FRAC_UP) for run in runs])[0]
         overall_down = mean_and_spread([run.mean_over_steps(mn.CLIP_FRAC_DOWN) for run in runs])[0]
         overall = "–" if not math.isfinite(overall_up) else f"{overall_up:.3f}/{overall_down:.3f}"
         clip_rows.append([label, overall, *cells])
-    clip = markdown_table(["method", "all tokens", *_bin_headers()], clip_rows)
+    clip = markdown_table(["method", "all tokens", *prob_bin_headers()], clip_rows)
     return main, paired, clip
+
+
+def _clip_rule(data: dict[str, list[_RunData]]) -> str:
+    """How the clip-fraction table averages, including what the runs' logs say about empty bins."""
+    records = [r for runs in data.values() for run in runs for r in run.records]
+    weighted = any(bin_tokens_key(label) in r for r in records for label in mn.PROB_BIN_LABELS)
+    every_bin_logged = all(
+        _finite(r.get(mn.clip_frac_up_bin(label))) is not None
+        for r in records
+        for label in mn.PROB_BIN_LABELS
+    )
+    text = (
+        "the fraction among the tokens of the bin, over the RL steps that logged a value for the bin "
+        + ("(weighted by the bin's token count per step)" if weighted else "(mean of the per-step fractions)")
+        + ", then the mean over seeds. A step that logged no value (or nan) for a bin, as a step with no token "
+        "in the bin should, is left out of that bin's mean rather than counted as 0"
+    )
+    if records and every_bin_logged:
+        text += (
+            "; every step of these runs logged every bin, so if their trainer wrote 0 for an empty bin, such "
+            "steps count as 0 here"
+        )
+    return text + ":"
 
 
 def write_lm_report(
@@ -547,8 +641,8 @@ def write_lm_report(
     if paired:
         lines += [
             "",
-            "Paired differences (same seed, so same starting policy and prompts); win / lose = more than two "
-            "standard errors from 0, else tie:",
+            "Paired differences (same seed, so same starting policy and prompts): mean difference ± its standard "
+            f"error; {VERDICT_RULE}:",
             "",
             paired,
         ]
@@ -556,9 +650,8 @@ def write_lm_report(
         "",
         "## Clip fractions by p_old bin",
         "",
-        "Upward/downward (up: A > 0 and ratio > ratio_high; down: A < 0 and ratio < ratio_low): the per-step "
-        "fraction among the tokens of the bin (a step with no token in the bin counts as 0), averaged over RL "
-        "steps, then over seeds:",
+        "Upward/downward (up: A > 0 and ratio > ratio_high; down: A < 0 and ratio < ratio_low): "
+        + _clip_rule(data),
         "",
         clip,
         "",
@@ -599,7 +692,7 @@ def _plot_training(data: dict[str, list[_RunData]], output_dir: Path, *, svg: bo
                 by_step = {
                     int(r[mn.TRAIN_STEP]): float(r[key]) for r in run.records if r.get(key) is not None
                 }
-                per_seed.append(_smooth([by_step.get(step, math.nan) for step in steps_all], window))
+                per_seed.append(moving_average([by_step.get(step, math.nan) for step in steps_all], window))
             curves[label] = (steps_all, per_seed)
         suffix = f" (moving avg. {window} steps)" if window > 1 else ""
         plot_curves(ax, curves, title=title + suffix, ylabel=ylabel, xlabel="RL step")

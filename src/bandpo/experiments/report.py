@@ -1,7 +1,8 @@
 """Report building blocks: mean ± spread over seeds, Markdown tables, and line plots with a spread band.
 
 The spread everywhere is the standard error of the mean over seeds (sample std / sqrt(seeds)); with one seed it
-is undefined and the table shows the mean alone.
+is undefined and the table shows the mean alone. Paired comparisons (`paired_verdict`) call a difference a win
+or a loss only when its 95% Student-t interval over seeds excludes 0 (`VERDICT_RULE`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,32 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bandpo import metric_names as mn
+
 __all__ = [
+    "VERDICT_RULE",
     "format_mean_spread",
     "import_pyplot",
     "machine_info",
     "markdown_table",
     "mean_and_spread",
+    "moving_average",
     "paired_verdict",
     "plot_curves",
+    "prob_bin_headers",
     "save_figure",
+    "t_critical_95",
 ]
+
+# Two-sided 95% critical values of Student's t for 1..30 degrees of freedom, then 40, 60, 120 and infinity.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+_T95_LARGE = ((120, 1.980), (60, 2.000), (40, 2.021), (30, 2.042))
+
+VERDICT_RULE = (
+    "win / lose = the paired difference's 95% Student-t interval (n − 1 degrees of freedom over n seeds) "
+    "excludes 0, i.e. |mean| > t·s.e., else tie; n/a with fewer than 2 paired seeds"
+)
 
 
 def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
@@ -125,24 +142,62 @@ def save_figure(fig, path: Path, *, svg: bool = False) -> list[Path]:
     return written
 
 
+def t_critical_95(dof: int) -> float:
+    """Two-sided 95% critical value of Student's t with `dof` degrees of freedom.
+
+    Exact (3 decimals) for 1..30; above 30 the value of the largest tabulated dof not above it (40, 60, 120:
+    slightly conservative in between), and 1.96 from 121 on, where the difference is below 0.02.
+    """
+    if dof < 1:
+        raise ValueError(f"dof {dof}: Student's t needs at least 1 degree of freedom (2 paired seeds)")
+    if dof <= len(_T95):
+        return _T95[dof - 1]
+    if dof > 120:
+        return 1.96
+    return next(value for limit, value in _T95_LARGE if dof >= limit)
+
+
 def paired_verdict(values: Sequence[float], reference: Sequence[float], digits: int = 2) -> str:
-    """`+0.47 ± 0.05 (win)`: the mean over seeds of value − reference (same seed), its standard error, and
-    win / lose where the difference is more than two standard errors from 0 and does not round to 0 at
-    `digits`, else tie."""
+    """`+0.47 ± 0.05 (win)`: the mean over seeds of value − reference (same seed) ± its standard error.
+
+    win / lose where the two-sided 95% Student-t interval of the mean difference (n − 1 dof) excludes 0 and
+    the difference does not round to 0 at `digits`, else tie (`VERDICT_RULE`); `n/a` with fewer than 2 seeds
+    that have both values, where no spread and so no verdict exists.
+    """
     diffs = [
         float(a) - float(b)
         for a, b in zip(values, reference, strict=True)
         if a is not None and b is not None and math.isfinite(float(a)) and math.isfinite(float(b))
     ]
-    mean, spread = mean_and_spread(diffs)
-    if not math.isfinite(mean):
+    if len(diffs) < 2:
         return "n/a"
-    spread = spread if math.isfinite(spread) else 0.0
+    mean, spread = mean_and_spread(diffs)
     word = "tie"
     shown = 0.5 * 10.0**-digits  # a difference that rounds to 0 at the shown precision is a tie
-    if abs(mean) > 2 * spread and abs(mean) >= shown:
+    if abs(mean) > t_critical_95(len(diffs) - 1) * spread and abs(mean) >= shown:
         word = "win" if mean > 0 else "lose"
     return f"{mean:+.{digits}f} ± {spread:.{digits}f} ({word})"
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` points (fewer at the start), skipping non-finite values.
+
+    A point whose window holds no finite value is nan (a gap in a plot).
+    """
+    values = [float(value) for value in values]
+    if window <= 1:
+        return values
+    out = []
+    for index in range(len(values)):
+        chunk = [value for value in values[max(0, index - window + 1) : index + 1] if math.isfinite(value)]
+        out.append(sum(chunk) / len(chunk) if chunk else math.nan)
+    return out
+
+
+def prob_bin_headers() -> list[str]:
+    """Column headers of the p_old bins of `metric_names.PROB_BIN_EDGES`: `0–0.01`, `0.01–0.1`, ..."""
+    edges = mn.PROB_BIN_EDGES
+    return [f"{edges[i]:g}–{edges[i + 1]:g}" for i in range(len(mn.PROB_BIN_LABELS))]
 
 
 def _cpu_name() -> str:
