@@ -97,3 +97,42 @@ def p_grid(n: int) -> list[float]:
 
 
 DELTAS = [1e-4, 3e-3, 0.05, 0.3, 1.0]
+
+
+# name -> f'(∞) = lim f(u)/u (mp.inf where f grows faster than u), written out by hand from the formulas
+MP_SLOPES_AT_INFINITY = {
+    "kl": mp.mpf(1),
+    "reverse_kl": mp.inf,
+    "tv": mp.mpf("0.5"),
+    "chi2": mp.inf,
+    "neyman_chi2": mp.mpf(1),
+    "hellinger": mp.mpf(1),
+    "js": _HALF_LOG2,
+    "alpha:0.5": mp.mpf(2),  # 1/(1 − α)
+    "alpha:2": mp.inf,
+    "alpha:-1": mp.mpf("0.5"),
+    "alpha:3": mp.inf,
+}
+
+
+def reference_p_one(name: str, delta: float) -> float:
+    """r*, the lower bound at p = 1: root of f(r) + (1 − r)·f'(∞) = δ on [0, 1] (1 if f'(∞) = ∞, 0 if none)."""
+    f, f0 = MP_GENERATORS[name]
+    slope = MP_SLOPES_AT_INFINITY[name]
+    if slope == mp.inf:
+        return 1.0
+    d = mp.mpf(delta)
+
+    def phi(r):
+        return (f0 if r <= 0 else f(r)) + (1 - r) * slope - d
+
+    if phi(mp.mpf(0)) <= 0:
+        return 0.0
+    lo, hi = mp.mpf(0), mp.mpf(1)  # phi(lo) > 0 >= phi(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if phi(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return float((lo + hi) / 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import mpmath
 import pytest
 import torch
 
@@ -210,3 +211,52 @@ def test_alpha_limits() -> None:
     assert alpha_divergence(-1.0).f_at_zero == math.inf
     assert alpha_divergence(3.0).slope_at_infinity == math.inf
     assert get_divergence("alpha:0.5").name == "alpha:0.5"
+
+
+# --- per-(divergence, δ) caching and the shared numerics ----------------------------------------------------
+
+
+def test_p_one_limit_is_solved_once_per_divergence_and_delta(monkeypatch: pytest.MonkeyPatch) -> None:
+    """r* without a closed form is an ~80-step scalar bisection: it must not run on every `band_bounds` call."""
+    from bandpo.band import solver
+
+    calls: list[float] = []
+    real = solver.solve_p_one_limit
+
+    def counting(divergence: Divergence, delta: float) -> float:
+        calls.append(delta)
+        return real(divergence, delta)
+
+    monkeypatch.setattr(solver, "solve_p_one_limit", counting)
+    user = Divergence("user_js_cached", USER_COPIES["js"])
+    logp = _logp()
+    first = band_bounds(logp, delta=0.05, divergence=user)
+    for _ in range(3):
+        again = band_bounds(logp, delta=0.05, divergence=user)
+        assert torch.equal(again.lower, first.lower) and torch.equal(again.upper, first.upper)
+    assert calls == [0.05]
+    band_bounds(logp, delta=0.1, divergence=user)
+    band_bounds(logp, delta=0.05, divergence="alpha:0.3125")
+    band_bounds(logp, delta=0.05, divergence="alpha:0.3125")  # the name resolves to the same cached record
+    assert calls == [0.05, 0.1, 0.05]
+    assert get_divergence("alpha:0.3125") is get_divergence("alpha:0.3125")
+    assert hash(user) == hash(user)  # the cache field is excluded from eq/hash: the record stays hashable
+
+
+def test_solvers_share_one_floor_and_one_log1mexp() -> None:
+    from bandpo.band import kl, solver
+    from bandpo.band._numerics import LOG_FLOOR, log1mexp
+
+    assert solver.X_MAX == -LOG_FLOOR
+    assert kl.log1mexp is log1mexp and solver.log1mexp is log1mexp
+    x = torch.tensor([-1e-300, -1e-20, -0.5, -math.log(2.0), -1.0, -50.0, -800.0], dtype=torch.float64)
+    with mpmath.workdps(50):
+        expected = [float(mpmath.log(-mpmath.expm1(mpmath.mpf(v)))) for v in x.tolist()]
+    assert torch.allclose(log1mexp(x), torch.tensor(expected, dtype=torch.float64), rtol=1e-15, atol=0)
+    # both paths read p just below e^LOG_FLOOR as 0 and p just above as finite
+    logp = torch.tensor([LOG_FLOOR * (1 + 1e-12), LOG_FLOOR * (1 - 1e-12)], dtype=torch.float64)
+    for lower, upper in (
+        kl.kl_bounds_newton(logp, 0.05),
+        solver.solve_bounds(get_divergence("kl"), logp, 0.05),
+    ):
+        assert lower[0] == 0 and upper[0] == math.inf and math.isfinite(upper[1].item())

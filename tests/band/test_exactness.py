@@ -2,7 +2,8 @@
 
 Tolerances (issue 2): float64 within 1e−10 relative on upper and 1e−12 absolute on lower; float32 within
 1e−6 / 1e−6; bfloat16 and float16 equal to the reference rounded to their dtype. p runs log-spaced from
-1e−12 to 1 − 1e−12 (both edges included), δ from 1e−4 to 1.
+1e−12 to 1 − 1e−12 (both edges included), δ from 1e−4 to 1; separately, log-probs just below 0 down to the
+smallest subnormal (`EXTREME_LOGP`), where the solvers switch to their p = 1 answer.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import math
 
 import pytest
 import torch
-from band_reference import DELTAS, MP_GENERATORS, p_grid, reference_bounds
+from band_reference import DELTAS, MP_GENERATORS, p_grid, reference_bounds, reference_p_one
 
 from bandpo.band import band_bounds, get_divergence
-from bandpo.band.kl import NEWTON_STEPS, kl_bounds_newton, kl_bounds_table
+from bandpo.band._numerics import LOG_FLOOR
+from bandpo.band.kl import NEWTON_STEPS, P_ONE_LOGP, kl_bounds_newton, kl_bounds_table
 from bandpo.band.solver import solve_bounds
 
 NAMES = list(MP_GENERATORS)  # every built-in plus four members of the α-family
@@ -118,3 +120,98 @@ def test_kl_table_float32_between_nodes() -> None:
         lower, upper = kl_bounds_table(logp32, delta)
         assert ((upper.double() - ref_upper).abs() / ref_upper).max() <= 1e-6
         assert (lower.double() - ref_lower).abs().max() <= 1e-6
+
+
+# --- log-probs just below 0 (1 − p from 1e−15 down to the smallest subnormal) ----------------------------
+
+EXTREME_LOGP = [-1e-15, -1e-20, -1e-29, -1e-31, -1e-32, -1e-300, -5e-324]
+ALL_DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+
+
+@functools.cache
+def _extreme_reference(
+    name: str, delta: float, dtype_name: str
+) -> tuple[list[float], list[float], list[float]]:
+    """(logp as the dtype holds it, lower, upper): mpmath at that logp, or r* where it rounds to 0 (p = 1)."""
+    dtype = getattr(torch, dtype_name)
+    logp = torch.tensor(EXTREME_LOGP, dtype=torch.float64).to(dtype).to(torch.float64).tolist()
+    pairs = [reference_bounds(name, x, delta) if x < 0 else (reference_p_one(name, delta), 1.0) for x in logp]
+    return logp, [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def _check_extremes(
+    name: str, delta: float, dtype: torch.dtype, lower: torch.Tensor, upper: torch.Tensor
+) -> None:
+    logp, lower_ref, upper_ref = _extreme_reference(name, delta, str(dtype).split(".")[1])
+    assert not (torch.isnan(lower).any() or torch.isnan(upper).any())
+    r_star = reference_p_one(name, delta)
+    for x, ours_low, ours_up, ref_low, ref_up in zip(
+        logp, lower.tolist(), upper.tolist(), lower_ref, upper_ref, strict=True
+    ):
+        if dtype in (torch.bfloat16, torch.float16):  # solved in float64, rounded once
+            assert (
+                ours_low == torch.tensor(ref_low).to(dtype).item()
+                and ours_up == torch.tensor(ref_up).to(dtype).item()
+            )
+            continue
+        tol = 1e-12 if dtype == torch.float64 else 1e-6
+        assert abs(ours_up - ref_up) <= tol * ref_up
+        if x < 0 and math.log(-math.expm1(x)) < LOG_FLOOR:
+            # 1 − p < e^−700 is read as p = 1 (solver docstring): exact for f'(∞) < ∞; for f'(∞) = ∞ (reverse KL:
+            # 1 − r̲ ≈ δ/log(1/(1 − p))) the documented gap is at most δ/700
+            assert ours_low == pytest.approx(r_star, abs=1e-12)
+            assert abs(ours_low - ref_low) <= delta / 700
+        else:
+            assert abs(ours_low - ref_low) <= tol
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_extreme_logp_near_zero_matches_mpmath(name: str, dtype: torch.dtype) -> None:
+    """Every built-in on every dtype path at logp ∈ (−1e−15 … −5e−324): no NaN, no plausible wrong bound
+    (was: KL NaN below −1e−31 and for bf16 −1e−32; js/α-family lower ≈ 1 instead of r* at −5e−324)."""
+    for delta in DELTAS:
+        logp = torch.tensor(EXTREME_LOGP, dtype=torch.float64).to(dtype)
+        bounds = band_bounds(logp, delta=delta, divergence=name)
+        _check_extremes(name, delta, dtype, bounds.lower, bounds.upper)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generic_solver_at_extreme_logp(name: str) -> None:
+    """The generic solver itself (also for the divergences `band_bounds` sends elsewhere) at the same values;
+    before the fix 1 − p < e^−700 inverted its bracket (logit p > X_MAX): lower = 1 for js, α = ½, α = −1."""
+    divergence = get_divergence(name)
+    logp = torch.tensor(EXTREME_LOGP, dtype=torch.float64)
+    for delta in (1e-4, 0.05, 1.0):
+        lower, upper = solve_bounds(divergence, logp, delta)
+        _check_extremes(name, delta, torch.float64, lower, upper)
+
+
+@pytest.mark.parametrize(
+    "logp", [-1e-18, -1e-19, -1.0000001e-20, P_ONE_LOGP, -1e-20 / 1.0000001, -1e-29, -1e-31]
+)
+def test_kl_p_one_cutoff_is_continuous_against_mpmath(logp: float) -> None:
+    """Both sides of `P_ONE_LOGP`: Newton just below, the p = 1 answer (e^−δ, 1) just above, and mpmath agree
+    to float64 precision, so the cut-off is not a jump."""
+    for delta in [1e-8, *DELTAS, 10.0]:
+        lower, upper = kl_bounds_newton(torch.tensor([logp], dtype=torch.float64), delta)
+        ref_lower, ref_upper = reference_bounds("kl", logp, delta)
+        assert (
+            abs(lower.item() - ref_lower) <= 1.2e-16
+        )  # half an ulp below 1 (the reference resolves 1.4e−17)
+        assert abs(lower.item() - math.exp(-delta)) <= 2.3e-16 * math.exp(-delta)
+        assert upper.item() == ref_upper == 1.0
+
+
+def test_kl_newton_never_nan_near_p_one_for_tiny_delta() -> None:
+    """Was NaN for δ = 1e−4 at logp = −1e−29 and for smaller δ up to logp = −1e−19: the χ² start p − √(2δp(1 − p))
+    rounded to p = 1, so Newton divided inf by inf."""
+    eps = torch.logspace(-24, -12, 241, dtype=torch.float64)
+    logp = torch.cat([-eps, torch.tensor([-5e-324, -1e-300, -1e-32, 0.0])])
+    for delta in (1e-16, 1e-12, 1e-8, 1e-4, 0.05, 1.0, 100.0):
+        lower, upper = kl_bounds_newton(logp, delta)
+        assert not (torch.isnan(lower).any() or torch.isnan(upper).any())
+        # the exact lower bound is e^−δ up to ~ε·(log(1/ε) + 1) (kl module docstring), upper in [1, 1/p]
+        bound = torch.cat([eps * (torch.log(1 / eps) + 1), torch.zeros(4, dtype=torch.float64)])
+        assert ((lower - math.exp(-delta)).abs() <= bound + 2.3e-16 * math.exp(-delta)).all()
+        assert ((upper >= 1) & (upper <= 1 + 2 * eps.max())).all()

@@ -4,6 +4,10 @@
 D_f(π_new‖π_old) ≤ δ for each sampled token (paper-notes §1–2). Divergences are `Divergence` records in a
 registry: built-ins `kl`, `reverse_kl`, `tv`, `chi2`, `neyman_chi2`, `hellinger`, `js`, the α-family
 (`"alpha:<α>"` / `alpha_divergence`), and any convex f a user registers.
+
+Default path: KL on float32 log-probs reads a cached float64-built table (`kl.kl_bounds_table`); float64 input
+is solved in float64 (monotone Newton for KL, closed forms for TV/χ²/Neyman χ²/Hellinger, the generic
+bisection/regula-falsi solver otherwise); bfloat16/float16 input is solved in float64 and rounded once.
 """
 
 from bandpo.band.divergences import (

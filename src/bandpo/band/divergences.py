@@ -25,6 +25,7 @@ the name `"alpha:<α>"` (e.g. `"alpha:0.5"`), which `get_divergence` builds on d
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ ClosedForm = Callable[[Tensor, float], tuple[Tensor, Tensor]]
 
 _F1_TOL = 1e-10  # |f(1)| above this is an error
 _CONVEXITY_RTOL = 1e-7  # allowed relative decrease of consecutive secant slopes (rounding)
+_R_STAR_CACHE_SIZE = 256  # distinct δ kept per divergence by `lower_at_p_one`
 
 
 def _convexity_grid() -> Tensor:
@@ -85,6 +87,8 @@ class Divergence:
     r_star: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
     description: str = ""
     _linear_coef: float = field(default=0.0, init=False, repr=False, compare=False)
+    # δ -> r*, filled by `lower_at_p_one` (excluded from eq/hash, so the record stays hashable)
+    _r_star_cache: dict[float, float] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -149,12 +153,25 @@ class Divergence:
         return value
 
     def lower_at_p_one(self, delta: float) -> float:
-        """r*: the lower bound at p = 1, the root of f(r) + (1 − r)·f'(∞) = δ on [0, 1] (0 if none)."""
-        if self.r_star is not None:
-            return float(self.r_star(delta))
-        from bandpo.band.solver import solve_p_one_limit
+        """r*: the lower bound at p = 1, the root of f(r) + (1 − r)·f'(∞) = δ on [0, 1] (0 if none).
 
-        return solve_p_one_limit(self, delta)
+        Cached per δ on this record: without `r_star` it is an ~80-step scalar bisection, and `band_bounds`
+        asks for it on every call (every micro-batch in training).
+        """
+        delta = float(delta)
+        cached = self._r_star_cache.get(delta)
+        if cached is not None:
+            return cached
+        if self.r_star is not None:
+            value = float(self.r_star(delta))
+        else:
+            from bandpo.band.solver import solve_p_one_limit
+
+            value = solve_p_one_limit(self, delta)
+        if len(self._r_star_cache) >= _R_STAR_CACHE_SIZE:  # e.g. a δ schedule: keep the cache bounded
+            self._r_star_cache.clear()
+        self._r_star_cache[delta] = value
+        return value
 
 
 def _limit_at_zero(f: Callable[[Tensor], Tensor]) -> float:
@@ -304,6 +321,13 @@ def alpha_divergence(alpha: float) -> Divergence:
     alpha = float(alpha)
     if not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    return _alpha_divergence(alpha)
+
+
+@functools.lru_cache(maxsize=64)
+def _alpha_divergence(alpha: float) -> Divergence:
+    # cached: `get_divergence("alpha:<α>")` runs on every `band_bounds` call, and building a Divergence runs
+    # the convexity check; one record per α also keeps its r* cache alive between calls
     name = f"alpha:{alpha:g}"
     if alpha == 0.0:
         base = _BUILTINS["kl"]

@@ -14,8 +14,18 @@ point and the χ²(2δ) guess q = p ± √(2δ·p(1 − p)) (KL ≈ ½χ² near 
 of a convex monotone function lands on the safe side, after which convergence is monotone again. 4 steps
 reach the float64 floor over p ∈ [1e−12, 1 − 1e−12], δ ∈ [1e−4, 1]; we take 6.
 
-float32 inputs use `kl_bounds_table` instead (linear interpolation in a float64-built table), which is
-~10x faster than float32 Newton on CPU and more accurate (float32 Newton loses ~1e−6 to cancellation in c).
+Which path `band_bounds` takes for KL: float32 input (the default in training) uses `kl_bounds_table`
+(linear interpolation in a float64-built table), ~10x faster than float32 Newton on CPU and more accurate
+(float32 Newton loses ~1e−6 to cancellation in c); float64 input uses `kl_bounds_newton` in float64;
+bfloat16/float16 input is converted to float64, solved by `kl_bounds_newton` and rounded once.
+
+Edges: p < e^−700 (`LOG_FLOOR`) is p = 0, (0, +inf); logp > `P_ONE_LOGP` = −1e−20 is p = 1, (e^−δ, 1). The
+latter is not an approximation: with ε = 1 − p the exact lower bound is e^−δ up to ≈ ε·(log(1/ε) + 1) ≤ 5e−19
+(from −p·log r̲ = δ + (1 − p)·log c at the root, c ≤ 1/ε) and the upper bound lies in [1, 1 + ε], so both
+equal (e^−δ, 1) in float64 (half an ulp below 1 is 5.5e−17); tests/band/test_exactness.py checks this
+against mpmath on both sides. Without it Newton returned NaN there: c/(1 − p) overflows as ε → 0 (1 − p is
+even subnormal below 2e−308), and the χ² start p − √(2δ·p·ε) rounds to q = p, where log(1 − e^u) = −inf.
+For the same reason a χ² start that rounds to q ≥ p (only for δ·ε ≲ 1e−33) is dropped for the safe start.
 """
 
 from __future__ import annotations
@@ -26,16 +36,14 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["NEWTON_STEPS", "kl_bounds_newton", "kl_bounds_table", "kl_interpolate", "kl_table"]
+from bandpo.band._numerics import LOG_FLOOR, log1mexp
+
+__all__ = ["NEWTON_STEPS", "P_ONE_LOGP", "kl_bounds_newton", "kl_bounds_table", "kl_interpolate", "kl_table"]
 
 # Newton steps per root, by the dtype the solve runs in (tests/band/test_exactness.py proves these)
 NEWTON_STEPS: dict[torch.dtype, int] = {torch.float64: 6, torch.float32: 4}
-LOGP_FLOOR = -700.0  # below this (p < 1e-304) p is treated as 0: (0, +inf)
-
-
-def _log1mexp(x: Tensor) -> Tensor:
-    """log(1 − e^x) for x ≤ 0."""
-    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+# logp above this is p = 1: the exact KL interval equals (e^−δ, 1) in float64 there (module docstring)
+P_ONE_LOGP = -1e-20
 
 
 def kl_bounds_newton(logp: Tensor, delta: float, steps: int | None = None) -> tuple[Tensor, Tensor]:
@@ -44,29 +52,32 @@ def kl_bounds_newton(logp: Tensor, delta: float, steps: int | None = None) -> tu
     Notes:
         Termination: exactly `steps` Newton steps per root (default `NEWTON_STEPS[dtype]`), no host sync.
         p → 0: v0 → c and u0 → −∞ are already the roots to working precision; the upper bound grows like
-        (1 − e^−δ)/p, +inf at p = 0. p → 1: the lower bound tends continuously to e^−δ; p = 1 returns
-        (e^−δ, 1) exactly. Naive equivalent: float64 bisection of g_KL on r ∈ [1, 1/p] and [0, 1].
+        (1 − e^−δ)/p, +inf at p = 0 (and for p < e^−700). p → 1: the lower bound tends continuously to
+        e^−δ; logp > `P_ONE_LOGP` (−1e−20) returns (e^−δ, 1), which is the exact interval rounded to
+        float64 there. Naive equivalent: float64 bisection of g_KL on r ∈ [1, 1/p] and [0, 1].
     """
     if steps is None:
         steps = NEWTON_STEPS.get(logp.dtype, NEWTON_STEPS[torch.float64])
-    is_zero = logp < LOGP_FLOOR
-    is_one = logp == 0
+    is_zero = logp < LOG_FLOOR
+    is_one = logp > P_ONE_LOGP
     safe = torch.where(is_zero | is_one, torch.full_like(logp, -math.log(2.0)), logp)
     p = torch.exp(safe)
-    log1mp = _log1mexp(safe)
+    log1mp = log1mexp(safe)
     one_minus_p = torch.exp(log1mp)
     c = delta - p * safe - one_minus_p * log1mp  # δ + H
 
     # starts: the safe side (h(v0) ≥ 0, k(u0) ≥ 0) or the χ²(2δ) guess q = p ± √(2δ·p(1 − p)) when that is
     # nearer; from the far side one Newton step of a convex monotone function lands on the safe side
     spread = torch.sqrt((2.0 * delta) * p * one_minus_p)
-    v_chi2 = -_log1mexp(torch.log(p + spread).clamp(max=0.0))
+    v_chi2 = -log1mexp(torch.log(p + spread).clamp(max=0.0))  # +inf (unused) where p + spread rounds to ≥ 1
     v = torch.minimum(c / one_minus_p, v_chi2)  # upper root, v = −log(1 − q)
     for _ in range(steps):
         h = one_minus_p * v - p * torch.log(-torch.expm1(-v)) - c
         dh = one_minus_p - p / torch.expm1(v)
         v = v - h / dh
-    u = torch.maximum(-c / p, torch.log(torch.clamp(p - spread, min=0.0)))  # lower root, u = log q
+    # lower root, u = log q; a χ² start that rounds to q ≥ p (tiny δ·(1 − p)) is dropped: -c/p < logp is safe
+    u_chi2 = torch.log(torch.clamp(p - spread, min=0.0))
+    u = torch.maximum(-c / p, torch.where(u_chi2 < safe, u_chi2, -math.inf))
     for _ in range(steps):
         k = -p * u - one_minus_p * torch.log(-torch.expm1(u)) - c
         dk = one_minus_p / torch.expm1(-u) - p

@@ -7,6 +7,13 @@ For a sampled token with old probability p = exp(old_logp), a convex generator f
 
 (the rest of the mass rescaled proportionally, optimal by Jensen). No caps, no relaxation: those belong to
 `bandpo.methods`.
+
+Paths (all fixed work, no host sync inside): KL on float32 input, the default in training, reads a cached
+float64-built table (`kl.kl_bounds_table`); KL on float64 input runs monotone Newton in float64
+(`kl.kl_bounds_newton`); TV, χ², Neyman χ² and Hellinger use closed forms (`closed_forms`); every other
+divergence uses the generic float64 solver (`solver.solve_bounds`). bfloat16/float16 input is converted to
+float64, solved by the same float64 path (Newton for KL) and rounded once; float32 input of a non-KL
+divergence likewise.
 """
 
 from __future__ import annotations
@@ -93,8 +100,10 @@ def band_bounds(
         float64 bisection of g_f on r ∈ [1, 1/p] and r ∈ [0, 1] run to the end (tests/band).
         p → 0 (old_logp → −∞): lower → 0 and upper → +∞ (for KL upper ≈ (1 − e^−δ)/p); p = 0 gives (0, +∞)
         for every divergence, and p < 1e−304 (logp < −700) is treated as p = 0. p → 1: upper → 1 and lower →
-        r*, the root of f(r) + (1 − r)·f'(∞) = δ (KL: e^−δ, TV: 1 − δ, χ²: 1); p = 1 gives (r*, 1) exactly,
-        with no hand overwrite near 1, so the bounds are continuous there.
+        r*, the root of f(r) + (1 − r)·f'(∞) = δ (KL: e^−δ, TV: 1 − δ, χ²: 1); p = 1 gives (r*, 1) exactly.
+        Float64 logp within rounding of 0 is read as p = 1 where the exact interval equals (r*, 1) in float64
+        (KL: logp > −1e−20; the generic solver: 1 − p < 1e−304, where reverse KL is off by ≤ δ/700, see
+        `bandpo.band.solver`); otherwise there is no hand overwrite near 1, so the bounds are continuous.
     """
     if not isinstance(old_logp, Tensor):
         raise ValueError(f"old_logp must be a torch.Tensor, got {type(old_logp).__name__}")

@@ -6,8 +6,19 @@ Solves g_f(p, r) = p·f(r) + (1 − p)·f((1 − r·p)/(1 − p)) = δ for the t
 Variable: x = logit(q), q = r·p the new probability of the token. Then q = σ(x) and 1 − q = σ(−x) are both
 computed to full relative precision, so r = q/p and c = (1 − q)/(1 − p) are exact to a few ulp even when
 p → 0 or p → 1, and an absolute step dx moves r by a relative r·(1 − q)·dx ≤ r·dx. The upper root lies in
-x ∈ [logit p, X] and the lower root in [−X, logit p] with X = 700 (σ(±700) is 1 to float64 precision and
-e^−700 > 0, so r stays positive and f is never evaluated at a NaN-producing 0·log 0).
+x ∈ [logit p, X] and the lower root in [−X, logit p] with X = `X_MAX` = −`LOG_FLOOR` = 700 (σ(±700) is 1 to
+float64 precision and e^−700 > 0, so r stays positive and f is never evaluated at a NaN-producing 0·log 0).
+
+Edges: p < e^−700 is p = 0 and 1 − p < e^−700 is p = 1 (then logit p > X would invert the bracket, and
+(1 − p)·f(c) overflows, c ≈ 1/(1 − p)). For divergences with f'(∞) < ∞ the p = 1 answer (r*, 1) is the exact
+interval to float64 precision there. For f'(∞) = ∞ (r* = 1) the lower bound can approach 1 slowly: reverse
+KL has 1 − r̲ ≈ δ/log(1/(1 − p)), still 7e−5 at δ = 0.05, 1 − p = 5e−324, so returning 1 there is off by up
+to ≈ δ/700 (likewise α slightly above 1). This is a documented gap, not reachable from float32 or
+half-precision input: their smallest nonzero |logp| is 1.4e−45, so their 1 − p is 0 or ≥ 1.4e−45.
+
+Which inputs get here: `band_bounds` routes every divergence without a closed form or a fast path
+(`js`, `reverse_kl`, the α-family except α = 0, user divergences) here, in float64; float32/half inputs are
+converted to float64 first and the result is rounded back once.
 
 Termination: `BISECTION_STEPS` halvings (bracket ≤ 1400/2^46 ≈ 2e−11 in x), then `FALSI_STEPS` Illinois
 regula-falsi steps inside the bracket (superlinear; each stays inside the bracket, so the error can only
@@ -23,19 +34,16 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from bandpo.band._numerics import LOG_FLOOR, log1mexp
+
 if TYPE_CHECKING:
     from bandpo.band.divergences import Divergence
 
 __all__ = ["BISECTION_STEPS", "FALSI_STEPS", "X_MAX", "solve_bounds", "solve_p_one_limit"]
 
-X_MAX = 700.0
+X_MAX = -LOG_FLOOR  # logit bracket end; equal to the p = 0 / p = 1 cut-off so the bracket is never inverted
 BISECTION_STEPS = 46
 FALSI_STEPS = 3
-
-
-def _log1mexp(logp: Tensor) -> Tensor:
-    """log(1 − e^logp) for logp ≤ 0, accurate on both sides of −log 2."""
-    return torch.where(logp > -math.log(2.0), torch.log(-torch.expm1(logp)), torch.log1p(-torch.exp(logp)))
 
 
 def _root_in_logit(
@@ -86,15 +94,19 @@ def solve_bounds(divergence: Divergence, logp: Tensor, delta: float) -> tuple[Te
     """Exact Band interval of any registered divergence: float64 `logp` in (any shape), float64 out.
 
     Notes:
-        p = 0 (logp = −∞) gives (0, +∞); p = 1 gives (r*, 1) with r* = `divergence.lower_at_p_one(δ)`.
+        p = 0 (logp = −∞) gives (0, +∞); p = 1 gives (r*, 1) with r* = `divergence.lower_at_p_one(δ)`
+        (cached per δ on the divergence). p < e^−700 is read as p = 0 and 1 − p < e^−700 as p = 1 (module
+        docstring: exact for f'(∞) < ∞, a gap ≤ δ/700 for reverse KL).
         Saturation (paper-notes §1.4) is decided first: upper = 1/p when p·f(1/p) + (1 − p)·f(0) ≤ δ, lower = 0
         when p·f(0) + (1 − p)·f(1/(1 − p)) ≤ δ. The naive equivalent is a float64 bisection on r in
         [1, 1/p] and [0, 1] run to the end.
     """
-    is_zero = logp < -X_MAX  # p < 1e-304 is p = 0 here (its upper bound overflows float64 for any δ ≥ 1e-4)
-    is_one = logp == 0
+    log1mp_raw = log1mexp(logp)  # −inf at logp = 0, NaN for NaN
+    is_zero = logp < LOG_FLOOR  # p < 1e−304
+    # 1 − p < 1e−304, includes logp = 0 (there logit p > X_MAX would invert the bracket)
+    is_one = log1mp_raw < LOG_FLOOR
     safe = torch.where(is_zero | is_one, torch.full_like(logp, -math.log(2.0)), logp)
-    log1mp = _log1mexp(safe)
+    log1mp = log1mexp(safe)
     p, one_minus_p = torch.exp(safe), torch.exp(log1mp)
     logit_p = safe - log1mp
     f0 = float(divergence.f_at_zero) + divergence._linear_coef  # f(0) of the standardised f_log
@@ -121,7 +133,8 @@ def solve_bounds(divergence: Divergence, logp: Tensor, delta: float) -> tuple[Te
 def solve_p_one_limit(divergence: Divergence, delta: float) -> float:
     """r*: root of φ(r) = f(r) + (1 − r)·f'(∞) − δ on [0, 1] (φ decreases to φ(1) = −δ); 0 if φ(0) ≤ 0.
 
-    Bisection to the end of float64 (r ∈ [0, 1], 80 halvings). Runs on the CPU once per (divergence, δ).
+    Bisection to the end of float64 (r ∈ [0, 1], 80 halvings of scalar tensor evaluations). Not cached here:
+    `Divergence.lower_at_p_one` caches it per (divergence, δ), so it runs once per pair.
     """
     # f_log is f minus c·(u − 1): its f(0) is f(0) + c and its slope at ∞ is f'(∞) − c (φ is unchanged)
     slope = float(divergence.slope_at_infinity) - divergence._linear_coef
