@@ -368,9 +368,11 @@ def test_metrics_per_bin_split_and_band_metrics_agree() -> None:
     bounds = get_method("clip")(old_logp)
     out = policy_loss(logp, old_logp, advantages, mask, bounds=bounds)
     standalone = band_metrics(logp, old_logp, advantages, mask, bounds)
-    assert set(standalone) == ALL_METRIC_KEYS - {mn.LOSS_POLICY}
+    assert set(standalone) == (ALL_METRIC_KEYS - {mn.LOSS_POLICY}) | set(mn.CLIP_TOKENS_BINS)
+    assert not set(mn.CLIP_TOKENS_BINS) & set(out.metrics)  # counts are band_metrics' own
     for key, value in standalone.items():
-        assert torch.equal(value, out.metrics[key]), key
+        if key not in mn.CLIP_TOKENS_BINS:
+            assert torch.equal(value, out.metrics[key]), key
     # the per-bin fractions, weighted by bin size, add up to the overall fraction
     p = old_logp.exp()
     edges = mn.PROB_BIN_EDGES
@@ -378,9 +380,25 @@ def test_metrics_per_bin_split_and_band_metrics_agree() -> None:
     for i, key in enumerate(mn.CLIP_FRAC_UP_BINS):
         upper_ok = p <= edges[i + 1] if i == len(mn.CLIP_FRAC_UP_BINS) - 1 else p < edges[i + 1]
         in_bin = mask & (p >= edges[i]) & upper_ok
+        assert standalone[mn.CLIP_TOKENS_BINS[i]].item() == in_bin.sum().item()
         total += out.metrics[key].item() * in_bin.sum().item()
     assert total / mask.sum().item() == pytest.approx(out.metrics[mn.CLIP_FRAC_UP].item())
     assert out.metrics[mn.CLIP_FRAC_UP].item() > 0
+
+
+def test_band_metrics_bin_counts_tell_an_empty_bin_from_an_unclipped_one() -> None:
+    """An empty p_old bin reports fraction 0.0 (documented) and count 0; a populated one its count."""
+    logp = torch.log(torch.tensor([[0.5, 0.5, 0.5, 0.5]], dtype=torch.float64))
+    old_logp = torch.log(torch.tensor([[0.2, 0.3, 0.95, 0.2]], dtype=torch.float64))  # bins p01_05, p09_1
+    mask = torch.tensor([[True, True, True, False]])
+    m = band_metrics(logp, old_logp, torch.tensor([1.0]), mask, (0.8, 1.2))
+    counts = {label: m[mn.clip_tokens_bin(label)].item() for label in mn.PROB_BIN_LABELS}
+    assert counts == {"p0_001": 0.0, "p001_01": 0.0, "p01_05": 2.0, "p05_09": 0.0, "p09_1": 1.0}
+    assert m[mn.clip_frac_up_bin("p01_05")].item() == 1.0  # ratios 2.5 and 1.67 > 1.2
+    assert m[mn.clip_frac_up_bin("p09_1")].item() == 0.0  # populated, nothing clipped
+    assert m[mn.clip_frac_up_bin("p0_001")].item() == 0.0  # empty: 0.0, told apart by its count
+    for key in mn.CLIP_TOKENS_BINS:
+        assert m[key].dtype == torch.float64 and m[key].dim() == 0
 
 
 # --- input checks -----------------------------------------------------------------------------------

@@ -290,8 +290,13 @@ def _metrics(
     low: Tensor,
     high: Tensor,
     c: float | None,
+    *,
+    bin_counts: bool = False,
 ) -> dict[str, Tensor]:
-    """All diagnostics in a few fused reductions. `adv` must already be 0 on padding."""
+    """All diagnostics in a few fused reductions. `adv` must already be 0 on padding.
+
+    `bin_counts` adds the number of valid tokens per p_old bin (`metric_names.CLIP_TOKENS_BINS`).
+    """
     dtype = ratio.dtype
     up = (adv > 0) & (ratio > high)  # (B, T): clipped term active above, no gradient (False on padding)
     down = (adv < 0) & (ratio < low)  # (B, T): clipped term active below, no gradient
@@ -336,6 +341,8 @@ def _metrics(
     for i, label in enumerate(mn.PROB_BIN_LABELS):
         out[mn.clip_frac_up_bin(label)] = bin_up[i]
         out[mn.clip_frac_down_bin(label)] = bin_down[i]
+        if bin_counts:
+            out[mn.clip_tokens_bin(label)] = per_bin[2, i]
     return out
 
 
@@ -354,12 +361,15 @@ def band_metrics(
     tokens whose bound binds (ratio outside the interval, either sign of A), the upward/downward clip
     fraction per p_old bin (`PROB_BIN_EDGES`), mean bounds, ratio mean and max, and the approximate
     KL(π_old‖π_θ) estimators k1 = mean(-log r) and k3 = mean(r - 1 - log r). All are means over valid tokens
-    (per bin: over the valid tokens of that bin) returned as detached 0-dim tensors.
+    (per bin: over the valid tokens of that bin) returned as detached 0-dim tensors. In addition (not in
+    `policy_loss`'s metrics), the number of valid tokens in each p_old bin (`clip/tokens_<bin>`,
+    `metric_names.CLIP_TOKENS_BINS`), so that a caller averaging the per-bin fractions over micro-batches
+    can skip (or weight by) the micro-batches where a bin is empty.
 
     Notes:
         "up" = A > 0 and r > ratio_high; "down" = A < 0 and r < ratio_low: exactly the tokens whose
         gradient the clip removes. An empty selection (no valid token, or an empty p_old bin) gives 0.0,
-        never NaN, so the metrics can be averaged and plotted as they are.
+        never NaN; a per-bin fraction of 0.0 with a bin count of 0 means "no such token", not "no clip".
     """
     _check_logp_pair(logp, old_logp, "old_logp")
     shape = logp.shape
@@ -373,7 +383,7 @@ def band_metrics(
         diff = logp.detach().to(dtype) - old_logp.detach().to(dtype)
         log_ratio = torch.where(mask, diff, zero).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
         ratio = log_ratio.exp()
-        return _metrics(ratio, log_ratio, old_logp.detach(), adv, mask, low, high, c)
+        return _metrics(ratio, log_ratio, old_logp.detach(), adv, mask, low, high, c, bin_counts=True)
 
 
 # --- KL to a reference policy and entropy ------------------------------------------------------------

@@ -67,3 +67,16 @@ EVAL_DISTINCT_CORRECT = "eval/distinct_correct"  # distinct correct answers per 
 EVAL_RARE_PASS_AT_K = "eval/rare_pass_at_k"  # pass@k on prompts that need the rare strategy
 EVAL_RARE_MEAN_AT_K = "eval/rare_mean_at_k"
 EVAL_RARE_USAGE = "eval/rare_usage"  # fraction of samples that use the rare strategy
+
+# --- per-bin token counts (agent C2) -------------------------------------------------------------------
+# Valid tokens whose p_old lies in a bin, per micro-batch (bandpo.losses.band_metrics). The TRL integration
+# logs a bin's clip fractions only for micro-batches with such tokens, so a step without any has no value
+# for that key (missing, not 0).
+
+
+def clip_tokens_bin(label: str) -> str:
+    """Key of the number of valid tokens whose p_old lies in the bin `label`."""
+    return f"clip/tokens_{label}"
+
+
+CLIP_TOKENS_BINS: tuple[str, ...] = tuple(clip_tokens_bin(label) for label in PROB_BIN_LABELS)

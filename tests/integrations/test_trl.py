@@ -24,7 +24,7 @@ from bandpo.integrations.trl import (
     BandPOTrainer,
     every_method_identical,
 )
-from bandpo.losses import policy_loss
+from bandpo.losses import aggregate_loss, band_metrics, kl_penalty, policy_loss
 from bandpo.methods import get_method
 from bandpo.training.model import build_tiny_model
 from bandpo.training.tokenizer import build_char_tokenizer
@@ -197,15 +197,115 @@ def test_band_metrics_are_logged_with_catalogued_keys(trained_batch):
     trainer.loss_type = "grpo"
     trainer._compute_loss(trainer.model, batch)
     logged = trainer._metrics["train"]
-    for key in (
-        mn.CLIP_FRAC_UP,
-        mn.CLIP_FRAC_DOWN,
-        mn.BOUNDS_LOW_MEAN,
-        *mn.CLIP_FRAC_UP_BINS,
-        *mn.CLIP_FRAC_DOWN_BINS,
-    ):
+    for key in (mn.CLIP_FRAC_UP, mn.CLIP_FRAC_DOWN, mn.BOUNDS_LOW_MEAN, *mn.CLIP_TOKENS_BINS):
         assert key in logged and math.isfinite(logged[key][-1])
     assert logged[mn.BOUNDS_HIGH_MEAN][-1] > 1.0
+    expected = band_metrics(
+        trainer._captured_logps,
+        batch["old_per_token_logps"],
+        batch["advantages"],
+        batch["completion_mask"],
+        (batch["ratio_low"], batch["ratio_high"]),
+    )
+    populated = [label for label in mn.PROB_BIN_LABELS if expected[mn.clip_tokens_bin(label)] > 0]
+    assert populated and len(populated) < len(mn.PROB_BIN_LABELS)  # the batch has empty bins too
+    for label in mn.PROB_BIN_LABELS:
+        for key in (mn.clip_frac_up_bin(label), mn.clip_frac_down_bin(label)):
+            if label in populated:
+                assert logged[key] == [pytest.approx(expected[key].item(), abs=1e-6)]
+            else:  # an empty bin gives no value (TRL would average a 0 in), not 0.0
+                assert key not in logged
+
+
+def test_an_empty_bin_does_not_drag_the_logged_mean_to_zero(trained_batch):
+    """Over two micro-batches, a bin's fraction is the mean over those that had tokens in the bin."""
+    trainer, batch = trained_batch
+    trainer.loss_type = "grpo"
+    old_logp = batch["old_per_token_logps"]
+    p_old = old_logp.exp()
+    label = next(
+        label
+        for i, label in enumerate(mn.PROB_BIN_LABELS)
+        if (
+            (p_old >= mn.PROB_BIN_EDGES[i])
+            & (p_old < mn.PROB_BIN_EDGES[i + 1])
+            & (batch["completion_mask"] > 0)
+        )
+        .any()
+        .item()
+    )
+    index = mn.PROB_BIN_LABELS.index(label)
+    # second micro-batch: the same rows with p_old moved out of the bin (to p = 0.999, the last bin)
+    in_bin = (p_old >= mn.PROB_BIN_EDGES[index]) & (p_old < mn.PROB_BIN_EDGES[index + 1])
+    moved = {**batch, "old_per_token_logps": torch.where(in_bin, math.log(0.999), old_logp)}
+    trainer._metrics["train"].clear()
+    for inputs in (batch, moved):
+        trainer._compute_loss(trainer.model, inputs)
+    logged = trainer._metrics["train"]
+    assert logged[mn.clip_tokens_bin(label)][1] == 0.0
+    assert len(logged[mn.clip_frac_up_bin(label)]) == 1  # only the micro-batch with tokens in the bin
+
+
+def test_trl_kl_term_is_plain_k3(trained_batch):
+    """beta > 0: TRL's loss is policy_loss + beta * aggregate_loss(k3), not k3 times the ratio."""
+    trainer, batch = trained_batch
+    assert trainer.args.use_bias_correction_kl is False  # BandPOConfig's default (TRL's is True)
+    generator = torch.Generator().manual_seed(2)
+    old_logp = batch["old_per_token_logps"]
+    bounds = get_method("band")(old_logp)
+    inputs = {**batch, "ratio_low": bounds.ratio_low, "ratio_high": bounds.ratio_high}
+    trainer.loss_type = "grpo"
+    trainer._compute_loss(trainer.model, inputs)  # the current logps, to put the reference near them
+    current = trainer._captured_logps.detach()
+    # a reference within ~0.3 nats of the policy: k3 stays far below the clamp of kl_penalty (10)
+    ref_logp = current + 0.3 * torch.randn(current.shape, generator=generator, dtype=current.dtype)
+    inputs["ref_per_token_logps"] = ref_logp
+    beta = 0.05
+    trainer.loss_type = "grpo"
+    trainer.beta = beta
+    try:
+        loss = trainer._compute_loss(trainer.model, inputs)
+    finally:
+        trainer.beta = 0.0
+    logp, mask = trainer._captured_logps, batch["completion_mask"]
+    ours = policy_loss(logp, old_logp, batch["advantages"], mask, bounds=bounds, dual_clip_c=10.0)
+    kl = aggregate_loss(kl_penalty(logp, ref_logp, "k3"), mask, "seq_mean_token_mean")
+    expected = ours.loss + beta * kl
+    assert kl.item() > 1e-3 and ours.metrics[mn.RATIO_MAX] > 1.1  # k3 x ratio would differ visibly
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    parameters = [p for p in trainer.model.parameters() if p.requires_grad]
+    grads_trl = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+    grads_ours = torch.autograd.grad(expected, parameters, allow_unused=True)
+    for g_trl, g_ours in zip(grads_trl, grads_ours, strict=True):
+        if g_trl is not None and g_ours is not None:
+            torch.testing.assert_close(g_trl, g_ours, rtol=1e-4, atol=1e-6)
+
+
+def test_every_method_identical_uses_trls_criterion(tmp_path):
+    """steps_per_generation=3 within GA=4: not a multiple, so TRL computes old logps and the ratio moves."""
+    config = _config(
+        tmp_path,
+        num_iterations=1,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=4,
+        steps_per_generation=3,
+    )
+    assert not every_method_identical(config)
+    trainer = _trainer(
+        tmp_path,
+        num_iterations=1,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=4,
+        steps_per_generation=3,
+    )
+    batch = trainer._generate_and_score_completions(
+        [trainer.train_dataset[i] for i in range(3) for _ in range(4)]
+    )
+    assert "old_per_token_logps" in batch and "ratio_low" in batch
+    with pytest.warns(UserWarning, match="every method is identical"):
+        assert every_method_identical(
+            _config(tmp_path, num_iterations=1, gradient_accumulation_steps=4, steps_per_generation=2)
+        )
 
 
 def test_without_old_logps_bounds_come_from_the_sampling_policy(tmp_path):
@@ -271,6 +371,7 @@ def test_method_params_json_string_and_paper_defaults(tmp_path):
     assert config.bound_method.params["delta"] == 0.1
     defaults = BandPOConfig(output_dir=str(tmp_path / "d"), report_to=[], use_cpu=True)
     assert defaults.loss_type == "grpo" and defaults.delta == 10.0 and defaults.beta == 0.001
+    assert defaults.use_bias_correction_kl is False  # the paper's plain k3
     assert defaults.generation_batch_size == 256 * 16
     # 4 optimiser steps per generation batch (minibatches of 64 prompts)
     assert defaults.steps_per_generation // defaults.gradient_accumulation_steps == 4

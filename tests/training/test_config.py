@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -13,7 +14,8 @@ from bandpo.training.config import PRESETS
 def test_defaults_are_the_embedded_cpu_run():
     config = TrainConfig()
     assert config.method == "band" and config.delta == 0.05 and config.ratio_max == 10.0
-    assert config.reward == "countdown" and config.max_completion_length == 8
+    assert config.reward is None and config.max_completion_length is None  # the user's None is kept
+    assert config.resolved_reward == "countdown" and config.resolved_max_completion_length == 8
     assert config.samples_per_step == 256 and config.optimizer_steps_per_rl_step == 8
     assert config.trl_max_steps == 250 * 8
     assert config.embedded
@@ -38,6 +40,12 @@ def test_frozen_and_keyword_only():
 def test_method_params_only_those_the_method_takes():
     assert TrainConfig(method="clip").method_params == {}
     assert TrainConfig(method="clip", eps_low=0.1).method_params == {"eps_low": 0.1}
+    assert TrainConfig(method="band_upper").method_params == {
+        "divergence": "kl",
+        "delta": 0.05,
+        "ratio_max": 10.0,
+        "relax": False,
+    }
     assert TrainConfig(method="dcpo").method_params == {"ratio_max": 10.0}
     assert TrainConfig(method="clip_higher").bound_method().params["eps_high"] == 0.28
 
@@ -102,9 +110,73 @@ def test_paper_preset():
 def test_json_round_trip():
     config = TrainConfig(method="band_upper", seed=3, max_steps=7)
     assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
     assert '"method": "band_upper"' in config.to_json()
+    resolved = config.to_dict()["resolved"]  # what the run uses, written to config.json
+    assert resolved["reward"] == "countdown" and resolved["max_completion_length"] == 8
+    assert resolved["method_params"] == config.method_params
+
+
+def test_derived_values_follow_replace(tmp_path):
+    """A resolved default is recomputed, not frozen into the field: replace(dataset=...) switches to math."""
+    dataset = tmp_path / "data.jsonl"
+    dataset.write_text('{"prompt": "1+1", "answer": "2"}\n')
+    config = TrainConfig().replace(dataset=str(dataset))
+    assert config.resolved_reward == "math" and config.resolved_max_completion_length == 1024
+    assert config.replace(reward="countdown").resolved_max_completion_length == 8
+    assert config.replace(max_completion_length=64).resolved_max_completion_length == 64
+    assert (
+        TrainConfig().replace(max_completion_length=5).replace(dataset=str(dataset)).resolved_reward == "math"
+    )
+    with pytest.raises(ValueError, match="dataset"):
+        config.replace(dataset=None, reward="math")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"method": "band_upper", "lower_side": "band", "upper_side": "fixed"}, "upper_side"),
+        ({"method": "band_lower", "lower_side": "fixed"}, "lower_side"),
+        ({"method": "clip", "delta": 0.3, "divergence": "tv"}, "divergence"),
+        ({"method": "clip", "delta": 0.3}, "delta"),
+        ({"method": "clip_higher", "ratio_max": 5.0}, "ratio_max"),
+        ({"method": "dcpo", "relax": True}, "relax"),
+    ],
+)
+def test_method_fields_the_method_does_not_take_are_refused(overrides, field):
+    with pytest.raises(ValueError, match=f"^{field}=.*method={overrides['method']!r}.*drop {field}"):
+        TrainConfig(**overrides)
+
+
+def test_method_fields_at_their_default_are_accepted_for_every_method():
+    from bandpo.methods import list_methods
+
+    for method in list_methods():
+        assert TrainConfig(method=method).method == method
+    assert TrainConfig.from_preset("paper", method="clip").method_params == {}
+
+
+def test_micro_batch_size_splits_the_minibatch():
+    config = TrainConfig(micro_batch_size=16)  # 32 prompts x 8 samples / 4 minibatches = 64 per minibatch
+    assert config.minibatch_samples == 64 and config.gradient_accumulation_steps == 4
+    assert config.optimizer_steps_per_rl_step == 8 and config.trl_max_steps == 250 * 8
+    assert TrainConfig().resolved_micro_batch_size == 64 and TrainConfig().gradient_accumulation_steps == 1
+    with pytest.raises(ValueError, match="micro_batch_size=24 must divide the 64"):
+        TrainConfig(micro_batch_size=24)
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        TrainConfig(micro_batch_size=0)
+    paper = TrainConfig.from_preset("paper")
+    assert paper.micro_batch_size == 16 and paper.gradient_accumulation_steps == 64
 
 
 def test_one_optimiser_step_per_rollout_batch_warns():
     with pytest.warns(UserWarning, match="every method is identical"):
         TrainConfig(num_iterations=1, minibatches=1)
+
+
+def test_aggregation_names_have_one_source():
+    from bandpo import losses
+    from bandpo.training.config import AGG_MODES, AGG_TO_LOSS_TYPE
+
+    assert tuple(AGG_TO_LOSS_TYPE) == AGG_MODES
+    assert set(AGG_MODES) <= set(losses.AGG_MODES)

@@ -81,12 +81,17 @@ def test_run_learns_and_writes_its_run_directory(finished_run):
         mn.CLIP_FRAC_UP,
         mn.CLIP_FRAC_DOWN,
         mn.BOUNDS_HIGH_MEAN,
-        *mn.CLIP_FRAC_UP_BINS,
-        *mn.CLIP_FRAC_DOWN_BINS,
+        *mn.CLIP_TOKENS_BINS,
     )
     for record in records:
         for key in catalogued:
             assert key in record and math.isfinite(record[key]), key
+        # a bin's clip fractions are there exactly when the step had tokens in it (absent = missing, not 0)
+        for label in mn.PROB_BIN_LABELS:
+            has_tokens = record[mn.clip_tokens_bin(label)] > 0
+            for key in (mn.clip_frac_up_bin(label), mn.clip_frac_down_bin(label)):
+                assert (key in record) == has_tokens, key
+                assert not has_tokens or 0.0 <= record[key] <= 1.0
     assert any(r[mn.RATIO_MAX] > 1.0 for r in records)  # several optimiser steps per rollout batch
     # the policy moved away from the warmed-up model
     from safetensors.torch import load_file
@@ -116,6 +121,9 @@ def test_run_learns_and_writes_its_run_directory(finished_run):
     ):
         assert 0.0 <= summary.after.metrics[key] < math.inf
     assert set(summary.clip_by_bin) == {*mn.CLIP_FRAC_UP_BINS, *mn.CLIP_FRAC_DOWN_BINS}
+    tail = records[-1:]  # 4 steps: the last 10% is the last step
+    for key, value in summary.clip_by_bin.items():
+        assert value == tail[0].get(key), key
 
 
 def test_an_existing_run_directory_is_not_overwritten(finished_run):
@@ -174,10 +182,12 @@ def test_cli_resume_of_a_finished_run_prints_the_summary(finished_run, tmp_path,
     ("argv", "match"),
     [
         (["--delta", "-1"], "delta"),
-        (["--method", "ppo"], "method"),
         (["--dataset", "/no/such.jsonl"], "dataset"),
         (["--resume"], "--output-dir"),
         (["--prompts-per-step", "30"], "prompts_per_step"),
+        (["--method", "clip", "--delta", "0.3"], "delta=0.3 has no effect with method='clip'"),
+        (["--method", "band_upper", "--upper-side", "fixed"], "upper_side"),
+        (["--micro-batch-size", "24"], "micro_batch_size"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(argv, match, capsys):
@@ -227,8 +237,74 @@ def test_local_model_and_math_dataset_with_chat_template(tmp_path, capsys):
     ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["config"]["reward"] == "math" and summary["warmup"] is None
+    assert summary["config"]["reward"] is None and summary["warmup"] is None
+    assert summary["config"]["resolved"]["reward"] == "math"
     record = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if mn.TRAIN_REWARD in r][-1]
     assert record[mn.REWARD_ERRORS] == 0.0 and math.isfinite(record[mn.LOSS_TOTAL])
     evaluation = json.loads((tmp_path / "run" / "eval_after.json").read_text())
     assert evaluation["prompts"] and evaluation["prompts"][0]["answer"].startswith("####")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "choices"),
+    [
+        ("--method", "ppo", ("band", "clip_higher", "dcpo")),
+        ("--agg", "sum", ("seq_mean_token_mean", "token_mean")),
+        ("--reward", "exact", ("countdown", "math")),
+        ("--scale-rewards", "std", ("group", "batch", "none")),
+        ("--lower-side", "middle", ("band", "fixed")),
+        ("--preset", "fast", ("default", "paper")),
+    ],
+)
+def test_cli_choices_come_from_the_constants(flag, value, choices, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", flag, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and all(repr(choice) in err for choice in choices)
+
+
+def test_micro_batching_keeps_the_rl_step_and_the_update(finished_run, cache_dir, tmp_path):
+    """micro_batch_size=4 (4 passes per minibatch of 16): same steps, checkpoints and first update."""
+    config, reference = finished_run
+    summary = train(config.replace(output_dir=str(tmp_path / "micro"), micro_batch_size=4), progress=False)
+    ours = [r for r in read_metrics(summary.paths["metrics"]) if mn.TRAIN_REWARD in r]
+    theirs = [r for r in read_metrics(reference.paths["metrics"]) if mn.TRAIN_REWARD in r]
+    assert [r[mn.TRAIN_STEP] for r in ours] == [1, 2, 3, 4]
+    checkpoints = sorted(p.name for p in (Path(summary.run_dir) / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-16", "checkpoint-8"]  # still 4 optimiser steps per RL step
+    # step 1: same samples (generated before any update), same loss and gradient up to float rounding
+    assert ours[0][mn.TRAIN_REWARD] == theirs[0][mn.TRAIN_REWARD]
+    assert ours[0][mn.LOSS_TOTAL] == pytest.approx(theirs[0][mn.LOSS_TOTAL], rel=1e-4, abs=1e-6)
+    assert ours[0][mn.TRAIN_GRAD_NORM] == pytest.approx(theirs[0][mn.TRAIN_GRAD_NORM], rel=1e-4)
+
+
+def test_cli_resume_without_a_run_starts_one_and_drops_stale_events(
+    finished_run, tmp_path, capsys, monkeypatch
+):
+    """--resume on a directory a run died in before writing anything but TensorBoard events: a fresh run,
+    the dead run's events purged, the offline environment variables restored afterwards."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    run_dir = tmp_path / "fresh"
+    stale = SummaryWriter(str(run_dir / "tensorboard"))
+    for step in (1, 2):
+        stale.add_scalar(mn.TRAIN_REWARD, 123.0, step)
+    stale.close()
+    warmed_up = finished_run[1].warmup["path"]  # a local model: no warm-up of the CLI's default size
+    argv = ["train", "--resume", "--output-dir", str(run_dir), "--model", warmed_up, "--no-progress"]
+    argv += ["--max-steps", "1", "--prompts-per-step", "8", "--num-generations", "4", "--minibatches", "2"]
+    argv += ["--eval-prompts", "4", "--eval-samples", "2", "--save-every", "1"]
+    assert main(argv) == 0
+    assert "starting a new one" in capsys.readouterr().err
+    assert json.loads((run_dir / "config.json").read_text())["resume"] is True
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if mn.TRAIN_REWARD in r]
+    assert [r[mn.TRAIN_STEP] for r in records] == [1]
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    rewards = [(e.step, e.value) for e in events.Scalars(mn.TRAIN_REWARD)]
+    assert rewards == [(1, pytest.approx(records[0][mn.TRAIN_REWARD]))]  # the dead run's 123s are gone
+    assert os.environ.get("HF_DATASETS_OFFLINE") is None and os.environ["HF_HUB_OFFLINE"] == "0"

@@ -3,7 +3,8 @@
 With no arguments it builds and warms up a tiny model on the embedded Countdown task (cached after the first
 run), runs BandPO for 250 RL steps on the CPU and prints reward, accuracy and entropy before vs after. Every
 flag left out keeps the preset's value (``--preset default`` or ``paper``); ``--resume`` reads the run's own
-``config.json`` and applies only the flags given.
+``config.json`` and applies only the flags given (on a directory without a run it starts one, as
+`bandpo.training.train` does, and says so).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
+from bandpo.training.config import AGG_MODES, PRESETS, REWARD_NAMES, SCALE_REWARDS
 
 # flag dest -> TrainConfig field (identical unless listed)
 _FIELD_FLAGS: tuple[str, ...] = (
@@ -37,6 +40,7 @@ _FIELD_FLAGS: tuple[str, ...] = (
     "num_generations",
     "num_iterations",
     "minibatches",
+    "micro_batch_size",
     "learning_rate",
     "temperature",
     "max_completion_length",
@@ -61,10 +65,10 @@ _FIELD_FLAGS: tuple[str, ...] = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bandpo.methods import SIDES, list_methods
+
     method = parser.add_argument_group("method (per-token ratio bounds)")
-    method.add_argument(
-        "--method", help="band, band_upper, band_lower, clip, clip_higher, dcpo (default: band)"
-    )
+    method.add_argument("--method", choices=list_methods(), help="bound method (default: band)")
     method.add_argument("--divergence", help="Band's f-divergence: kl, tv, chi2, ... (default: kl)")
     method.add_argument("--delta", type=float, help="Band's radius δ (default: 0.05)")
     method.add_argument("--ratio-max", type=float, help="cap on the upper bound (default: 10)")
@@ -76,30 +80,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     method.add_argument("--eps-low", type=float, help="fixed lower epsilon (default: the method's)")
     method.add_argument("--eps-high", type=float, help="fixed upper epsilon (default: the method's)")
-    method.add_argument("--lower-side", choices=("band", "fixed"), help="Band's lower side (default: band)")
-    method.add_argument("--upper-side", choices=("band", "fixed"), help="Band's upper side (default: band)")
+    method.add_argument("--lower-side", choices=SIDES, help="Band's lower side (default: band)")
+    method.add_argument("--upper-side", choices=SIDES, help="Band's upper side (default: band)")
     loss = parser.add_argument_group("loss")
     loss.add_argument(
         "--dual-clip-c", type=float, help="dual-clip constant c, TRL's delta; inf disables it (default: 10)"
     )
     loss.add_argument(
         "--agg",
-        choices=("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"),
+        choices=AGG_MODES,
         help="loss aggregation (default: seq_mean_token_mean)",
     )
     loss.add_argument(
         "--kl-coef", type=float, help="k3 KL weight to the initial policy (default: 0; paper 0.001)"
     )
     loss.add_argument("--entropy-coef", type=float, help="entropy bonus (default: 0)")
-    loss.add_argument(
-        "--scale-rewards", choices=("group", "batch", "none"), help="advantage scaling (default: group)"
-    )
+    loss.add_argument("--scale-rewards", choices=SCALE_REWARDS, help="advantage scaling (default: group)")
     schedule = parser.add_argument_group("schedule (a step is one rollout batch)")
     schedule.add_argument("--max-steps", type=int, help="RL steps (default: 250)")
     schedule.add_argument("--prompts-per-step", type=int, help="prompts per rollout batch (default: 32)")
     schedule.add_argument("--num-generations", type=int, help="samples per prompt (default: 8)")
     schedule.add_argument("--num-iterations", type=int, help="passes over each rollout batch (default: 2)")
     schedule.add_argument("--minibatches", type=int, help="optimiser steps per pass (default: 4)")
+    schedule.add_argument(
+        "--micro-batch-size",
+        type=int,
+        help="completions per forward/backward pass, accumulated into a minibatch; must divide it "
+        "(default: the whole minibatch; paper preset 16)",
+    )
     schedule.add_argument(
         "--learning-rate", "--lr", dest="learning_rate", type=float, help="Adam lr (default: 3e-4)"
     )
@@ -112,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataset", help="local .jsonl/.json/.parquet with prompt and answer columns")
     data.add_argument("--prompt-column", help="prompt column (default: prompt; also problem, question)")
     data.add_argument("--answer-column", help="answer column (default: answer; also solution, ground_truth)")
-    data.add_argument("--reward", choices=("countdown", "math"), help="verifier (default: countdown / math)")
+    data.add_argument("--reward", choices=REWARD_NAMES, help="verifier (default: countdown / math)")
     data.add_argument(
         "--reward-timeout", dest="reward_timeout_s", type=float, help="seconds per sample (default: 5)"
     )
@@ -128,10 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluation.add_argument("--eval-samples", type=int, help="k samples per prompt (default: 16)")
     evaluation.add_argument("--eval-every", type=int, help="also evaluate every N steps (default: 0, off)")
     run = parser.add_argument_group("run")
-    run.add_argument("--preset", choices=("default", "paper"), default="default", help="base settings")
+    run.add_argument("--preset", choices=tuple(PRESETS), default="default", help="base settings")
     run.add_argument("--output-dir", help="run directory (default: runs/<method>-seed<seed>-<time>)")
     run.add_argument(
-        "--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --output-dir from its last checkpoint (no run there: start one)",
     )
     run.add_argument("--save-every", type=int, help="RL steps between checkpoints (default: 25)")
     run.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (default: 2)")
@@ -150,7 +160,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    """The `TrainConfig` of the parsed flags (for --resume: the run's config plus the flags given)."""
+    """The `TrainConfig` of the parsed flags (for --resume: the run's config plus the flags given).
+
+    ``--resume`` on a directory without a run (no config.json: never started, or killed at once) builds the
+    config from the preset and the flags and starts the run there, as `train(config)` with ``resume=True``.
+    """
     from bandpo.training import TrainConfig
 
     overrides = {name: getattr(args, name, None) for name in _FIELD_FLAGS}
@@ -159,13 +173,18 @@ def build_config(args: argparse.Namespace) -> Any:
         if not args.output_dir:
             raise ValueError("--resume needs --output-dir RUN_DIR (the run to continue)")
         stored_path = Path(args.output_dir).expanduser() / "config.json"
-        if not stored_path.is_file():
-            raise ValueError(
-                f"--resume: {args.output_dir!r} holds no run (no config.json); drop --resume to start it"
-            )
-        stored = json.loads(stored_path.read_text())
-        return TrainConfig.from_dict({**stored, **overrides, "resume": True})
-    return TrainConfig.from_preset(args.preset, **overrides)
+        if stored_path.is_file():
+            stored = json.loads(stored_path.read_text())
+            return TrainConfig.from_dict({**stored, **overrides, "resume": True})
+    return TrainConfig.from_preset(args.preset, **overrides, resume=args.resume or None)
+
+
+def starts_fresh(args: argparse.Namespace) -> bool:
+    """True when --resume names a directory without a run, so the run starts from the beginning."""
+    return (
+        bool(args.resume and args.output_dir)
+        and not (Path(args.output_dir).expanduser() / "config.json").is_file()
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -216,14 +235,15 @@ def format_summary(summary: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
+    from bandpo.training.runner import offline_environment
 
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ[name] = "1"  # before transformers is imported: nothing reaches the network
-    from bandpo.training import train
+    with offline_environment():  # before transformers is imported: nothing reaches the network
+        from bandpo.training import train
 
-    config = build_config(args)
-    summary = train(config, progress=not args.no_progress)
+        config = build_config(args)
+        if starts_fresh(args):
+            print(f"bandpo train: no run in {args.output_dir} yet; starting a new one there", file=sys.stderr)
+        summary = train(config, progress=not args.no_progress)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

@@ -15,13 +15,17 @@ How (the mechanism the contract test `tests/integrations/test_trl.py` pins down)
    ``self.epsilon_high = ratio_high - 1`` (per-token tensors: TRL 1.16 computes
    ``clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)``, which broadcasts), then they are restored.
    TRL's own ``clip_ratio/*`` metrics then count per-token clipping too.
-3. When TRL skips ``old_per_token_logps`` (``num_iterations == 1`` and ``steps_per_generation <=
-   gradient_accumulation_steps``: the policy has not moved since sampling, TRL uses
-   ``per_token_logps.detach()``), the bounds come from the same detached log-probabilities, i.e. from the
-   sampling policy, computed as soon as TRL's forward pass returns them. In that regime the ratio is
-   identically 1 and no method clips, so every method is the same: the config warns.
+3. When TRL skips ``old_per_token_logps`` (TRL 1.16's criterion, without vLLM: ``gradient_accumulation_steps
+   % (steps_per_generation × num_iterations) == 0``, i.e. every generation batch lies inside one optimiser
+   step, so the policy has not moved since sampling and TRL uses ``per_token_logps.detach()``), the bounds
+   come from the same detached log-probabilities, i.e. from the sampling policy, computed as soon as TRL's
+   forward pass returns them. In that regime the ratio is identically 1 and no method clips, so every
+   method is the same: the config warns (`every_method_identical`).
 4. The clip diagnostics of `bandpo.losses.band_metrics` (catalogued keys: ``clip/frac_up``, per-p_old-bin
-   fractions, mean bounds, ...) are appended to TRL's ``self._metrics`` and logged with TRL's metrics.
+   fractions, mean bounds, ...) are appended to TRL's ``self._metrics`` and logged with TRL's metrics, which
+   TRL averages over the micro-batches of a logging step. A per-bin fraction is appended only for
+   micro-batches with tokens in that bin (``clip/tokens_<bin>`` > 0, summed over processes), so an empty
+   bin does not drag the mean to 0; a logging step without any such token has no value for the key.
 
 Mapping of the paper's loss to TRL (and the differences):
 
@@ -30,9 +34,20 @@ Mapping of the paper's loss to TRL (and the differences):
   -A·c). For A > 0 it also caps the ratio at ``delta``; the result equals `bandpo.policy_loss` whenever every
   ``ratio_high <= delta``, which holds for every built-in method at its defaults (``ratio_max`` 10 = c). A
   config with ``ratio_max > delta`` gets a warning.
-- Aggregation: our ``agg`` names map to TRL's ``loss_type``: ``seq_mean_token_mean`` → ``grpo``,
-  ``token_mean`` → ``bnpo`` (per micro-batch), ``seq_mean_token_sum_norm`` → ``dr_grpo``. TRL's ``dapo``
-  (token mean over the accumulated batch) is accepted too. ``seq_mean_token_sum`` has no TRL loss type.
+- Aggregation: our ``agg`` names map to TRL's ``loss_type`` (`AGG_TO_LOSS_TYPE`, defined in
+  `bandpo.training.config`): ``seq_mean_token_mean`` → ``grpo``, ``token_mean`` → ``bnpo`` (per
+  micro-batch), ``seq_mean_token_sum_norm`` → ``dr_grpo``, which divides by rows × ``max_completion_length``
+  and so equals ``policy_loss(..., agg="seq_mean_token_sum_norm", max_len=max_completion_length)``. TRL's
+  ``dapo`` (token mean over the accumulated batch) is accepted too. ``seq_mean_token_sum`` has no TRL loss
+  type. One difference with ``grpo``: TRL averages over *every* row, so a fully masked row (a truncated
+  completion under ``mask_truncated_completions=True``) counts as a 0 in the mean, while ``policy_loss``
+  leaves rows without valid tokens out of the mean (the two agree whenever every row has a valid token).
+- KL to the reference (``beta`` > 0): TRL adds ``beta × k3`` per token before aggregating, with
+  k3 = exp(ref - logp) - (ref - logp) - 1, which equals ``policy_loss + beta × aggregate_loss(kl_penalty(logp,
+  ref_logp, "k3"))`` (the paper's ``low_var_kl``, tested). TRL 1.16 defaults ``use_bias_correction_kl=True``
+  (k3 multiplied by the ratio, DeepSeek-V3.2); `BandPOConfig` defaults it to False, the paper's plain k3.
+  `kl_penalty` clamps ``ref - logp`` to ±20 and k3 to ±10 as verl does; TRL does not clamp, so the two
+  differ only for tokens more than 10 nats of k3 away from the reference.
 - TRL does not clamp the log-ratio before ``exp`` (`bandpo.policy_loss` clamps it to ±20); the two differ
   only when a token's probability moved by more than e^20, where both losses are clipped anyway.
 - ``1 - (1 - ratio_low)`` in float32 rounds ``ratio_low`` by at most one ulp of 1.0 (6e-8).
@@ -58,7 +73,9 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "bandpo.integrations.trl needs TRL and transformers: pip install 'bandpo[train]'"
     ) from error
 
+from bandpo import metric_names as mn
 from bandpo.methods import BoundMethod, get_method
+from bandpo.training.config import AGG_TO_LOSS_TYPE
 
 __all__ = [
     "AGG_TO_LOSS_TYPE",
@@ -71,11 +88,6 @@ __all__ = [
 
 SUPPORTED_TRL = ">=1.16,<1.17"
 COMPATIBLE_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
-AGG_TO_LOSS_TYPE: dict[str, str] = {
-    "seq_mean_token_mean": "grpo",
-    "token_mean": "bnpo",
-    "seq_mean_token_sum_norm": "dr_grpo",
-}
 
 
 def _check_trl_version() -> None:
@@ -94,9 +106,14 @@ _check_trl_version()
 
 
 def every_method_identical(args: Any) -> bool:
-    """True when a generation batch is consumed within one optimiser step, so the ratio is always 1."""
+    """True when TRL skips the old log-probabilities, so the ratio is always 1 (TRL 1.16's own criterion).
+
+    TRL computes ``old_per_token_logps`` unless ``gradient_accumulation_steps`` is a multiple of
+    ``steps_per_generation × num_iterations``: only then does every generation batch lie inside one optimiser
+    step. (With vLLM importance-sampling correction TRL computes them anyway, but the ratio is still 1.)
+    """
     generate_every = args.steps_per_generation * args.num_iterations
-    return generate_every <= args.gradient_accumulation_steps
+    return args.gradient_accumulation_steps % generate_every == 0
 
 
 @dataclass
@@ -111,11 +128,13 @@ class BandPOConfig(GRPOConfig):
             TRL's own ``delta`` field is the dual-clip constant c.
 
     Changed defaults (paper): ``loss_type="grpo"`` (seq-mean-token-mean), ``delta=10.0`` (dual-clip c),
-    ``beta=0.001`` (k3 KL to the reference), ``temperature=1.0``, ``learning_rate=1e-6``, 16 samples per
+    ``beta=0.001`` with ``use_bias_correction_kl=False`` (plain k3 KL to the reference, the paper's
+    ``low_var_kl``; TRL's default True multiplies it by the ratio), ``learning_rate=1e-6``, 16 samples per
     prompt, and 4 optimiser steps per generation batch: 256 prompts × 16 samples in minibatches of 64
     prompts (``per_device_train_batch_size=16``, ``gradient_accumulation_steps=64``,
-    ``steps_per_generation=256``, for one device; passing ``generation_batch_size`` replaces the last). TRL's ``scale_rewards="group"`` (GRPO advantages with
-    std) and ``entropy_coef=0.0`` already match.
+    ``steps_per_generation=256``, for one device; passing ``generation_batch_size`` replaces the last).
+    TRL's ``temperature=1.0``, ``scale_rewards="group"`` (GRPO advantages with std) and ``entropy_coef=0.0``
+    already match.
     """
 
     method: str = field(
@@ -129,6 +148,12 @@ class BandPOConfig(GRPOConfig):
         default=10.0, metadata={"help": "dual-clip constant c (TRL's delta); None: off"}
     )
     beta: float = field(default=0.001, metadata={"help": "k3 KL coefficient to the reference policy"})
+    use_bias_correction_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "multiply the k3 KL by the ratio (TRL's default True); False: the paper's plain k3"
+        },
+    )
     learning_rate: float = field(default=1e-6, metadata={"help": "learning rate (paper: 1e-6)"})
     num_generations: int | None = field(default=16, metadata={"help": "samples per prompt"})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "completions per micro-batch"})
@@ -175,10 +200,11 @@ class BandPOConfig(GRPOConfig):
             )
         if every_method_identical(self):
             warnings.warn(
-                "every method is identical with this config: a generation batch is used for a single optimiser "
-                f"step (steps_per_generation={self.steps_per_generation} x num_iterations={self.num_iterations} "
-                f"<= gradient_accumulation_steps={self.gradient_accumulation_steps}), so the ratio is always 1 "
-                "and no bound ever binds; use several optimiser steps per generation batch (the paper: 4)",
+                "every method is identical with this config: each generation batch lies inside one optimiser step "
+                f"(gradient_accumulation_steps={self.gradient_accumulation_steps} is a multiple of "
+                f"steps_per_generation={self.steps_per_generation} x num_iterations={self.num_iterations}), so "
+                "the ratio is always 1 and no bound ever binds; use several optimiser steps per generation batch "
+                "(the paper: 4)",
                 stacklevel=2,
             )
 
@@ -266,7 +292,27 @@ class BandPOTrainer(GRPOTrainer):
             logp.detach(), old_logp, inputs["advantages"], mask, bounds, dual_clip_c=dual_clip_c
         )
         mode = "train" if self.model.training else "eval"
-        stacked = self.accelerator.reduce(torch.stack(list(metrics.values())).float(), reduction="mean")
-        values = stacked.cpu().tolist()  # one host sync for all keys; mean over processes
-        for key, value in zip(metrics, values, strict=True):
+        # per-bin fractions are pooled over processes as counts (clipped / tokens of the bin); the rest is a
+        # mean over processes. One reduce and one host sync for all keys.
+        counts = {label: metrics.pop(mn.clip_tokens_bin(label)) for label in mn.PROB_BIN_LABELS}
+        binned = [mn.clip_frac_up_bin(label) for label in mn.PROB_BIN_LABELS] + [
+            mn.clip_frac_down_bin(label) for label in mn.PROB_BIN_LABELS
+        ]
+        plain = [key for key in metrics if key not in binned]
+        n_processes = self.accelerator.num_processes
+        tokens = torch.stack(list(counts.values()))  # (n_bins,)
+        clipped = torch.stack([metrics[key] for key in binned]) * tokens.repeat(2)  # (2 n_bins,)
+        local = torch.cat([torch.stack([metrics[key] for key in plain]) / n_processes, clipped, tokens])
+        totals = self.accelerator.reduce(local.double(), reduction="sum").cpu().tolist()
+        values = dict(zip(plain, totals[: len(plain)], strict=True))
+        bin_clipped = totals[len(plain) : len(plain) + len(binned)]
+        bin_tokens = totals[len(plain) + len(binned) :]
+        for i, label in enumerate(mn.PROB_BIN_LABELS):
+            values[mn.clip_tokens_bin(label)] = bin_tokens[i]
+            if bin_tokens[i] > 0:  # no token of this bin in the micro-batch: no value, not 0
+                values[mn.clip_frac_up_bin(label)] = bin_clipped[i] / bin_tokens[i]
+                values[mn.clip_frac_down_bin(label)] = (
+                    bin_clipped[len(mn.PROB_BIN_LABELS) + i] / bin_tokens[i]
+                )
+        for key, value in values.items():
             self._metrics[mode][key].append(value)

@@ -10,10 +10,15 @@ A *step* here is one RL step: one generation batch and its ``num_iterations × m
 
 Presets (`PRESETS`, applied with `TrainConfig.from_preset`): ``default`` (the above) and ``paper``: the
 paper's algorithm on a real model: KL 0.001 (k3) to the reference, lr 1e-6, 256 prompts × 16 samples in
-4 minibatches of 64 prompts, one iteration, 1020 steps, 32 evaluation samples; the rest is shared with
-``default`` (advantages, aggregation, dual-clip, temperature, δ). Use it with ``--model`` and ``--dataset``
-(and ``--max-completion-length 4096`` for the paper's response length; the preset keeps the length that fits
-the reward: 8 tokens for Countdown, 1024 for math).
+4 minibatches of 64 prompts, one iteration, 1020 steps, 32 evaluation samples, micro-batches of 16
+completions (a minibatch of 1024 completions is accumulated over 64 forward/backward passes, so 16
+completions of 4k tokens must fit the accelerator's memory at once; lower ``--micro-batch-size`` if not); the
+rest is shared with ``default`` (advantages, aggregation, dual-clip, temperature, δ). Use it with ``--model``
+and ``--dataset`` (and ``--max-completion-length 4096`` for the paper's response length; left unset, the
+length fits the reward: 8 tokens for Countdown, 1024 for math).
+
+Derived values are properties (`resolved_reward`, `resolved_max_completion_length`, ...): the fields keep
+what the user gave (None = "the default for this task"), so ``config.replace(dataset=...)`` re-derives them.
 """
 
 from __future__ import annotations
@@ -25,11 +30,29 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AGG_MODES", "PRESETS", "REWARD_NAMES", "TrainConfig"]
+__all__ = ["AGG_MODES", "AGG_TO_LOSS_TYPE", "PRESETS", "REWARD_NAMES", "SCALE_REWARDS", "TrainConfig"]
 
-AGG_MODES: tuple[str, ...] = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
+AGG_TO_LOSS_TYPE: dict[str, str] = {
+    "seq_mean_token_mean": "grpo",
+    "token_mean": "bnpo",
+    "seq_mean_token_sum_norm": "dr_grpo",
+}
+"""`bandpo.losses` aggregation names that TRL implements, and TRL's ``loss_type`` for each (the single source:
+`bandpo.integrations.trl` re-exports it; `losses.AGG_MODES`' ``seq_mean_token_sum`` has no TRL loss type)."""
+AGG_MODES: tuple[str, ...] = tuple(AGG_TO_LOSS_TYPE)
 REWARD_NAMES: tuple[str, ...] = ("countdown", "math")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
+METHOD_FIELDS: tuple[str, ...] = (
+    "divergence",
+    "delta",
+    "ratio_max",
+    "relax",
+    "eps_low",
+    "eps_high",
+    "lower_side",
+    "upper_side",
+)
+"""TrainConfig fields that are bound-method parameters (passed when the method accepts them)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +64,8 @@ class TrainConfig:
         divergence, delta, ratio_max, relax, lower_side, upper_side: Band's parameters.
         eps_low, eps_high: fixed-clip epsilons; None keeps the method's own default (clip 0.2/0.2,
             clip_higher 0.2/0.28, dcpo 0.16/0.20, band's fixed sides 0.2/0.28).
+        A parameter set away from its default for a method that does not take it (``delta`` for clip,
+        ``upper_side`` for band_upper) is an error, so config.json never shows a setting that had no effect.
     Loss:
         agg: seq_mean_token_mean (GRPO, paper), token_mean, or seq_mean_token_sum_norm (Dr.GRPO).
         dual_clip_c: dual-clip constant c (TRL's delta); None disables it.
@@ -51,14 +76,18 @@ class TrainConfig:
         max_steps: RL steps (generation batches).
         prompts_per_step, num_generations: prompts per generation batch and samples per prompt.
         num_iterations, minibatches: passes over each generation batch and optimiser steps per pass.
+        micro_batch_size: completions per forward/backward pass; each minibatch is accumulated over
+            ``minibatch_samples / micro_batch_size`` passes (must divide it). None: the whole minibatch at once.
+            Same update for seq_mean_token_mean and seq_mean_token_sum_norm; token_mean (TRL's bnpo) then
+            averages tokens per micro-batch.
         learning_rate, max_grad_norm, temperature, max_completion_length (None: 8 tokens for Countdown,
-            1024 otherwise).
+            1024 otherwise; `resolved_max_completion_length`).
     Data and model:
         model: local HF checkpoint directory; None builds and warms up the embedded tiny model.
         dataset: local .jsonl/.json/.parquet file with `prompt_column` and `answer_column`; None uses the
             embedded Countdown task.
-        reward: countdown or math (None: countdown for the embedded task, math with a dataset);
-            reward_timeout_s: per-sample limit (a timeout scores 0 and is counted).
+        reward: countdown or math (None: countdown for the embedded task, math with a dataset;
+            `resolved_reward`); reward_timeout_s: per-sample limit (a timeout scores 0 and is counted).
         use_chat_template: wrap prompts as a user message when the tokenizer has a chat template.
     Evaluation (before and after training, held-out prompts):
         eval_prompts, eval_samples (k of mean@k, pass@k, maj@k), eval_every (RL steps; 0: only before/after).
@@ -93,6 +122,7 @@ class TrainConfig:
     num_generations: int = 8
     num_iterations: int = 2
     minibatches: int = 4
+    micro_batch_size: int | None = None
     learning_rate: float = 3e-4
     max_grad_norm: float = 1.0
     temperature: float = 1.0
@@ -128,16 +158,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from bandpo.methods import list_methods
 
-        # resolved defaults: the embedded task's reward and length, or math with room to reason
-        if self.reward is None:
-            object.__setattr__(self, "reward", "countdown" if self.dataset is None else "math")
-        if self.max_completion_length is None:
-            object.__setattr__(self, "max_completion_length", 8 if self.reward == "countdown" else 1024)
         if self.method not in list_methods():
             raise ValueError(f"method={self.method!r} is unknown; use one of {list(list_methods())}")
+        self._check_method_fields()
         self.bound_method()  # validates the method parameters, naming the bad one
         _choice("agg", self.agg, AGG_MODES)
-        _choice("reward", self.reward, REWARD_NAMES)
+        if self.reward is not None:
+            _choice("reward", self.reward, REWARD_NAMES)
         _choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
         _choice("preset", self.preset, tuple(PRESETS))
         if self.dual_clip_c is not None:
@@ -168,7 +195,6 @@ class TrainConfig:
             "prompts_per_step",
             "num_iterations",
             "minibatches",
-            "max_completion_length",
             "eval_samples",
             "save_every",
             "keep_checkpoints",
@@ -179,6 +205,9 @@ class TrainConfig:
         _integer(
             "num_generations", self.num_generations, low=2, fix="GRPO needs at least 2 samples per prompt"
         )
+        for name in ("max_completion_length", "micro_batch_size"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), low=1, fix="use an integer >= 1 or None (the default)")
         _integer("eval_prompts", self.eval_prompts, low=1)
         _integer("eval_every", self.eval_every, low=0)
         _integer("seed", self.seed, low=0)
@@ -186,6 +215,12 @@ class TrainConfig:
             raise ValueError(
                 f"prompts_per_step={self.prompts_per_step} must be divisible by minibatches={self.minibatches} "
                 "(each minibatch holds whole prompt groups); change one of them"
+            )
+        if self.micro_batch_size is not None and self.minibatch_samples % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must divide the {self.minibatch_samples} completions "
+                f"of a minibatch (prompts_per_step x num_generations / minibatches); use a divisor of "
+                f"{self.minibatch_samples}"
             )
         if self.optimizer_steps_per_rl_step == 1:
             warnings.warn(
@@ -200,13 +235,28 @@ class TrainConfig:
                 raise ValueError(
                     f"{name}={value!r} does not exist; pass a local path (nothing is downloaded)"
                 )
-        if self.dataset is None and self.reward != "countdown":
+        if self.dataset is None and self.resolved_reward != "countdown":
             raise ValueError(
                 f"reward={self.reward!r} needs --dataset (the embedded task uses reward='countdown')"
             )
         for name in ("prompt_column", "answer_column"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty column name")
+
+    def _check_method_fields(self) -> None:
+        """A method field away from its default for a method that does not take it is an error."""
+        from bandpo.methods import method_parameters
+
+        accepted = method_parameters(self.method)
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in METHOD_FIELDS:
+            value = getattr(self, name)
+            if name not in accepted and value != defaults[name]:
+                raise ValueError(
+                    f"{name}={value!r} has no effect with method={self.method!r}, which takes only "
+                    f"{list(accepted)}; drop {name} (leave it at {defaults[name]!r}) or use a method that takes "
+                    f"it: {_methods_taking(name)}"
+                )
 
     # -- derived values ---------------------------------------------------------------------------------
     @property
@@ -215,8 +265,37 @@ class TrainConfig:
         from bandpo.methods import method_parameters
 
         accepted = method_parameters(self.method)
-        params = {name: getattr(self, name) for name in method_parameters("band") if name in accepted}
+        params = {name: getattr(self, name) for name in METHOD_FIELDS if name in accepted}
         return {name: value for name, value in params.items() if value is not None}
+
+    @property
+    def resolved_reward(self) -> str:
+        """`reward`, or its default: countdown for the embedded task, math with a dataset."""
+        if self.reward is not None:
+            return self.reward
+        return "countdown" if self.dataset is None else "math"
+
+    @property
+    def resolved_max_completion_length(self) -> int:
+        """`max_completion_length`, or its default: 8 tokens for Countdown, 1024 (room to reason) otherwise."""
+        if self.max_completion_length is not None:
+            return self.max_completion_length
+        return 8 if self.resolved_reward == "countdown" else 1024
+
+    @property
+    def minibatch_samples(self) -> int:
+        """Completions per optimiser step."""
+        return self.samples_per_step // self.minibatches
+
+    @property
+    def resolved_micro_batch_size(self) -> int:
+        """Completions per forward/backward pass (`micro_batch_size`, or the whole minibatch)."""
+        return self.micro_batch_size or self.minibatch_samples
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        """Forward/backward passes accumulated into one optimiser step."""
+        return self.minibatch_samples // self.resolved_micro_batch_size
 
     def bound_method(self) -> Any:
         from bandpo.methods import get_method
@@ -262,13 +341,25 @@ class TrainConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as given, plus ``"resolved"``: the derived values the run uses (ignored by from_dict)."""
+        return {
+            **asdict(self),
+            "resolved": {
+                "reward": self.resolved_reward,
+                "max_completion_length": self.resolved_max_completion_length,
+                "micro_batch_size": self.resolved_micro_batch_size,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps,
+                "method_params": self.method_params,
+            },
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config of `to_dict` output (its derived ``"resolved"`` entry is recomputed, not read)."""
+        values = {key: value for key, value in values.items() if key != "resolved"}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -297,8 +388,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "minibatches": 4,
         "max_steps": 1020,
         "eval_samples": 32,
+        "micro_batch_size": 16,
     },
 }
+
+
+def _methods_taking(name: str) -> list[str]:
+    from bandpo.methods import list_methods, method_parameters
+
+    return [method for method in list_methods() if name in method_parameters(method)]
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

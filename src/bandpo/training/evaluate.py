@@ -8,9 +8,14 @@ prompt needs the rare strategy), so that callers such as `bandpo compare` can co
 Definitions (per prompt, then averaged over prompts): mean@k = fraction of correct samples; pass@1 and
 pass@k = the unbiased estimator of Chen et al. (with n = k samples, pass@k is "any sample correct");
 maj@k = the most frequent answer (`Verifier.answer_key`: a Countdown expression's value, a math answer) is
-correct; distinct correct = number of distinct correct completions; entropy = mean over sampled completion
+correct; distinct correct = number of distinct correct completion strings; entropy = mean over sampled completion
 tokens (EOS included) of the policy's next-token entropy. The ``rare`` metrics use the prompts that need
 the rare strategy (Countdown: every solution uses ``*``), and rare usage counts samples that contain it.
+
+Distinct correct is a diversity measure for Countdown, where a completion *is* its answer (an expression)
+and two correct completions are two different solutions. For math it is not meaningful: every correct
+answer is the reference answer (distinct parsed answers would be 1 whenever any sample is correct), and
+free-form reasoning texts almost never coincide, so the count is close to the number of correct samples.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ __all__ = ["build_tiny_model", "count_parameters"]
 def build_tiny_model(
     tokenizer: Any, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, seed: int = 0
 ) -> Any:
-    """A freshly initialised `Qwen2ForCausalLM` sized for `tokenizer` (float32, eager attention, tied embeddings)."""
+    """A freshly initialised `Qwen2ForCausalLM` sized for `tokenizer` (float32, SDPA attention, tied embeddings)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 

@@ -49,7 +49,7 @@ from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
 from bandpo.training.rewards import GuardedReward, get_verifier
 
-__all__ = ["TrainSummary", "find_last_checkpoint", "train"]
+__all__ = ["TrainSummary", "find_last_checkpoint", "offline_environment", "train"]
 
 # TRL's metric names -> catalogued keys; every other TRL key is kept as "trl/<name>"
 TRL_TO_CATALOGUE: dict[str, str] = {
@@ -71,6 +71,7 @@ CATALOGUED: frozenset[str] = (
     )
     | frozenset(mn.CLIP_FRAC_UP_BINS)
     | frozenset(mn.CLIP_FRAC_DOWN_BINS)
+    | frozenset(mn.CLIP_TOKENS_BINS)
 )
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -84,7 +85,8 @@ class TrainSummary:
         config: the resolved config.
         before, after: held-out evaluation before and after training (None when there are no eval prompts).
         final_metrics: the last training record of metrics.jsonl (catalogued keys).
-        clip_by_bin: upward/downward clip fraction per p_old bin, averaged over the last 10% of RL steps.
+        clip_by_bin: upward/downward clip fraction per p_old bin, averaged over those of the last 10% of RL
+            steps that had tokens in the bin (None when none had: no such token is not "never clipped").
         steps: RL steps completed.
         wall_time_s: seconds of this call (a resumed run counts only its own part).
         warmup: warm-up statistics of the embedded model (None with --model).
@@ -96,7 +98,7 @@ class TrainSummary:
     before: EvalResult | None
     after: EvalResult | None
     final_metrics: dict[str, float]
-    clip_by_bin: dict[str, float]
+    clip_by_bin: dict[str, float | None]
     steps: int
     wall_time_s: float
     warmup: dict[str, Any] | None = None
@@ -160,15 +162,37 @@ def find_last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+OFFLINE_VARIABLES: tuple[str, ...] = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+)
+
+
+@contextlib.contextmanager
+def offline_environment() -> Iterator[None]:
+    """Hugging Face libraries offline (and tokenizers single-threaded) for the block; restored afterwards."""
+    saved = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
+    for name in OFFLINE_VARIABLES[:3]:
+        os.environ[name] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @contextlib.contextmanager
 def _quiet_and_threads(num_threads: int) -> Iterator[None]:
-    """Offline, few threads, and no library chatter (only the CLI prints)."""
+    """Few threads and no library chatter (only the CLI prints)."""
     import torch
     import transformers
 
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ[name] = "1"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     previous_threads = torch.get_num_threads()
     previous_verbosity = transformers.logging.get_verbosity()
     torch.set_num_threads(num_threads)
@@ -213,7 +237,7 @@ def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
         return  # nothing was written yet (killed at once, or never started): resuming means starting
     stored = json.loads(stored_path.read_text())
     given = config.to_dict()
-    ignored = {"resume", "output_dir", "num_threads", "report_tensorboard", "cache_dir"}
+    ignored = {"resume", "output_dir", "num_threads", "report_tensorboard", "cache_dir", "resolved"}
     different = sorted(k for k in given if k not in ignored and stored.get(k) != given[k])
     if different:
         details = ", ".join(f"{k}: run has {stored.get(k)!r}, given {given[k]!r}" for k in different)
@@ -307,6 +331,12 @@ def _prompt_rows(
     return [adapt(r) for r in train_rows], [adapt(r) for r in eval_rows]
 
 
+def _mean_present(records: list[dict[str, Any]], key: str) -> float | None:
+    """Mean of `key` over the records that have it; None when none has (an absent key is missing, not 0)."""
+    values = [float(r[key]) for r in records if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
 def _progress_bar(enabled: bool, **kwargs: Any) -> Any:
     if not enabled:
         return None
@@ -324,64 +354,80 @@ def _run_evaluation(
         model,
         tokenizer,
         [EvalPrompt(r.prompt, r.answer, r.needs_rare) for r in rows],
-        get_verifier(config.reward),
+        get_verifier(config.resolved_reward),
         k=config.eval_samples,
         seed=seed,
         temperature=config.temperature,
-        max_new_tokens=config.max_completion_length,
-        rare_marker=task.RARE_OPERATOR if config.reward == "countdown" else None,
+        max_new_tokens=config.resolved_max_completion_length,
+        rare_marker=task.RARE_OPERATOR if config.resolved_reward == "countdown" else None,
         timeout_s=config.reward_timeout_s,
-        batch_size=1024 if config.reward == "countdown" else 64,
+        batch_size=1024 if config.resolved_reward == "countdown" else 64,
     )
 
 
 def _trl_config(config: TrainConfig, checkpoint_dir: Path) -> Any:
+    """TRL's arguments for `config`.
+
+    TRL's units: a micro-batch of ``resolved_micro_batch_size`` completions per forward/backward pass,
+    ``gradient_accumulation_steps`` of them per optimiser step (one minibatch), ``minibatches × that`` per
+    generation batch (``steps_per_generation``), each generation batch used ``num_iterations`` times: so
+    ``minibatches × num_iterations`` optimiser steps per RL step, whatever the micro-batch size. TRL's
+    ``global_step`` counts optimiser steps, hence ``max_steps``, ``logging_steps`` and ``save_steps`` in
+    multiples of ``optimizer_steps_per_rl_step``.
+    """
     import torch
 
-    from bandpo.integrations.trl import AGG_TO_LOSS_TYPE, BandPOConfig
+    from bandpo.integrations.trl import BandPOConfig
+    from bandpo.training.config import AGG_TO_LOSS_TYPE
 
     opt_steps = config.optimizer_steps_per_rl_step
-    return BandPOConfig(
-        output_dir=str(checkpoint_dir),
-        method=config.method,
-        method_params=config.method_params,
-        loss_type=AGG_TO_LOSS_TYPE[config.agg],
-        delta=config.dual_clip_c,
-        beta=config.kl_coef,
-        entropy_coef=config.entropy_coef,
-        scale_rewards=config.scale_rewards,
-        temperature=config.temperature,
-        top_p=1.0,
-        top_k=0,
-        max_completion_length=config.max_completion_length,
-        num_generations=config.num_generations,
-        per_device_train_batch_size=config.samples_per_step // config.minibatches,
-        gradient_accumulation_steps=1,
-        steps_per_generation=config.minibatches,
-        num_iterations=config.num_iterations,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        optim="adamw_torch",
-        max_grad_norm=config.max_grad_norm,
-        max_steps=config.trl_max_steps,
-        logging_strategy="steps",
-        logging_steps=opt_steps,
-        save_strategy="steps",
-        save_steps=config.save_every * opt_steps,
-        save_total_limit=None,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to=[],
-        disable_tqdm=True,
-        log_completions=False,
-        disable_dropout=True,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        shuffle_dataset=True,
-        remove_unused_columns=False,
-    )
+    accumulation = config.gradient_accumulation_steps
+    with warnings.catch_warnings():
+        # TrainConfig already warned about a one-optimiser-step schedule; BandPOConfig would repeat it
+        warnings.filterwarnings("ignore", message="every method is identical", category=UserWarning)
+        arguments = BandPOConfig(
+            output_dir=str(checkpoint_dir),
+            method=config.method,
+            method_params=config.method_params,
+            loss_type=AGG_TO_LOSS_TYPE[config.agg],
+            delta=config.dual_clip_c,
+            beta=config.kl_coef,
+            use_bias_correction_kl=False,  # the paper's plain k3 (TRL 1.16 defaults to True)
+            entropy_coef=config.entropy_coef,
+            scale_rewards=config.scale_rewards,
+            temperature=config.temperature,
+            top_p=1.0,
+            top_k=0,
+            max_completion_length=config.resolved_max_completion_length,
+            num_generations=config.num_generations,
+            per_device_train_batch_size=config.resolved_micro_batch_size,
+            gradient_accumulation_steps=accumulation,
+            steps_per_generation=config.minibatches * accumulation,
+            num_iterations=config.num_iterations,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            optim="adamw_torch",
+            max_grad_norm=config.max_grad_norm,
+            max_steps=config.trl_max_steps,
+            logging_strategy="steps",
+            logging_steps=opt_steps,
+            save_strategy="steps",
+            save_steps=config.save_every * opt_steps,
+            save_total_limit=None,
+            seed=config.seed,
+            data_seed=config.seed,
+            report_to=[],
+            disable_tqdm=True,
+            log_completions=False,
+            disable_dropout=True,
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+            shuffle_dataset=True,
+            remove_unused_columns=False,
+        )
+    return arguments
 
 
 def _silence(trainer: Any) -> None:
@@ -557,9 +603,11 @@ class _Run:
         if config.report_tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step drops the events a killed run wrote after its last checkpoint
+            # on resume, purge_step drops the events a killed run wrote after its last checkpoint (all of its
+            # training events when it died before the first one; the step-0 evaluation is kept, as in
+            # metrics.jsonl)
             self.writer = SummaryWriter(
-                str(self.paths["tensorboard"]), purge_step=resumed_step + 1 if resumed_step else None
+                str(self.paths["tensorboard"]), purge_step=resumed_step + 1 if config.resume else None
             )
         try:
             return self._execute(start, checkpoint, resumed_step, model, tokenizer, train_rows, warmup_info)
@@ -602,9 +650,7 @@ class _Run:
         records = [r for r in read_metrics(self.paths["metrics"]) if mn.TRAIN_REWARD in r]
         tail = records[-max(1, len(records) // 10) :] if records else []
         clip_by_bin = {
-            key: sum(r.get(key, 0.0) for r in tail) / len(tail)
-            for key in (*mn.CLIP_FRAC_UP_BINS, *mn.CLIP_FRAC_DOWN_BINS)
-            if tail
+            key: _mean_present(tail, key) for key in (*mn.CLIP_FRAC_UP_BINS, *mn.CLIP_FRAC_DOWN_BINS)
         }
         summary = TrainSummary(
             run_dir=self.run_dir,
@@ -637,8 +683,8 @@ class _Run:
 
         config = self.config
         dataset = Dataset.from_list([{"prompt": r.prompt, "answer": r.answer} for r in train_rows])
-        verifier = get_verifier(config.reward)
-        reward = GuardedReward(verifier.score, timeout_s=config.reward_timeout_s, name=config.reward)
+        verifier = get_verifier(config.resolved_reward)
+        reward = GuardedReward(verifier.score, timeout_s=config.reward_timeout_s, name=config.resolved_reward)
         trainer_class = _trainer_class()
         trainer_class.keep_checkpoints = config.keep_checkpoints
         trainer = trainer_class(
@@ -675,5 +721,5 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     Raises:
         ValueError: bad settings, dataset rows or run directory (one line naming the field or row).
     """
-    with _quiet_and_threads(config.num_threads):
+    with offline_environment(), _quiet_and_threads(config.num_threads):
         return _Run(config, progress).execute()

@@ -1,0 +1,47 @@
+"""`runner._trl_config`: TrainConfig → TRL arguments (micro-batching, plain k3 KL, one warning)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+pytest.importorskip("trl")
+
+from bandpo.training import TrainConfig
+from bandpo.training.runner import _trl_config
+
+
+def test_micro_batching_keeps_minibatches_optimiser_steps_per_generation_batch(tmp_path):
+    config = TrainConfig(micro_batch_size=16)  # 256 completions per RL step, minibatches of 64
+    args = _trl_config(config, tmp_path)
+    assert args.per_device_train_batch_size == 16 and args.gradient_accumulation_steps == 4
+    assert args.generation_batch_size == config.samples_per_step == 256
+    # optimiser steps per generation batch and iteration = micro-batches per generation batch / accumulation
+    assert args.steps_per_generation // args.gradient_accumulation_steps == config.minibatches
+    assert args.num_iterations == 2
+    # TRL's global_step counts optimiser steps: 8 per RL step whatever the micro-batch size
+    assert (args.max_steps, args.logging_steps, args.save_steps) == (250 * 8, 8, 25 * 8)
+    whole = _trl_config(TrainConfig(), tmp_path)
+    assert (whole.per_device_train_batch_size, whole.gradient_accumulation_steps) == (64, 1)
+    assert whole.steps_per_generation == 4 and whole.generation_batch_size == 256
+    assert (whole.max_steps, whole.logging_steps, whole.save_steps) == (args.max_steps, 8, 200)
+
+
+def test_paper_preset_is_micro_batched_with_plain_k3(tmp_path):
+    config = TrainConfig.from_preset("paper")
+    args = _trl_config(config, tmp_path)
+    assert args.per_device_train_batch_size == 16 and args.gradient_accumulation_steps == 64
+    assert args.generation_batch_size == 256 * 16
+    assert args.steps_per_generation // args.gradient_accumulation_steps == 4
+    assert args.beta == 0.001 and args.use_bias_correction_kl is False and args.loss_type == "grpo"
+    assert args.max_completion_length == 8  # resolved for the embedded Countdown task
+
+
+def test_one_update_schedule_warns_once(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = TrainConfig(num_iterations=1, minibatches=1)
+        args = _trl_config(config, tmp_path)
+    messages = [str(w.message) for w in caught if "every method is identical" in str(w.message)]
+    assert len(messages) == 1 and args.gradient_accumulation_steps == 1
