@@ -68,7 +68,7 @@ EVAL_RARE_PASS_AT_K = "eval/rare_pass_at_k"  # pass@k on prompts that need the r
 EVAL_RARE_MEAN_AT_K = "eval/rare_mean_at_k"
 EVAL_RARE_USAGE = "eval/rare_usage"  # fraction of samples that use the rare strategy
 
-# --- per-bin token counts (agent C2) -------------------------------------------------------------------
+# --- per-bin token counts ----------------------------------------------------------------------------
 # Valid tokens whose p_old lies in a bin, per micro-batch (bandpo.losses.band_metrics). The TRL integration
 # logs a bin's clip fractions only for micro-batches with such tokens, so a step without any has no value
 # for that key (missing, not 0).
@@ -80,3 +80,6 @@ def clip_tokens_bin(label: str) -> str:
 
 
 CLIP_TOKENS_BINS: tuple[str, ...] = tuple(clip_tokens_bin(label) for label in PROB_BIN_LABELS)
+
+# every constant and key helper above is public
+__all__ = sorted(name for name in dir() if not name.startswith("_") and name not in {"annotations"})
