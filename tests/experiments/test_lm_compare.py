@@ -20,7 +20,6 @@ from bandpo.experiments.lm_compare import (
     QUICK_SETTINGS,
     WALL_LOG,
     _effective,
-    bin_tokens_key,
     plan_runs,
     run_lm_compare,
 )
@@ -238,7 +237,7 @@ class BinTrain(FakeTrain):
             if self.up[index] is not None:
                 record[mn.clip_frac_up_bin("p0_001")] = self.up[index]
             if self.tokens is not None:
-                record[bin_tokens_key("p0_001")] = self.tokens[index]
+                record[mn.clip_tokens_bin("p0_001")] = self.tokens[index]
         path.write_text("".join(json.dumps(r) + "\n" for r in records))  # nan is written as NaN
         return result
 

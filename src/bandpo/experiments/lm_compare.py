@@ -52,7 +52,6 @@ __all__ = [
     "QUICK_SETTINGS",
     "WALL_LOG",
     "PlannedRun",
-    "bin_tokens_key",
     "build_config",
     "plan_runs",
     "run_lm_compare",
@@ -484,11 +483,6 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def bin_tokens_key(label: str) -> str:
-    """Key of a p_old bin's token count in a training record, when the trainer logs one (optional)."""
-    return f"clip/tokens_{label}"
-
-
 def _load(run: PlannedRun) -> _RunData | None:
     summary_path = run.run_dir / "summary.json"
     if not summary_path.exists():
@@ -554,7 +548,7 @@ def lm_tables(data: dict[str, list[_RunData]]) -> tuple[str, str, str]:
     for label, runs in data.items():
         cells = []
         for bin_label in mn.PROB_BIN_LABELS:
-            weight = bin_tokens_key(bin_label)
+            weight = mn.clip_tokens_bin(bin_label)
             up = mean_and_spread(
                 [run.mean_over_steps(mn.clip_frac_up_bin(bin_label), weight) for run in runs]
             )[0]
@@ -573,7 +567,7 @@ def lm_tables(data: dict[str, list[_RunData]]) -> tuple[str, str, str]:
 def _clip_rule(data: dict[str, list[_RunData]]) -> str:
     """How the clip-fraction table averages, including what the runs' logs say about empty bins."""
     records = [r for runs in data.values() for run in runs for r in run.records]
-    weighted = any(bin_tokens_key(label) in r for r in records for label in mn.PROB_BIN_LABELS)
+    weighted = any(mn.clip_tokens_bin(label) in r for r in records for label in mn.PROB_BIN_LABELS)
     every_bin_logged = all(
         _finite(r.get(mn.clip_frac_up_bin(label))) is not None
         for r in records
