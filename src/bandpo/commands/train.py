@@ -10,6 +10,7 @@ flag left out keeps the preset's value (``--preset default`` or ``paper``); ``--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -18,50 +19,6 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo.training.config import AGG_MODES, PRESETS, REWARD_NAMES, SCALE_REWARDS
-
-# flag dest -> TrainConfig field (identical unless listed)
-_FIELD_FLAGS: tuple[str, ...] = (
-    "method",
-    "divergence",
-    "delta",
-    "ratio_max",
-    "relax",
-    "eps_low",
-    "eps_high",
-    "lower_side",
-    "upper_side",
-    "dual_clip_c",
-    "agg",
-    "kl_coef",
-    "entropy_coef",
-    "scale_rewards",
-    "max_steps",
-    "prompts_per_step",
-    "num_generations",
-    "num_iterations",
-    "minibatches",
-    "micro_batch_size",
-    "learning_rate",
-    "temperature",
-    "max_completion_length",
-    "model",
-    "dataset",
-    "prompt_column",
-    "answer_column",
-    "reward",
-    "reward_timeout_s",
-    "use_chat_template",
-    "eval_prompts",
-    "eval_samples",
-    "eval_every",
-    "output_dir",
-    "save_every",
-    "keep_checkpoints",
-    "seed",
-    "num_threads",
-    "cache_dir",
-    "report_tensorboard",
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,8 +124,12 @@ def build_config(args: argparse.Namespace) -> Any:
     """
     from bandpo.training import TrainConfig
 
-    overrides = {name: getattr(args, name, None) for name in _FIELD_FLAGS}
-    overrides = {name: value for name, value in overrides.items() if value is not None}
+    # every flag is named after its TrainConfig field and defaults to None (= keep the preset's value)
+    overrides = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(TrainConfig)
+        if field.name not in {"preset", "resume"} and getattr(args, field.name, None) is not None
+    }
     if args.resume:
         if not args.output_dir:
             raise ValueError("--resume needs --output-dir RUN_DIR (the run to continue)")

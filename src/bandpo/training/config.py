@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bandpo.methods import list_methods, method_parameters
+
 __all__ = ["AGG_MODES", "AGG_TO_LOSS_TYPE", "PRESETS", "REWARD_NAMES", "SCALE_REWARDS", "TrainConfig"]
 
 AGG_TO_LOSS_TYPE: dict[str, str] = {
@@ -42,16 +44,7 @@ AGG_TO_LOSS_TYPE: dict[str, str] = {
 AGG_MODES: tuple[str, ...] = tuple(AGG_TO_LOSS_TYPE)
 REWARD_NAMES: tuple[str, ...] = ("countdown", "math")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
-METHOD_FIELDS: tuple[str, ...] = (
-    "divergence",
-    "delta",
-    "ratio_max",
-    "relax",
-    "eps_low",
-    "eps_high",
-    "lower_side",
-    "upper_side",
-)
+METHOD_FIELDS: tuple[str, ...] = method_parameters("band")
 """TrainConfig fields that are bound-method parameters (passed when the method accepts them)."""
 
 
@@ -156,7 +149,6 @@ class TrainConfig:
     preset: str = "default"
 
     def __post_init__(self) -> None:
-        from bandpo.methods import list_methods
 
         if self.method not in list_methods():
             raise ValueError(f"method={self.method!r} is unknown; use one of {list(list_methods())}")
@@ -245,8 +237,6 @@ class TrainConfig:
 
     def _check_method_fields(self) -> None:
         """A method field away from its default for a method that does not take it is an error."""
-        from bandpo.methods import method_parameters
-
         accepted = method_parameters(self.method)
         defaults = {f.name: f.default for f in fields(self)}
         for name in METHOD_FIELDS:
@@ -262,8 +252,6 @@ class TrainConfig:
     @property
     def method_params(self) -> dict[str, Any]:
         """Parameters passed to `bandpo.get_method(self.method, ...)`: those the method accepts."""
-        from bandpo.methods import method_parameters
-
         accepted = method_parameters(self.method)
         params = {name: getattr(self, name) for name in METHOD_FIELDS if name in accepted}
         return {name: value for name, value in params.items() if value is not None}
@@ -394,8 +382,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _methods_taking(name: str) -> list[str]:
-    from bandpo.methods import list_methods, method_parameters
-
     return [method for method in list_methods() if name in method_parameters(method)]
 
 
