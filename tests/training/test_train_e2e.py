@@ -308,3 +308,15 @@ def test_cli_resume_without_a_run_starts_one_and_drops_stale_events(
     rewards = [(e.step, e.value) for e in events.Scalars(mn.TRAIN_REWARD)]
     assert rewards == [(1, pytest.approx(records[0][mn.TRAIN_REWARD]))]  # the dead run's 123s are gone
     assert os.environ.get("HF_DATASETS_OFFLINE") is None and os.environ["HF_HUB_OFFLINE"] == "0"
+
+
+def test_summary_reports_the_mean_reward_of_the_first_and_last_steps(finished_run):
+    from bandpo.commands.train import format_summary
+
+    _, summary = finished_run
+    rewards = [r[mn.TRAIN_REWARD] for r in read_metrics(summary.paths["metrics"]) if mn.TRAIN_REWARD in r]
+    line = next(line for line in format_summary(summary).splitlines() if line.startswith("train reward"))
+    assert line.startswith("train reward (first/last 2 steps)")
+    first, last = (float(value) for value in line.split()[-2:])
+    assert first == pytest.approx(sum(rewards[:2]) / 2, abs=5e-4)
+    assert last == pytest.approx(sum(rewards[-2:]) / 2, abs=5e-4)

@@ -159,7 +159,10 @@ def format_summary(summary: Any) -> str:
     from bandpo.training.plots import read_metrics
 
     config = summary.config
-    records = [r for r in read_metrics(summary.paths["metrics"]) if mn.TRAIN_REWARD in r]
+    rewards = [r[mn.TRAIN_REWARD] for r in read_metrics(summary.paths["metrics"]) if mn.TRAIN_REWARD in r]
+    window = max(1, min(10, len(rewards) // 2))  # one step's reward is noisy: average a few steps
+    first = sum(rewards[:window]) / window if rewards else None
+    last = sum(rewards[-window:]) / window if rewards else None
     before = summary.before.metrics if summary.before else {}
     after = summary.after.metrics if summary.after else {}
     k = summary.after.k if summary.after else config.eval_samples
@@ -168,8 +171,7 @@ def format_summary(summary: Any) -> str:
     lines = [
         f"bandpo train: {config.method} on {task}, {summary.steps} steps in {minutes}m{seconds:02d}s",
         f"{'':34}{'before':>9}{'after':>9}",
-        f"{'train reward (first/last step)':34}{_fmt(records[0].get(mn.TRAIN_REWARD) if records else None):>9}"
-        f"{_fmt(records[-1].get(mn.TRAIN_REWARD) if records else None):>9}",
+        f"{f'train reward (first/last {window} steps)':34}{_fmt(first):>9}{_fmt(last):>9}",
     ]
     rows = [
         (f"mean@{k}", mn.EVAL_MEAN_AT_K),
