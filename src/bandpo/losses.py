@@ -29,7 +29,7 @@ import torch.utils.checkpoint
 from torch import Tensor
 
 from bandpo import metric_names as mn
-from bandpo.methods import BoundMethod, RatioBounds, resolve_method
+from bandpo.methods import BoundMethod, RatioBounds, compute_dtype, resolve_method
 
 __all__ = [
     "AGG_MODES",
@@ -78,10 +78,6 @@ class PolicyLossOutput:
 
 
 # --- input checks ------------------------------------------------------------------------------------
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _check_logp_pair(logp: Tensor, other: Tensor, other_name: str) -> None:
@@ -247,7 +243,7 @@ def policy_loss(
     """
     _check_logp_pair(logp, old_logp, "old_logp")
     shape = logp.shape
-    dtype = _compute_dtype(logp.dtype)
+    dtype = compute_dtype(logp.dtype)
     mask = _prepare_mask(mask, shape)
     adv = _prepare_advantages(advantages, shape, dtype)
     c = _check_dual_clip(dual_clip_c)
@@ -373,7 +369,7 @@ def band_metrics(
     """
     _check_logp_pair(logp, old_logp, "old_logp")
     shape = logp.shape
-    dtype = _compute_dtype(logp.dtype)
+    dtype = compute_dtype(logp.dtype)
     c = _check_dual_clip(dual_clip_c)
     with torch.no_grad():
         mask = _prepare_mask(mask, shape)
@@ -412,7 +408,7 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
         raise ValueError(
             f"ref_logp must have the same shape as logp {tuple(logp.shape)}, got {tuple(ref_logp.shape)}"
         )
-    dtype = _compute_dtype(logp.dtype)
+    dtype = compute_dtype(logp.dtype)
     d = logp.to(dtype) - ref_logp.detach().to(dtype)
     if kind == "k1":
         return d
@@ -451,7 +447,7 @@ def entropy_from_logits(logits: Tensor, chunk_size: int = 256) -> Tensor:
         raise TypeError("logits must be a floating-point tensor of shape (..., V)")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    dtype = _compute_dtype(logits.dtype)
+    dtype = compute_dtype(logits.dtype)
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
     need_grad = torch.is_grad_enabled() and logits.requires_grad

@@ -53,6 +53,7 @@ __all__ = [
     "DCPOMethod",
     "FixedClipMethod",
     "RatioBounds",
+    "compute_dtype",
     "get_method",
     "list_methods",
     "method_defaults",
@@ -76,7 +77,7 @@ class RatioBounds(NamedTuple):
 SIDES: tuple[str, ...] = ("band", "fixed")
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every other floating dtype (bf16, fp16, fp32) is computed in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -108,7 +109,7 @@ class BoundMethod(abc.ABC):
                 + "; convert it with torch.as_tensor(old_logp, dtype=torch.float32)"
             )
         with torch.no_grad():
-            x = old_logp.detach().to(_compute_dtype(old_logp.dtype)).clamp(max=0.0)
+            x = old_logp.detach().to(compute_dtype(old_logp.dtype)).clamp(max=0.0)
             low, high = self.compute_bounds(x)
             return RatioBounds(low.to(old_logp.dtype), high.to(old_logp.dtype))
 
