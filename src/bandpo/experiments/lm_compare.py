@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
+from bandpo._atomic import write_text_atomic
 from bandpo.experiments.methods_spec import MethodSpec
 from bandpo.experiments.report import (
     VERDICT_RULE,
@@ -45,6 +46,7 @@ from bandpo.experiments.report import (
     prob_bin_headers,
     save_figure,
 )
+from bandpo.training.config import RUN_INDEPENDENT_FIELDS
 
 __all__ = [
     "DONE_MARKER",
@@ -125,8 +127,7 @@ def plan_runs(specs: Sequence[MethodSpec], seeds: Sequence[int], output_dir: Pat
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    ignored = {"resume", "output_dir", "num_threads", "report_tensorboard", "cache_dir"}
-    return {key: value for key, value in config.items() if key not in ignored}
+    return {key: value for key, value in config.items() if key not in RUN_INDEPENDENT_FIELDS}
 
 
 def _effective(config: dict[str, Any]) -> dict[str, Any]:
@@ -306,7 +307,7 @@ def _record_interrupted_call(run: PlannedRun, seconds: float) -> None:
     if not run.run_dir.exists():
         return  # nothing was started there
     calls = [*_interrupted_calls(run), round(float(seconds), 3)]
-    (run.run_dir / WALL_LOG).write_text(json.dumps({"interrupted_calls_s": calls}) + "\n")
+    write_text_atomic(run.run_dir / WALL_LOG, json.dumps({"interrupted_calls_s": calls}) + "\n")
 
 
 def _result_record(result: Any) -> dict[str, Any]:
@@ -355,7 +356,7 @@ def _execute(
             "wall_time_s": last_call + sum(earlier),  # every call that trained this run
             "wall_time_calls_s": [*earlier, last_call],
         }
-        (run.run_dir / DONE_MARKER).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        write_text_atomic(run.run_dir / DONE_MARKER, json.dumps(record, indent=2, default=str) + "\n")
         if progress:
             progress(f"[{index}/{total}] {run.name}: done in {time.perf_counter() - started:.0f} s")
 

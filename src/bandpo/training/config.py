@@ -45,6 +45,10 @@ AGG_MODES: tuple[str, ...] = tuple(AGG_TO_LOSS_TYPE)
 REWARD_NAMES: tuple[str, ...] = ("countdown", "math")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
 METHOD_FIELDS: tuple[str, ...] = method_parameters("band")
+RUN_INDEPENDENT_FIELDS: frozenset[str] = frozenset(
+    {"resume", "output_dir", "num_threads", "report_tensorboard", "cache_dir"}
+)
+"""Fields that do not change what a run computes: a resumed or re-planned run may differ in them."""
 """TrainConfig fields that are bound-method parameters (passed when the method accepts them)."""
 
 

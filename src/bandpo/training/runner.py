@@ -43,9 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
+from bandpo._atomic import write_text_atomic
 from bandpo.training import data as data_module
 from bandpo.training import task
-from bandpo.training.config import TrainConfig
+from bandpo.training.config import RUN_INDEPENDENT_FIELDS, TrainConfig
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
 from bandpo.training.rewards import GuardedReward, get_verifier
 
@@ -127,14 +128,6 @@ class TrainSummary:
 
 
 # --- small utilities -------------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
 
 
 def _save_pretrained_atomic(model: Any, tokenizer: Any, destination: Path) -> None:
@@ -237,7 +230,7 @@ def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
         return  # nothing was written yet (killed at once, or never started): resuming means starting
     stored = json.loads(stored_path.read_text())
     given = config.to_dict()
-    ignored = {"resume", "output_dir", "num_threads", "report_tensorboard", "cache_dir", "resolved"}
+    ignored = RUN_INDEPENDENT_FIELDS | {"resolved"}
     different = sorted(k for k in given if k not in ignored and stored.get(k) != given[k])
     if different:
         details = ", ".join(f"{k}: run has {stored.get(k)!r}, given {given[k]!r}" for k in different)
@@ -575,7 +568,7 @@ class _Run:
             return step <= rl_step
 
         kept = [r for r in read_metrics(path) if keep(r)]
-        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def _eval_seed(self) -> int:
         return 1_000_003 + self.config.seed
@@ -587,7 +580,7 @@ class _Run:
         _check_run_dir(self.run_dir, config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not config.resume or not self.paths["config"].exists():
-            _write_atomic(self.paths["config"], config.to_json())
+            write_text_atomic(self.paths["config"], config.to_json())
         model, tokenizer, warmup_info = _load_policy(config, self.progress)
         self.model, self.tokenizer = model, tokenizer
         train_rows, self.eval_rows = _prompt_rows(config, tokenizer)
@@ -633,7 +626,7 @@ class _Run:
         else:
             before = _run_evaluation(config, model, tokenizer, self.eval_rows, seed=self._eval_seed())
             if before is not None:
-                _write_atomic(self.paths["eval_before"], json.dumps(before.to_dict()))
+                write_text_atomic(self.paths["eval_before"], json.dumps(before.to_dict()))
             self._append_eval(0, before)
 
         self._train(model, tokenizer, train_rows, checkpoint, resumed_step)
@@ -641,7 +634,7 @@ class _Run:
         _save_pretrained_atomic(model, tokenizer, self.paths["model"])
         after = _run_evaluation(config, model, tokenizer, self.eval_rows, seed=self._eval_seed())
         if after is not None:
-            _write_atomic(self.paths["eval_after"], json.dumps(after.to_dict()))
+            write_text_atomic(self.paths["eval_after"], json.dumps(after.to_dict()))
         self._append_eval(config.max_steps, after)
 
         from bandpo.training.plots import plot_run, read_metrics
@@ -664,7 +657,7 @@ class _Run:
             warmup=warmup_info,
             paths={name: str(path) for name, path in self.paths.items()},
         )
-        _write_atomic(self.paths["summary"], json.dumps(summary.to_dict(), indent=2))
+        write_text_atomic(self.paths["summary"], json.dumps(summary.to_dict(), indent=2))
         return summary
 
     def _append_eval(self, rl_step: int, result: EvalResult | None) -> None:
