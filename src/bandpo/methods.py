@@ -56,7 +56,6 @@ __all__ = [
     "compute_dtype",
     "get_method",
     "list_methods",
-    "method_defaults",
     "method_parameters",
     "register_method",
     "resolve_method",
@@ -331,11 +330,6 @@ def method_parameters(name: str) -> tuple[str, ...]:
     if factory is None:
         raise ValueError(f"unknown method {name!r}; valid methods: {list(_REGISTRY)}")
     return tuple(inspect.signature(factory).parameters)
-
-
-def method_defaults(name: str) -> dict[str, Any]:
-    """Default parameters of the registered method `name`."""
-    return dict(get_method(name).params)
 
 
 def get_method(name: str, **params: Any) -> BoundMethod:
