@@ -1,12 +1,15 @@
 """The package surface: lazy exports, no framework imported by `import bandpo`, and the CLI entry point."""
 
+import ast
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
 import bandpo
-from bandpo import cli
+from bandpo import _version, cli
 
 
 def test_every_public_name_resolves_to_the_object_of_its_module():
@@ -47,3 +50,36 @@ def test_python_dash_m_runs_the_same_entry_point():
         [sys.executable, "-m", "bandpo", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == f"bandpo {bandpo.__version__}"
+
+
+def _repo_file(name: str) -> Path:
+    return Path(__file__).resolve().parents[1] / name
+
+
+def test_one_version_string_read_by_the_build_the_citation_and_the_changelog():
+    pyproject = tomllib.loads(_repo_file("pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "bandpo._version.__version__"}
+    assert bandpo.__version__ is _version.__version__
+    citation = _repo_file("CITATION.cff").read_text()
+    assert f"\nversion: {bandpo.__version__}\n" in citation
+    assert f"## [{bandpo.__version__}]" in _repo_file("CHANGELOG.md").read_text()
+
+
+def test_version_module_imports_nothing():
+    # The build and `bandpo --version` read it: an import there could pull in torch.
+    tree = ast.parse(Path(_version.__file__).read_text())
+    assert not [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+
+
+def test_license_file_matches_the_metadata_and_torch_is_not_capped():
+    project = tomllib.loads(_repo_file("pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    assert project["license-files"] == ["LICENSE"]
+    assert (
+        "Apache License\n                           Version 2.0, January 2004"
+        in _repo_file("LICENSE").read_text()
+    )
+    (torch_requirement,) = [dep for dep in project["dependencies"] if dep.startswith("torch")]
+    assert "<" not in torch_requirement and "==" not in torch_requirement
