@@ -490,3 +490,56 @@ def test_entropy_edge_cases() -> None:
     assert entropy_from_logits(torch.zeros(10)).shape == ()
     with pytest.raises(ValueError, match="chunk_size"):
         entropy_from_logits(torch.zeros(2, 3), chunk_size=0)
+
+
+# --- values refused ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0.5, math.nan, 2.0, -1.0])
+def test_mask_values_other_than_0_and_1_are_refused(bad: float) -> None:
+    logp, old_logp, advantages, mask = make_batch(batch=3, length=4)
+    float_mask = mask.double()
+    float_mask[1, 2] = bad
+    with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
+        policy_loss(logp, old_logp, advantages, float_mask)
+    with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
+        aggregate_loss(torch.ones(3, 4), float_mask, "token_mean")
+    # 0/1 floats and ints are fine and equal the bool mask
+    ref = policy_loss(logp, old_logp, advantages, mask).loss
+    assert torch.equal(policy_loss(logp, old_logp, advantages, mask.double()).loss, ref)
+    assert torch.equal(policy_loss(logp, old_logp, advantages, mask.long()).loss, ref)
+
+
+def test_crossed_or_nan_bounds_are_refused() -> None:
+    logp, old_logp, advantages, mask = make_batch(batch=3, length=4)
+    with pytest.raises(ValueError, match=r"ratio_low <= ratio_high.*\[1.2, 0.8\]"):
+        policy_loss(logp, old_logp, advantages, mask, bounds=(1.2, 0.8))
+    low = torch.full((3, 4), 0.8, dtype=torch.float64)
+    low[0, 0] = math.nan  # token 0 is valid in every row
+    with pytest.raises(ValueError, match="ratio_low <= ratio_high"):
+        policy_loss(logp, old_logp, advantages, mask, bounds=(low, 1.2))
+    # a NaN old_logp on a valid token would give NaN bounds: refused, not a silent NaN loss
+    nan_old = old_logp.clone()
+    nan_old[0, 0] = math.nan
+    with pytest.raises(ValueError, match="ratio_low <= ratio_high"):
+        policy_loss(logp, nan_old, advantages, mask, method="band")
+    # crossed bounds on padding only are ignored
+    low[0, 0] = 0.8
+    pad = (~mask).nonzero()[0].tolist()
+    low[pad[0], pad[1]] = 5.0
+    assert torch.isfinite(policy_loss(logp, old_logp, advantages, mask, bounds=(low, 1.2)).loss)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_non_finite_advantages_are_refused(bad: float) -> None:
+    logp, old_logp, advantages, mask = make_batch(batch=3, length=4)
+    advantages = advantages.clone()
+    advantages[1] = bad
+    with pytest.raises(ValueError, match=r"advantages must be finite on valid tokens.*row 1"):
+        policy_loss(logp.requires_grad_(), old_logp, advantages, mask)
+    # on padding only (a per-token advantage) it is ignored
+    per_token = advantages[:, None].expand(3, 4).clone()
+    per_token[1] = 0.0
+    pad = (~mask).nonzero()[0].tolist()
+    per_token[pad[0], pad[1]] = bad
+    assert torch.isfinite(policy_loss(logp, old_logp, per_token, mask).loss)

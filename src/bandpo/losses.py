@@ -107,7 +107,16 @@ def _prepare_mask(mask: Tensor, shape: torch.Size) -> Tensor:
             f"mask must have the same shape as logp {tuple(shape)}, got {tuple(mask.shape)}; it marks the "
             "valid completion tokens (True/1) vs padding (False/0)"
         )
-    return mask if mask.dtype == torch.bool else mask != 0
+    if mask.dtype == torch.bool:
+        return mask
+    binary = (mask == 0) | (mask == 1)
+    if not bool(binary.all()):  # one host sync, for non-bool masks only
+        bad = mask[~binary][0].item()
+        raise ValueError(
+            f"mask must hold only 0 and 1 (or be bool), got {bad}; a fractional or NaN mask is not a weight "
+            "here: pass mask.bool() for validity, and multiply per_token_loss by weights yourself"
+        )
+    return mask != 0
 
 
 def _prepare_advantages(advantages: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
@@ -135,7 +144,11 @@ def _prepare_bounds(
         raise TypeError("bounds must be a RatioBounds or a (ratio_low, ratio_high) pair of tensors or floats")
     out = []
     for name, value in zip(("ratio_low", "ratio_high"), bounds, strict=True):
-        t = torch.as_tensor(value, device=like.device).detach().to(like.dtype)
+        # a Python float goes straight to the compute dtype (not through float32 first)
+        t = torch.as_tensor(
+            value, dtype=None if isinstance(value, Tensor) else like.dtype, device=like.device
+        )
+        t = t.detach().to(like.dtype)
         try:
             torch.broadcast_shapes(t.shape, shape)
         except RuntimeError:
@@ -145,6 +158,26 @@ def _prepare_bounds(
             ) from None
         out.append(t.expand(shape))
     return RatioBounds(out[0], out[1])
+
+
+def _check_values(adv: Tensor, low: Tensor, high: Tensor, mask: Tensor) -> None:
+    """Refuse non-finite advantages and NaN or crossed bounds on valid tokens (one host sync)."""
+    bad_adv = mask & ~torch.isfinite(adv)  # (B, T)
+    bad_bounds = mask & ~(low <= high)  # (B, T); NaN bounds compare False
+    flags = torch.stack([bad_adv.any(), bad_bounds.any()]).tolist()
+    if flags[0]:
+        row, col = bad_adv.nonzero()[0].tolist()
+        raise ValueError(
+            f"advantages must be finite on valid tokens, got {adv[row, col].item()} at (row {row}, token {col}); "
+            "an infinite advantage gives an infinite gradient: check the rewards and the std normalisation"
+        )
+    if flags[1]:
+        row, col = bad_bounds.nonzero()[0].tolist()
+        raise ValueError(
+            f"bounds must satisfy ratio_low <= ratio_high on valid tokens, got [{low[row, col].item()}, "
+            f"{high[row, col].item()}] at (row {row}, token {col}); build bounds with a bound method "
+            "(bandpo.get_method) or pass (low, high) with low <= high, and no NaN old_logp on valid tokens"
+        )
 
 
 def _check_dual_clip(dual_clip_c: float | None) -> float | None:
@@ -253,6 +286,7 @@ def policy_loss(
         bounds = resolve_method(method)(old_logp)
     zero = torch.zeros((), dtype=dtype, device=logp.device)
     low, high = _prepare_bounds(bounds, shape, zero)  # detached, (B, T) views
+    _check_values(adv, low, high, mask)
     adv = torch.where(mask, adv, zero)  # (B, T)
 
     diff = logp.to(dtype) - old_logp.detach().to(dtype)  # (B, T)
