@@ -543,3 +543,44 @@ def test_non_finite_advantages_are_refused(bad: float) -> None:
     pad = (~mask).nonzero()[0].tolist()
     per_token[pad[0], pad[1]] = bad
     assert torch.isfinite(policy_loss(logp, old_logp, per_token, mask).loss)
+
+
+# --- low-precision inputs: bounds, ratio and comparison in float32 ----------------------------------
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", list_methods())
+def test_low_precision_log_probs_get_float32_bounds_and_ratio(
+    name: str, dtype: torch.dtype, autocast: bool
+) -> None:
+    """As under verl's bf16 mixed precision, where CPU autocast hands the loss bf16 log-probs."""
+    logp, old_logp, advantages, mask = make_batch(seed=9, dtype=dtype)
+    logp.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = policy_loss(logp, old_logp, advantages, mask, method=name)
+    reference = get_method(name)(old_logp.float())  # the same inputs, upcast first
+    for used, ref in zip(out.bounds, reference, strict=True):
+        assert used.dtype == torch.float32
+        assert torch.equal(used, ref)
+    assert out.loss.dtype == torch.float32 and out.per_token_loss.dtype == torch.float32
+    # the loss equals the float32 computation of the same (exactly representable) inputs
+    full = policy_loss(logp.detach().float(), old_logp.float(), advantages.float(), mask, method=name)
+    assert torch.allclose(out.per_token_loss.detach(), full.per_token_loss, rtol=0, atol=0)
+    for key, value in full.metrics.items():
+        assert value.dtype == torch.float32
+        assert torch.equal(out.metrics[key], value), key
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_ratio_inside_the_float32_bound_is_not_clipped(dtype: torch.dtype) -> None:
+    # clip eps 0.05: ratio e^0.046875 = 1.048 lies inside [0.95, 1.05] but above bf16's 1.046875
+    old_logp = torch.tensor([[-1.0]], dtype=dtype)
+    logp = torch.tensor([[-0.953125]], dtype=dtype, requires_grad=True)
+    method = get_method("clip", eps_low=0.05, eps_high=0.05)
+    out = policy_loss(logp, old_logp, torch.tensor([1.0]), torch.ones(1, 1, dtype=torch.bool), method=method)
+    assert out.bounds.ratio_high.item() == torch.tensor(1.05).item()
+    assert out.bounds.ratio_low.item() == torch.tensor(0.95).item()
+    assert out.metrics[mn.CLIP_FRAC_UP].item() == 0.0
+    out.loss.backward()
+    assert logp.grad.item() == pytest.approx(-math.exp(0.046875), rel=1e-2)  # d(-A·r)/d logp, not 0

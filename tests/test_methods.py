@@ -268,18 +268,26 @@ def test_every_interval_contains_one_and_respects_caps(name: str) -> None:
 
 @pytest.mark.parametrize("name", BUILTINS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
-def test_dtype_and_device_are_kept(name: str, dtype: torch.dtype) -> None:
+def test_bounds_are_float32_at_least_on_the_input_device(name: str, dtype: torch.dtype) -> None:
     x = logp_of(1e-4, 0.08, 0.5, 0.9, dtype=dtype)
     bounds = get_method(name)(x)
     assert isinstance(bounds, RatioBounds)
+    expected = torch.float64 if dtype == torch.float64 else torch.float32
     for t in bounds:
-        assert t.dtype == dtype and t.device == x.device and t.shape == x.shape
+        assert t.dtype == expected and t.device == x.device and t.shape == x.shape
         assert torch.isfinite(t).all()
     if dtype in (torch.bfloat16, torch.float16):
-        # low precision inputs are computed in float32 and only rounded at the end
+        # low precision inputs are computed in float32 and never rounded back to bf16/fp16
         reference = get_method(name)(x.float())
         for t, ref in zip(bounds, reference, strict=True):
-            assert torch.equal(t, ref.to(dtype))
+            assert torch.equal(t, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_clip_bounds_are_not_rounded_to_low_precision(dtype: torch.dtype) -> None:
+    # bf16 would turn 0.95 / 1.05 into 0.94921875 / 1.046875
+    low, high = get_method("clip", eps_low=0.05, eps_high=0.05)(torch.zeros(3, dtype=dtype))
+    assert torch.equal(low, torch.full((3,), 0.95)) and torch.equal(high, torch.full((3,), 1.05))
 
 
 @pytest.mark.parametrize("name", BUILTINS)

@@ -28,8 +28,9 @@ Every method object has `.name` (its registry name), `.params` (a JSON-serialisa
 `get_method(m.name, **m.params)` rebuilds it) and is called as `m(old_logp) -> RatioBounds`.
 
 Notes:
-    All bounds are computed under `torch.no_grad()` in float32 (float64 for float64 input) and returned in
-    `old_logp`'s dtype and device. `old_logp` is clamped to <= 0 first (a log-probability above 0 is rounding
+    All bounds are computed under `torch.no_grad()` and returned in float32 at least (float64 for float64
+    input; bf16 and fp16 input give float32 bounds) on `old_logp`'s device: a bound is a threshold the ratio
+    is compared with, and rounding it to bf16 moves it (clip's 1.05 would become 1.046875). `old_logp` is clamped to <= 0 first (a log-probability above 0 is rounding
     noise or padding; the official code clamps to [-700, 0]); -inf (p_old = 0) is allowed. Final clamps, as in
     the official code: lower into [0, 1], upper into [1, ratio_max], so every interval contains 1.
 """
@@ -77,7 +78,7 @@ SIDES: tuple[str, ...] = ("band", "fixed")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other floating dtype (bf16, fp16, fp32) is computed in float32."""
+    """The dtype bounds, ratios and losses are computed in: float64 stays float64, bf16/fp16/fp32 give float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -85,7 +86,8 @@ class BoundMethod(abc.ABC):
     """A rule mapping `old_logp` to per-token ratio bounds.
 
     Subclasses implement `compute_bounds` on a detached float32/float64 tensor; `__call__` does the
-    validation, the `no_grad`, the dtype handling and the clamp of `old_logp` to <= 0.
+    validation, the `no_grad`, the upcast (bounds come back in `compute_dtype(old_logp.dtype)`, never
+    rounded to bf16/fp16) and the clamp of `old_logp` to <= 0.
     """
 
     name: str
@@ -110,7 +112,7 @@ class BoundMethod(abc.ABC):
         with torch.no_grad():
             x = old_logp.detach().to(compute_dtype(old_logp.dtype)).clamp(max=0.0)
             low, high = self.compute_bounds(x)
-            return RatioBounds(low.to(old_logp.dtype), high.to(old_logp.dtype))
+            return RatioBounds(low, high)
 
 
 def _check_number(owner: str, name: str, value: Any, *, low: float, high: float = math.inf) -> None:
