@@ -10,9 +10,11 @@ import torch
 from bandpo import metric_names as mn
 from bandpo.losses import (
     AGG_MODES,
+    DUAL_CLIP_C,
     PolicyLossOutput,
     aggregate_loss,
     band_metrics,
+    check_dual_clip_c,
     entropy_from_logits,
     kl_penalty,
     policy_loss,
@@ -204,6 +206,15 @@ def test_bad_dual_clip_raises(c) -> None:
     logp, old_logp, advantages, mask = make_batch()
     with pytest.raises(ValueError, match="dual_clip_c"):
         policy_loss(logp, old_logp, advantages, mask, dual_clip_c=c)
+
+
+def test_dual_clip_validator_has_one_off_value() -> None:
+    assert check_dual_clip_c(None) is None and check_dual_clip_c(math.inf) is None
+    assert check_dual_clip_c(10) == 10.0 and isinstance(check_dual_clip_c(10), float)
+    for bad in (1, 0.5, -math.inf, math.nan, False, "10"):
+        with pytest.raises(ValueError, match=r"^policy_loss\.dual_clip_c must be a number > 1 .* or None"):
+            check_dual_clip_c(bad, "policy_loss.dual_clip_c")
+    assert DUAL_CLIP_C == 10.0
 
 
 def test_log_ratio_is_clamped_to_20() -> None:

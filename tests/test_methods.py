@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
 
 from bandpo import methods
-from bandpo.methods import BandMethod, BoundMethod, FixedClipMethod, RatioBounds, get_method, list_methods
+from bandpo.methods import (
+    BandMethod,
+    BoundMethod,
+    DeclaredMethod,
+    FixedClipMethod,
+    RatioBounds,
+    get_method,
+    list_methods,
+    param,
+)
 
 BUILTINS = ("clip", "clip_higher", "dcpo", "band", "band_upper", "band_lower")
 P_GRID = torch.tensor(
@@ -90,28 +101,101 @@ def test_unknown_divergence_raises() -> None:
 def test_register_refuses_duplicates_and_bad_factories(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
     with pytest.raises(ValueError, match="already registered"):
-        methods.register_method("clip", lambda *, eps_low=0.1: FixedClipMethod(name="clip", eps_low=eps_low))
+        methods.register_method("clip", lambda *, eps_low=0.1: FixedClipMethod(eps_low=eps_low))
     with pytest.raises(ValueError, match="snake_case"):
         methods.register_method("My-Clip", lambda: FixedClipMethod())
     with pytest.raises(ValueError, match="needs a default"):
-        methods.register_method(
-            "my_clip", lambda *, eps_low: FixedClipMethod(name="my_clip", eps_low=eps_low)
-        )
+        methods.register_method("my_clip", lambda *, eps_low: FixedClipMethod(eps_low=eps_low))
     with pytest.raises(ValueError, match="ordinary keyword"):
-        methods.register_method("my_clip", lambda **kw: FixedClipMethod(name="my_clip"))
+        methods.register_method("my_clip", lambda **kw: FixedClipMethod())
+    with pytest.raises(ValueError, match="not 'my_clip'"):
+        methods.register_method("my_clip", FixedClipMethod)  # a declared class keeps its own name
 
 
-def test_register_a_new_method(monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclass(frozen=True, kw_only=True)
+class TightClip(DeclaredMethod):
+    """A user method declared the way the built-ins are."""
+
+    name: ClassVar[str] = "tight"
+    eps: float = param(0.05, "both epsilons", low=0.0, high=1.0)
+
+    def compute_bounds(self, old_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full_like(old_logp, 1 - self.eps), torch.full_like(old_logp, 1 + self.eps)
+
+
+def test_register_a_declared_method(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
-
-    def tight(*, eps: float = 0.05) -> BoundMethod:
-        return FixedClipMethod(name="tight", eps_low=eps, eps_high=eps)
-
-    methods.register_method("tight", tight)
+    methods.register_method("tight", TightClip)
     assert "tight" in list_methods()
     bounds = get_method("tight", eps=0.1)(logp_of(0.5))
     assert torch.allclose(bounds.ratio_low, torch.tensor([0.9], dtype=torch.float64))
     assert torch.allclose(bounds.ratio_high, torch.tensor([1.1], dtype=torch.float64))
+    # its declaration is the one source of its validation, parameter list, defaults and help
+    assert methods.method_parameters("tight") == ("eps",)
+    assert methods.method_defaults_table()["tight"] == {"eps": 0.05}
+    assert methods.parameter_help("eps") == "both epsilons; default: 0.05 for tight"
+    with pytest.raises(ValueError, match=r"tight: eps must be a number in \[0, 1\], got 2"):
+        get_method("tight", eps=2)
+
+
+def test_register_a_plain_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+
+    def tight(*, eps: float = 0.05) -> BoundMethod:
+        return TightClip(eps=eps)
+
+    methods.register_method("tight", tight)
+    assert get_method("tight", eps=0.1) == TightClip(eps=0.1)
+    (spec,) = methods.method_parameter_specs("tight")
+    assert (spec.name, spec.default, spec.help) == ("eps", 0.05, "")
+    # a factory whose method carries another name would break get_method(m.name, **m.params)
+    methods.register_method("loose", lambda *, eps=0.05: TightClip(eps=eps))
+    with pytest.raises(TypeError, match="named 'tight'"):
+        get_method("loose")
+
+
+def _bad_values(spec: methods.MethodParameter) -> list:
+    """Values outside the declared range of `spec`."""
+    if spec.choices is not None:
+        return ["nope", 3]
+    if spec.kind is bool:
+        return ["yes", 1]
+    if spec.kind is str:
+        return [3]
+    bad = [float("nan"), "0.1", True]
+    if spec.low is not None:
+        bad.append(spec.low if spec.low_open else spec.low - 1)
+    if spec.high is not None and math.isfinite(spec.high):
+        bad.append(spec.high if spec.high_open else spec.high + 1)
+    if spec.high is not None and spec.high_open:
+        bad.append(spec.high)
+    return bad
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_declared_parameters_are_the_one_source(name: str) -> None:
+    specs = methods.method_parameter_specs(name)
+    defaults = {spec.name: spec.default for spec in specs}
+    assert methods.method_parameters(name) == tuple(defaults)
+    assert methods.method_defaults_table()[name] == defaults
+    assert get_method(name).params == defaults  # the method built with no arguments has the declared defaults
+    for spec in specs:
+        assert spec.help, f"{name}.{spec.name} has no help text"
+        assert name in methods.parameter_help(spec.name)
+        for bad in _bad_values(spec):
+            with pytest.raises(ValueError, match=f"{name}: {spec.name} must be"):
+                get_method(name, **{spec.name: bad})
+
+
+def test_band_fixed_sides_default_to_clip_higher() -> None:
+    table = methods.method_defaults_table()
+    for name in ("band", "band_upper", "band_lower"):
+        assert {k: table[name][k] for k in ("eps_low", "eps_high")} == table["clip_higher"]
+    assert methods.parameter_help("eps_high").endswith(
+        "default: 0.2 for clip, dcpo; 0.28 for clip_higher, band, band_upper, band_lower"
+    )
+    with pytest.raises(ValueError, match="no registered method takes"):
+        methods.parameter_help("eps")
 
 
 def test_factory_returning_wrong_type_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

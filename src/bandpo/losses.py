@@ -33,11 +33,13 @@ from bandpo.methods import BoundMethod, RatioBounds, compute_dtype, resolve_meth
 
 __all__ = [
     "AGG_MODES",
+    "DUAL_CLIP_C",
     "KL_KINDS",
     "LOG_RATIO_CLAMP",
     "PolicyLossOutput",
     "aggregate_loss",
     "band_metrics",
+    "check_dual_clip_c",
     "entropy_from_logits",
     "kl_penalty",
     "policy_loss",
@@ -57,6 +59,9 @@ AGG_MODES: tuple[str, ...] = (
 )
 
 KL_KINDS: tuple[str, ...] = ("k1", "k2", "k3", "low_var_kl")
+
+DUAL_CLIP_C = 10.0
+"""The dual-clip constant c of the paper's scripts: the default of every `dual_clip_c` (None disables it)."""
 
 
 @dataclass(frozen=True)
@@ -180,17 +185,32 @@ def _check_values(adv: Tensor, low: Tensor, high: Tensor, mask: Tensor) -> None:
         )
 
 
-def _check_dual_clip(dual_clip_c: float | None) -> float | None:
-    if dual_clip_c is None:
+def check_dual_clip_c(value: float | None, name: str = "dual_clip_c") -> float | None:
+    """The one validator of the dual-clip constant c: a number > 1, or None to disable dual-clip.
+
+    Every place that takes c (`policy_loss`, `band_metrics`, `TrainConfig`, the TRL and verl configs) calls
+    this, so they all accept the same values and share one "off" value: None (JSON null). `math.inf` (a cap
+    that never binds, and how a command line spells "off") is accepted and returned as None, so it is never
+    written to a JSON file as the non-standard `Infinity`.
+
+    Args:
+        value: c, None or math.inf.
+        name: the field name used in the error (e.g. "policy_loss.dual_clip_c" in a verl config).
+
+    Returns:
+        float(c), or None when dual-clip is off.
+
+    Raises:
+        ValueError: a bool, a non-number, NaN or c <= 1, naming `field`, the value and the fix.
+    """
+    if value is None:
         return None
-    if isinstance(dual_clip_c, bool) or not isinstance(dual_clip_c, int | float) or math.isnan(dual_clip_c):
-        raise ValueError(f"dual_clip_c must be a number > 1, None or math.inf, got {dual_clip_c!r}")
-    if dual_clip_c <= 1:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or value <= 1:
         raise ValueError(
-            f"dual_clip_c must be > 1 (it caps the loss of A < 0 tokens at -A·c; paper: 10), got {dual_clip_c!r}; "
-            "pass None to disable dual-clip"
+            f"{name} must be a number > 1 (dual-clip caps the loss of A < 0 tokens at -A·c; the paper uses "
+            f"{DUAL_CLIP_C:g}) or None to disable dual-clip, got {value!r}"
         )
-    return None if math.isinf(dual_clip_c) else float(dual_clip_c)
+    return None if math.isinf(value) else float(value)
 
 
 # --- aggregation -------------------------------------------------------------------------------------
@@ -250,7 +270,7 @@ def policy_loss(
     *,
     method: str | BoundMethod = "band",
     agg: str = "seq_mean_token_mean",
-    dual_clip_c: float | None = 10.0,
+    dual_clip_c: float | None = DUAL_CLIP_C,
     bounds: RatioBounds | tuple[Tensor | float, Tensor | float] | None = None,
     max_len: int | None = None,
 ) -> PolicyLossOutput:
@@ -265,7 +285,7 @@ def policy_loss(
         method: a registered method name (its defaults) or a method object (`bandpo.get_method`).
             Ignored when `bounds` is given.
         agg: aggregation mode, one of `AGG_MODES` (see `aggregate_loss`).
-        dual_clip_c: dual-clip constant c > 1 for A < 0 tokens; None or math.inf disables it.
+        dual_clip_c: dual-clip constant c > 1 for A < 0 tokens; None disables it (`check_dual_clip_c`).
         bounds: precomputed (ratio_low, ratio_high), e.g. `method(old_logp)` computed once per rollout
             batch; tensors of shape (B, T) (or broadcastable) or floats.
         max_len: constant divisor of `seq_mean_token_sum_norm` (default T).
@@ -279,7 +299,7 @@ def policy_loss(
     dtype = compute_dtype(logp.dtype)
     mask = _prepare_mask(mask, shape)
     adv = _prepare_advantages(advantages, shape, dtype)
-    c = _check_dual_clip(dual_clip_c)
+    c = check_dual_clip_c(dual_clip_c)
     if agg not in AGG_MODES:
         raise ValueError(f"unknown aggregation {agg!r}; valid modes: {list(AGG_MODES)}")
     if bounds is None:
@@ -383,7 +403,7 @@ def band_metrics(
     mask: Tensor,
     bounds: RatioBounds | tuple[Tensor | float, Tensor | float],
     *,
-    dual_clip_c: float | None = 10.0,
+    dual_clip_c: float | None = DUAL_CLIP_C,
 ) -> dict[str, Tensor]:
     """The clipping diagnostics of `policy_loss`, for callers that compute the loss themselves.
 
@@ -404,7 +424,7 @@ def band_metrics(
     _check_logp_pair(logp, old_logp, "old_logp")
     shape = logp.shape
     dtype = compute_dtype(logp.dtype)
-    c = _check_dual_clip(dual_clip_c)
+    c = check_dual_clip_c(dual_clip_c)
     with torch.no_grad():
         mask = _prepare_mask(mask, shape)
         zero = torch.zeros((), dtype=dtype, device=logp.device)
