@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -17,7 +18,9 @@ from bandpo.losses import (
     check_dual_clip_c,
     entropy_from_logits,
     kl_penalty,
+    per_token_policy_loss,
     policy_loss,
+    policy_metrics,
 )
 from bandpo.methods import get_method, list_methods
 
@@ -92,6 +95,48 @@ def test_loss_and_gradient_equal_reference(name: str, agg: str, c: float | None)
     assert torch.allclose(logp_a.grad, logp_b.grad, rtol=1e-10, atol=1e-12)
     expected_tokens = torch.where(mask, reference_per_token(logp, old_logp, advantages, low, high, c), 0.0)
     assert torch.allclose(out.per_token_loss.detach(), expected_tokens, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list_methods())
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_policy_loss_is_per_token_then_aggregate_then_metrics(name: str, agg: str) -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=10)
+    bounds = get_method(name)(old_logp)
+    logp_a, logp_b = logp.clone().requires_grad_(), logp.clone().requires_grad_()
+    out = policy_loss(logp_a, old_logp, advantages, mask, bounds=bounds, agg=agg)
+    terms = per_token_policy_loss(logp_b, old_logp, advantages, mask, bounds)
+    loss = aggregate_loss(terms.per_token_loss, terms.mask, agg)
+    # the same operations on the same tensors in one process: equal, not merely close
+    assert torch.equal(out.loss, loss) and torch.equal(out.per_token_loss, terms.per_token_loss)
+    assert torch.equal(out.bounds.ratio_low, terms.bounds.ratio_low)
+    metrics = policy_metrics(terms)
+    assert set(out.metrics) == set(metrics) | {mn.LOSS_POLICY}
+    assert all(torch.equal(out.metrics[key], value) for key, value in metrics.items())
+    out.loss.backward()
+    loss.backward()
+    assert torch.equal(logp_a.grad, logp_b.grad)
+    # the per-token part carries the graph; what the metrics read does not
+    assert terms.per_token_loss.requires_grad
+    assert not any(t.requires_grad for t in (terms.ratio, terms.log_ratio, terms.advantages, *terms.bounds))
+
+
+def test_policy_metrics_read_the_ratio_they_are_given() -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=11)
+    terms = per_token_policy_loss(logp, old_logp, advantages, mask, (0.8, 1.2))
+    doubled = dataclasses.replace(terms, ratio=terms.ratio * 2)
+    ratio_mean = policy_metrics(terms)[mn.RATIO_MEAN]
+    assert policy_metrics(doubled)[mn.RATIO_MEAN].item() == pytest.approx(2 * ratio_mean.item(), rel=1e-12)
+
+
+def test_validate_false_skips_the_value_checks() -> None:
+    logp, old_logp, advantages, mask = make_batch(batch=3, length=4)
+    half = mask.double() * 0.5
+    with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
+        per_token_policy_loss(logp, old_logp, advantages, half, (0.8, 1.2))
+    terms = per_token_policy_loss(logp, old_logp, advantages, half, (0.8, 1.2), validate=False)
+    assert torch.equal(terms.mask, mask)  # read as mask != 0, unchecked
+    crossed = per_token_policy_loss(logp, old_logp, advantages, mask, (1.2, 0.8), validate=False)
+    assert torch.isfinite(crossed.per_token_loss).all()
 
 
 def test_clip_higher_with_equal_eps_equals_clip() -> None:

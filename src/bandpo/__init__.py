@@ -28,6 +28,9 @@ _EXPORTS: dict[str, str] = {
     "method_defaults_table": "bandpo.methods",
     "PolicyLossOutput": "bandpo.losses",
     "policy_loss": "bandpo.losses",
+    "PerTokenPolicyLoss": "bandpo.losses",
+    "per_token_policy_loss": "bandpo.losses",
+    "policy_metrics": "bandpo.losses",
     "aggregate_loss": "bandpo.losses",
     "band_metrics": "bandpo.losses",
     "check_dual_clip_c": "bandpo.losses",
@@ -46,6 +49,7 @@ __all__ = [
     "BandBounds",
     "BoundMethod",
     "Divergence",
+    "PerTokenPolicyLoss",
     "PolicyLossOutput",
     "RatioBounds",
     "__version__",
@@ -66,7 +70,9 @@ __all__ = [
     "mean_at_k",
     "method_defaults_table",
     "pass_at_k",
+    "per_token_policy_loss",
     "policy_loss",
+    "policy_metrics",
     "register_divergence",
     "register_method",
     "rloo_advantages",
@@ -98,13 +104,16 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy exports
     )
     from bandpo.evaluation import maj_at_k, mean_at_k, pass_at_k
     from bandpo.losses import (
+        PerTokenPolicyLoss,
         PolicyLossOutput,
         aggregate_loss,
         band_metrics,
         check_dual_clip_c,
         entropy_from_logits,
         kl_penalty,
+        per_token_policy_loss,
         policy_loss,
+        policy_metrics,
     )
     from bandpo.methods import (
         BoundMethod,
