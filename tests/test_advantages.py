@@ -94,3 +94,27 @@ def test_input_checks() -> None:
 def test_no_gradient_flows_into_rewards() -> None:
     rewards = torch.tensor([1.0, 0.0], requires_grad=True)
     assert not compute_advantages(rewards, 2).requires_grad
+
+
+@pytest.mark.parametrize("group", [[1.0, 1.0, 1.0], [0.3, 0.3, 0.3, 0.3], [0.0, 0.0]])
+def test_equal_rewards_with_eps_zero_give_zero_not_nan(group: list[float]) -> None:
+    rewards = torch.tensor(group + [0.0, 1.0] * (len(group) // 2) + [0.5] * (len(group) % 2))
+    adv = grpo_advantages(rewards, len(group), eps=0.0)
+    assert torch.isfinite(adv).all()
+    assert (adv[: len(group)] == 0).all() and (adv[len(group) :] != 0).any()
+    assert (compute_advantages(rewards, len(group), "grpo", eps=0.0)[: len(group)] == 0).all()
+
+
+@pytest.mark.parametrize("eps", [-1.0, -1e-9, float("nan"), float("inf"), True, "0.1"])
+def test_bad_eps_is_refused(eps) -> None:
+    # eps = -1 with a unit std would divide by 0 or flip the signs of a whole group
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+        grpo_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), 4, eps=eps)
+
+
+@pytest.mark.parametrize("estimator", ADVANTAGE_ESTIMATORS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_rewards_are_refused(estimator: str, bad: float) -> None:
+    rewards = torch.tensor([1.0, 0.0, 0.0, bad])
+    with pytest.raises(ValueError, match=r"rewards must be finite, got .* at sample 3"):
+        compute_advantages(rewards, 2, estimator)

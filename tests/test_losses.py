@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,12 +11,16 @@ import torch
 from bandpo import metric_names as mn
 from bandpo.losses import (
     AGG_MODES,
+    DUAL_CLIP_C,
     PolicyLossOutput,
     aggregate_loss,
     band_metrics,
+    check_dual_clip_c,
     entropy_from_logits,
     kl_penalty,
+    per_token_policy_loss,
     policy_loss,
+    policy_metrics,
 )
 from bandpo.methods import get_method, list_methods
 
@@ -90,6 +95,48 @@ def test_loss_and_gradient_equal_reference(name: str, agg: str, c: float | None)
     assert torch.allclose(logp_a.grad, logp_b.grad, rtol=1e-10, atol=1e-12)
     expected_tokens = torch.where(mask, reference_per_token(logp, old_logp, advantages, low, high, c), 0.0)
     assert torch.allclose(out.per_token_loss.detach(), expected_tokens, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list_methods())
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_policy_loss_is_per_token_then_aggregate_then_metrics(name: str, agg: str) -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=10)
+    bounds = get_method(name)(old_logp)
+    logp_a, logp_b = logp.clone().requires_grad_(), logp.clone().requires_grad_()
+    out = policy_loss(logp_a, old_logp, advantages, mask, bounds=bounds, agg=agg)
+    terms = per_token_policy_loss(logp_b, old_logp, advantages, mask, bounds)
+    loss = aggregate_loss(terms.per_token_loss, terms.mask, agg)
+    # the same operations on the same tensors in one process: equal, not merely close
+    assert torch.equal(out.loss, loss) and torch.equal(out.per_token_loss, terms.per_token_loss)
+    assert torch.equal(out.bounds.ratio_low, terms.bounds.ratio_low)
+    metrics = policy_metrics(terms)
+    assert set(out.metrics) == set(metrics) | {mn.LOSS_POLICY}
+    assert all(torch.equal(out.metrics[key], value) for key, value in metrics.items())
+    out.loss.backward()
+    loss.backward()
+    assert torch.equal(logp_a.grad, logp_b.grad)
+    # the per-token part carries the graph; what the metrics read does not
+    assert terms.per_token_loss.requires_grad
+    assert not any(t.requires_grad for t in (terms.ratio, terms.log_ratio, terms.advantages, *terms.bounds))
+
+
+def test_policy_metrics_read_the_ratio_they_are_given() -> None:
+    logp, old_logp, advantages, mask = make_batch(seed=11)
+    terms = per_token_policy_loss(logp, old_logp, advantages, mask, (0.8, 1.2))
+    doubled = dataclasses.replace(terms, ratio=terms.ratio * 2)
+    ratio_mean = policy_metrics(terms)[mn.RATIO_MEAN]
+    assert policy_metrics(doubled)[mn.RATIO_MEAN].item() == pytest.approx(2 * ratio_mean.item(), rel=1e-12)
+
+
+def test_validate_false_skips_the_value_checks() -> None:
+    logp, old_logp, advantages, mask = make_batch(batch=3, length=4)
+    half = mask.double() * 0.5
+    with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
+        per_token_policy_loss(logp, old_logp, advantages, half, (0.8, 1.2))
+    terms = per_token_policy_loss(logp, old_logp, advantages, half, (0.8, 1.2), validate=False)
+    assert torch.equal(terms.mask, mask)  # read as mask != 0, unchecked
+    crossed = per_token_policy_loss(logp, old_logp, advantages, mask, (1.2, 0.8), validate=False)
+    assert torch.isfinite(crossed.per_token_loss).all()
 
 
 def test_clip_higher_with_equal_eps_equals_clip() -> None:
@@ -204,6 +251,15 @@ def test_bad_dual_clip_raises(c) -> None:
     logp, old_logp, advantages, mask = make_batch()
     with pytest.raises(ValueError, match="dual_clip_c"):
         policy_loss(logp, old_logp, advantages, mask, dual_clip_c=c)
+
+
+def test_dual_clip_validator_has_one_off_value() -> None:
+    assert check_dual_clip_c(None) is None and check_dual_clip_c(math.inf) is None
+    assert check_dual_clip_c(10) == 10.0 and isinstance(check_dual_clip_c(10), float)
+    for bad in (1, 0.5, -math.inf, math.nan, False, "10"):
+        with pytest.raises(ValueError, match=r"^policy_loss\.dual_clip_c must be a number > 1 .* or None"):
+            check_dual_clip_c(bad, "policy_loss.dual_clip_c")
+    assert DUAL_CLIP_C == 10.0
 
 
 def test_log_ratio_is_clamped_to_20() -> None:
@@ -490,3 +546,97 @@ def test_entropy_edge_cases() -> None:
     assert entropy_from_logits(torch.zeros(10)).shape == ()
     with pytest.raises(ValueError, match="chunk_size"):
         entropy_from_logits(torch.zeros(2, 3), chunk_size=0)
+
+
+# --- values refused ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0.5, math.nan, 2.0, -1.0])
+def test_mask_values_other_than_0_and_1_are_refused(bad: float) -> None:
+    logp, old_logp, advantages, mask = make_batch(batch=3, length=4)
+    float_mask = mask.double()
+    float_mask[1, 2] = bad
+    with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
+        policy_loss(logp, old_logp, advantages, float_mask)
+    with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
+        aggregate_loss(torch.ones(3, 4), float_mask, "token_mean")
+    # 0/1 floats and ints are fine and equal the bool mask
+    ref = policy_loss(logp, old_logp, advantages, mask).loss
+    assert torch.equal(policy_loss(logp, old_logp, advantages, mask.double()).loss, ref)
+    assert torch.equal(policy_loss(logp, old_logp, advantages, mask.long()).loss, ref)
+
+
+def test_crossed_or_nan_bounds_are_refused() -> None:
+    logp, old_logp, advantages, mask = make_batch(batch=3, length=4)
+    with pytest.raises(ValueError, match=r"ratio_low <= ratio_high.*\[1.2, 0.8\]"):
+        policy_loss(logp, old_logp, advantages, mask, bounds=(1.2, 0.8))
+    low = torch.full((3, 4), 0.8, dtype=torch.float64)
+    low[0, 0] = math.nan  # token 0 is valid in every row
+    with pytest.raises(ValueError, match="ratio_low <= ratio_high"):
+        policy_loss(logp, old_logp, advantages, mask, bounds=(low, 1.2))
+    # a NaN old_logp on a valid token would give NaN bounds: refused, not a silent NaN loss
+    nan_old = old_logp.clone()
+    nan_old[0, 0] = math.nan
+    with pytest.raises(ValueError, match="ratio_low <= ratio_high"):
+        policy_loss(logp, nan_old, advantages, mask, method="band")
+    # crossed bounds on padding only are ignored
+    low[0, 0] = 0.8
+    pad = (~mask).nonzero()[0].tolist()
+    low[pad[0], pad[1]] = 5.0
+    assert torch.isfinite(policy_loss(logp, old_logp, advantages, mask, bounds=(low, 1.2)).loss)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_non_finite_advantages_are_refused(bad: float) -> None:
+    logp, old_logp, advantages, mask = make_batch(batch=3, length=4)
+    advantages = advantages.clone()
+    advantages[1] = bad
+    with pytest.raises(ValueError, match=r"advantages must be finite on valid tokens.*row 1"):
+        policy_loss(logp.requires_grad_(), old_logp, advantages, mask)
+    # on padding only (a per-token advantage) it is ignored
+    per_token = advantages[:, None].expand(3, 4).clone()
+    per_token[1] = 0.0
+    pad = (~mask).nonzero()[0].tolist()
+    per_token[pad[0], pad[1]] = bad
+    assert torch.isfinite(policy_loss(logp, old_logp, per_token, mask).loss)
+
+
+# --- low-precision inputs: bounds, ratio and comparison in float32 ----------------------------------
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", list_methods())
+def test_low_precision_log_probs_get_float32_bounds_and_ratio(
+    name: str, dtype: torch.dtype, autocast: bool
+) -> None:
+    """As under verl's bf16 mixed precision, where CPU autocast hands the loss bf16 log-probs."""
+    logp, old_logp, advantages, mask = make_batch(seed=9, dtype=dtype)
+    logp.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = policy_loss(logp, old_logp, advantages, mask, method=name)
+    reference = get_method(name)(old_logp.float())  # the same inputs, upcast first
+    for used, ref in zip(out.bounds, reference, strict=True):
+        assert used.dtype == torch.float32
+        assert torch.equal(used, ref)
+    assert out.loss.dtype == torch.float32 and out.per_token_loss.dtype == torch.float32
+    # the loss equals the float32 computation of the same (exactly representable) inputs
+    full = policy_loss(logp.detach().float(), old_logp.float(), advantages.float(), mask, method=name)
+    assert torch.allclose(out.per_token_loss.detach(), full.per_token_loss, rtol=0, atol=0)
+    for key, value in full.metrics.items():
+        assert value.dtype == torch.float32
+        assert torch.equal(out.metrics[key], value), key
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_ratio_inside_the_float32_bound_is_not_clipped(dtype: torch.dtype) -> None:
+    # clip eps 0.05: ratio e^0.046875 = 1.048 lies inside [0.95, 1.05] but above bf16's 1.046875
+    old_logp = torch.tensor([[-1.0]], dtype=dtype)
+    logp = torch.tensor([[-0.953125]], dtype=dtype, requires_grad=True)
+    method = get_method("clip", eps_low=0.05, eps_high=0.05)
+    out = policy_loss(logp, old_logp, torch.tensor([1.0]), torch.ones(1, 1, dtype=torch.bool), method=method)
+    assert out.bounds.ratio_high.item() == torch.tensor(1.05).item()
+    assert out.bounds.ratio_low.item() == torch.tensor(0.95).item()
+    assert out.metrics[mn.CLIP_FRAC_UP].item() == 0.0
+    out.loss.backward()
+    assert logp.grad.item() == pytest.approx(-math.exp(0.046875), rel=1e-2)  # d(-A·r)/d logp, not 0

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
 
 from bandpo import methods
-from bandpo.methods import BandMethod, BoundMethod, FixedClipMethod, RatioBounds, get_method, list_methods
+from bandpo.methods import (
+    BandMethod,
+    BoundMethod,
+    DeclaredMethod,
+    FixedClipMethod,
+    RatioBounds,
+    get_method,
+    list_methods,
+    param,
+)
 
 BUILTINS = ("clip", "clip_higher", "dcpo", "band", "band_upper", "band_lower")
 P_GRID = torch.tensor(
@@ -43,8 +54,12 @@ def logp_of(*p: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
 # --- registry ------------------------------------------------------------------------------------------
 
 
-def test_builtins_are_registered_in_order() -> None:
-    assert list_methods()[: len(BUILTINS)] == BUILTINS
+@pytest.mark.parametrize("name", BUILTINS)
+def test_builtins_are_registered_under_their_own_name(name: str) -> None:
+    # what matters is that each name resolves to a method carrying that name, not the listing order
+    assert name in list_methods()
+    method = get_method(name)
+    assert method.name == name and isinstance(method, BoundMethod)
 
 
 def test_unknown_name_lists_valid_names() -> None:
@@ -90,28 +105,101 @@ def test_unknown_divergence_raises() -> None:
 def test_register_refuses_duplicates_and_bad_factories(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
     with pytest.raises(ValueError, match="already registered"):
-        methods.register_method("clip", lambda *, eps_low=0.1: FixedClipMethod(name="clip", eps_low=eps_low))
+        methods.register_method("clip", lambda *, eps_low=0.1: FixedClipMethod(eps_low=eps_low))
     with pytest.raises(ValueError, match="snake_case"):
         methods.register_method("My-Clip", lambda: FixedClipMethod())
     with pytest.raises(ValueError, match="needs a default"):
-        methods.register_method(
-            "my_clip", lambda *, eps_low: FixedClipMethod(name="my_clip", eps_low=eps_low)
-        )
+        methods.register_method("my_clip", lambda *, eps_low: FixedClipMethod(eps_low=eps_low))
     with pytest.raises(ValueError, match="ordinary keyword"):
-        methods.register_method("my_clip", lambda **kw: FixedClipMethod(name="my_clip"))
+        methods.register_method("my_clip", lambda **kw: FixedClipMethod())
+    with pytest.raises(ValueError, match="not 'my_clip'"):
+        methods.register_method("my_clip", FixedClipMethod)  # a declared class keeps its own name
 
 
-def test_register_a_new_method(monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclass(frozen=True, kw_only=True)
+class TightClip(DeclaredMethod):
+    """A user method declared the way the built-ins are."""
+
+    name: ClassVar[str] = "tight"
+    eps: float = param(0.05, "both epsilons", low=0.0, high=1.0)
+
+    def compute_bounds(self, old_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full_like(old_logp, 1 - self.eps), torch.full_like(old_logp, 1 + self.eps)
+
+
+def test_register_a_declared_method(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
-
-    def tight(*, eps: float = 0.05) -> BoundMethod:
-        return FixedClipMethod(name="tight", eps_low=eps, eps_high=eps)
-
-    methods.register_method("tight", tight)
+    methods.register_method("tight", TightClip)
     assert "tight" in list_methods()
     bounds = get_method("tight", eps=0.1)(logp_of(0.5))
     assert torch.allclose(bounds.ratio_low, torch.tensor([0.9], dtype=torch.float64))
     assert torch.allclose(bounds.ratio_high, torch.tensor([1.1], dtype=torch.float64))
+    # its declaration is the one source of its validation, parameter list, defaults and help
+    assert methods.method_parameters("tight") == ("eps",)
+    assert methods.method_defaults_table()["tight"] == {"eps": 0.05}
+    assert methods.parameter_help("eps") == "both epsilons; default: 0.05 for tight"
+    with pytest.raises(ValueError, match=r"tight: eps must be a number in \[0, 1\], got 2"):
+        get_method("tight", eps=2)
+
+
+def test_register_a_plain_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+
+    def tight(*, eps: float = 0.05) -> BoundMethod:
+        return TightClip(eps=eps)
+
+    methods.register_method("tight", tight)
+    assert get_method("tight", eps=0.1) == TightClip(eps=0.1)
+    (spec,) = methods.method_parameter_specs("tight")
+    assert (spec.name, spec.default, spec.help) == ("eps", 0.05, "")
+    # a factory whose method carries another name would break get_method(m.name, **m.params)
+    methods.register_method("loose", lambda *, eps=0.05: TightClip(eps=eps))
+    with pytest.raises(TypeError, match="named 'tight'"):
+        get_method("loose")
+
+
+def _bad_values(spec: methods.MethodParameter) -> list:
+    """Values outside the declared range of `spec`."""
+    if spec.choices is not None:
+        return ["nope", 3]
+    if spec.kind is bool:
+        return ["yes", 1]
+    if spec.kind is str:
+        return [3]
+    bad = [float("nan"), "0.1", True]
+    if spec.low is not None:
+        bad.append(spec.low if spec.low_open else spec.low - 1)
+    if spec.high is not None and math.isfinite(spec.high):
+        bad.append(spec.high if spec.high_open else spec.high + 1)
+    if spec.high is not None and spec.high_open:
+        bad.append(spec.high)
+    return bad
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_declared_parameters_are_the_one_source(name: str) -> None:
+    specs = methods.method_parameter_specs(name)
+    defaults = {spec.name: spec.default for spec in specs}
+    assert methods.method_parameters(name) == tuple(defaults)
+    assert methods.method_defaults_table()[name] == defaults
+    assert get_method(name).params == defaults  # the method built with no arguments has the declared defaults
+    for spec in specs:
+        assert spec.help, f"{name}.{spec.name} has no help text"
+        assert name in methods.parameter_help(spec.name)
+        for bad in _bad_values(spec):
+            with pytest.raises(ValueError, match=f"{name}: {spec.name} must be"):
+                get_method(name, **{spec.name: bad})
+
+
+def test_band_fixed_sides_default_to_clip_higher() -> None:
+    table = methods.method_defaults_table()
+    for name in ("band", "band_upper", "band_lower"):
+        assert {k: table[name][k] for k in ("eps_low", "eps_high")} == table["clip_higher"]
+    assert methods.parameter_help("eps_high").endswith(
+        "default: 0.2 for clip, dcpo; 0.28 for clip_higher, band, band_upper, band_lower"
+    )
+    with pytest.raises(ValueError, match="no registered method takes"):
+        methods.parameter_help("eps")
 
 
 def test_factory_returning_wrong_type_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +209,7 @@ def test_factory_returning_wrong_type_is_caught(monkeypatch: pytest.MonkeyPatch)
         get_method("broken")
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("name", list_methods())
 def test_name_and_params_round_trip_through_json(name: str) -> None:
     method = get_method(name)
     assert method.name == name
@@ -157,7 +245,7 @@ def test_clip_higher_with_equal_eps_equals_clip() -> None:
     assert torch.equal(a.ratio_low, b.ratio_low) and torch.equal(a.ratio_high, b.ratio_high)
 
 
-# DAC at eps_low 0.16, eps_high 0.20, r_max 10: (p, lower, upper), from paper-notes §1.6
+# DAC at eps_low 0.16, eps_high 0.20, r_max 10: (p, lower, upper), hand-computed to 2-3 digits
 DCPO_TABLE = [
     (0.001, 0.5, 10.0),
     (0.01, 0.5, 5.0),
@@ -166,8 +254,7 @@ DCPO_TABLE = [
     (0.1, 0.5, 2.0),
     (0.2, 0.5, 1.62),
     (0.5, 0.5, 1.31),
-    # paper-notes lists 0.5 here, but L = 0.5 only for q < 4·eps_low = 0.64 (as the notes themselves say);
-    # the formula gives 0.5 + 0.5·√(1 - 0.64/0.7) = 0.646
+    # L = 0.5 only for q < 4·eps_low = 0.64; here the formula gives 0.5 + 0.5·√(1 - 0.64/0.7) = 0.646
     (0.7, 0.646, 1.23),
     (0.9, 0.77, 1.19),
     (0.99, 0.80, 1.17),
@@ -175,7 +262,7 @@ DCPO_TABLE = [
 
 
 @pytest.mark.parametrize(("p", "lower", "upper"), DCPO_TABLE)
-def test_dcpo_matches_paper_notes_table(p: float, lower: float, upper: float) -> None:
+def test_dcpo_matches_hand_table(p: float, lower: float, upper: float) -> None:
     low, high = get_method("dcpo")(logp_of(p))
     assert low.item() == pytest.approx(lower, abs=0.006)
     assert high.item() == pytest.approx(upper, abs=0.006)
@@ -257,7 +344,7 @@ def test_band_relax_is_union_with_clip_higher() -> None:
     assert relaxed.ratio_high.tolist() == pytest.approx([plain.ratio_high[0].item(), 1.28])
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("name", list_methods())
 def test_every_interval_contains_one_and_respects_caps(name: str) -> None:
     low, high = get_method(name)(logp_of(*P_GRID.tolist()))
     assert torch.all((low >= 0) & (low <= 1)) and torch.all((high >= 1) & (high <= 10))
@@ -266,23 +353,31 @@ def test_every_interval_contains_one_and_respects_caps(name: str) -> None:
 # --- dtypes, shapes, gradients ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("name", list_methods())
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
-def test_dtype_and_device_are_kept(name: str, dtype: torch.dtype) -> None:
+def test_bounds_are_float32_at_least_on_the_input_device(name: str, dtype: torch.dtype) -> None:
     x = logp_of(1e-4, 0.08, 0.5, 0.9, dtype=dtype)
     bounds = get_method(name)(x)
     assert isinstance(bounds, RatioBounds)
+    expected = torch.float64 if dtype == torch.float64 else torch.float32
     for t in bounds:
-        assert t.dtype == dtype and t.device == x.device and t.shape == x.shape
+        assert t.dtype == expected and t.device == x.device and t.shape == x.shape
         assert torch.isfinite(t).all()
     if dtype in (torch.bfloat16, torch.float16):
-        # low precision inputs are computed in float32 and only rounded at the end
+        # low precision inputs are computed in float32 and never rounded back to bf16/fp16
         reference = get_method(name)(x.float())
         for t, ref in zip(bounds, reference, strict=True):
-            assert torch.equal(t, ref.to(dtype))
+            assert torch.equal(t, ref)
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_clip_bounds_are_not_rounded_to_low_precision(dtype: torch.dtype) -> None:
+    # bf16 would turn 0.95 / 1.05 into 0.94921875 / 1.046875
+    low, high = get_method("clip", eps_low=0.05, eps_high=0.05)(torch.zeros(3, dtype=dtype))
+    assert torch.equal(low, torch.full((3,), 0.95)) and torch.equal(high, torch.full((3,), 1.05))
+
+
+@pytest.mark.parametrize("name", list_methods())
 @pytest.mark.parametrize("shape", [(), (0,), (0, 7), (2, 3, 4)])
 def test_any_shape(name: str, shape: tuple[int, ...]) -> None:
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).clamp(min=1e-6).log()
@@ -290,7 +385,7 @@ def test_any_shape(name: str, shape: tuple[int, ...]) -> None:
     assert low.shape == shape and high.shape == shape
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("name", list_methods())
 def test_bounds_carry_no_gradient(name: str) -> None:
     x = logp_of(0.08, 0.5).requires_grad_()
     low, high = get_method(name)(x)

@@ -7,10 +7,14 @@ Notes:
     A group whose rewards are all equal gets an advantage of exactly 0.0 (never NaN, and not a tiny
     rounding residue such as 1e-17: the mean of equal floats is not always bit-equal to them). Such groups
     are not filtered (that is DAPO's dynamic sampling, a separate choice). Advantages are float32 for
-    integer/bool/low-precision rewards and float64 for float64 rewards.
+    integer/bool/low-precision rewards and float64 for float64 rewards. NaN or infinite rewards are refused
+    (a ValueError naming the first bad sample): one of them would silently turn its whole group's
+    advantages into NaN. The check reads one flag back from the device per call.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -43,7 +47,15 @@ def _grouped(rewards: Tensor, group_size: int, *, min_group_size: int = 1) -> Te
             "each prompt needs exactly group_size completions"
         )
     dtype = torch.float64 if rewards.dtype == torch.float64 else torch.float32
-    return rewards.detach().to(dtype).reshape(-1, group_size)  # (G, group_size)
+    rewards = rewards.detach().to(dtype)
+    finite = torch.isfinite(rewards)
+    if not bool(finite.all()):
+        index = int((~finite).nonzero()[0, 0])
+        raise ValueError(
+            f"rewards must be finite, got {rewards[index].item()} at sample {index}; score a failed sample "
+            "with a finite reward (e.g. 0.0) instead of NaN or inf"
+        )
+    return rewards.reshape(-1, group_size)  # (G, group_size)
 
 
 def _centered(grouped: Tensor) -> Tensor:
@@ -60,13 +72,27 @@ def grpo_advantages(
 
     The std is the unbiased (Bessel-corrected, n-1) sample std of each group, as in TRL and verl. With
     group_size 1 there is no group to compare against: all advantages are 0.
+
+    Args:
+        eps: a finite number >= 0 added to the std. With eps = 0 a group of equal rewards still gets 0
+            (not 0/0 = NaN), and a group whose std underflows to 0 is left unscaled.
+
+    Raises:
+        ValueError: a NaN or infinite reward, a negative or non-finite `eps`, or a bad layout.
     """
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < math.inf:
+        raise ValueError(
+            f"eps must be a finite number >= 0 (added to the group std; default 1e-6), got {eps!r}; a negative "
+            "eps can flip the sign of an advantage"
+        )
     grouped = _grouped(rewards, group_size)
     if group_size == 1 or grouped.numel() == 0:
         return torch.zeros(grouped.numel(), dtype=grouped.dtype, device=grouped.device)
     advantages = _centered(grouped)  # (G, g)
     if scale_by_std:
-        advantages = advantages / (grouped.std(dim=-1, correction=1, keepdim=True) + eps)
+        scale = grouped.std(dim=-1, correction=1, keepdim=True) + eps  # (G, 1)
+        # scale is 0 only when eps = 0 and the std is 0 (equal rewards, centred to exactly 0 already)
+        advantages = advantages / torch.where(scale > 0, scale, 1.0)
     return advantages.reshape(-1)  # (N,)
 
 

@@ -1,8 +1,8 @@
 """The clipped policy-gradient surrogate shared by every method, its aggregation, and its diagnostics.
 
 Every method (clip, Clip-Higher, DCPO, Band and its one-sided variants) differs only in the per-token ratio
-bounds it makes (`bandpo.methods`); `policy_loss` consumes any bounds. Per valid token, with
-r = exp(clamp(logp - old_logp, -20, 20)) and bounds [ratio_low, ratio_high] (paper-notes §3):
+bounds it makes (`bandpo.methods`); one loss consumes any bounds. Per valid token, with
+r = exp(clamp(logp - old_logp, -20, 20)) and bounds [ratio_low, ratio_high] (docs/theory.md):
 
     loss = max(-A·r, -A·clamp(r, ratio_low, ratio_high))
     loss = min(loss, -A·c)            for A < 0 (dual-clip, c = 10 in the paper's scripts)
@@ -15,6 +15,13 @@ Where this departs from the naive formula, and why:
       the loss of bf16 log-probs is finite and the ratio is not quantised to bf16's 3 significant digits.
     - Masked positions are neutralised before any arithmetic (log-ratio 0, advantage 0), so padding that
       holds -inf or NaN log-probs can never turn into a NaN loss or gradient.
+
+`policy_loss` composes three parts, each public so that an engine can use the ones it lacks (verl, for
+instance, keeps its own `agg_loss`):
+
+    terms = per_token_policy_loss(logp, old_logp, advantages, mask, bounds)   # the formula above, (B, T)
+    loss = aggregate_loss(terms.per_token_loss, terms.mask, agg)               # a scalar
+    metrics = policy_metrics(terms)                                            # from the same ratio
 
 Gradients flow to `logp` only: `old_logp`, `advantages` and the bounds are detached.
 """
@@ -33,14 +40,19 @@ from bandpo.methods import BoundMethod, RatioBounds, compute_dtype, resolve_meth
 
 __all__ = [
     "AGG_MODES",
+    "DUAL_CLIP_C",
     "KL_KINDS",
     "LOG_RATIO_CLAMP",
+    "PerTokenPolicyLoss",
     "PolicyLossOutput",
     "aggregate_loss",
     "band_metrics",
+    "check_dual_clip_c",
     "entropy_from_logits",
     "kl_penalty",
+    "per_token_policy_loss",
     "policy_loss",
+    "policy_metrics",
 ]
 
 LOG_RATIO_CLAMP = 20.0
@@ -57,6 +69,9 @@ AGG_MODES: tuple[str, ...] = (
 )
 
 KL_KINDS: tuple[str, ...] = ("k1", "k2", "k3", "low_var_kl")
+
+DUAL_CLIP_C = 10.0
+"""The dual-clip constant c of the paper's scripts: the default of every `dual_clip_c` (None disables it)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,34 @@ class PolicyLossOutput:
     per_token_loss: Tensor
     metrics: dict[str, Tensor] = field(repr=False)
     bounds: RatioBounds | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class PerTokenPolicyLoss:
+    """Result of `per_token_policy_loss`: the per-token loss and the tensors its diagnostics read.
+
+    All tensors are (B, T) in the compute dtype (float32 at least; float64 for float64 `logp`).
+
+    Attributes:
+        per_token_loss: the clipped surrogate per token, exactly 0 on padding; the only tensor with a graph
+            (to `logp`). Aggregate it with `aggregate_loss` or an engine's own aggregation.
+        ratio: exp(log_ratio), detached; 1 on padding.
+        log_ratio: logp - old_logp clamped to ±`LOG_RATIO_CLAMP`, detached; 0 on padding.
+        advantages: per-token advantages, detached; 0 on padding.
+        mask: bool validity mask.
+        bounds: the (ratio_low, ratio_high) used, detached.
+        old_logp: the old log-probs as given (detached), for the per-p_old-bin diagnostics.
+        dual_clip_c: the dual-clip constant used (None: off).
+    """
+
+    per_token_loss: Tensor
+    ratio: Tensor = field(repr=False)
+    log_ratio: Tensor = field(repr=False)
+    advantages: Tensor = field(repr=False)
+    mask: Tensor = field(repr=False)
+    bounds: RatioBounds = field(repr=False)
+    old_logp: Tensor = field(repr=False)
+    dual_clip_c: float | None = None
 
 
 # --- input checks ------------------------------------------------------------------------------------
@@ -99,7 +142,7 @@ def _check_logp_pair(logp: Tensor, other: Tensor, other_name: str) -> None:
         )
 
 
-def _prepare_mask(mask: Tensor, shape: torch.Size) -> Tensor:
+def _prepare_mask(mask: Tensor, shape: torch.Size, *, validate: bool = True) -> Tensor:
     if not isinstance(mask, Tensor):
         raise TypeError(f"mask must be a (B, T) tensor (bool or 0/1), got {type(mask).__name__}")
     if mask.shape != shape:
@@ -107,7 +150,16 @@ def _prepare_mask(mask: Tensor, shape: torch.Size) -> Tensor:
             f"mask must have the same shape as logp {tuple(shape)}, got {tuple(mask.shape)}; it marks the "
             "valid completion tokens (True/1) vs padding (False/0)"
         )
-    return mask if mask.dtype == torch.bool else mask != 0
+    if mask.dtype == torch.bool or not validate:
+        return mask if mask.dtype == torch.bool else mask != 0
+    binary = (mask == 0) | (mask == 1)
+    if not bool(binary.all()):  # one host sync, for non-bool masks only
+        bad = mask[~binary][0].item()
+        raise ValueError(
+            f"mask must hold only 0 and 1 (or be bool), got {bad}; a fractional or NaN mask is not a weight "
+            "here: pass mask.bool() for validity, and multiply per_token_loss by weights yourself"
+        )
+    return mask != 0
 
 
 def _prepare_advantages(advantages: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
@@ -135,7 +187,11 @@ def _prepare_bounds(
         raise TypeError("bounds must be a RatioBounds or a (ratio_low, ratio_high) pair of tensors or floats")
     out = []
     for name, value in zip(("ratio_low", "ratio_high"), bounds, strict=True):
-        t = torch.as_tensor(value, device=like.device).detach().to(like.dtype)
+        # a Python float goes straight to the compute dtype (not through float32 first)
+        t = torch.as_tensor(
+            value, dtype=None if isinstance(value, Tensor) else like.dtype, device=like.device
+        )
+        t = t.detach().to(like.dtype)
         try:
             torch.broadcast_shapes(t.shape, shape)
         except RuntimeError:
@@ -147,17 +203,52 @@ def _prepare_bounds(
     return RatioBounds(out[0], out[1])
 
 
-def _check_dual_clip(dual_clip_c: float | None) -> float | None:
-    if dual_clip_c is None:
-        return None
-    if isinstance(dual_clip_c, bool) or not isinstance(dual_clip_c, int | float) or math.isnan(dual_clip_c):
-        raise ValueError(f"dual_clip_c must be a number > 1, None or math.inf, got {dual_clip_c!r}")
-    if dual_clip_c <= 1:
+def _check_values(adv: Tensor, low: Tensor, high: Tensor, mask: Tensor) -> None:
+    """Refuse non-finite advantages and NaN or crossed bounds on valid tokens (one host sync)."""
+    bad_adv = mask & ~torch.isfinite(adv)  # (B, T)
+    bad_bounds = mask & ~(low <= high)  # (B, T); NaN bounds compare False
+    flags = torch.stack([bad_adv.any(), bad_bounds.any()]).tolist()
+    if flags[0]:
+        row, col = bad_adv.nonzero()[0].tolist()
         raise ValueError(
-            f"dual_clip_c must be > 1 (it caps the loss of A < 0 tokens at -A·c; paper: 10), got {dual_clip_c!r}; "
-            "pass None to disable dual-clip"
+            f"advantages must be finite on valid tokens, got {adv[row, col].item()} at (row {row}, token {col}); "
+            "an infinite advantage gives an infinite gradient: check the rewards and the std normalisation"
         )
-    return None if math.isinf(dual_clip_c) else float(dual_clip_c)
+    if flags[1]:
+        row, col = bad_bounds.nonzero()[0].tolist()
+        raise ValueError(
+            f"bounds must satisfy ratio_low <= ratio_high on valid tokens, got [{low[row, col].item()}, "
+            f"{high[row, col].item()}] at (row {row}, token {col}); build bounds with a bound method "
+            "(bandpo.get_method) or pass (low, high) with low <= high, and no NaN old_logp on valid tokens"
+        )
+
+
+def check_dual_clip_c(value: float | None, name: str = "dual_clip_c") -> float | None:
+    """The one validator of the dual-clip constant c: a number > 1, or None to disable dual-clip.
+
+    Every place that takes c (`policy_loss`, `band_metrics`, `TrainConfig`, the TRL and verl configs) calls
+    this, so they all accept the same values and share one "off" value: None (JSON null). `math.inf` (a cap
+    that never binds, and how a command line spells "off") is accepted and returned as None, so it is never
+    written to a JSON file as the non-standard `Infinity`.
+
+    Args:
+        value: c, None or math.inf.
+        name: the field name used in the error (e.g. "policy_loss.dual_clip_c" in a verl config).
+
+    Returns:
+        float(c), or None when dual-clip is off.
+
+    Raises:
+        ValueError: a bool, a non-number, NaN or c <= 1, naming `field`, the value and the fix.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or value <= 1:
+        raise ValueError(
+            f"{name} must be a number > 1 (dual-clip caps the loss of A < 0 tokens at -A·c; the paper uses "
+            f"{DUAL_CLIP_C:g}) or None to disable dual-clip, got {value!r}"
+        )
+    return None if math.isinf(value) else float(value)
 
 
 # --- aggregation -------------------------------------------------------------------------------------
@@ -209,19 +300,17 @@ def aggregate_loss(per_token_loss: Tensor, mask: Tensor, agg: str, *, max_len: i
 # --- the surrogate -----------------------------------------------------------------------------------
 
 
-def policy_loss(
+def per_token_policy_loss(
     logp: Tensor,
     old_logp: Tensor,
     advantages: Tensor,
     mask: Tensor,
+    bounds: RatioBounds | tuple[Tensor | float, Tensor | float],
     *,
-    method: str | BoundMethod = "band",
-    agg: str = "seq_mean_token_mean",
-    dual_clip_c: float | None = 10.0,
-    bounds: RatioBounds | tuple[Tensor | float, Tensor | float] | None = None,
-    max_len: int | None = None,
-) -> PolicyLossOutput:
-    """Clipped policy-gradient loss with per-token ratio bounds (PPO/GRPO surrogate, BandPO's bounds).
+    dual_clip_c: float | None = DUAL_CLIP_C,
+    validate: bool = True,
+) -> PerTokenPolicyLoss:
+    """The clipped surrogate per token, before any aggregation (see the module docstring for the formula).
 
     Args:
         logp: (B, T) log-probs of the sampled tokens under the current policy; the only input that gets
@@ -229,30 +318,27 @@ def policy_loss(
         old_logp: (B, T) log-probs under the sampling (old) policy.
         advantages: (B,) per sequence or (B, T) per token.
         mask: (B, T) bool (or 0/1) marking valid completion tokens.
-        method: a registered method name (its defaults) or a method object (`bandpo.get_method`).
-            Ignored when `bounds` is given.
-        agg: aggregation mode, one of `AGG_MODES` (see `aggregate_loss`).
-        dual_clip_c: dual-clip constant c > 1 for A < 0 tokens; None or math.inf disables it.
-        bounds: precomputed (ratio_low, ratio_high), e.g. `method(old_logp)` computed once per rollout
-            batch; tensors of shape (B, T) (or broadcastable) or floats.
-        max_len: constant divisor of `seq_mean_token_sum_norm` (default T).
+        bounds: (ratio_low, ratio_high), e.g. `method(old_logp)` computed once per rollout batch; tensors
+            of shape (B, T) (or broadcastable) or floats. Upcast to the compute dtype, never rounded down.
+        dual_clip_c: dual-clip constant c > 1 for A < 0 tokens; None disables it (`check_dual_clip_c`).
+        validate: refuse, with one host sync, a mask with values other than 0/1 (bool masks need no
+            check), and on valid tokens a non-finite advantage or NaN or crossed bounds (ratio_low >
+            ratio_high). With `validate=False` nothing syncs and such values propagate.
 
     Returns:
-        PolicyLossOutput with the scalar loss, the (B, T) per-token loss (0 where masked), the metrics
-        (see `band_metrics`, plus `loss/policy`) and the bounds used.
+        `PerTokenPolicyLoss`: the (B, T) per-token loss (0 on padding) and the detached ratio, log-ratio,
+        advantages, mask and bounds that `policy_metrics` reads (nothing is recomputed there).
     """
     _check_logp_pair(logp, old_logp, "old_logp")
     shape = logp.shape
     dtype = compute_dtype(logp.dtype)
-    mask = _prepare_mask(mask, shape)
+    mask = _prepare_mask(mask, shape, validate=validate)
     adv = _prepare_advantages(advantages, shape, dtype)
-    c = _check_dual_clip(dual_clip_c)
-    if agg not in AGG_MODES:
-        raise ValueError(f"unknown aggregation {agg!r}; valid modes: {list(AGG_MODES)}")
-    if bounds is None:
-        bounds = resolve_method(method)(old_logp)
+    c = check_dual_clip_c(dual_clip_c)
     zero = torch.zeros((), dtype=dtype, device=logp.device)
     low, high = _prepare_bounds(bounds, shape, zero)  # detached, (B, T) views
+    if validate:
+        _check_values(adv, low, high, mask)
     adv = torch.where(mask, adv, zero)  # (B, T)
 
     diff = logp.to(dtype) - old_logp.detach().to(dtype)  # (B, T)
@@ -264,35 +350,94 @@ def policy_loss(
     if c is not None:
         per_token = torch.where(adv < 0, torch.minimum(per_token, -adv * c), per_token)
     per_token = torch.where(mask, per_token, zero)  # (B, T), exactly 0 on padding
-    loss = aggregate_loss(per_token, mask, agg, max_len=max_len)
+    return PerTokenPolicyLoss(
+        per_token_loss=per_token,
+        ratio=ratio.detach(),
+        log_ratio=log_ratio.detach(),
+        advantages=adv,
+        mask=mask,
+        bounds=RatioBounds(low, high),
+        old_logp=old_logp.detach(),
+        dual_clip_c=c,
+    )
 
-    with torch.no_grad():
-        metrics = _metrics(ratio.detach(), log_ratio.detach(), old_logp.detach(), adv, mask, low, high, c)
-        metrics[mn.LOSS_POLICY] = loss.detach()
+
+def policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    method: str | BoundMethod = "band",
+    agg: str = "seq_mean_token_mean",
+    dual_clip_c: float | None = DUAL_CLIP_C,
+    bounds: RatioBounds | tuple[Tensor | float, Tensor | float] | None = None,
+    max_len: int | None = None,
+    validate: bool = True,
+) -> PolicyLossOutput:
+    """Clipped policy-gradient loss with per-token ratio bounds (PPO/GRPO surrogate, BandPO's bounds).
+
+    The composition `per_token_policy_loss` → `aggregate_loss` → `policy_metrics`.
+
+    Args:
+        logp: (B, T) log-probs of the sampled tokens under the current policy; the only input that gets
+            gradients.
+        old_logp: (B, T) log-probs under the sampling (old) policy.
+        advantages: (B,) per sequence or (B, T) per token.
+        mask: (B, T) bool (or 0/1) marking valid completion tokens.
+        method: a registered method name (its defaults) or a method object (`bandpo.get_method`).
+            Ignored when `bounds` is given.
+        agg: aggregation mode, one of `AGG_MODES` (see `aggregate_loss`).
+        dual_clip_c: dual-clip constant c > 1 for A < 0 tokens; None disables it (`check_dual_clip_c`).
+        bounds: precomputed (ratio_low, ratio_high), e.g. `method(old_logp)` computed once per rollout
+            batch; tensors of shape (B, T) (or broadcastable) or floats.
+        max_len: constant divisor of `seq_mean_token_sum_norm` (default T).
+        validate: see `per_token_policy_loss`.
+
+    Returns:
+        PolicyLossOutput with the scalar loss, the (B, T) per-token loss (0 where masked), the metrics
+        (see `band_metrics`, plus `loss/policy`) and the bounds used.
+    """
+    if agg not in AGG_MODES:
+        raise ValueError(f"unknown aggregation {agg!r}; valid modes: {list(AGG_MODES)}")
+    _check_logp_pair(logp, old_logp, "old_logp")
+    if bounds is None:
+        bounds = resolve_method(method)(old_logp)
+    terms = per_token_policy_loss(
+        logp, old_logp, advantages, mask, bounds, dual_clip_c=dual_clip_c, validate=validate
+    )
+    loss = aggregate_loss(terms.per_token_loss, terms.mask, agg, max_len=max_len)
+    metrics = policy_metrics(terms)
+    metrics[mn.LOSS_POLICY] = loss.detach()
     return PolicyLossOutput(
-        loss=loss, per_token_loss=per_token, metrics=metrics, bounds=RatioBounds(low, high)
+        loss=loss, per_token_loss=terms.per_token_loss, metrics=metrics, bounds=terms.bounds
     )
 
 
 # --- diagnostics -------------------------------------------------------------------------------------
 
 
-def _metrics(
-    ratio: Tensor,
-    log_ratio: Tensor,
-    old_logp: Tensor,
-    adv: Tensor,
-    mask: Tensor,
-    low: Tensor,
-    high: Tensor,
-    c: float | None,
-    *,
-    bin_counts: bool = False,
-) -> dict[str, Tensor]:
-    """All diagnostics in a few fused reductions. `adv` must already be 0 on padding.
+@torch.no_grad()
+def policy_metrics(terms: PerTokenPolicyLoss, *, bin_counts: bool = False) -> dict[str, Tensor]:
+    """The clipping diagnostics of a `per_token_policy_loss` result, from its ratio (not recomputed).
 
-    `bin_counts` adds the number of valid tokens per p_old bin (`metric_names.CLIP_TOKENS_BINS`).
+    Keys (`bandpo.metric_names`): clip fractions (`clip/frac`, `_up`, `_down`, `_dual`), the fraction of
+    tokens whose bound binds (ratio outside the interval, either sign of A), the upward/downward clip
+    fraction per p_old bin (`PROB_BIN_EDGES`), mean bounds, ratio mean and max, and the approximate
+    KL(π_old‖π_θ) estimators k1 = mean(-log r) and k3 = mean(r - 1 - log r). All are means over valid tokens
+    (per bin: over the valid tokens of that bin) returned as detached 0-dim tensors, computed in a few fused
+    reductions with no host sync. `bin_counts` adds the number of valid tokens in each p_old bin
+    (`clip/tokens_<bin>`, `metric_names.CLIP_TOKENS_BINS`), so that a caller averaging the per-bin fractions
+    over micro-batches can skip (or weight by) the micro-batches where a bin is empty.
+
+    Notes:
+        "up" = A > 0 and r > ratio_high; "down" = A < 0 and r < ratio_low: exactly the tokens whose
+        gradient the clip removes. An empty selection (no valid token, or an empty p_old bin) gives 0.0,
+        never NaN; a per-bin fraction of 0.0 with a bin count of 0 means "no such token", not "no clip".
     """
+    ratio, log_ratio, adv, mask = terms.ratio, terms.log_ratio, terms.advantages, terms.mask
+    low, high = terms.bounds
+    c = terms.dual_clip_c
     dtype = ratio.dtype
     up = (adv > 0) & (ratio > high)  # (B, T): clipped term active above, no gradient (False on padding)
     down = (adv < 0) & (ratio < low)  # (B, T): clipped term active below, no gradient
@@ -312,7 +457,7 @@ def _metrics(
     # p_old bins [e0, e1), [e1, e2), ..., [e_{n-1}, 1]: bin index = number of inner edges <= p_old, so
     # p_old >= 1 (old_logp >= 0) lands in the last bin; padding goes to an extra dump bin
     n_bins = len(mn.PROB_BIN_LABELS)
-    p_old = old_logp.to(dtype).exp().reshape(-1)  # (N,)
+    p_old = terms.old_logp.to(dtype).exp().reshape(-1)  # (N,)
     index = torch.zeros_like(p_old, dtype=torch.long)
     for edge in mn.PROB_BIN_EDGES[1:-1]:
         index += p_old >= edge
@@ -342,6 +487,7 @@ def _metrics(
     return out
 
 
+@torch.no_grad()
 def band_metrics(
     logp: Tensor,
     old_logp: Tensor,
@@ -349,37 +495,19 @@ def band_metrics(
     mask: Tensor,
     bounds: RatioBounds | tuple[Tensor | float, Tensor | float],
     *,
-    dual_clip_c: float | None = 10.0,
+    dual_clip_c: float | None = DUAL_CLIP_C,
+    validate: bool = True,
 ) -> dict[str, Tensor]:
-    """The clipping diagnostics of `policy_loss`, for callers that compute the loss themselves.
+    """The clipping diagnostics of `policy_loss`, for callers that compute the loss themselves (e.g. TRL).
 
-    Keys (`bandpo.metric_names`): clip fractions (`clip/frac`, `_up`, `_down`, `_dual`), the fraction of
-    tokens whose bound binds (ratio outside the interval, either sign of A), the upward/downward clip
-    fraction per p_old bin (`PROB_BIN_EDGES`), mean bounds, ratio mean and max, and the approximate
-    KL(π_old‖π_θ) estimators k1 = mean(-log r) and k3 = mean(r - 1 - log r). All are means over valid tokens
-    (per bin: over the valid tokens of that bin) returned as detached 0-dim tensors. In addition (not in
-    `policy_loss`'s metrics), the number of valid tokens in each p_old bin (`clip/tokens_<bin>`,
-    `metric_names.CLIP_TOKENS_BINS`), so that a caller averaging the per-bin fractions over micro-batches
-    can skip (or weight by) the micro-batches where a bin is empty.
-
-    Notes:
-        "up" = A > 0 and r > ratio_high; "down" = A < 0 and r < ratio_low: exactly the tokens whose
-        gradient the clip removes. An empty selection (no valid token, or an empty p_old bin) gives 0.0,
-        never NaN; a per-bin fraction of 0.0 with a bin count of 0 means "no such token", not "no clip".
+    `policy_metrics(per_token_policy_loss(...), bin_counts=True)` without a graph: the keys of
+    `policy_loss`'s metrics (less `loss/policy`) plus the per-bin token counts `clip/tokens_<bin>`. A
+    caller that already has a `per_token_policy_loss` result calls `policy_metrics` on it instead.
     """
-    _check_logp_pair(logp, old_logp, "old_logp")
-    shape = logp.shape
-    dtype = compute_dtype(logp.dtype)
-    c = _check_dual_clip(dual_clip_c)
-    with torch.no_grad():
-        mask = _prepare_mask(mask, shape)
-        zero = torch.zeros((), dtype=dtype, device=logp.device)
-        adv = torch.where(mask, _prepare_advantages(advantages, shape, dtype), zero)
-        low, high = _prepare_bounds(bounds, shape, zero)
-        diff = logp.detach().to(dtype) - old_logp.detach().to(dtype)
-        log_ratio = torch.where(mask, diff, zero).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-        ratio = log_ratio.exp()
-        return _metrics(ratio, log_ratio, old_logp.detach(), adv, mask, low, high, c, bin_counts=True)
+    terms = per_token_policy_loss(
+        logp.detach(), old_logp, advantages, mask, bounds, dual_clip_c=dual_clip_c, validate=validate
+    )
+    return policy_metrics(terms, bin_counts=True)
 
 
 # --- KL to a reference policy and entropy ------------------------------------------------------------

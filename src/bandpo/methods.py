@@ -8,30 +8,39 @@ minibatches (pass them as `policy_loss(..., bounds=...)`).
 
 Built-in methods (snake_case names, the same in code, config, CLI and metric prefixes):
 
-- `clip`: PPO/GRPO's fixed interval [1 - eps_low, 1 + eps_high], eps 0.2 / 0.2.
-- `clip_higher`: DAPO's Clip-Higher, the same with eps_low 0.2, eps_high 0.28.
-- `dcpo`: DCPO's Dynamic Adaptive Clipping (DAC) alone, with q = p_old:
-  lower = 0.5 + 0.5·√max(1 − 4·eps_low/q, 0), upper = 0.5 + 0.5·√(1 + 4·eps_high/q),
-  eps_low 0.16, eps_high 0.20, upper capped at `ratio_max` 10 (paper-notes §4).
-- `band`: BandPO. The exact interval of ratios reachable inside the f-divergence ball of radius `delta` around
-  the old policy (`bandpo.band.band_bounds`), paper defaults: KL, delta 0.05, `ratio_max` cap 10, no
-  relaxation. Each side is chosen on its own with `lower_side` / `upper_side` in {"band", "fixed"}; a fixed
-  side is 1 - eps_low (lower) or 1 + eps_high (upper). `relax=True` takes the union with
-  [1 - eps_low, 1 + eps_high] (the official `does_relax_high_p_bound`, TRGPPO's union).
-- `band_upper` ("Band-upper"): Band's upper side with the fixed lower side 1 - eps_low (0.8). Same as
-  `get_method("band", lower_side="fixed")`. Our exploration found that the discovery of rare good actions
-  comes from Band's upper side alone, while Band's lower side (≈ 0 for p_old < 0.01 under KL, δ = 0.05) lets
-  negative advantages crush rare tokens (exploration-notes §0, §2).
-- `band_lower`: the reverse ablation, Band's lower side with the fixed upper side 1 + eps_high.
+- `clip` (`FixedClipMethod`): PPO/GRPO's fixed interval [1 - eps_low, 1 + eps_high].
+- `clip_higher` (`ClipHigherMethod`): DAPO's Clip-Higher, the same with a wider upper side.
+- `dcpo` (`DCPOMethod`): DCPO's Dynamic Adaptive Clipping (DAC) alone, with q = p_old:
+  lower = 0.5 + 0.5·√max(1 − 4·eps_low/q, 0), upper = 0.5 + 0.5·√(1 + 4·eps_high/q), upper capped at
+  `ratio_max`.
+- `band` (`BandMethod`): BandPO. The exact interval of ratios reachable inside the f-divergence ball of
+  radius `delta` around the old policy (`bandpo.band.band_bounds`); the defaults are the paper's (KL,
+  δ = 0.05, `ratio_max` cap 10, no relaxation). Each side is chosen on its own with `lower_side` /
+  `upper_side` in {"band", "fixed"}; a fixed side is Clip-Higher's 1 - eps_low (lower) or 1 + eps_high
+  (upper). `relax=True` takes the union with [1 - eps_low, 1 + eps_high] (the official
+  `does_relax_high_p_bound`, TRGPPO's union).
+- `band_upper` (`BandUpperMethod`, "Band-upper"): Band's upper side with the fixed lower side 1 - eps_low.
+  Same as `get_method("band", lower_side="fixed")`. Band's lower side (≈ 0 for p_old < 0.01 under KL,
+  δ = 0.05) lets negative advantages crush rare tokens; this variant keeps only the upper side, which is
+  where rare good actions gain room (docs/theory.md).
+- `band_lower` (`BandLowerMethod`): the reverse ablation, Band's lower side with the fixed upper side.
+
+One source for every default: each built-in is a frozen dataclass whose fields are its parameters, declared
+with `param(default, help, range)`. The registry's validation (`__post_init__`), `method_parameters`,
+`method_parameter_specs`, `method_defaults_table` and `parameter_help` (what the CLI, `TrainConfig` and the
+engine configs show) are all read from those fields. `bandpo train --help` lists every default.
 
 Every method object has `.name` (its registry name), `.params` (a JSON-serialisable dict such that
 `get_method(m.name, **m.params)` rebuilds it) and is called as `m(old_logp) -> RatioBounds`.
 
 Notes:
-    All bounds are computed under `torch.no_grad()` in float32 (float64 for float64 input) and returned in
-    `old_logp`'s dtype and device. `old_logp` is clamped to <= 0 first (a log-probability above 0 is rounding
-    noise or padding; the official code clamps to [-700, 0]); -inf (p_old = 0) is allowed. Final clamps, as in
-    the official code: lower into [0, 1], upper into [1, ratio_max], so every interval contains 1.
+    All bounds are computed under `torch.no_grad()` and returned in float32 at least (float64 for float64
+    input; bf16 and fp16 input give float32 bounds) on `old_logp`'s device: a bound is a threshold the ratio
+    is compared with, and rounding it to bf16 moves it (clip's 1.05 would become 1.046875). `old_logp` is
+    clamped to <= 0 first (a log-probability above 0 is rounding noise or padding; the official code clamps
+    to [-700, 0]); -inf (p_old = 0) is allowed. Final clamps, as in the official code: lower into [0, 1],
+    upper into [1, ratio_max], so every interval contains 1. Bounds are constants of the old policy: they
+    never carry an autograd graph.
 """
 
 from __future__ import annotations
@@ -41,22 +50,34 @@ import inspect
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
+from bandpo.band import band_bounds, get_divergence
+
 __all__ = [
+    "SIDES",
+    "BandLowerMethod",
     "BandMethod",
+    "BandUpperMethod",
     "BoundMethod",
+    "ClipHigherMethod",
     "DCPOMethod",
+    "DeclaredMethod",
     "FixedClipMethod",
+    "MethodParameter",
     "RatioBounds",
     "compute_dtype",
     "get_method",
     "list_methods",
+    "method_defaults_table",
+    "method_parameter_specs",
     "method_parameters",
+    "param",
+    "parameter_help",
     "register_method",
     "resolve_method",
 ]
@@ -77,7 +98,7 @@ SIDES: tuple[str, ...] = ("band", "fixed")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other floating dtype (bf16, fp16, fp32) is computed in float32."""
+    """The dtype bounds, ratios and losses are computed in: float64 stays float64, bf16/fp16/fp32 give float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -85,7 +106,8 @@ class BoundMethod(abc.ABC):
     """A rule mapping `old_logp` to per-token ratio bounds.
 
     Subclasses implement `compute_bounds` on a detached float32/float64 tensor; `__call__` does the
-    validation, the `no_grad`, the dtype handling and the clamp of `old_logp` to <= 0.
+    validation, the `no_grad`, the upcast (bounds come back in `compute_dtype(old_logp.dtype)`, never
+    rounded to bf16/fp16) and the clamp of `old_logp` to <= 0.
     """
 
     name: str
@@ -110,40 +132,150 @@ class BoundMethod(abc.ABC):
         with torch.no_grad():
             x = old_logp.detach().to(compute_dtype(old_logp.dtype)).clamp(max=0.0)
             low, high = self.compute_bounds(x)
-            return RatioBounds(low.to(old_logp.dtype), high.to(old_logp.dtype))
+            return RatioBounds(low, high)
 
 
-def _check_number(owner: str, name: str, value: Any, *, low: float, high: float = math.inf) -> None:
-    """Raise a ValueError naming the field unless `low <= value <= high` (bools are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ValueError(f"{owner}: {name} must be a number, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{owner}: {name} must lie in [{low}, {high}], got {value!r}")
+# --- parameters, declared once -----------------------------------------------------------------------
 
-
-def _dataclass_params(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in fields(obj) if f.name != "name" and f.name not in exclude}
+_PARAM_KEY = "bandpo_parameter"
 
 
 @dataclass(frozen=True, kw_only=True)
-class FixedClipMethod(BoundMethod):
-    """PPO/GRPO clipping: ratio_low = 1 - eps_low, ratio_high = 1 + eps_high for every token.
+class MethodParameter:
+    """One parameter of a bound method: its default, what it means and its valid values.
 
-    `clip` (0.2 / 0.2) and `clip_higher` (DAPO's Clip-Higher, 0.2 / 0.28) are this class with different
-    defaults.
+    Declared once, as the metadata of a method dataclass's field (`param`); the method's validation, the
+    registry's parameter lists and every help text that shows a default are read from it.
+
+    Attributes:
+        name: the field name (also the config key and, with dashes, the CLI flag).
+        default: the default value; its type (float, bool or str) is the parameter's type.
+        help: one line: what the parameter does.
+        low, high: closed bounds of a numeric parameter (None: unbounded); `low_open` / `high_open` exclude
+            the end point.
+        choices: the valid values of a str parameter with a fixed set.
     """
 
-    name: str = "clip"
-    eps_low: float = 0.2
-    eps_high: float = 0.2
+    name: str
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def kind(self) -> type:
+        """float, bool or str (an int default counts as float: numeric parameters accept ints)."""
+        return float if type(self.default) is int else type(self.default)
+
+    @property
+    def valid(self) -> str:
+        """The valid values in words, e.g. "a number in [0, 1]" or "one of ['band', 'fixed']"."""
+        if self.choices is not None:
+            return f"one of {list(self.choices)}"
+        if self.kind is bool:
+            return "True or False"
+        if self.kind is float:
+            low = -math.inf if self.low is None else self.low
+            high = math.inf if self.high is None else self.high
+            return f"a number in {'(' if self.low_open else '['}{low:g}, {high:g}{')' if self.high_open else ']'}"
+        return f"a {self.kind.__name__}"
+
+    def check(self, owner: str, value: Any) -> None:
+        """Raise a ValueError naming `owner`, the parameter, the bad value and the valid values."""
+        ok = True
+        if self.kind is bool:
+            ok = isinstance(value, bool)
+        elif self.kind is float:
+            ok = not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
+            if ok and self.low is not None:
+                ok = value > self.low if self.low_open else value >= self.low
+            if ok and self.high is not None:
+                ok = value < self.high if self.high_open else value <= self.high
+        else:
+            ok = isinstance(value, self.kind)
+        if ok and self.choices is not None:
+            ok = value in self.choices
+        if not ok:
+            raise ValueError(
+                f"{owner}: {self.name} must be {self.valid}, got {value!r} (default {self.default!r}; "
+                f"{self.help})"
+            )
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A method dataclass field: its default plus the `MethodParameter` metadata that everything reads."""
+    spec = {
+        "default": default,
+        "help": help,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "choices": choices,
+    }
+    return field(default=default, metadata={_PARAM_KEY: spec})
+
+
+def _default_of(cls: type, name: str) -> Any:
+    """The declared default of field `name` of method dataclass `cls` (to reuse a default, not restate it)."""
+    return cls.__dataclass_fields__[name].default
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeclaredMethod(BoundMethod):
+    """A bound method whose parameters are its dataclass fields, declared with `param`.
+
+    Subclasses set the class attribute `name` (their registry name) and implement `compute_bounds`;
+    validation, `.params` and `parameters()` come from the fields. A field with `init=False` is a constant
+    of the method (e.g. `band_upper`'s fixed lower side), not a parameter.
+    """
+
+    name: ClassVar[str]
 
     def __post_init__(self) -> None:
-        _check_number(self.name, "eps_low", self.eps_low, low=0.0, high=1.0)
-        _check_number(self.name, "eps_high", self.eps_high, low=0.0)
+        for spec in self.parameters():
+            spec.check(self.name, getattr(self, spec.name))
+
+    @classmethod
+    def parameters(cls) -> tuple[MethodParameter, ...]:
+        """The declared parameters, in field order."""
+        out = []
+        for f in fields(cls):
+            if f.init:
+                if _PARAM_KEY not in f.metadata:
+                    raise TypeError(
+                        f"{cls.__name__}.{f.name}: declare method parameters with bandpo.methods.param"
+                    )
+                out.append(MethodParameter(name=f.name, **f.metadata[_PARAM_KEY]))
+        return tuple(out)
 
     @property
     def params(self) -> dict[str, Any]:
-        return _dataclass_params(self)
+        return {spec.name: getattr(self, spec.name) for spec in self.parameters()}
+
+
+# --- the built-in methods ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class FixedClipMethod(DeclaredMethod):
+    """PPO/GRPO clipping (`clip`): ratio_low = 1 - eps_low, ratio_high = 1 + eps_high for every token."""
+
+    name: ClassVar[str] = "clip"
+    eps_low: float = param(0.2, "lower epsilon: ratio_low = 1 - eps_low", low=0.0, high=1.0)
+    eps_high: float = param(0.2, "upper epsilon: ratio_high = 1 + eps_high", low=0.0)
 
     def compute_bounds(self, old_logp: Tensor) -> tuple[Tensor, Tensor]:
         low = torch.full_like(old_logp, 1.0 - self.eps_low)
@@ -152,8 +284,16 @@ class FixedClipMethod(BoundMethod):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DCPOMethod(BoundMethod):
-    """DCPO's Dynamic Adaptive Clipping (DAC) alone, not its other components (paper-notes §4).
+class ClipHigherMethod(FixedClipMethod):
+    """DAPO's Clip-Higher (`clip_higher`): fixed clipping with a wider upper side (the DAPO paper's values)."""
+
+    name: ClassVar[str] = "clip_higher"
+    eps_high: float = param(0.28, "upper epsilon: ratio_high = 1 + eps_high (DAPO's Clip-Higher)", low=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DCPOMethod(DeclaredMethod):
+    """DCPO's Dynamic Adaptive Clipping (DAC) alone (`dcpo`), not DCPO's other components.
 
     With q = p_old = exp(old_logp) clamped to >= 1e-12:
     lower = 0.5 + 0.5·√max(1 − 4·eps_low/q, 0) and upper = 0.5 + 0.5·√(1 + 4·eps_high/q); then lower is
@@ -165,19 +305,10 @@ class DCPOMethod(BoundMethod):
         simplex limit 1/q for head tokens (q ≳ 0.83), which is the BandPO paper's criticism of DAC.
     """
 
-    name: str = "dcpo"
-    eps_low: float = 0.16
-    eps_high: float = 0.20
-    ratio_max: float = 10.0
-
-    def __post_init__(self) -> None:
-        _check_number(self.name, "eps_low", self.eps_low, low=0.0)
-        _check_number(self.name, "eps_high", self.eps_high, low=0.0)
-        _check_number(self.name, "ratio_max", self.ratio_max, low=1.0)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return _dataclass_params(self)
+    name: ClassVar[str] = "dcpo"
+    eps_low: float = param(0.16, "DAC's lower epsilon (DCPO paper's value)", low=0.0)
+    eps_high: float = param(0.20, "DAC's upper epsilon (DCPO paper's value)", low=0.0)
+    ratio_max: float = param(10.0, "cap on the upper bound (inf: no cap)", low=1.0)
 
     def compute_bounds(self, old_logp: Tensor) -> tuple[Tensor, Tensor]:
         q = old_logp.exp().clamp(min=1e-12)
@@ -187,17 +318,14 @@ class DCPOMethod(BoundMethod):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BandMethod(BoundMethod):
-    """BandPO's bounds: the exact ratio interval allowed by D_f(π‖π_old) <= delta, per side selectable.
+class BandMethod(DeclaredMethod):
+    """BandPO's bounds (`band`): the exact ratio interval allowed by D_f(π‖π_old) <= delta, per side selectable.
 
-    Args:
-        divergence: registered divergence name (`bandpo.band.list_divergences()`); "kl" is the paper's.
-        delta: radius of the divergence ball (paper: 0.05).
-        ratio_max: cap on the upper bound (official `upper_bound_max` = 10; binds for p_old < 0.0071 at
-            KL δ = 0.05). `math.inf` disables the cap.
-        relax: union with [1 - eps_low, 1 + eps_high] (official `does_relax_high_p_bound`; off in the paper).
-        eps_low, eps_high: the fixed interval used by a "fixed" side and by `relax`.
-        lower_side, upper_side: "band" (the divergence bound) or "fixed" (1 - eps_low / 1 + eps_high).
+    Parameters (fields; see `method_parameter_specs("band")`): divergence (a `bandpo.band.list_divergences()`
+    name; "kl" is the paper's), delta (radius of the divergence ball), ratio_max (official
+    `upper_bound_max`; binds for p_old < 0.0071 at KL δ = 0.05; `math.inf` disables the cap), relax (union
+    with [1 - eps_low, 1 + eps_high], the official `does_relax_high_p_bound`), eps_low / eps_high (the fixed
+    interval of a "fixed" side and of `relax`: Clip-Higher's), lower_side / upper_side ("band" or "fixed").
 
     Notes:
         Order of operations: band interval → per-side choice → optional union → final clamps (lower into
@@ -207,22 +335,26 @@ class BandMethod(BoundMethod):
         official code has in bf16.
     """
 
-    name: str = "band"
-    divergence: str = "kl"
-    delta: float = 0.05
-    ratio_max: float = 10.0
-    relax: bool = False
-    eps_low: float = 0.2
-    eps_high: float = 0.28
-    lower_side: str = "band"
-    upper_side: str = "band"
-
-    # registry names whose sides are fixed by the name itself; `.params` leaves those sides out so that
-    # `get_method(name, **params)` round-trips
-    ALIAS_SIDES: ClassVar[dict[str, dict[str, str]]] = {
-        "band_upper": {"lower_side": "fixed", "upper_side": "band"},
-        "band_lower": {"lower_side": "band", "upper_side": "fixed"},
-    }
+    name: ClassVar[str] = "band"
+    divergence: str = param("kl", "Band's f-divergence: a bandpo.band.list_divergences() name or alpha:<a>")
+    delta: float = param(
+        0.05, "Band's trust-region radius δ", low=0.0, low_open=True, high=math.inf, high_open=True
+    )
+    ratio_max: float = param(10.0, "cap on the upper bound (official upper_bound_max; inf: no cap)", low=1.0)
+    relax: bool = param(False, "union with the fixed interval [1 - eps_low, 1 + eps_high] (official relax)")
+    eps_low: float = param(
+        _default_of(ClipHigherMethod, "eps_low"),
+        "fixed lower side 1 - eps_low (Clip-Higher's), used by lower_side=fixed and relax",
+        low=0.0,
+        high=1.0,
+    )
+    eps_high: float = param(
+        _default_of(ClipHigherMethod, "eps_high"),
+        "fixed upper side 1 + eps_high (Clip-Higher's), used by upper_side=fixed and relax",
+        low=0.0,
+    )
+    lower_side: str = param("band", "lower bound: Band's (band) or 1 - eps_low (fixed)", choices=SIDES)
+    upper_side: str = param("band", "upper bound: Band's (band) or 1 + eps_high (fixed)", choices=SIDES)
 
     def __post_init__(self) -> None:
         if not isinstance(self.divergence, str):
@@ -231,44 +363,13 @@ class BandMethod(BoundMethod):
                 f"{self.divergence!r}; register a custom one with bandpo.band.register_divergence and pass "
                 "its name"
             )
-        from bandpo.band import get_divergence
-
         get_divergence(self.divergence)  # raises with the valid names
-        if (
-            isinstance(self.delta, bool)
-            or not isinstance(self.delta, int | float)
-            or not 0 < self.delta < math.inf
-        ):
-            raise ValueError(
-                f"{self.name}: delta must be a finite number > 0 (paper: 0.05), got {self.delta!r}"
-            )
-        _check_number(self.name, "ratio_max", self.ratio_max, low=1.0)
-        if not isinstance(self.relax, bool):
-            raise ValueError(f"{self.name}: relax must be True or False, got {self.relax!r}")
-        _check_number(self.name, "eps_low", self.eps_low, low=0.0, high=1.0)
-        _check_number(self.name, "eps_high", self.eps_high, low=0.0)
-        for side_name in ("lower_side", "upper_side"):
-            side = getattr(self, side_name)
-            if side not in SIDES:
-                raise ValueError(f"{self.name}: {side_name} must be one of {list(SIDES)}, got {side!r}")
-        fixed = self.ALIAS_SIDES.get(self.name, {})
-        for side_name, side in fixed.items():
-            if getattr(self, side_name) != side:
-                raise ValueError(
-                    f"{self.name}: {side_name} is {side!r} by definition of {self.name!r}; use "
-                    "get_method('band', lower_side=..., upper_side=...) to choose both sides"
-                )
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return _dataclass_params(self, exclude=tuple(self.ALIAS_SIDES.get(self.name, {})))
+        super().__post_init__()
 
     def compute_bounds(self, old_logp: Tensor) -> tuple[Tensor, Tensor]:
         fixed_low = 1.0 - self.eps_low
         fixed_high = 1.0 + self.eps_high
         if "band" in (self.lower_side, self.upper_side):
-            from bandpo.band import band_bounds
-
             # validate=False: no host sync; old_logp is already clamped to <= 0, and NaN (only ever seen on
             # padding) gives NaN bounds there, which policy_loss neutralises with the mask
             exact = band_bounds(old_logp, delta=self.delta, divergence=self.divergence, validate=False)
@@ -279,6 +380,24 @@ class BandMethod(BoundMethod):
             low = low.clamp(max=fixed_low)
             high = high.clamp(min=fixed_high)
         return low.clamp(0.0, 1.0), high.clamp(1.0, self.ratio_max)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BandUpperMethod(BandMethod):
+    """Band-upper (`band_upper`): Band's upper side, the fixed lower side 1 - eps_low (sides are not parameters)."""
+
+    name: ClassVar[str] = "band_upper"
+    lower_side: str = field(default="fixed", init=False)
+    upper_side: str = field(default="band", init=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BandLowerMethod(BandMethod):
+    """Band-lower (`band_lower`): Band's lower side, the fixed upper side 1 + eps_high (sides are not parameters)."""
+
+    name: ClassVar[str] = "band_lower"
+    lower_side: str = field(default="band", init=False)
+    upper_side: str = field(default="fixed", init=False)
 
 
 # --- registry ----------------------------------------------------------------------------------------
@@ -294,12 +413,13 @@ def register_method(name: str, factory: MethodFactory) -> None:
 
     Args:
         name: snake_case name used in code, config, CLI and metric prefixes. Must be new.
-        factory: called as `factory(**params)` with keyword parameters that all have defaults; returns a
-            `BoundMethod` whose `.name` is `name`. Its signature defines the valid parameters.
+        factory: a `DeclaredMethod` subclass whose `name` is `name` (its fields are the parameters), or any
+            callable taking keyword parameters that all have defaults and returning a `BoundMethod` whose
+            `.name` is `name` (its signature defines the parameters).
 
     Raises:
-        ValueError: the name is taken (no silent overwrite) or not snake_case, or the factory takes
-            positional-only or default-less parameters.
+        ValueError: the name is taken (no silent overwrite) or not snake_case, the factory takes
+            positional-only or default-less parameters, or a `DeclaredMethod` class has another name.
     """
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"method name must be snake_case (e.g. 'my_band'), got {name!r}")
@@ -309,13 +429,20 @@ def register_method(name: str, factory: MethodFactory) -> None:
         )
     if not callable(factory):
         raise ValueError(f"factory for {name!r} must be callable, got {factory!r}")
-    for param in inspect.signature(factory).parameters.values():
-        if param.kind in (param.POSITIONAL_ONLY, param.VAR_POSITIONAL, param.VAR_KEYWORD):
+    if isinstance(factory, type) and issubclass(factory, DeclaredMethod):
+        if getattr(factory, "name", None) != name:
             raise ValueError(
-                f"factory for {name!r}: parameter {param.name!r} must be an ordinary keyword parameter"
+                f"{factory.__name__}.name is {getattr(factory, 'name', None)!r}, not {name!r}; set the class "
+                "attribute name to the registry name"
             )
-        if param.default is param.empty:
-            raise ValueError(f"factory for {name!r}: parameter {param.name!r} needs a default value")
+        factory.parameters()  # every parameter declared with param()
+    for parameter in inspect.signature(factory).parameters.values():
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ValueError(
+                f"factory for {name!r}: parameter {parameter.name!r} must be an ordinary keyword parameter"
+            )
+        if parameter.default is parameter.empty:
+            raise ValueError(f"factory for {name!r}: parameter {parameter.name!r} needs a default value")
     _REGISTRY[name] = factory
 
 
@@ -324,12 +451,63 @@ def list_methods() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def method_parameters(name: str) -> tuple[str, ...]:
-    """Names of the parameters the registered method `name` accepts (its factory's keywords)."""
+def _factory(name: str) -> MethodFactory:
     factory = _REGISTRY.get(name)
     if factory is None:
         raise ValueError(f"unknown method {name!r}; valid methods: {list(_REGISTRY)}")
-    return tuple(inspect.signature(factory).parameters)
+    return factory
+
+
+def method_parameter_specs(name: str) -> tuple[MethodParameter, ...]:
+    """The parameters of the registered method `name`: default, help and valid values of each.
+
+    For a plain factory (not a `DeclaredMethod` class) they are read from its signature, with no help text
+    and no range.
+    """
+    factory = _factory(name)
+    if isinstance(factory, type) and issubclass(factory, DeclaredMethod):
+        return factory.parameters()
+    return tuple(
+        MethodParameter(name=p.name, default=p.default, help="")
+        for p in inspect.signature(factory).parameters.values()
+    )
+
+
+def method_parameters(name: str) -> tuple[str, ...]:
+    """Names of the parameters the registered method `name` accepts."""
+    return tuple(spec.name for spec in method_parameter_specs(name))
+
+
+def method_defaults_table() -> dict[str, dict[str, Any]]:
+    """{method name: {parameter: default}} for every registered method, in registration order."""
+    return {name: {spec.name: spec.default for spec in method_parameter_specs(name)} for name in _REGISTRY}
+
+
+def parameter_help(parameter: str) -> str:
+    """Help text for a parameter shared by several methods: what it does and its default in each method.
+
+    E.g. "lower epsilon: ratio_low = 1 - eps_low; default: 0.2 for clip, clip_higher, band, ...; 0.16 for
+    dcpo". The help text is that of the first registered method taking it.
+
+    Raises:
+        ValueError: no registered method takes `parameter`.
+    """
+    helps: list[str] = []
+    by_default: dict[str, list[str]] = {}
+    for name in _REGISTRY:
+        for spec in method_parameter_specs(name):
+            if spec.name == parameter:
+                helps.append(spec.help)
+                by_default.setdefault(_format_default(spec.default), []).append(name)
+    if not by_default:
+        raise ValueError(f"no registered method takes a parameter {parameter!r}; methods: {list(_REGISTRY)}")
+    help_text = next((text for text in helps if text), parameter)
+    defaults = "; ".join(f"{value} for {', '.join(names)}" for value, names in by_default.items())
+    return f"{help_text}; default: {defaults}"
+
+
+def _format_default(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def get_method(name: str, **params: Any) -> BoundMethod:
@@ -338,6 +516,7 @@ def get_method(name: str, **params: Any) -> BoundMethod:
     Raises:
         ValueError: unknown name (lists the valid names) or unknown parameter (lists the valid ones), or a
             parameter value the method rejects.
+        TypeError: the factory returned something other than a `BoundMethod` named `name`.
     """
     valid = list(method_parameters(name))
     unknown = sorted(set(params) - set(valid))
@@ -346,6 +525,11 @@ def get_method(name: str, **params: Any) -> BoundMethod:
     method = _REGISTRY[name](**params)
     if not isinstance(method, BoundMethod):
         raise TypeError(f"factory of {name!r} returned {type(method).__name__}, not a BoundMethod")
+    if getattr(method, "name", None) != name:
+        raise TypeError(
+            f"factory of {name!r} returned a method named {getattr(method, 'name', None)!r}; its .name must be "
+            f"{name!r} so that get_method(m.name, **m.params) rebuilds it"
+        )
     return method
 
 
@@ -358,87 +542,6 @@ def resolve_method(method: str | BoundMethod) -> BoundMethod:
     raise TypeError(f"method must be a registered name or a BoundMethod, got {type(method).__name__}")
 
 
-def _clip(*, eps_low: float = 0.2, eps_high: float = 0.2) -> BoundMethod:
-    return FixedClipMethod(name="clip", eps_low=eps_low, eps_high=eps_high)
-
-
-def _clip_higher(*, eps_low: float = 0.2, eps_high: float = 0.28) -> BoundMethod:
-    return FixedClipMethod(name="clip_higher", eps_low=eps_low, eps_high=eps_high)
-
-
-def _dcpo(*, eps_low: float = 0.16, eps_high: float = 0.20, ratio_max: float = 10.0) -> BoundMethod:
-    return DCPOMethod(name="dcpo", eps_low=eps_low, eps_high=eps_high, ratio_max=ratio_max)
-
-
-def _band(
-    *,
-    divergence: str = "kl",
-    delta: float = 0.05,
-    ratio_max: float = 10.0,
-    relax: bool = False,
-    eps_low: float = 0.2,
-    eps_high: float = 0.28,
-    lower_side: str = "band",
-    upper_side: str = "band",
-) -> BoundMethod:
-    return BandMethod(
-        name="band",
-        divergence=divergence,
-        delta=delta,
-        ratio_max=ratio_max,
-        relax=relax,
-        eps_low=eps_low,
-        eps_high=eps_high,
-        lower_side=lower_side,
-        upper_side=upper_side,
-    )
-
-
-def _band_upper(
-    *,
-    divergence: str = "kl",
-    delta: float = 0.05,
-    ratio_max: float = 10.0,
-    relax: bool = False,
-    eps_low: float = 0.2,
-    eps_high: float = 0.28,
-) -> BoundMethod:
-    return BandMethod(
-        name="band_upper",
-        divergence=divergence,
-        delta=delta,
-        ratio_max=ratio_max,
-        relax=relax,
-        eps_low=eps_low,
-        eps_high=eps_high,
-        **BandMethod.ALIAS_SIDES["band_upper"],
-    )
-
-
-def _band_lower(
-    *,
-    divergence: str = "kl",
-    delta: float = 0.05,
-    ratio_max: float = 10.0,
-    relax: bool = False,
-    eps_low: float = 0.2,
-    eps_high: float = 0.28,
-) -> BoundMethod:
-    return BandMethod(
-        name="band_lower",
-        divergence=divergence,
-        delta=delta,
-        ratio_max=ratio_max,
-        relax=relax,
-        eps_low=eps_low,
-        eps_high=eps_high,
-        **BandMethod.ALIAS_SIDES["band_lower"],
-    )
-
-
-register_method("clip", _clip)
-register_method("clip_higher", _clip_higher)
-register_method("dcpo", _dcpo)
-register_method("band", _band)
-register_method("band_upper", _band_upper)
-register_method("band_lower", _band_lower)
+for _method in (FixedClipMethod, ClipHigherMethod, DCPOMethod, BandMethod, BandUpperMethod, BandLowerMethod):
+    register_method(_method.name, _method)
+del _method

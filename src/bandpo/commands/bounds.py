@@ -12,18 +12,24 @@ import math
 
 import torch
 
+from bandpo.methods import method_defaults_table
+
 DEFAULT_P = (0.001, 0.01, 0.08, 0.2, 0.5, 0.9, 0.99)
-CLIP_EPS = 0.2
-CLIP_HIGHER = (0.2, 0.28)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    band = method_defaults_table()["band"]  # the method's declared defaults, shown and used here
     parser.add_argument(
         "--divergence",
-        default="kl",
-        help="a registered divergence (kl, tv, chi2, ..., or alpha:<a>); default kl",
+        default=band["divergence"],
+        help=f"a registered divergence (kl, tv, chi2, ..., or alpha:<a>); default {band['divergence']}",
     )
-    parser.add_argument("--delta", type=float, default=0.05, help="trust-region radius δ > 0 (default 0.05)")
+    parser.add_argument(
+        "--delta",
+        type=float,
+        default=band["delta"],
+        help=f"trust-region radius δ > 0 (default {band['delta']:g})",
+    )
     parser.add_argument(
         "--p",
         type=float,
@@ -45,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     bounds = band_bounds(torch.log(p), delta=args.delta, divergence=divergence)
     lower, upper = bounds.lower.tolist(), bounds.upper.tolist()
 
-    eps_low, eps_high = CLIP_HIGHER
+    defaults = method_defaults_table()
+    clip_low, clip_high = defaults["clip"]["eps_low"], defaults["clip"]["eps_high"]
+    eps_low, eps_high = defaults["clip_higher"]["eps_low"], defaults["clip_higher"]["eps_high"]
     print(f"Band-{divergence.name} bounds, delta = {args.delta:g} (exact interval, no cap)")
     print(
         "ratio interval [lower, upper]; margins = largest change of the token's probability: "
@@ -61,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
         room = 1 - prob  # a probability cannot rise above 1
         print(
             f"{prob:8.4g} | {low:8.4g} {up:10.5g} | {prob * (up - 1):8.4f} {prob * (1 - low):9.4f} | "
-            f"{min(CLIP_EPS * prob, room):8.4f} {CLIP_EPS * prob:9.4f} | "
+            f"{min(clip_high * prob, room):8.4f} {clip_low * prob:9.4f} | "
             f"{min(eps_high * prob, room):8.4f} {eps_low * prob:8.4f}"
         )
     print(
-        f"clip: ratio in [{1 - CLIP_EPS:g}, {1 + CLIP_EPS:g}]; Clip-Higher (CH): [{1 - eps_low:g}, {1 + eps_high:g}]"
+        f"clip: ratio in [{1 - clip_low:g}, {1 + clip_high:g}]; Clip-Higher (CH): [{1 - eps_low:g}, {1 + eps_high:g}]"
     )
     return 0

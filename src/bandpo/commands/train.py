@@ -22,26 +22,27 @@ from bandpo.training.config import AGG_MODES, PRESETS, REWARD_NAMES, SCALE_REWAR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bandpo.methods import SIDES, list_methods
+    from bandpo.losses import DUAL_CLIP_C
+    from bandpo.methods import list_methods, method_parameter_specs, parameter_help
+    from bandpo.training.config import METHOD_FIELDS
 
     method = parser.add_argument_group("method (per-token ratio bounds)")
     method.add_argument("--method", choices=list_methods(), help="bound method (default: band)")
-    method.add_argument("--divergence", help="Band's f-divergence: kl, tv, chi2, ... (default: kl)")
-    method.add_argument("--delta", type=float, help="Band's radius δ (default: 0.05)")
-    method.add_argument("--ratio-max", type=float, help="cap on the upper bound (default: 10)")
-    method.add_argument(
-        "--relax",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="union with Clip-Higher (default: off)",
-    )
-    method.add_argument("--eps-low", type=float, help="fixed lower epsilon (default: the method's)")
-    method.add_argument("--eps-high", type=float, help="fixed upper epsilon (default: the method's)")
-    method.add_argument("--lower-side", choices=SIDES, help="Band's lower side (default: band)")
-    method.add_argument("--upper-side", choices=SIDES, help="Band's upper side (default: band)")
+    # one flag per method parameter; type, choices and help (with each method's default) from its declaration
+    specs = {spec.name: spec for spec in method_parameter_specs("band")}
+    for name in METHOD_FIELDS:
+        spec, flag = specs[name], "--" + name.replace("_", "-")
+        if spec.kind is bool:
+            method.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=parameter_help(name)
+            )
+        else:
+            method.add_argument(flag, type=spec.kind, choices=spec.choices, help=parameter_help(name))
     loss = parser.add_argument_group("loss")
     loss.add_argument(
-        "--dual-clip-c", type=float, help="dual-clip constant c, TRL's delta; inf disables it (default: 10)"
+        "--dual-clip-c",
+        type=float,
+        help=f"dual-clip constant c, TRL's delta; inf disables it (default: {DUAL_CLIP_C:g})",
     )
     loss.add_argument(
         "--agg",

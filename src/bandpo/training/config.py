@@ -30,21 +30,26 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bandpo.methods import list_methods, method_parameters
+from bandpo.losses import AGG_MODES as LOSS_AGG_MODES
+from bandpo.losses import DUAL_CLIP_C, check_dual_clip_c
+from bandpo.methods import list_methods, method_defaults_table, method_parameters
 
 __all__ = ["AGG_MODES", "AGG_TO_LOSS_TYPE", "PRESETS", "REWARD_NAMES", "SCALE_REWARDS", "TrainConfig"]
 
 AGG_TO_LOSS_TYPE: dict[str, str] = {
-    "seq_mean_token_mean": "grpo",
     "token_mean": "bnpo",
+    "seq_mean_token_mean": "grpo",
     "seq_mean_token_sum_norm": "dr_grpo",
 }
 """`bandpo.losses` aggregation names that TRL implements, and TRL's ``loss_type`` for each (the single source:
 `bandpo.integrations.trl` re-exports it; `losses.AGG_MODES`' ``seq_mean_token_sum`` has no TRL loss type)."""
-AGG_MODES: tuple[str, ...] = tuple(AGG_TO_LOSS_TYPE)
+AGG_MODES: tuple[str, ...] = tuple(mode for mode in LOSS_AGG_MODES if mode in AGG_TO_LOSS_TYPE)
+"""The aggregations `bandpo train` offers: `bandpo.losses.AGG_MODES` (the one list) less those TRL, which runs
+the training loop, has no ``loss_type`` for (``seq_mean_token_sum``)."""
 REWARD_NAMES: tuple[str, ...] = ("countdown", "math")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
 METHOD_FIELDS: tuple[str, ...] = method_parameters("band")
+_BAND_DEFAULTS: dict[str, Any] = method_defaults_table()["band"]  # the method's declaration is the one source
 RUN_INDEPENDENT_FIELDS: frozenset[str] = frozenset(
     {"resume", "output_dir", "num_threads", "report_tensorboard", "cache_dir"}
 )
@@ -59,13 +64,14 @@ class TrainConfig:
     Method (the ratio bounds; `bandpo.list_methods()`):
         method: band, band_upper, band_lower, clip, clip_higher, dcpo, ...
         divergence, delta, ratio_max, relax, lower_side, upper_side: Band's parameters.
-        eps_low, eps_high: fixed-clip epsilons; None keeps the method's own default (clip 0.2/0.2,
-            clip_higher 0.2/0.28, dcpo 0.16/0.20, band's fixed sides 0.2/0.28).
+        eps_low, eps_high: fixed-clip epsilons; None keeps the method's own default
+            (`bandpo.methods.method_defaults_table()`; ``bandpo train --help`` lists them). The other method
+            fields default to band's declared defaults.
         A parameter set away from its default for a method that does not take it (``delta`` for clip,
         ``upper_side`` for band_upper) is an error, so config.json never shows a setting that had no effect.
     Loss:
         agg: seq_mean_token_mean (GRPO, paper), token_mean, or seq_mean_token_sum_norm (Dr.GRPO).
-        dual_clip_c: dual-clip constant c (TRL's delta); None disables it.
+        dual_clip_c: dual-clip constant c (TRL's delta); None disables it (math.inf is read as None).
         kl_coef: weight of the k3 KL to the initial policy (0 skips the reference model).
         entropy_coef: entropy bonus weight (paper: 0).
         scale_rewards: GRPO advantage scaling: group (std per group, paper), batch, none (Dr.GRPO).
@@ -99,17 +105,17 @@ class TrainConfig:
 
     # method
     method: str = "band"
-    divergence: str = "kl"
-    delta: float = 0.05
-    ratio_max: float = 10.0
-    relax: bool = False
+    divergence: str = _BAND_DEFAULTS["divergence"]
+    delta: float = _BAND_DEFAULTS["delta"]
+    ratio_max: float = _BAND_DEFAULTS["ratio_max"]
+    relax: bool = _BAND_DEFAULTS["relax"]
     eps_low: float | None = None
     eps_high: float | None = None
-    lower_side: str = "band"
-    upper_side: str = "band"
+    lower_side: str = _BAND_DEFAULTS["lower_side"]
+    upper_side: str = _BAND_DEFAULTS["upper_side"]
     # loss
     agg: str = "seq_mean_token_mean"
-    dual_clip_c: float | None = 10.0
+    dual_clip_c: float | None = DUAL_CLIP_C
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
     scale_rewards: str = "group"
@@ -163,14 +169,8 @@ class TrainConfig:
             _choice("reward", self.reward, REWARD_NAMES)
         _choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
         _choice("preset", self.preset, tuple(PRESETS))
-        if self.dual_clip_c is not None:
-            _number(
-                "dual_clip_c",
-                self.dual_clip_c,
-                low=1.0,
-                low_open=True,
-                fix="use a value > 1 (paper: 10) or None",
-            )
+        # inf is stored as None, the one "off" value, so config.json never holds the non-standard Infinity
+        object.__setattr__(self, "dual_clip_c", check_dual_clip_c(self.dual_clip_c))
         _number("kl_coef", self.kl_coef, low=0.0)
         _number("entropy_coef", self.entropy_coef, low=0.0)
         _number("learning_rate", self.learning_rate, low=0.0, low_open=True)
@@ -363,12 +363,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {
         "method": "band",
-        "divergence": "kl",
-        "delta": 0.05,
-        "ratio_max": 10.0,
-        "relax": False,
+        **{name: _BAND_DEFAULTS[name] for name in ("divergence", "delta", "ratio_max", "relax")},
         "agg": "seq_mean_token_mean",
-        "dual_clip_c": 10.0,
+        "dual_clip_c": DUAL_CLIP_C,
         "kl_coef": 0.001,
         "entropy_coef": 0.0,
         "scale_rewards": "group",
