@@ -147,8 +147,6 @@ def build_config(args: argparse.Namespace) -> Any:
         for field in dataclasses.fields(TrainConfig)
         if field.name not in {"preset", "resume"} and getattr(args, field.name, None) is not None
     }
-    if overrides.get("dual_clip_c") == math.inf:
-        overrides["dual_clip_c"] = None  # off: standard JSON (null) in config.json, read back as off
     if args.output_dir is not None and not args.output_dir.strip():
         raise ValueError("--output-dir is empty; pass a folder for the run, or leave the flag out")
     if args.resume:
@@ -161,8 +159,13 @@ def build_config(args: argparse.Namespace) -> Any:
             stored = read_json(stored_path, fix="delete the run directory and start again")
             if not isinstance(stored, dict):
                 raise ValueError(f"{stored_path} does not hold a run's settings; delete it and start again")
-            return TrainConfig.from_dict({**stored, **overrides, "resume": True})
-    return TrainConfig.from_preset(args.preset, **overrides, resume=args.resume or None)
+            return _dual_clip_off(TrainConfig.from_dict({**stored, **overrides, "resume": True}))
+    return _dual_clip_off(TrainConfig.from_preset(args.preset, **overrides, resume=args.resume or None))
+
+
+def _dual_clip_off(config: Any) -> Any:
+    """``--dual-clip-c off``/``inf`` as the config's "off" (None): null in config.json, read back as off."""
+    return config.replace(dual_clip_c=None) if config.dual_clip_c == math.inf else config
 
 
 def starts_fresh(args: argparse.Namespace) -> bool:

@@ -14,7 +14,6 @@ run starts in the directory.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bandpo._atomic import check_writable
 from bandpo.training.config import RUN_INDEPENDENT_FIELDS, TrainConfig
 
 __all__ = [
@@ -112,32 +112,6 @@ def resolve_run_dir(config: TrainConfig) -> Path:
         raise ValueError("resume needs output_dir: pass --output-dir RUN_DIR of the run to continue")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.method}-seed{config.seed}-{stamp}"
-
-
-def check_writable(directory: Path, what: str, flag: str) -> None:
-    """Raise a one-line error unless `directory` is, or can be created as, a writable folder.
-
-    Nothing is written: the nearest existing ancestor must be a folder that this process may write to
-    (``os.access``, which also reports a read-only file system).
-    """
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(
-            f"{what} {str(directory)!r} is an existing file, not a folder; choose another {flag}"
-        )
-    existing = directory
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise ValueError(
-            f"{what} {str(directory)!r} lies under {str(existing)!r}, which is a file; choose another {flag}"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(
-            errno.EACCES,
-            f"{what} {str(directory)!r} is not writable ({str(existing)!r} is read-only); choose a writable {flag}",
-        )
 
 
 def read_json(path: Path, *, fix: str) -> Any:

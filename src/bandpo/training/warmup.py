@@ -14,7 +14,6 @@ and renamed into place, so a killed warm-up never leaves a half-written cache en
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bandpo._atomic import check_writable
 from bandpo.training import task
 from bandpo.training.environment import silence
 
@@ -231,7 +231,8 @@ def load_or_warm_up(
     cached = _read_cached(final)
     if cached is not None:
         return cached
-    _check_cache_writable(root)
+    # the warm-up will be saved there: refuse a read-only cache now, not after training
+    check_writable(root, "cache_dir", "--cache-dir (or BANDPO_CACHE); it holds no warm-up for these settings")
     final.parent.mkdir(parents=True, exist_ok=True)
     # one warm-up per key at a time: a second cold run waits here, then loads the first one's result
     with _locked(final.parent / f"{final.name}.lock"):
@@ -259,23 +260,6 @@ def _read_cached(final: Path) -> WarmupResult | None:
         return WarmupResult(final, info["steps"], info["accuracy"], info["seconds"], from_cache=True)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _check_cache_writable(root: Path) -> None:
-    existing = root
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(
-            f"cache_dir {str(root)!r} lies under a file ({str(existing)!r}); pass another --cache-dir"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(
-            errno.EACCES,
-            f"cache_dir {str(root)!r} is not writable and holds no warm-up for these settings, which needs "
-            "saving there; pass a writable --cache-dir (or set BANDPO_CACHE)",
-            str(root),
-        )
 
 
 @contextlib.contextmanager
