@@ -89,9 +89,11 @@ def test_output_dir_under_a_file(tmp_path, capsys):
     assert "lies under" in err and "which is a file" in err
 
 
-def test_empty_output_dir_is_refused(capsys):
+def test_empty_output_dir_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "" was the current folder: a regression writes here, not into the repo
     err = _fails_in_one_line(["--output-dir", "", *SMALL], capsys)
     assert "--output-dir is empty" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_read_only_output_dir(tmp_path, capsys, read_only):
