@@ -234,6 +234,12 @@ class _Worker:
         self.connection.close()
 
 
+def _in_daemonic_process() -> bool:
+    import multiprocessing
+
+    return bool(multiprocessing.current_process().daemon)
+
+
 class GuardedReward:
     """A TRL reward function around a per-sample scorer; failures and timeouts score 0 and are counted.
 
@@ -244,7 +250,8 @@ class GuardedReward:
     sample therefore costs at most ``timeout_s`` (plus the fork of a new worker).
 
     The scorer runs in that worker: it sees a copy of the parent's state at the fork, and its side effects
-    stay in the worker. Without a time limit (``timeout_s`` None or 0) it runs in the calling process.
+    stay in the worker. Without a time limit (``timeout_s`` None or 0) it runs in the calling process, as it
+    does, unguarded, inside a daemonic `multiprocessing` process (which may not start children).
 
     Args:
         score: ``score(prompt, completion, answer) -> float``.
@@ -311,7 +318,7 @@ class GuardedReward:
             (completion_text(p), completion_text(c), None if a is None else str(a))
             for p, c, a in zip(prompts, completions, answers, strict=True)
         ]
-        if self.timeout_s is None:
+        if self.timeout_s is None or _in_daemonic_process():
             raw = [self._score_here(sample) for sample in samples]
         else:
             with self._lock:

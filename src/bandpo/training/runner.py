@@ -54,6 +54,7 @@ from bandpo.training.run_dir import (
     check_run_dir,
     checkpoint_step,
     find_last_checkpoint,
+    read_json,
     remove_leftovers,
     resolve_run_dir,
     save_pretrained_atomic,
@@ -91,6 +92,10 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         raw_train_rows, raw_eval_rows = data_module.read_run_rows(config)
         checkpoint = find_last_checkpoint(paths.checkpoints) if config.resume else None
         resumed_step = checkpoint_step(checkpoint) // config.optimizer_steps_per_rl_step if checkpoint else 0
+        stored_before = None
+        if config.resume and paths.eval_before.exists():
+            fix = "delete it to evaluate again"
+            stored_before = EvalResult.from_dict(read_json(paths.eval_before, fix=fix))
         model, tokenizer, warmup_info = load_policy(config, progress)
         wrap = config.use_chat_template
         train_rows = data_module.adapt_rows(raw_train_rows, tokenizer, use_chat_template=wrap)
@@ -109,9 +114,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             resumed_step=resumed_step if config.resume else None,
             max_steps=config.max_steps,
         ) as log:
-            if config.resume and paths.eval_before.exists():
-                before = EvalResult.from_dict(json.loads(paths.eval_before.read_text(encoding="utf-8")))
-            else:
+            before = stored_before
+            if before is None:
                 before = evaluate_now()
                 if before is not None:
                     write_text_atomic(paths.eval_before, json.dumps(before.to_dict()))
@@ -139,7 +143,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             warmup=warmup_info,
             paths=paths.as_dict(),
         )
-        write_text_atomic(paths.summary, to_json(summary.to_dict(), indent=2))
+        write_text_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2))
     return summary
 
 

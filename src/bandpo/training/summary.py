@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from bandpo import metric_names as mn
 from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalResult
+from bandpo.training.run_dir import to_json
 
 __all__ = ["TrainSummary", "clip_by_bin", "mean_present"]
 
@@ -51,7 +53,7 @@ class TrainSummary:
 
         return {
             "run_dir": str(self.run_dir),
-            "config": self.config.to_dict(),
+            "config": json.loads(to_json(self.config.to_dict())),  # standard JSON: an "off" inf is null
             "before": evaluation(self.before),
             "after": evaluation(self.after),
             "final_metrics": self.final_metrics,
