@@ -215,12 +215,12 @@ def _evaluate_rows(
 
 @contextlib.contextmanager
 def _explain_write_failures(run_dir: Path) -> Iterator[None]:
-    """A failed write says so: ``OSError(ENOSPC)`` for a full disk, also when torch reports it as a
-    ``RuntimeError`` ("basic_ios::clear: iostream error")."""
+    """A failed write says so: ``OSError(ENOSPC)`` for a full disk, also when torch or safetensors report it
+    as their own error ("basic_ios::clear: iostream error", "No space left on device (os error 28)")."""
     try:
         yield
-    except RuntimeError as error:
-        if not _WRITE_FAILURE.search(str(error)):
+    except Exception as error:  # torch: RuntimeError; safetensors: SafetensorError
+        if isinstance(error, OSError) or not _WRITE_FAILURE.search(str(error)):
             raise
         free = shutil.disk_usage(run_dir if run_dir.exists() else Path.cwd()).free
         raise OSError(
