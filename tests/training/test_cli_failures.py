@@ -317,3 +317,15 @@ def test_version_does_not_import_torch():
     )
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("bandpo ") and lines[-1] == "False 0"
+
+
+def test_os_errors_are_one_line_with_the_file_and_the_fix():
+    from bandpo.cli import describe_os_error
+
+    denied = describe_os_error(PermissionError(errno.EACCES, "Permission denied", "/runs/a/config.json"))
+    assert (
+        denied.startswith("cannot write (/runs/a/config.json): Permission denied")
+        and "--output-dir" in denied
+    )
+    full = describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/runs/a/checkpoints"))
+    assert full.startswith("disk full") and "/runs/a/checkpoints" in full and "--resume" in full

@@ -35,7 +35,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,42 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                 if before is not None:
                     write_text_atomic(paths.eval_before, json.dumps(before.to_dict()))
                     log.append({mn.TRAIN_STEP: 0, **before.metrics})
-            _fit(config, model, tokenizer, train_rows, paths, checkpoint, log, evaluate_now, progress)
+            bar = progress_bar(
+                progress, total=config.max_steps, initial=resumed_step, desc=config.method, unit="step"
+            )
+
+            def on_rl_step(rl_step: int, logs: dict[str, Any]) -> None:  # from TRL's on_log, per RL step
+                record = log.record_step(rl_step, logs)
+                if bar is not None:
+                    bar.update(rl_step - bar.n)
+                    bar.set_postfix(
+                        reward=f"{record.get(mn.TRAIN_REWARD, math.nan):.3f}",
+                        entropy=f"{record.get(mn.TRAIN_ENTROPY, math.nan):.3f}",
+                    )
+                every = config.eval_every
+                if every and rl_step % every == 0 and rl_step < config.max_steps:
+                    result = evaluate_now()
+                    if result is not None:
+                        log.append({mn.TRAIN_STEP: rl_step, **result.metrics})
+
+            from bandpo.training.trainer import build_trainer  # imports TRL
+
+            reward = GuardedReward(
+                get_verifier(config.resolved_reward).score,
+                timeout_s=config.reward_timeout_s,
+                name=config.resolved_reward,
+            )
+            trainer = build_trainer(
+                config, model, tokenizer, train_rows, reward, paths.checkpoints, on_rl_step
+            )
+            log.restart_clock()
+            try:
+                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+            finally:
+                reward.close()
+                if bar is not None:
+                    bar.close()
+
             save_pretrained_atomic(model, tokenizer, paths.model)
             after = evaluate_now()
             if after is not None:
@@ -145,50 +180,6 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         )
         write_text_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2))
     return summary
-
-
-def _fit(
-    config: TrainConfig,
-    model: Any,
-    tokenizer: Any,
-    train_rows: list[data_module.PromptRow],
-    paths: RunPaths,
-    checkpoint: Path | None,
-    log: MetricsLog,
-    evaluate_now: Callable[[], EvalResult | None],
-    progress: bool,
-) -> None:
-    """TRL's training loop from `checkpoint` (or the start): one metrics record per RL step, and the
-    periodic evaluation every ``eval_every`` steps."""
-    from bandpo.training.trainer import build_trainer  # imports TRL
-
-    resumed = checkpoint_step(checkpoint) // config.optimizer_steps_per_rl_step if checkpoint else 0
-    bar = progress_bar(progress, total=config.max_steps, initial=resumed, desc=config.method, unit="step")
-
-    def on_rl_step(rl_step: int, logs: dict[str, Any]) -> None:
-        record = log.record_step(rl_step, logs)
-        if bar is not None:
-            bar.update(rl_step - bar.n)
-            bar.set_postfix(
-                reward=f"{record.get(mn.TRAIN_REWARD, math.nan):.3f}",
-                entropy=f"{record.get(mn.TRAIN_ENTROPY, math.nan):.3f}",
-            )
-        every = config.eval_every
-        if every and rl_step % every == 0 and rl_step < config.max_steps:
-            result = evaluate_now()
-            if result is not None:
-                log.append({mn.TRAIN_STEP: rl_step, **result.metrics})
-
-    verifier = get_verifier(config.resolved_reward)
-    reward = GuardedReward(verifier.score, timeout_s=config.reward_timeout_s, name=config.resolved_reward)
-    trainer = build_trainer(config, model, tokenizer, train_rows, reward, paths.checkpoints, on_rl_step)
-    log.restart_clock()
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
-    finally:
-        reward.close()
-        if bar is not None:
-            bar.close()
 
 
 def _evaluate_rows(
