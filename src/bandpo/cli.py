@@ -1,17 +1,19 @@
 """The `bandpo` console script: one entry point, one module per subcommand under `bandpo.commands`.
 
 Each command module exposes `add_arguments(parser)` and `run(args) -> int`. Only the CLI prints; a failure
-exits non-zero with a one-line cause.
+exits non-zero with a one-line cause (a file that cannot be written says which, and a full disk says so).
+``bandpo --version`` answers before any command module (and torch) is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
+__all__ = ["COMMANDS", "UsageError", "build_parser", "describe_os_error", "main"]
 
 # subcommand -> (module under bandpo.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bandpo import __version__
 
     parser = argparse.ArgumentParser(prog="bandpo", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"bandpo {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"bandpo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(f"bandpo.commands.{module_name}")
@@ -40,7 +42,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(error: OSError) -> str:
+    """One line for a failed file operation: what, where, and the fix."""
+    where = (
+        f" ({error.filename})" if error.filename and str(error.filename) not in str(error.strerror) else ""
+    )
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"disk full: no space left on the device{where} ({error.strerror}); free some space or choose "
+            "another --output-dir, then rerun with --resume to continue from the last checkpoint"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = error.strerror or "permission denied"
+        return f"cannot write{where}: {reason}; choose a writable folder (--output-dir, --cache-dir)"
+    return f"{error.strerror or error}{where}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv in (["--version"], ["-V"]):  # cheap: no command module, no torch
+        from bandpo import __version__
+
+        print(f"bandpo {__version__}")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -51,9 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bandpo: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, FileNotFoundError, ImportError) as error:
-        print(f"bandpo {args.command}: error: {error}", file=sys.stderr)
+    except (UsageError, ValueError, ImportError) as error:
+        print(f"bandpo {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"bandpo {args.command}: error: {_one_line(describe_os_error(error))}", file=sys.stderr)
+        return 2
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

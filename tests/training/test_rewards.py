@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 
@@ -66,32 +69,89 @@ def test_exceptions_and_bad_values_score_zero_and_are_counted():
     assert "RuntimeError" in reward.last_error or "non-finite" in reward.last_error
 
 
-def test_a_slow_reward_times_out_on_the_main_thread():
-    def score(prompt, completion, answer):
-        if completion == "slow":
-            time.sleep(30)
-        return 1.0
+def _slow_unless_ok(prompt, completion, answer):
+    if completion == "slow":
+        time.sleep(30)
+    return 1.0
 
-    reward = GuardedReward(score, timeout_s=0.2)
+
+def test_a_slow_reward_times_out_on_the_main_thread():
+    reward = GuardedReward(_slow_unless_ok, timeout_s=0.2)
     start = time.perf_counter()
     assert reward(["p"] * 3, ["ok", "slow", "ok"]) == [1.0, 0.0, 1.0]
-    assert time.perf_counter() - start < 10
-    assert reward.errors_total == 1 and "RewardTimeout" in reward.last_error
+    assert time.perf_counter() - start < 20  # liveness (the sleep is 30 s), not speed
+    assert reward.errors_total == 1 and reward.timeouts_total == 1
+    assert "RewardTimeout" in reward.last_error
 
 
 def test_a_slow_reward_times_out_off_the_main_thread():
-    def score(prompt, completion, answer):
-        if completion == "slow":
-            time.sleep(5)
-        return 1.0
-
-    reward = GuardedReward(score, timeout_s=0.2)
+    reward = GuardedReward(_slow_unless_ok, timeout_s=0.2)
     out = {}
     worker = threading.Thread(target=lambda: out.setdefault("values", reward(["p", "p"], ["slow", "ok"])))
     worker.start()
-    worker.join(10)
+    worker.join(20)
     assert out["values"] == [0.0, 1.0]
     assert reward.errors_total == 1
+
+
+def test_a_scorer_that_catches_exception_cannot_swallow_the_timeout():
+    def stubborn(prompt, completion, answer):
+        for _ in range(300):
+            try:
+                time.sleep(0.1)
+            except Exception:  # swallowed an in-process timeout signal before
+                return 1.0
+            with contextlib.suppress(ValueError):  # nor can it switch the alarm off
+                signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        return 1.0
+
+    reward = GuardedReward(stubborn, timeout_s=0.2)
+    start = time.perf_counter()
+    assert reward(["p"], ["x"]) == [0.0]
+    assert time.perf_counter() - start < 20  # liveness (the scorer runs 30 s), not speed
+    assert reward.timeouts_total == 1 and reward.errors_total == 1
+
+
+def test_a_hung_sample_is_killed_and_the_batch_goes_on():
+    reward = GuardedReward(_slow_unless_ok, timeout_s=0.2)
+    # several hung samples in one batch: each is counted, the others are still scored
+    assert reward(["p"] * 5, ["slow", "ok", "slow", "slow", "ok"]) == [0.0, 1.0, 0.0, 0.0, 1.0]
+    assert reward.timeouts_total == 3 and reward.errors_total == 3
+    first = reward._worker.process
+    assert reward(["p"], ["ok"]) == [1.0]
+    assert reward._worker.process is first  # the common path reuses one worker
+    reward(["p"], ["slow"])
+    assert not first.is_alive()  # the hung call does not keep running
+    reward.close()
+
+
+def test_a_scorer_that_kills_its_process_is_a_failed_sample():
+    def exits(prompt, completion, answer):
+        if completion == "exit":
+            os._exit(3)
+        return 1.0
+
+    reward = GuardedReward(exits, timeout_s=5)
+    assert reward(["p"] * 3, ["ok", "exit", "ok"]) == [1.0, 0.0, 1.0]
+    assert reward.errors_total == 1 and reward.timeouts_total == 0
+    assert "RewardWorkerDied" in reward.last_error
+
+
+def test_math_reward_on_a_tower_of_powers_times_out():
+    pytest.importorskip("math_verify")
+    reward = GuardedReward(get_verifier("math").score, timeout_s=0.5)
+    start = time.perf_counter()
+    assert reward.score_one("q", r"\boxed{10^{10^{10}}}", "1") == (0.0, True)
+    assert time.perf_counter() - start < 60  # liveness: it never returned before
+    assert reward.timeouts_total == 1
+    assert reward.score_one("q", r"\boxed{1}", "1") == (1.0, False)
+
+
+def test_no_time_limit_scores_in_process():
+    calls = []
+    reward = GuardedReward(lambda p, c, a: calls.append(c) or 1.0, timeout_s=None)
+    assert reward(["p", "p"], ["a", "b"]) == [1.0, 1.0]
+    assert calls == ["a", "b"] and reward._worker is None
 
 
 def test_unknown_reward_names_the_choices():

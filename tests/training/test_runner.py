@@ -1,4 +1,4 @@
-"""Small pieces of `bandpo.training.runner`: missing metrics stay missing; the environment is restored."""
+"""Small pieces of the run (`summary`, `environment`): missing metrics stay missing; the environment is restored."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import pytest
 
 from bandpo import metric_names as mn
-from bandpo.training.runner import _mean_present, offline_environment
+from bandpo.training.environment import offline_environment
+from bandpo.training.summary import mean_present as _mean_present
 
 
 def test_an_absent_metric_is_missing_not_zero():

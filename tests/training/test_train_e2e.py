@@ -148,7 +148,12 @@ def test_sigkill_then_resume_ends_with_the_same_metrics(finished_run, cache_dir,
     )
     checkpoint = run_dir / "checkpoints" / "checkpoint-8"  # after RL step 2 of 4
     deadline = time.monotonic() + 240
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+    # complete once the HF Trainer has written its state (last)
+    while (
+        not (checkpoint / "trainer_state.json").exists()
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -161,9 +166,9 @@ def test_sigkill_then_resume_ends_with_the_same_metrics(finished_run, cache_dir,
     ours = [_without_times(r) for r in read_metrics(run_dir / "metrics.jsonl")]
     theirs = [_without_times(r) for r in read_metrics(Path(reference.paths["metrics"]))]
     assert ours == theirs
-    assert not any(
-        p.name.startswith(".") for p in (run_dir / "checkpoints").iterdir()
-    )  # no torn staging dirs
+    for path in (run_dir / "checkpoints").iterdir():  # no temporaries, no torn checkpoint
+        assert not path.name.startswith(".") and (path / "trainer_state.json").is_file(), path
+    assert not any(p.name.startswith(".") for p in run_dir.iterdir())
 
 
 def test_cli_resume_of_a_finished_run_prints_the_summary(finished_run, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""`runner._trl_config`: TrainConfig → TRL arguments (micro-batching, plain k3 KL, one warning)."""
+"""`trainer.trl_arguments`: TrainConfig → TRL arguments (micro-batching, plain k3 KL, one warning)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("trl")
 
 from bandpo.training import TrainConfig
-from bandpo.training.runner import _trl_config
+from bandpo.training.trainer import trl_arguments as _trl_config
 
 
 def test_micro_batching_keeps_minibatches_optimiser_steps_per_generation_batch(tmp_path):

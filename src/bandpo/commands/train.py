@@ -41,8 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loss = parser.add_argument_group("loss")
     loss.add_argument(
         "--dual-clip-c",
-        type=float,
-        help=f"dual-clip constant c, TRL's delta; inf disables it (default: {DUAL_CLIP_C:g})",
+        type=_dual_clip_c,
+        metavar="C",
+        help="dual-clip constant c > 1 (TRL's delta); 'off' or inf disables it, written as null in "
+        f"config.json (default: {DUAL_CLIP_C:g})",
     )
     loss.add_argument(
         "--agg",
@@ -117,6 +119,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
 
+DUAL_CLIP_OFF = ("off", "none", "inf", "+inf", "infinity")
+
+
+def _dual_clip_c(text: str) -> float:
+    """``--dual-clip-c``: a number, or off (returned as inf here, stored as None: the run's "off")."""
+    if text.strip().lower() in DUAL_CLIP_OFF:
+        return math.inf
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+
+
 def build_config(args: argparse.Namespace) -> Any:
     """The `TrainConfig` of the parsed flags (for --resume: the run's config plus the flags given).
 
@@ -131,14 +146,25 @@ def build_config(args: argparse.Namespace) -> Any:
         for field in dataclasses.fields(TrainConfig)
         if field.name not in {"preset", "resume"} and getattr(args, field.name, None) is not None
     }
+    if args.output_dir is not None and not args.output_dir.strip():
+        raise ValueError("--output-dir is empty; pass a folder for the run, or leave the flag out")
     if args.resume:
         if not args.output_dir:
             raise ValueError("--resume needs --output-dir RUN_DIR (the run to continue)")
         stored_path = Path(args.output_dir).expanduser() / "config.json"
         if stored_path.is_file():
-            stored = json.loads(stored_path.read_text())
-            return TrainConfig.from_dict({**stored, **overrides, "resume": True})
-    return TrainConfig.from_preset(args.preset, **overrides, resume=args.resume or None)
+            from bandpo.training.run_dir import read_json
+
+            stored = read_json(stored_path, fix="delete the run directory and start again")
+            if not isinstance(stored, dict):
+                raise ValueError(f"{stored_path} does not hold a run's settings; delete it and start again")
+            return _dual_clip_off(TrainConfig.from_dict({**stored, **overrides, "resume": True}))
+    return _dual_clip_off(TrainConfig.from_preset(args.preset, **overrides, resume=args.resume or None))
+
+
+def _dual_clip_off(config: Any) -> Any:
+    """``--dual-clip-c off``/``inf`` as the config's "off" (None): null in config.json, read back as off."""
+    return config.replace(dual_clip_c=None) if config.dual_clip_c == math.inf else config
 
 
 def starts_fresh(args: argparse.Namespace) -> bool:
@@ -199,7 +225,7 @@ def format_summary(summary: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bandpo.training.runner import offline_environment
+    from bandpo.training.environment import offline_environment
 
     with offline_environment():  # before transformers is imported: nothing reaches the network
         from bandpo.training import train

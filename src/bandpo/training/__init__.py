@@ -7,8 +7,10 @@ Public API (stable; `bandpo compare` builds on it):
 - `TrainSummary`, `EvalResult`, `PromptResult`: what a run returns, with per-prompt evaluation results.
 
 Submodules: `task` (Countdown generator and verifier), `tokenizer`, `model`, `warmup` (cached supervised
-warm-up), `data` (dataset files), `rewards` (verifiers and the failure guard), `evaluate`, `plots`,
-`runner`. Importing this package is cheap; TRL and transformers load when a run starts.
+warm-up), `data` (dataset files), `rewards` (verifiers and the failure guard), `evaluate`, `plots`; a run is
+`runner` (the steps, top to bottom) over `run_dir` (files, checks, checkpoints), `policy` (model loading),
+`trainer` (TRL arguments and callback), `metrics_log`, `summary` and `environment` (offline, threads,
+quiet). Importing this package is cheap; TRL and transformers load when a run starts.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ __all__ = ["EvalResult", "PromptResult", "TrainConfig", "TrainSummary", "train"]
 _EXPORTS = {
     "TrainConfig": "bandpo.training.config",
     "train": "bandpo.training.runner",
-    "TrainSummary": "bandpo.training.runner",
+    "TrainSummary": "bandpo.training.summary",
     "EvalResult": "bandpo.training.evaluate",
     "PromptResult": "bandpo.training.evaluate",
 }
@@ -37,4 +39,5 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # pragma: no cover
     from bandpo.training.config import TrainConfig
     from bandpo.training.evaluate import EvalResult, PromptResult
-    from bandpo.training.runner import TrainSummary, train
+    from bandpo.training.runner import train
+    from bandpo.training.summary import TrainSummary

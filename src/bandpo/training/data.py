@@ -24,8 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from bandpo.training import task
+from bandpo.training.config import TrainConfig
 
-__all__ = ["PromptRow", "countdown_rows", "load_prompt_rows", "schedule_rows", "split_rows"]
+__all__ = [
+    "PromptRow",
+    "adapt_rows",
+    "countdown_rows",
+    "load_prompt_rows",
+    "prompt_rows",
+    "read_run_rows",
+    "schedule_rows",
+    "split_rows",
+]
 
 PROMPT_ALIASES: tuple[str, ...] = ("prompt", "problem", "question")
 ANSWER_ALIASES: tuple[str, ...] = ("answer", "solution", "ground_truth")
@@ -55,8 +65,15 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     if suffix == ".jsonl":
         records = []
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
+        with path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ValueError(
+                        f"{path.name} line {line_number}: not UTF-8 (byte {raw[error.start]:#04x} at column "
+                        f"{error.start + 1}); re-save the file as UTF-8 or fix that line"
+                    ) from None
                 if not line.strip():
                     continue
                 try:
@@ -72,8 +89,17 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
                 records.append(record)
         return records
     if suffix == ".json":
+        raw = path.read_bytes()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line_number = raw.count(b"\n", 0, error.start) + 1
+            raise ValueError(
+                f"{path.name} line {line_number}: not UTF-8 (byte {raw[error.start]:#04x}); re-save the file "
+                "as UTF-8 or fix that line"
+            ) from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path.name}: not valid JSON ({error.msg} at line {error.lineno})") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -188,3 +214,46 @@ def schedule_rows(rows: list[PromptRow], count: int, *, seed: int) -> list[Promp
         rng.shuffle(order)
         out.extend(rows[i] for i in order[: count - len(out)])
     return out
+
+
+def read_run_rows(config: TrainConfig) -> tuple[list[PromptRow], list[PromptRow]]:
+    """(training rows in consumption order, held-out evaluation rows) of a run, before any chat template."""
+    count = config.max_steps * config.prompts_per_step
+    if config.dataset is None:
+        train_rows = countdown_rows(task.sample_train_problems(count, seed=config.seed))
+        eval_rows = countdown_rows(task.sample_eval_problems(config.eval_prompts, seed=config.seed))
+        return train_rows, eval_rows
+    rows = load_prompt_rows(
+        config.dataset, prompt_column=config.prompt_column, answer_column=config.answer_column
+    )
+    train_pool, eval_rows = split_rows(rows, eval_prompts=config.eval_prompts)
+    return schedule_rows(train_pool, count, seed=config.seed), eval_rows
+
+
+def adapt_rows(rows: list[PromptRow], tokenizer: Any, *, use_chat_template: bool) -> list[PromptRow]:
+    """Plain prompts wrapped as one user message when the tokenizer has a chat template (and it is wanted);
+    chat-message prompts need one."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+
+    def adapt(row: PromptRow) -> PromptRow:
+        if isinstance(row.prompt, str):
+            if has_template and use_chat_template:
+                return PromptRow([{"role": "user", "content": row.prompt}], row.answer, row.needs_rare)
+            return row
+        if not has_template:
+            raise ValueError(
+                "the dataset has chat-message prompts but the tokenizer has no chat template; use plain-text "
+                "prompts or a model whose tokenizer has a chat template"
+            )
+        return row
+
+    return [adapt(row) for row in rows]
+
+
+def prompt_rows(config: TrainConfig, tokenizer: Any) -> tuple[list[PromptRow], list[PromptRow]]:
+    """(training rows in consumption order, held-out evaluation rows), adapted to `tokenizer`."""
+    train_rows, eval_rows = read_run_rows(config)
+    wrap = config.use_chat_template
+    return adapt_rows(train_rows, tokenizer, use_chat_template=wrap), adapt_rows(
+        eval_rows, tokenizer, use_chat_template=wrap
+    )

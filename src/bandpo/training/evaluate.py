@@ -168,11 +168,19 @@ def evaluate(
     finally:
         model.train(was_training)
 
+    try:  # one batch through the guard's worker process
+        scored_all = guard.score_many(
+            [p.prompt for p in prompts for _ in range(k)],
+            samples,
+            [p.answer for p in prompts for _ in range(k)],
+        )
+    finally:
+        guard.close()
     results = []
     errors = 0
     for index, prompt in enumerate(prompts):
         chunk = samples[index * k : (index + 1) * k]
-        scored = [guard.score_one(prompt.prompt, sample, prompt.answer) for sample in chunk]
+        scored = scored_all[index * k : (index + 1) * k]
         errors += sum(failed for _, failed in scored)
         keys = []
         for sample in chunk:

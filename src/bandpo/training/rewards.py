@@ -10,17 +10,20 @@ Two verifiers ship:
 
 `GuardedReward` wraps a verifier as a TRL reward function. A sample whose verifier raises or runs longer than
 ``timeout_s`` scores 0 and is counted (`metric_names.REWARD_ERRORS`, per generation batch); the run goes on.
-On the main thread the timeout is a ``SIGALRM`` timer that interrupts the verifier; elsewhere the verifier
-runs in a daemon thread that is abandoned on timeout (Python cannot kill a thread).
+The verifier runs in a worker process that is killed when a sample overruns, so a hung verifier (sympy
+expanding ``10^{10^{10}}``, a C extension, a ``try/except Exception`` around the work) costs one
+``timeout_s`` and leaves nothing running; the common path pays one round trip per batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,48 +177,93 @@ def get_verifier(name: str) -> Verifier:
 
 # --- the guard -------------------------------------------------------------------------------------
 
+# how long a fresh worker process may take to start before the guard gives up (not a per-sample limit)
+WORKER_START_TIMEOUT_S = 120.0
+Sample = tuple[str, str, str | None]
 
-def _call_with_timeout(function: Callable[[], float], timeout_s: float | None) -> float:
-    if timeout_s is None or timeout_s <= 0:
-        return function()
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
 
-        def on_alarm(signum: int, frame: Any) -> None:
-            raise RewardTimeout(f"reward ran longer than {timeout_s} s")
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+def _worker_main(score: Callable[[str, str, str | None], float], connection: Any) -> None:
+    """The worker's loop: receive a batch of samples, send back one ``(index, value, error)`` per sample."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the worker
+    connection.send(("ready", None, None))
+    while True:
         try:
-            return function()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    box: dict[str, Any] = {}
+            batch = connection.recv()
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        for index, (prompt, completion, answer) in batch:
+            try:
+                result: tuple[int, float | None, str | None] = (
+                    index,
+                    float(score(prompt, completion, answer)),
+                    None,
+                )
+            except BaseException as error:  # a user's verifier may raise anything
+                result = (index, None, f"{type(error).__name__}: {error}")
+            connection.send(result)
 
-    def target() -> None:
-        try:
-            box["value"] = function()
-        except BaseException as error:  # re-raised in the caller's thread
-            box["error"] = error
 
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        raise RewardTimeout(f"reward ran longer than {timeout_s} s")
-    if "error" in box:
-        raise box["error"]
-    return float(box["value"])
+class _Worker:
+    """One scorer process; killed (SIGKILL) when a sample overruns, and replaced on the next batch."""
+
+    def __init__(self, score: Callable[[str, str, str | None], float]) -> None:
+        import multiprocessing
+        import warnings
+
+        # fork: the scorer need not be picklable and the worker starts in milliseconds with the parent's
+        # imports (math-verify, sympy) already loaded; spawn where the platform has no fork
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        self.connection, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=_worker_main, args=(score, child), daemon=True)
+        with warnings.catch_warnings():  # Python >= 3.12 warns on fork in a threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.process.start()
+        child.close()
+        if not self.connection.poll(WORKER_START_TIMEOUT_S):
+            self.kill()
+            raise RuntimeError(f"the reward worker did not start within {WORKER_START_TIMEOUT_S:.0f} s")
+        self.connection.recv()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.connection.close()
+
+
+def _in_daemonic_process() -> bool:
+    import multiprocessing
+
+    return bool(multiprocessing.current_process().daemon)
 
 
 class GuardedReward:
     """A TRL reward function around a per-sample scorer; failures and timeouts score 0 and are counted.
 
+    With a time limit, samples are scored in a separate worker process (forked once, reused for every batch).
+    A sample that runs past ``timeout_s`` gets the worker killed, whatever the scorer does (a C extension
+    that ignores signals, a ``try/except Exception`` around the work): the sample scores 0 and is counted
+    as failed, a fresh worker scores the rest of the batch, and nothing of the hung call keeps running. A
+    sample therefore costs at most ``timeout_s`` (plus the fork of a new worker).
+
+    The scorer runs in that worker: it sees a copy of the parent's state at the fork, and its side effects
+    stay in the worker. Without a time limit (``timeout_s`` None or 0) it runs in the calling process, as it
+    does, unguarded, inside a daemonic `multiprocessing` process (which may not start children).
+
     Args:
         score: ``score(prompt, completion, answer) -> float``.
-        timeout_s: time limit per sample (None or 0: no limit).
+        timeout_s: time limit per sample (None or 0: no limit, in process).
         answer_column: dataset column passed to `score` as ``answer`` (missing: None).
         name: reported by TRL as the reward's name.
+
+    Attributes:
+        errors_total: failed samples so far (raised, non-finite, timed out or crashed the worker).
+        timeouts_total: samples among them that ran past the time limit.
+        samples_total: samples scored through ``__call__``.
+        last_error: the last failure, ``"<Type>: <message>"``.
     """
 
     def __init__(
@@ -227,38 +275,104 @@ class GuardedReward:
         name: str = "reward",
     ) -> None:
         self.score = score
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s if timeout_s else None
         self.answer_column = answer_column
         self.__name__ = name
         self.errors_total = 0
+        self.timeouts_total = 0
         self.samples_total = 0
         self.last_error: str | None = None
+        self._worker: _Worker | None = None
+        self._lock = threading.Lock()
+
+    # the worker process is this object's own: copies start their own
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_worker"], state["_lock"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker process (a later call starts a new one)."""
+        worker, self._worker = getattr(self, "_worker", None), None
+        if worker is not None:
+            with contextlib.suppress(OSError, ValueError):
+                worker.connection.send(None)
+            worker.kill()
 
     def score_one(self, prompt: Any, completion: Any, answer: Any) -> tuple[float, bool]:
         """(reward, failed) for one sample."""
-        prompt_text, completion_text_ = completion_text(prompt), completion_text(completion)
-        answer_text = None if answer is None else str(answer)
+        return self.score_many([prompt], [completion], [answer])[0]
+
+    def score_many(
+        self, prompts: Sequence[Any], completions: Sequence[Any], answers: Sequence[Any]
+    ) -> list[tuple[float, bool]]:
+        """(reward, failed) per sample; a failure (raise, non-finite value, timeout) scores 0.0."""
+        samples: list[Sample] = [
+            (completion_text(p), completion_text(c), None if a is None else str(a))
+            for p, c, a in zip(prompts, completions, answers, strict=True)
+        ]
+        if self.timeout_s is None or _in_daemonic_process():
+            raw = [self._score_here(sample) for sample in samples]
+        else:
+            with self._lock:
+                raw = self._score_in_worker(samples, self.timeout_s)
+        results = []
+        for value, error in raw:
+            if error is None and value is not None and not math.isfinite(value):
+                error = f"non-finite reward {value}"
+            if error is not None:
+                self.last_error = error
+                results.append((0.0, True))
+            else:
+                results.append((float(value), False))  # type: ignore[arg-type]
+        return results
+
+    def _score_here(self, sample: Sample) -> tuple[float | None, str | None]:
         try:
-            value = float(
-                _call_with_timeout(
-                    lambda: self.score(prompt_text, completion_text_, answer_text), self.timeout_s
-                )
-            )
+            return float(self.score(*sample)), None
         except Exception as error:  # any failure of a user's verifier: score 0, count it, go on
-            self.last_error = f"{type(error).__name__}: {error}"
-            return 0.0, True
-        if value != value or value in (float("inf"), float("-inf")):
-            self.last_error = f"non-finite reward {value}"
-            return 0.0, True
-        return value, False
+            return None, f"{type(error).__name__}: {error}"
+
+    def _score_in_worker(
+        self, samples: list[Sample], timeout_s: float
+    ) -> list[tuple[float | None, str | None]]:
+        results: list[tuple[float | None, str | None]] = []
+        while len(results) < len(samples):
+            if self._worker is None:
+                self._worker = _Worker(self.score)
+            worker, first = self._worker, len(results)
+            worker.connection.send([(i, samples[i]) for i in range(first, len(samples))])
+            while len(results) < len(samples):
+                # the worker starts the next sample as soon as it has sent the previous one
+                try:
+                    message = worker.connection.recv() if worker.connection.poll(timeout_s) else "timeout"
+                except (EOFError, OSError):
+                    message = "died"
+                if isinstance(message, tuple):
+                    results.append(message[1:])
+                    continue
+                if message == "timeout":
+                    self.timeouts_total += 1
+                    results.append((None, f"RewardTimeout: reward ran longer than {timeout_s} s"))
+                else:
+                    results.append((None, "RewardWorkerDied: the scorer ended its worker process"))
+                worker.kill()
+                self._worker = None
+                break
+        return results
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         answers = kwargs.get(self.answer_column) or [None] * len(prompts)
-        rewards, errors = [], 0
-        for prompt, completion, answer in zip(prompts, completions, answers, strict=True):
-            value, failed = self.score_one(prompt, completion, answer)
-            rewards.append(value)
-            errors += int(failed)
+        scored = self.score_many(prompts, completions, answers)
+        rewards = [value for value, _ in scored]
+        errors = sum(failed for _, failed in scored)
         self.errors_total += errors
         self.samples_total += len(rewards)
         log_metric = kwargs.get("log_metric")

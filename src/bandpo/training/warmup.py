@@ -13,6 +13,7 @@ and renamed into place, so a killed warm-up never leaves a half-written cache en
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,12 +21,14 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bandpo._atomic import check_writable
 from bandpo.training import task
+from bandpo.training.environment import silence
 
 __all__ = ["WarmupConfig", "WarmupResult", "cache_root", "load_or_warm_up", "sampled_accuracy"]
 
@@ -168,9 +171,10 @@ def _warm_up(config: WarmupConfig, destination: Path, progress: Callable[[int, f
                     control.should_training_stop = True
             return control
 
-    with tempfile.TemporaryDirectory(prefix="bandpo-warmup-") as scratch:
+    scratch = destination / "trainer"  # HF Trainer's output_dir (nothing is saved); inside the staging folder
+    try:
         arguments = TrainingArguments(
-            output_dir=scratch,
+            output_dir=str(scratch),
             per_device_train_batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             weight_decay=0.0,
@@ -192,10 +196,10 @@ def _warm_up(config: WarmupConfig, destination: Path, progress: Callable[[int, f
             data_collator=_collate,
             callbacks=[StopAtTarget()],
         )
-        from bandpo.training.runner import _silence
-
-        _silence(trainer)
+        silence(trainer)
         trainer.train()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     model.eval()
     steps, accuracy = history[-1] if history else (0, 0.0)
     model.save_pretrained(destination, safe_serialization=True)
@@ -222,25 +226,61 @@ def load_or_warm_up(
         cache_dir: root of the cache (default `cache_root()`).
         progress: called as ``progress(step, sampled_accuracy)`` at each accuracy check.
     """
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     final = root / "warmup" / config.cache_key()
-    info_path = final / "warmup.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
-        return WarmupResult(final, info["steps"], info["accuracy"], info["seconds"], from_cache=True)
+    cached = _read_cached(final)
+    if cached is not None:
+        return cached
+    # the warm-up will be saved there: refuse a read-only cache now, not after training
+    check_writable(root, "cache_dir", "--cache-dir (or BANDPO_CACHE); it holds no warm-up for these settings")
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        start = time.perf_counter()
-        info = _warm_up(config, staging, progress)
-        info["seconds"] = time.perf_counter() - start
-        info["config"] = asdict(config)
-        (staging / "warmup.json").write_text(json.dumps(info, indent=2))
+    # one warm-up per key at a time: a second cold run waits here, then loads the first one's result
+    with _locked(final.parent / f"{final.name}.lock"):
+        cached = _read_cached(final)
+        if cached is not None:
+            return cached
+        _remove_leftovers(final)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
         try:
+            start = time.perf_counter()
+            info = _warm_up(config, staging, progress)
+            info["seconds"] = time.perf_counter() - start
+            info["config"] = asdict(config)
+            (staging / "warmup.json").write_text(json.dumps(info, indent=2))
             os.replace(staging, final)
-        except OSError:  # another process finished the same warm-up first: use theirs
-            if not info_path.is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return WarmupResult(final, info["steps"], info["accuracy"], info["seconds"], from_cache=False)
+
+
+def _read_cached(final: Path) -> WarmupResult | None:
+    """The cache entry in `final`, or None when there is none (or only a torn one, which is redone)."""
+    try:
+        info = json.loads((final / "warmup.json").read_text())
+        return WarmupResult(final, info["steps"], info["accuracy"], info["seconds"], from_cache=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on `path` for the block (released by the OS if the process dies)."""
+    with path.open("a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Under the lock: staging folders of killed warm-ups of this key, and an entry without warmup.json."""
+    for path in final.parent.glob(f".{final.name}-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    if final.exists():
+        shutil.rmtree(final, ignore_errors=True)

@@ -1,0 +1,135 @@
+"""The policy a run starts from: a local HF checkpoint (``--model``), or the embedded tiny model warmed up
+once and cached (`bandpo.training.warmup`).
+
+A local checkpoint is checked before anything is loaded, so a bad folder fails with one line naming the file
+and the fix: the folder exists and holds ``config.json`` (valid JSON) and weights, and every
+``*.safetensors`` file is as long as its header says (a truncated copy is the usual culprit).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from bandpo.training.config import TrainConfig
+from bandpo.training.environment import progress_bar
+from bandpo.training.run_dir import read_json
+
+__all__ = ["check_checkpoint_folder", "load_policy"]
+
+WEIGHT_FILES: tuple[str, ...] = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+SAVE_FIX = "pass a folder written by save_pretrained (config.json, weights and tokenizer files)"
+
+
+def check_checkpoint_folder(path: Path) -> None:
+    """One-line ValueError unless `path` looks like a complete local HF checkpoint (nothing is loaded)."""
+    where = f"model={str(path)!r}"
+    if not path.exists():
+        raise ValueError(f"{where} does not exist; {SAVE_FIX}")
+    if not path.is_dir():
+        raise ValueError(f"{where} is a file, not a checkpoint folder; {SAVE_FIX}")
+    if not any(path.iterdir()):
+        raise ValueError(f"{where} is an empty folder; {SAVE_FIX}")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{where} has no config.json; {SAVE_FIX}")
+    read_json(path / "config.json", fix=f"re-copy or re-save the checkpoint ({SAVE_FIX})")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ValueError(f"{where} has no weights (none of {', '.join(WEIGHT_FILES)}); {SAVE_FIX}")
+    for weights in sorted(path.glob("*.safetensors")):
+        _check_safetensors(weights)
+
+
+def _check_safetensors(path: Path) -> None:
+    """The file holds its 8-byte header length, the JSON header, and every tensor the header lists."""
+    fix = "re-copy or re-save the checkpoint"
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        head = stream.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path} is truncated ({size} bytes, not a safetensors file); {fix}")
+        (header_length,) = struct.unpack("<Q", head)
+        if 8 + header_length > size:
+            raise ValueError(f"{path} is truncated ({size} bytes, its header alone needs more); {fix}")
+        try:
+            header = json.loads(stream.read(header_length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{path} has a corrupt header (not JSON); {fix}") from None
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+    ]
+    expected = 8 + header_length + max(ends, default=0)
+    if size < expected:
+        raise ValueError(f"{path} is truncated ({size} of {expected} bytes); {fix}")
+
+
+def load_policy(config: TrainConfig, progress: bool) -> tuple[Any, Any, dict[str, Any] | None]:
+    """(model, tokenizer, warm-up info) from ``config.model`` or from the cached warm-up of the embedded model.
+
+    The tokenizer pads on the left (generation) with EOS when it has no pad token.
+    """
+    warmup_info = None
+    if config.model is None:
+        path, warmup_info = _warmed_up_model(config, progress)
+    else:
+        path = Path(config.model).expanduser()
+        check_checkpoint_folder(path)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    except Exception as error:  # transformers raises many kinds; say which and where in one line
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ValueError(
+            f"model={str(path)!r} is not a loadable local HF checkpoint ({type(error).__name__}: {first_line}); "
+            f"{SAVE_FIX}"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer, warmup_info
+
+
+def _warmed_up_model(config: TrainConfig, progress: bool) -> tuple[Path, dict[str, Any]]:
+    from bandpo.training.warmup import WarmupConfig, load_or_warm_up
+
+    bars: list[Any] = []  # created on the first report, so a cached warm-up shows no bar
+
+    def report(step: int, accuracy: float) -> None:
+        if progress and not bars:
+            bars.append(progress_bar(True, total=config.warmup_max_steps, desc="warm-up", unit="step"))
+        if bars:
+            bars[0].update(step - bars[0].n)
+            bars[0].set_postfix(pass_at_1=f"{accuracy:.3f}")
+
+    try:
+        result = load_or_warm_up(
+            WarmupConfig(
+                seed=config.seed,
+                target_accuracy=config.warmup_target_accuracy,
+                max_steps=config.warmup_max_steps,
+                rare_fraction=config.warmup_rare_fraction,
+            ),
+            cache_dir=config.cache_dir,
+            progress=report,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    info = {
+        "path": str(result.path),
+        "steps": result.steps,
+        "sampled_accuracy": result.accuracy,
+        "seconds": result.seconds,
+        "from_cache": result.from_cache,
+    }
+    return result.path, info

@@ -1,0 +1,228 @@
+"""The run directory: where each file goes, what may be written, and which checkpoint a resume uses.
+
+Everything here is checked before a run writes its first file, so a refused start leaves nothing behind and
+the retry is not blocked: an ``output_dir`` that is empty, a file, under a file, or not writable, and, on
+resume, a ``config.json`` or ``trainer_state.json`` that does not parse.
+
+A checkpoint (``checkpoints/checkpoint-<optimiser step>/``) counts once it holds ``trainer_state.json``:
+the HF Trainer writes that file last, after the weights, optimiser, scheduler and RNG state (pinned by
+``tests/training/test_checkpoints.py``), so a run killed while saving leaves a checkpoint without it, which
+resume skips and removes; one whose ``trainer_state.json`` does not parse is refused with the file named. Files the run writes whole (config, evaluations, summary, final model) are written
+to a temporary name and renamed into place; the temporaries a killed run leaves are removed when the next
+run starts in the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bandpo._atomic import check_writable
+from bandpo.training.config import RUN_INDEPENDENT_FIELDS, TrainConfig
+
+__all__ = [
+    "CHECKPOINT_PATTERN",
+    "RunPaths",
+    "check_run_dir",
+    "check_writable",
+    "checkpoint_step",
+    "complete_checkpoints",
+    "find_last_checkpoint",
+    "prune_checkpoints",
+    "read_json",
+    "remove_leftovers",
+    "resolve_run_dir",
+    "save_pretrained_atomic",
+    "to_json",
+]
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+# temporaries of write_text_atomic (".<name>-*"), save_pretrained_atomic (".model-*") and older versions'
+# checkpoint staging (".staging-*")
+LEFTOVER_PATTERN = re.compile(r"^\.(staging|model|[\w.]+\.jsonl?)-")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files and folders of one run directory."""
+
+    run_dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.run_dir / "tensorboard"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        return self.run_dir / "model"
+
+    @property
+    def plots(self) -> Path:
+        return self.run_dir / "plots"
+
+    @property
+    def eval_before(self) -> Path:
+        return self.run_dir / "eval_before.json"
+
+    @property
+    def eval_after(self) -> Path:
+        return self.run_dir / "eval_after.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.run_dir / "summary.json"
+
+    def as_dict(self) -> dict[str, str]:
+        """``TrainSummary.paths``: every entry by name, as strings."""
+        names = ("config", "metrics", "tensorboard", "checkpoints", "model", "plots")
+        names += ("eval_before", "eval_after", "summary")
+        return {"run_dir": str(self.run_dir), **{name: str(getattr(self, name)) for name in names}}
+
+
+def resolve_run_dir(config: TrainConfig) -> Path:
+    """``output_dir``, or ``runs/<method>-seed<seed>-<time>`` when it is None (not on resume)."""
+    if config.output_dir is not None:
+        if not str(config.output_dir).strip():
+            raise ValueError(
+                "output_dir is empty; pass --output-dir RUN_DIR (a new or empty folder), or leave it out for "
+                "runs/<method>-seed<seed>-<time>"
+            )
+        return Path(config.output_dir).expanduser()
+    if config.resume:
+        raise ValueError("resume needs output_dir: pass --output-dir RUN_DIR of the run to continue")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.method}-seed{config.seed}-{stamp}"
+
+
+def read_json(path: Path, *, fix: str) -> Any:
+    """The JSON in `path`, or a one-line error naming the file and `fix`."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
+        raise ValueError(f"{path} is not valid JSON ({reason}; truncated or corrupt?); {fix}") from None
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """Standard JSON: a non-finite float (``--dual-clip-c inf``, "off") is written as null."""
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(entry) for key, entry in item.items()}
+        if isinstance(item, list | tuple):
+            return [finite(entry) for entry in item]
+        return item
+
+    return json.dumps(finite(value), indent=indent, sort_keys=False, allow_nan=False)
+
+
+def check_run_dir(paths: RunPaths, config: TrainConfig) -> None:
+    """Refuse a run directory that cannot hold this run (see the module docstring); writes nothing."""
+    check_writable(paths.run_dir, "output_dir", "--output-dir")
+    if not config.resume:
+        if paths.config.exists():
+            raise ValueError(
+                f"output_dir {str(paths.run_dir)!r} already holds a run; pass --resume to continue it or choose "
+                "another --output-dir"
+            )
+        return
+    if not paths.config.exists():
+        return  # nothing was written yet (killed at once, or never started): resuming means starting
+    stored = read_json(paths.config, fix="delete the run directory and start again")
+    given = json.loads(to_json(config.to_dict()))
+    ignored = RUN_INDEPENDENT_FIELDS | {"resolved"}
+    different = sorted(k for k in given if k not in ignored and stored.get(k) != given[k])
+    if different:
+        details = ", ".join(f"{k}: run has {stored.get(k)!r}, given {given[k]!r}" for k in different)
+        raise ValueError(f"resume: config differs from the run's ({details}); resume with the run's settings")
+
+
+def complete_checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints in `checkpoint_dir` that have their ``trainer_state.json``, by step."""
+    if not checkpoint_dir.is_dir():
+        return []
+    found = []
+    for path in checkpoint_dir.iterdir():
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match and (path / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def find_last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step in `checkpoint_dir`, or None."""
+    found = complete_checkpoints(Path(checkpoint_dir))
+    return found[-1][1] if found else None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimiser step stored in `checkpoint` (one-line error naming the file when it does not parse)."""
+    path = checkpoint / "trainer_state.json"
+    fix = f"delete {checkpoint} to resume from the checkpoint before it (or from the start)"
+    state = read_json(path, fix=fix)
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        raise ValueError(f"{path} has no integer global_step; {fix}")
+    return int(state["global_step"])
+
+
+def remove_leftovers(paths: RunPaths) -> None:
+    """Remove what a killed run leaves: temporaries of atomic writes and checkpoints it did not finish."""
+    for folder in (paths.run_dir, paths.checkpoints):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if LEFTOVER_PATTERN.match(path.name):
+                _remove(path)
+    if paths.checkpoints.is_dir():
+        for path in paths.checkpoints.iterdir():
+            if CHECKPOINT_PATTERN.match(path.name) and not (path / "trainer_state.json").exists():
+                _remove(path)
+
+
+def prune_checkpoints(checkpoint_dir: Path, keep: int) -> None:
+    """Keep the `keep` complete checkpoints with the highest steps."""
+    complete = complete_checkpoints(checkpoint_dir)
+    for _, old in complete[: max(len(complete) - keep, 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_pretrained_atomic(model: Any, tokenizer: Any, destination: Path) -> None:
+    """``save_pretrained`` of model and tokenizer into a temporary folder, then renamed to `destination`."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

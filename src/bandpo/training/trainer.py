@@ -1,0 +1,149 @@
+"""The TRL side of a run: `BandPOTrainer`'s arguments for a `TrainConfig`, and the callback that ties the
+trainer to the run directory.
+
+Everything here goes through the HF Trainer's public hooks: `RunCallback` forces a checkpoint at the last
+step, prunes old checkpoints after each save (``on_save``), and hands each RL step's logs to the run
+(``on_log``); `RunTrainer` only turns off TRL's Hub model card (a public method). Importing this module
+imports TRL.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from bandpo.integrations.trl import BandPOConfig, BandPOTrainer
+from bandpo.training import data as data_module
+from bandpo.training.config import AGG_TO_LOSS_TYPE, TrainConfig
+from bandpo.training.environment import silence
+from bandpo.training.rewards import GuardedReward
+from bandpo.training.run_dir import prune_checkpoints
+
+__all__ = ["RunCallback", "RunTrainer", "build_trainer", "trl_arguments"]
+
+
+def trl_arguments(config: TrainConfig, checkpoint_dir: Path) -> BandPOConfig:
+    """TRL's arguments for `config`.
+
+    TRL's units: a micro-batch of ``resolved_micro_batch_size`` completions per forward/backward pass,
+    ``gradient_accumulation_steps`` of them per optimiser step (one minibatch), ``minibatches × that`` per
+    generation batch (``steps_per_generation``), each generation batch used ``num_iterations`` times: so
+    ``minibatches × num_iterations`` optimiser steps per RL step, whatever the micro-batch size. TRL's
+    ``global_step`` counts optimiser steps, hence ``max_steps``, ``logging_steps`` and ``save_steps`` in
+    multiples of ``optimizer_steps_per_rl_step``.
+    """
+    opt_steps = config.optimizer_steps_per_rl_step
+    accumulation = config.gradient_accumulation_steps
+    with warnings.catch_warnings():
+        # TrainConfig already warned about a one-optimiser-step schedule; BandPOConfig would repeat it
+        warnings.filterwarnings("ignore", message="every method is identical", category=UserWarning)
+        arguments = BandPOConfig(
+            output_dir=str(checkpoint_dir),
+            method=config.method,
+            method_params=config.method_params,
+            loss_type=AGG_TO_LOSS_TYPE[config.agg],
+            delta=config.dual_clip_c,
+            beta=config.kl_coef,
+            use_bias_correction_kl=False,  # the paper's plain k3 (TRL 1.16 defaults to True)
+            entropy_coef=config.entropy_coef,
+            scale_rewards=config.scale_rewards,
+            temperature=config.temperature,
+            top_p=1.0,
+            top_k=0,
+            max_completion_length=config.resolved_max_completion_length,
+            num_generations=config.num_generations,
+            per_device_train_batch_size=config.resolved_micro_batch_size,
+            gradient_accumulation_steps=accumulation,
+            steps_per_generation=config.minibatches * accumulation,
+            num_iterations=config.num_iterations,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            optim="adamw_torch",
+            max_grad_norm=config.max_grad_norm,
+            max_steps=config.trl_max_steps,
+            logging_strategy="steps",
+            logging_steps=opt_steps,
+            save_strategy="steps",
+            save_steps=config.save_every * opt_steps,
+            save_total_limit=None,
+            seed=config.seed,
+            data_seed=config.seed,
+            report_to=[],
+            disable_tqdm=True,
+            log_completions=False,
+            disable_dropout=True,
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+            shuffle_dataset=True,
+            remove_unused_columns=False,
+        )
+    return arguments
+
+
+class RunTrainer(BandPOTrainer):
+    """`BandPOTrainer` without the Hub model card TRL writes beside every checkpoint (runs are offline)."""
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class RunCallback(TrainerCallback):
+    """Checkpoints on RL-step boundaries (the last step always), keeps the newest, reports each RL step.
+
+    Args:
+        opt_steps: optimiser steps per RL step (TRL's ``global_step`` counts optimiser steps).
+        keep_checkpoints: complete checkpoints kept after each save.
+        on_rl_step: called as ``on_rl_step(rl_step, logs)`` with TRL's logs of each finished RL step.
+    """
+
+    def __init__(
+        self, opt_steps: int, keep_checkpoints: int, on_rl_step: Callable[[int, dict[str, Any]], None]
+    ) -> None:
+        self.opt_steps = opt_steps
+        self.keep_checkpoints = keep_checkpoints
+        self.on_rl_step = on_rl_step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.global_step >= state.max_steps:
+            control.should_save = True  # always checkpoint the last step
+        return control
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        prune_checkpoints(Path(args.output_dir), self.keep_checkpoints)
+        return control
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if not logs or "train_runtime" in logs or state.global_step % self.opt_steps:
+            return
+        self.on_rl_step(state.global_step // self.opt_steps, logs)
+
+
+def build_trainer(
+    config: TrainConfig,
+    model: Any,
+    tokenizer: Any,
+    train_rows: list[data_module.PromptRow],
+    reward: GuardedReward,
+    checkpoint_dir: Path,
+    on_rl_step: Callable[[int, dict[str, Any]], None],
+) -> RunTrainer:
+    """The trainer of one run: `train_rows` in order, `reward` as TRL's reward function, no printing."""
+    dataset = Dataset.from_list([{"prompt": r.prompt, "answer": r.answer} for r in train_rows])
+    trainer = RunTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=trl_arguments(config, checkpoint_dir),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[RunCallback(config.optimizer_steps_per_rl_step, config.keep_checkpoints, on_rl_step)],
+    )
+    silence(trainer)
+    return trainer
