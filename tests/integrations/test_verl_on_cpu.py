@@ -168,12 +168,16 @@ def test_import_without_verl_names_the_extra():
 
 
 def test_nothing_else_in_bandpo_imports_verl_or_ray():
+    """Only the plugin imports verl, and `bandpo doctor`, which inspects verl's registry inside its check."""
     pattern = re.compile(r"^\s*(import|from)\s+(verl|ray)\b", re.MULTILINE)
-    own = REPO / "src" / "bandpo" / "integrations" / "verl.py"
+    allowed = {
+        REPO / "src" / "bandpo" / "integrations" / "verl.py",
+        REPO / "src" / "bandpo" / "commands" / "doctor.py",
+    }
     offenders = [
         str(path.relative_to(REPO))
         for path in (REPO / "src" / "bandpo").rglob("*.py")
-        if path != own and pattern.search(path.read_text(encoding="utf-8"))
+        if path not in allowed and pattern.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
 
