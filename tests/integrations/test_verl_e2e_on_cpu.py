@@ -22,6 +22,7 @@ here, most of it Ray start-up. Marked `verl` and `slow`: `scripts/test.sh` runs 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -40,8 +41,15 @@ RUN_TIMEOUT_S = 900
 ROLLOUT_PROBS_TOL = 1e-5  # float32 actor vs float32 HF sampler, same weights: observed ≤ 1e-6
 CLIP_EPS = 0.02
 
-sys.path.insert(0, str(FIXTURE))
-import verl_cpu_assets  # noqa: E402
+
+def _load_assets_module():
+    spec = importlib.util.spec_from_file_location("verl_cpu_assets", FIXTURE / "verl_cpu_assets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+verl_cpu_assets = _load_assets_module()
 
 
 @pytest.fixture(scope="module")

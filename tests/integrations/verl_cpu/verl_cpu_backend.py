@@ -23,7 +23,13 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+import ray
 import torch
+from verl.plugin.platform.platform_base import PlatformBase
+from verl.plugin.platform.platform_manager import PlatformRegistry
+from verl.workers.rollout import base as rollout_base
+from verl.workers.rollout.base import BaseRollout
+from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry
 
 PLATFORM_NAME = "cpu"
 ROLLOUT_NAME = "hf_cpu"
@@ -77,78 +83,74 @@ class _CpuDeviceModule(ModuleType):
 _CPU_DEVICE_MODULE = _CpuDeviceModule()
 
 
-def _register_platform() -> None:
-    from verl.plugin.platform.platform_base import PlatformBase
-    from verl.plugin.platform.platform_manager import PlatformRegistry
+@PlatformRegistry.register(platform=PLATFORM_NAME)
+class PlatformCPU(PlatformBase):
+    """torch on CPU with gloo; Ray's "GPU" resource stands for a CPU worker slot (nothing uses CUDA)."""
 
-    @PlatformRegistry.register(platform=PLATFORM_NAME)
-    class PlatformCPU(PlatformBase):
-        """torch on CPU with gloo; Ray's "GPU" resource stands for a CPU worker slot (nothing uses CUDA)."""
+    device_name = "cpu"
+    vendor_name = "cpu"
+    device_module = _CPU_DEVICE_MODULE
 
-        device_name = "cpu"
-        vendor_name = "cpu"
-        device_module = _CPU_DEVICE_MODULE
+    def is_available(self) -> bool:
+        return True
 
-        def is_available(self) -> bool:
-            return True
+    def is_platform_available(self, use_smi_check: bool = False) -> bool:
+        return True
 
-        def is_platform_available(self, use_smi_check: bool = False) -> bool:
-            return True
+    def current_device(self) -> torch.device:  # FSDP2 wants a device, not an accelerator index
+        return torch.device("cpu")
 
-        def current_device(self) -> torch.device:  # FSDP2 wants a device, not an accelerator index
-            return torch.device("cpu")
+    def device_count(self) -> int:
+        return 1
 
-        def device_count(self) -> int:
-            return 1
+    def set_device(self, device_index: int) -> None:
+        pass
 
-        def set_device(self, device_index: int) -> None:
-            pass
+    def synchronize(self, device_index: int | None = None) -> None:
+        pass
 
-        def synchronize(self, device_index: int | None = None) -> None:
-            pass
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
 
-        def manual_seed(self, seed: int) -> None:
-            torch.manual_seed(seed)
+    def manual_seed_all(self, seed: int) -> None:
+        torch.manual_seed(seed)
 
-        def manual_seed_all(self, seed: int) -> None:
-            torch.manual_seed(seed)
+    def set_allocator_settings(self, settings: str) -> None:
+        pass
 
-        def set_allocator_settings(self, settings: str) -> None:
-            pass
+    def empty_cache(self) -> None:
+        pass
 
-        def empty_cache(self) -> None:
-            pass
+    def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
+        return None, None
 
-        def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
-            return None, None
+    def communication_backend_name(self) -> str:
+        return "gloo"
 
-        def communication_backend_name(self) -> str:
-            return "gloo"
+    def visible_devices_envvar(self) -> str:
+        return "CUDA_VISIBLE_DEVICES"
 
-        def visible_devices_envvar(self) -> str:
-            return "CUDA_VISIBLE_DEVICES"
+    def ray_resource_name(self) -> str:
+        return "GPU"
 
-        def ray_resource_name(self) -> str:
-            return "GPU"
+    def ray_noset_envvars(self) -> list[str]:
+        return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
 
-        def ray_noset_envvars(self) -> list[str]:
-            return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
+    def is_ipc_supported(self) -> bool:
+        return False
 
-        def is_ipc_supported(self) -> bool:
-            return False
+    @contextlib.contextmanager
+    def nvtx_range(self, msg: str) -> Iterator[None]:
+        yield
 
-        @contextlib.contextmanager
-        def nvtx_range(self, msg: str) -> Iterator[None]:
-            yield
+    def profiler_start(self) -> None:
+        pass
 
-        def profiler_start(self) -> None:
-            pass
+    def profiler_stop(self) -> None:
+        pass
 
-        def profiler_stop(self) -> None:
-            pass
-
-        def cudart(self) -> None:
-            return None
+    def cudart(self) -> None:
+        return None
 
 
 def _patch_process_group_backend() -> None:
@@ -266,76 +268,65 @@ class HFCpuServer:
     async def stop_profile(self) -> None: ...
 
 
+class HFCpuReplica(RolloutReplica):
+    """One `HFCpuServer` per replica; verl's agent loop sends it token-in/token-out requests."""
+
+    async def launch_servers(self) -> None:
+        from transformers import AutoTokenizer
+
+        model = self.model_config  # the trainer's DictConfig (no `local_path`: the test's paths are local)
+        model_path = model.get("local_path") or model.path
+        tokenizer = AutoTokenizer.from_pretrained(model.get("tokenizer_path") or model_path)
+        server = (
+            ray.remote(HFCpuServer)
+            .options(name=_server_name(self.replica_rank), num_cpus=0, max_concurrency=self.max_concurrency)
+            .remote(model_path, self.config.seed, self.config.response_length, [tokenizer.eos_token_id])
+        )
+        await server.stats.remote()  # wait for the model to load
+        self.servers = [server]
+        self._server_handle = server
+        self._server_address = f"{ROLLOUT_NAME}://replica-{self.replica_rank}"
+
+
+class HFCpuRollout(BaseRollout):
+    """Trainer-side end of verl's `naive` weight sync: forwards each update's full weights to the server."""
+
+    def __init__(self, config: Any, model_config: Any, device_mesh: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, model_config, device_mesh)
+        world_size = (
+            self.config.tensor_model_parallel_size
+            * self.config.data_parallel_size
+            * self.config.pipeline_model_parallel_size
+        )
+        rank = int(os.environ.get("RANK", "0"))
+        self.replica_rank = rank // world_size
+        self.is_leader = rank % world_size == 0
+
+    async def resume(self, tags: list[str]) -> None:
+        pass
+
+    async def release(self) -> None:
+        pass
+
+    async def update_weights(self, weights: Any, wire_format: str = "named_tensors", **kwargs: Any) -> None:
+        if wire_format != "named_tensors":
+            raise ValueError(f"hf_cpu rollout takes full named tensors, got wire_format={wire_format!r}")
+        state = {}
+        for name, tensor in weights:
+            full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor  # FSDP2 DTensor
+            state[name] = full.detach().to("cpu", torch.float32).clone()
+        if self.is_leader:
+            server = ray.get_actor(_server_name(self.replica_rank))
+            await server.load_weights.remote(state, kwargs.get("global_steps"))
+
+
 def _register_rollout() -> None:
-    import ray
-    from verl.workers.rollout import base as rollout_base
-    from verl.workers.rollout.base import BaseRollout
-    from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry
-
-    class HFCpuReplica(RolloutReplica):
-        """One `HFCpuServer` per replica; verl's agent loop sends it token-in/token-out requests."""
-
-        async def launch_servers(self) -> None:
-            from transformers import AutoTokenizer
-
-            model = (
-                self.model_config
-            )  # the trainer's DictConfig (no `local_path`: the test's paths are local)
-            model_path = model.get("local_path") or model.path
-            tokenizer = AutoTokenizer.from_pretrained(model.get("tokenizer_path") or model_path)
-            server_cls = ray.remote(HFCpuServer)
-            server = server_cls.options(
-                name=_server_name(self.replica_rank),
-                num_cpus=0,
-                max_concurrency=self.max_concurrency,
-            ).remote(model_path, self.config.seed, self.config.response_length, [tokenizer.eos_token_id])
-            await server.stats.remote()  # wait for the model to load
-            self.servers = [server]
-            self._server_handle = server
-            self._server_address = f"{ROLLOUT_NAME}://replica-{self.replica_rank}"
-
-    class HFCpuRollout(BaseRollout):
-        """Trainer-side end of the `naive` weight sync: forwards each update's full weights to the server."""
-
-        def __init__(
-            self, config: Any, model_config: Any, device_mesh: Any, *args: Any, **kwargs: Any
-        ) -> None:
-            super().__init__(config, model_config, device_mesh)
-            world_size = (
-                self.config.tensor_model_parallel_size
-                * self.config.data_parallel_size
-                * self.config.pipeline_model_parallel_size
-            )
-            self.replica_rank = int(os.environ.get("RANK", "0")) // world_size
-            self.is_leader = int(os.environ.get("RANK", "0")) % world_size == 0
-
-        async def resume(self, tags: list[str]) -> None:
-            pass
-
-        async def release(self) -> None:
-            pass
-
-        async def update_weights(
-            self, weights: Any, wire_format: str = "named_tensors", **kwargs: Any
-        ) -> None:
-            if wire_format != "named_tensors":
-                raise ValueError(f"hf_cpu rollout takes full named tensors, got wire_format={wire_format!r}")
-            state = {}
-            for name, tensor in weights:
-                full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-                state[name] = full.detach().to("cpu", torch.float32).clone()
-            if self.is_leader:
-                server = ray.get_actor(_server_name(self.replica_rank))
-                await server.load_weights.remote(state, kwargs.get("global_steps"))
-
     RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: HFCpuReplica)
     # verl/workers/rollout/base.py keeps its trainer-side rollout classes in this table (no register function)
-    rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{__name__}._HFCpuRollout"
-    globals()["_HFCpuRollout"] = HFCpuRollout
+    rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{__name__}.HFCpuRollout"
 
 
-_register_platform()
 _patch_process_group_backend()
 _register_rollout()
 
-__all__ = ["PLATFORM_NAME", "ROLLOUT_NAME", "HFCpuServer"]
+__all__ = ["PLATFORM_NAME", "ROLLOUT_NAME", "HFCpuReplica", "HFCpuRollout", "HFCpuServer", "PlatformCPU"]
