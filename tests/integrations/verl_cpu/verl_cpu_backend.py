@@ -192,6 +192,8 @@ class HFCpuServer:
         self.generator = torch.Generator().manual_seed(seed)
         self.response_length = response_length
         self.eos_token_ids = set(eos_token_ids)
+        # verl reads every output's global_steps (v1/trainer_base.py `_compute_metrics`); each weight sync sets
+        # it, and verl syncs before the first rollout
         self.global_steps: int | None = None
         self.weight_updates = 0
         self.lock = asyncio.Lock()
