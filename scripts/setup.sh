@@ -26,5 +26,9 @@ make_env .venv train,dev
 if [ "$with_verl" = 1 ]; then
   echo "setup: .venv-verl (bandpo[verl,dev])"
   make_env .venv-verl verl,dev
+  # verl 0.9.1's default trainer (trainer.use_v1) and its rollout import these without declaring them (verl's
+  # `verl-core` extra has TransferQueue); the end-to-end test runs that trainer. Versions tested together.
+  .venv-verl/bin/pip install "${quiet[@]}" TransferQueue==0.1.11 cachetools==8.0.2 uvicorn==0.54.0 \
+    fastapi==0.165.0 pyzmq==27.3.0 msgspec==0.22.0
 fi
 echo "setup: done"

@@ -51,7 +51,7 @@ from torch import Tensor
 
 from bandpo import metric_names as mn
 from bandpo.losses import AGG_MODES, policy_loss
-from bandpo.methods import BoundMethod, RatioBounds, get_method, method_parameters
+from bandpo.methods import BoundMethod, RatioBounds, compute_dtype, get_method, method_parameters
 
 try:
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
@@ -181,8 +181,13 @@ def resolve_loss_settings(config: Any) -> tuple[BoundMethod, float | None]:
 
 
 def _valid_token_bounds(method: BoundMethod, old_logp: Tensor, mask: Tensor) -> RatioBounds:
-    """Bounds computed on the valid tokens only, scattered back to (B, T) with [1, 1] on padding."""
-    valid_old_logp = old_logp.detach()[mask]  # (N,) valid tokens, flattened
+    """Bounds computed on the valid tokens only, scattered back to (B, T) with [1, 1] on padding.
+
+    The bounds are float32 at least whatever dtype arrives: under verl's bf16 mixed precision the
+    log-probs can be bf16, and bounds built in bf16 are rounded (ε = 0.05 would give 0.94921875 / 1.046875).
+    """
+    old_logp = old_logp.detach().to(compute_dtype(old_logp.dtype))  # (B, T), float32 or float64
+    valid_old_logp = old_logp[mask]  # (N,) valid tokens, flattened
     low_valid, high_valid = method(valid_old_logp)  # (N,)
     low = torch.ones_like(old_logp).masked_scatter(mask, low_valid)  # (B, T)
     high = torch.ones_like(old_logp).masked_scatter(mask, high_valid)  # (B, T)

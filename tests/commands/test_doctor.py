@@ -1,0 +1,138 @@
+"""`bandpo doctor`: versions against bandpo's declared ranges, the verl plugin, CUDA, the warm-up cache.
+
+The tests marked `verl` need verl installed and run in `.venv-verl` (`scripts/test.sh`); the others run in
+either environment.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from bandpo import cli
+from bandpo.commands import doctor
+
+
+def _by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
+    return {check.name: check for check in checks}
+
+
+def test_healthy_environment_exits_zero(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("BANDPO_CACHE", str(tmp_path))
+    assert cli.main(["doctor", "--no-verl"]) == 0
+    out = capsys.readouterr().out
+    assert "ok    torch" in out and "bandpo doctor: no problems found" in out
+    assert "FAIL" not in out
+
+
+def test_ranges_come_from_bandpo_metadata():
+    ranges = doctor._declared_ranges()
+    assert set(ranges) == set(doctor.PACKAGES)
+    assert ranges["torch"][1] is None and ranges["trl"][1] == "train" and ranges["verl"][1] == "verl"
+    assert SpecifierSet(ranges["torch"][0]).contains(importlib.metadata.version("torch"), prereleases=True)
+
+
+def test_version_outside_the_range_fails_with_the_fix(capsys, tmp_path, monkeypatch):
+    real = doctor._installed_version
+    monkeypatch.setattr(doctor, "_installed_version", lambda name: "2.0.0" if name == "torch" else real(name))
+    monkeypatch.setenv("BANDPO_CACHE", str(tmp_path))
+    assert cli.main(["doctor", "--no-verl"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  torch" in out and "2.0.0 is outside the tested range" in out
+    assert "fix   torch" in out and "pip install 'torch" in out
+    assert "1 problem(s) found" in out
+
+
+def test_missing_optional_package_is_a_note_missing_torch_a_failure(monkeypatch):
+    monkeypatch.setattr(
+        doctor, "_installed_version", lambda name: None if name in ("trl", "torch") else "0.9.1"
+    )
+    checks = _by_name(doctor.check_versions())
+    assert checks["trl"].status == doctor.NOTE and "bandpo[train]" not in checks["trl"].fix
+    assert checks["torch"].status == doctor.FAIL and checks["torch"].fix.startswith("pip install 'torch")
+
+
+def test_cuda_check_reports_the_build():
+    check = doctor.check_cuda()
+    assert check.status in (doctor.OK, doctor.NOTE)
+    assert "device" in check.detail
+
+
+def test_warmup_cache_entries_and_broken_ones(tmp_path):
+    warmup = tmp_path / "warmup"
+    (warmup / "abc").mkdir(parents=True)
+    (warmup / "abc" / "warmup.json").write_text(json.dumps({"accuracy": 0.4, "steps": 120, "seconds": 3.0}))
+    assert _by_name(doctor.check_warmup_cache(tmp_path))["warm-up cache"].status == doctor.OK
+
+    (warmup / "broken").mkdir()  # a directory without warmup.json
+    (warmup / ".abc-tmp").mkdir()  # leftover of an interrupted warm-up
+    checks = doctor.check_warmup_cache(tmp_path)
+    statuses = sorted(check.status for check in checks)
+    assert statuses == [doctor.FAIL, doctor.NOTE, doctor.OK]
+    failure = next(check for check in checks if check.status == doctor.FAIL)
+    assert "broken" in failure.detail and failure.fix.startswith("delete ")
+
+
+def test_empty_cache_is_a_note(tmp_path):
+    (check,) = doctor.check_warmup_cache(tmp_path / "not-yet")
+    assert check.status == doctor.NOTE and "empty" in check.detail
+
+
+def test_without_verl_the_plugin_check_is_a_note(monkeypatch):
+    real = doctor._installed_version
+    monkeypatch.setattr(doctor, "_installed_version", lambda name: None if name == "verl" else real(name))
+    assert doctor.check_verl_plugin().status == doctor.NOTE
+
+
+# --- with verl installed ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.verl
+def test_verl_plugin_registered():
+    check = doctor.check_verl_plugin()
+    assert check.status == doctor.OK, check
+
+
+@pytest.mark.verl
+def test_broken_plugin_is_found_and_its_error_shown(monkeypatch, capsys, tmp_path):
+    """verl swallows a plugin's ImportError (DEBUG log); doctor must surface it and exit 1."""
+    from verl.trainer.ppo import core_algos
+
+    monkeypatch.delitem(core_algos.POLICY_LOSS_REGISTRY, "bandpo")
+    monkeypatch.setitem(sys.modules, "bandpo.integrations.verl", None)  # the import now fails
+    check = doctor.check_verl_plugin()
+    assert check.status == doctor.FAIL
+    assert "fails to load" in check.detail and "bandpo.integrations.verl" in check.detail
+    assert "python -c 'import bandpo.integrations.verl'" in check.fix
+
+    monkeypatch.setenv("BANDPO_CACHE", str(tmp_path))
+    assert cli.main(["doctor"]) == 1
+    assert "fix   verl plugin" in capsys.readouterr().out
+
+
+@pytest.mark.verl
+def test_plugins_switched_off_is_named(monkeypatch):
+    from verl.trainer.ppo import core_algos
+
+    monkeypatch.delitem(core_algos.POLICY_LOSS_REGISTRY, "bandpo")
+    monkeypatch.setenv("VERL_USE_EXTERNAL_PLUGINS", "none")
+    monkeypatch.delenv("VERL_USE_EXTERNAL_MODULES", raising=False)
+    check = doctor.check_verl_plugin()
+    assert check.status == doctor.FAIL and "VERL_USE_EXTERNAL_PLUGINS=none" in check.detail
+    assert "VERL_USE_EXTERNAL_MODULES=bandpo.integrations.verl" in check.fix
+
+
+@pytest.mark.verl
+def test_another_loss_under_the_name_is_named(monkeypatch):
+    from verl.trainer.ppo import core_algos
+
+    def foreign_loss(*args, **kwargs):  # pragma: no cover - never called
+        raise AssertionError
+
+    monkeypatch.setitem(core_algos.POLICY_LOSS_REGISTRY, "bandpo", foreign_loss)
+    check = doctor.check_verl_plugin()
+    assert check.status == doctor.FAIL and "foreign_loss" in check.detail
