@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,7 +49,7 @@ import torch
 from torch import Tensor
 
 from bandpo import metric_names as mn
-from bandpo.losses import AGG_MODES, policy_loss
+from bandpo.losses import check_dual_clip_c, per_token_policy_loss, policy_metrics
 from bandpo.methods import BoundMethod, RatioBounds, compute_dtype, get_method, method_parameters
 
 try:
@@ -95,10 +94,10 @@ class BandPOPolicyLossConfig(PolicyLossConfig):
         method: a `bandpo.list_methods()` name: band (BandPO), band_upper, band_lower, clip, clip_higher,
             dcpo.
         divergence, delta, ratio_max, relax, eps_low, eps_high, lower_side, upper_side: parameters of the
-            method (see `bandpo.methods`); None keeps the method's own default (band: KL, 0.05, 10, False,
-            0.2, 0.28, "band", "band"). Setting one the method does not take is an error.
+            method (see `bandpo.methods`); None keeps the method's own default
+            (`bandpo.method_defaults_table()` lists them). Setting one the method does not take is an error.
         dual_clip_c: dual-clip constant c > 1 for A < 0 tokens; None uses the actor's `clip_ratio_c`
-            (verl's field; the paper sets it to 10), `inf` disables dual-clip.
+            (verl's field; the paper sets it to 10), `inf` disables dual-clip (`bandpo.check_dual_clip_c`).
 
     Inherited verl fields (clip_cov_*, kl_cov_ratio, ppo_kl_coef, dro_beta, rollout_correction) are not
     read by the bandpo loss.
@@ -123,8 +122,7 @@ class BandPOPolicyLossConfig(PolicyLossConfig):
                 f"BandPOPolicyLossConfig, whose fields only the {LOSS_NAME!r} loss reads; set "
                 f"policy_loss.loss_mode={LOSS_NAME} or drop the _target_ override"
             )
-        if self.dual_clip_c is not None:
-            _check_dual_clip("policy_loss.dual_clip_c", self.dual_clip_c)
+        check_dual_clip_c(self.dual_clip_c, "policy_loss.dual_clip_c")
         _build_method(self.method, _method_params(self))  # validates; errors name the field
 
 
@@ -149,15 +147,6 @@ def _build_method(name: str, params: tuple[tuple[str, Any], ...]) -> BoundMethod
         raise ValueError(f"policy_loss (bandpo): {err}") from None
 
 
-def _check_dual_clip(field_name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or value <= 1:
-        raise ValueError(
-            f"{field_name} must be a number > 1 (dual-clip caps the loss of A < 0 tokens at -A·c; the paper "
-            f"uses 10) or inf to disable it, got {value!r}"
-        )
-    return float(value)
-
-
 def resolve_loss_settings(config: Any) -> tuple[BoundMethod, float | None]:
     """(bound method, dual-clip c or None) from a verl actor config (`ActorConfig` or its DictConfig).
 
@@ -174,10 +163,7 @@ def resolve_loss_settings(config: Any) -> tuple[BoundMethod, float | None]:
     field_name = "policy_loss.dual_clip_c"
     if c is None:
         c, field_name = _read(config, "clip_ratio_c"), "actor.clip_ratio_c"
-    if c is None:
-        return method, None
-    c = _check_dual_clip(field_name, c)
-    return method, None if math.isinf(c) else c
+    return method, check_dual_clip_c(c, field_name)
 
 
 def _valid_token_bounds(method: BoundMethod, old_logp: Tensor, mask: Tensor) -> RatioBounds:
@@ -237,24 +223,15 @@ def compute_policy_loss_bandpo(
     method, c = resolve_loss_settings(config)
     mask = response_mask.bool()  # (B, T)
     bounds = _valid_token_bounds(method, old_log_prob, mask)
-    agg = loss_agg_mode.replace("-", "_")
-    out = policy_loss(
-        log_prob,
-        old_log_prob,
-        advantages,
-        mask,
-        agg=agg if agg in AGG_MODES else "token_mean",  # its own aggregate is unused; verl's is below
-        dual_clip_c=c,
-        bounds=bounds,
-    )
-    per_token_loss = out.per_token_loss  # (B, T), 0 on padding
+    terms = per_token_policy_loss(log_prob, old_log_prob, advantages, mask, bounds, dual_clip_c=c)
+    per_token_loss = terms.per_token_loss  # (B, T), 0 on padding
     if rollout_is_weights is not None:
         per_token_loss = per_token_loss * rollout_is_weights
     global_batch_info = _read(config, "global_batch_info") or {}
     loss = agg_loss(
         loss_mat=per_token_loss, loss_mask=mask, loss_agg_mode=loss_agg_mode, **dict(global_batch_info)
     )
-    return loss, _verl_metrics(out.metrics)
+    return loss, _verl_metrics(policy_metrics(terms))
 
 
 def register_bandpo_loss(name: str = LOSS_NAME) -> None:
