@@ -343,7 +343,12 @@ def test_without_old_logps_bounds_come_from_the_sampling_policy(tmp_path):
         ({"method": "nope"}, "nope"),
         ({"method_params": {"delta": -1.0}}, "delta"),
         ({"method_params": "{not json"}, "method_params"),
-        ({"delta": 0.5}, "dual-clip"),
+        ({"dual_clip_c": 0.5}, "dual_clip_c"),
+        ({"delta": 5.0}, "dual_clip_c"),
+        ({"delta": None}, "dual_clip_c"),
+        ({"epsilon": 0.3}, "epsilon"),
+        ({"epsilon_high": 0.28}, "epsilon"),
+        ({"use_liger_kernel": True}, "use_liger_kernel"),
     ],
 )
 def test_incompatible_settings_are_refused(tmp_path, overrides, match):
