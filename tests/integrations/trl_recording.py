@@ -110,6 +110,7 @@ class RecordingTrainer(BandPOTrainer):
                     "rows": [_row_key(inputs, i) for i in range(len(inputs["completion_ids"]))],
                     "generation": self.generation,
                     "mask": inputs["completion_mask"].bool(),
+                    "advantages": inputs["advantages"].detach(),
                     "logp": result[0].detach(),
                     "ratio_low": (1 - self.epsilon_low).detach(),  # what TRL clamps to, per token
                     "ratio_high": (1 + self.epsilon_high).detach(),
