@@ -281,6 +281,73 @@ def test_trl_kl_term_is_plain_k3(trained_batch):
             torch.testing.assert_close(g_trl, g_ours, rtol=1e-4, atol=1e-6)
 
 
+# --- bounds from old log-probs whenever TRL has them ---------------------------------------------------
+
+
+def test_a_batch_with_old_logps_but_no_bounds_gets_bounds_from_the_old_logps(trained_batch):
+    trainer, batch = trained_batch
+    trainer.loss_type = "grpo"
+    inputs = {key: value for key, value in batch.items() if key not in ("ratio_low", "ratio_high")}
+    trainer._compute_loss(trainer.model, inputs)
+    low, high = trainer._captured_bounds
+    expected = get_method("band")(batch["old_per_token_logps"])
+    assert torch.equal(low, expected.ratio_low) and torch.equal(high, expected.ratio_high)
+    # the policy moved (see the fixture): bounds from the current log-probs would differ
+    current = get_method("band")(trainer._captured_logps.detach())
+    assert not torch.allclose(current.ratio_high, expected.ratio_high)
+
+
+def test_malformed_bounds_in_the_batch_are_refused(trained_batch):
+    trainer, batch = trained_batch
+    half = {key: value for key, value in batch.items() if key != "ratio_high"}
+    with pytest.raises(ValueError, match="only one of ratio_low"):
+        trainer._compute_loss(trainer.model, half)
+    short = {**batch, "ratio_low": batch["ratio_low"][:, :-1], "ratio_high": batch["ratio_high"][:, :-1]}
+    with pytest.raises(ValueError, match="per token of the same rows"):
+        trainer._compute_loss(trainer.model, short)
+
+
+# --- TRL's clip counters under per-token bounds ---------------------------------------------------------
+
+
+def test_trl_clip_ratio_high_counts_tokens_above_the_dual_clip_cap(trained_batch):
+    """Upper bound 10 = delta and ratio 20: TRL caps the ratio at 10 before testing > 10 and logs 0."""
+    from trl import GRPOTrainer
+
+    trainer, batch = trained_batch
+    trainer.loss_type = "grpo"
+    trainer._compute_loss(trainer.model, batch)
+    current = trainer._captured_logps.detach()
+    mask = batch["completion_mask"].bool()
+    above = mask & (torch.arange(current.shape[1]) % 2 == 0)  # (B, T): every other token jumps to ratio 20
+    old_logp = torch.where(above, current - math.log(20.0), current - 0.01)
+    inputs = {
+        **batch,
+        "old_per_token_logps": old_logp,
+        "ratio_low": torch.full_like(current, 0.8),
+        "ratio_high": torch.full_like(current, 10.0),
+        "advantages": torch.ones(current.shape[0]),
+    }
+    true_fraction = (above.sum() / mask.sum()).item()
+    assert 0 < true_fraction < 1
+    logged = trainer._metrics["train"]
+    logged.clear()
+    # TRL alone (its _compute_loss with the same per-token epsilons, no bandpo correction) logs 0
+    trainer.epsilon_low, trainer.epsilon_high = 1 - inputs["ratio_low"], inputs["ratio_high"] - 1
+    try:
+        GRPOTrainer._compute_loss(trainer, trainer.model, inputs)
+    finally:
+        trainer.epsilon_low, trainer.epsilon_high = 0.2, 0.2
+    assert logged["clip_ratio/high_mean"] == [0.0] and logged["clip_ratio/high_max"] == [0.0]
+    logged.clear()
+    trainer._compute_loss(trainer.model, inputs)
+    assert logged["clip_ratio/high_mean"] == [pytest.approx(true_fraction, abs=1e-6)]
+    assert logged["clip_ratio/region_mean"] == [pytest.approx(true_fraction, abs=1e-6)]
+    assert logged[mn.CLIP_FRAC_UP] == logged["clip_ratio/high_mean"]
+    per_row = (above.sum(-1) / mask.sum(-1)).max().item()
+    assert logged["clip_ratio/high_max"] == [pytest.approx(per_row, abs=1e-6)]
+
+
 def test_every_method_identical_uses_trls_criterion(tmp_path):
     """steps_per_generation=3 within GA=4: not a multiple, so TRL computes old logps and the ratio moves."""
     config = _config(
@@ -440,32 +507,6 @@ def test_dual_clip_c_sets_trls_delta(tmp_path, dual_clip_c, delta):
     config.validate()  # the trainer's second check accepts what __post_init__ derived
 
 
-# --- bounds from old log-probs whenever TRL has them ---------------------------------------------------
-
-
-def test_a_batch_with_old_logps_but_no_bounds_gets_bounds_from_the_old_logps(trained_batch):
-    trainer, batch = trained_batch
-    trainer.loss_type = "grpo"
-    inputs = {key: value for key, value in batch.items() if key not in ("ratio_low", "ratio_high")}
-    trainer._compute_loss(trainer.model, inputs)
-    low, high = trainer._captured_bounds
-    expected = get_method("band")(batch["old_per_token_logps"])
-    assert torch.equal(low, expected.ratio_low) and torch.equal(high, expected.ratio_high)
-    # the policy moved (see the fixture): bounds from the current log-probs would differ
-    current = get_method("band")(trainer._captured_logps.detach())
-    assert not torch.allclose(current.ratio_high, expected.ratio_high)
-
-
-def test_malformed_bounds_in_the_batch_are_refused(trained_batch):
-    trainer, batch = trained_batch
-    half = {key: value for key, value in batch.items() if key != "ratio_high"}
-    with pytest.raises(ValueError, match="only one of ratio_low"):
-        trainer._compute_loss(trainer.model, half)
-    short = {**batch, "ratio_low": batch["ratio_low"][:, :-1], "ratio_high": batch["ratio_high"][:, :-1]}
-    with pytest.raises(ValueError, match="per token of the same rows"):
-        trainer._compute_loss(trainer.model, short)
-
-
 # --- validation again at trainer start, and settings that would be silently ignored --------------------
 
 
@@ -579,44 +620,3 @@ def test_a_generation_batch_without_old_logps_is_refused_when_the_policy_moves(t
         trainer._generate_and_score_completions(
             [trainer.train_dataset[i] for i in range(2) for _ in range(4)]
         )
-
-
-# --- TRL's clip counters under per-token bounds ---------------------------------------------------------
-
-
-def test_trl_clip_ratio_high_counts_tokens_above_the_dual_clip_cap(trained_batch):
-    """Upper bound 10 = delta and ratio 20: TRL caps the ratio at 10 before testing > 10 and logs 0."""
-    from trl import GRPOTrainer
-
-    trainer, batch = trained_batch
-    trainer.loss_type = "grpo"
-    trainer._compute_loss(trainer.model, batch)
-    current = trainer._captured_logps.detach()
-    mask = batch["completion_mask"].bool()
-    above = mask & (torch.arange(current.shape[1]) % 2 == 0)  # (B, T): every other token jumps to ratio 20
-    old_logp = torch.where(above, current - math.log(20.0), current - 0.01)
-    inputs = {
-        **batch,
-        "old_per_token_logps": old_logp,
-        "ratio_low": torch.full_like(current, 0.8),
-        "ratio_high": torch.full_like(current, 10.0),
-        "advantages": torch.ones(current.shape[0]),
-    }
-    true_fraction = (above.sum() / mask.sum()).item()
-    assert 0 < true_fraction < 1
-    logged = trainer._metrics["train"]
-    logged.clear()
-    # TRL alone (its _compute_loss with the same per-token epsilons, no bandpo correction) logs 0
-    trainer.epsilon_low, trainer.epsilon_high = 1 - inputs["ratio_low"], inputs["ratio_high"] - 1
-    try:
-        GRPOTrainer._compute_loss(trainer, trainer.model, inputs)
-    finally:
-        trainer.epsilon_low, trainer.epsilon_high = 0.2, 0.2
-    assert logged["clip_ratio/high_mean"] == [0.0] and logged["clip_ratio/high_max"] == [0.0]
-    logged.clear()
-    trainer._compute_loss(trainer.model, inputs)
-    assert logged["clip_ratio/high_mean"] == [pytest.approx(true_fraction, abs=1e-6)]
-    assert logged["clip_ratio/region_mean"] == [pytest.approx(true_fraction, abs=1e-6)]
-    assert logged[mn.CLIP_FRAC_UP] == logged["clip_ratio/high_mean"]
-    per_row = (above.sum(-1) / mask.sum(-1)).max().item()
-    assert logged["clip_ratio/high_max"] == [pytest.approx(per_row, abs=1e-6)]

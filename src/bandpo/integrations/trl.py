@@ -57,7 +57,8 @@ Mapping of the paper's loss to TRL (and the differences):
 - Refused, because per-token bounds cannot apply or a setting would be silently ignored:
   ``importance_sampling_level="sequence"`` (one ratio per sequence), the loss types ``cispo``, ``sapo``,
   ``vespo``, ``luspo`` (no ratio clip), TRL's ``epsilon`` / ``epsilon_high`` (the bounds come from
-  ``method``), ``use_liger_kernel=True`` (deprecated in TRL; a Liger GRPO loss bypasses ``_compute_loss``),
+  ``method``), ``use_liger_kernel=True`` (deprecated in TRL; where it selects Liger's fused GRPO loss, that loss
+  bypasses ``_compute_loss``),
   and a ``delta`` that disagrees with ``dual_clip_c``. The same checks run again in `BandPOTrainer`, so a
   field changed after ``BandPOConfig(...)`` is caught.
 """
@@ -198,9 +199,7 @@ class BandPOConfig(GRPOConfig):
     )
     delta: float | None = field(
         default=math.nan,
-        metadata={
-            "help": "TRL's name for the dual-clip constant: set dual_clip_c instead (delta follows it)"
-        },
+        metadata={"help": "TRL's name for the dual-clip constant: leave unset (NaN), it follows dual_clip_c"},
     )
     loss_type: str = field(default="grpo", metadata={"help": "TRL loss type: grpo, bnpo, dr_grpo or dapo"})
     beta: float = field(default=0.001, metadata={"help": "k3 KL coefficient to the reference policy"})
@@ -304,9 +303,9 @@ class BandPOConfig(GRPOConfig):
             )
         if self.use_liger_kernel:
             raise ValueError(
-                "use_liger_kernel=True: a Liger GRPO loss bypasses TRL's _compute_loss and with it the "
-                "per-token bounds (and TRL deprecates the flag); set use_liger_kernel=False, or use the Hub "
-                "kernels with model_init_kwargs={'use_kernels': True}"
+                "use_liger_kernel=True is refused: TRL deprecates it, and where it selects Liger's fused GRPO "
+                "loss (earlier TRL releases) that loss bypasses _compute_loss and the per-token bounds; set "
+                "use_liger_kernel=False, or use the Hub kernels with model_init_kwargs={'use_kernels': True}"
             )
 
     @property
