@@ -620,3 +620,53 @@ def test_a_generation_batch_without_old_logps_is_refused_when_the_policy_moves(t
         trainer._generate_and_score_completions(
             [trainer.train_dataset[i] for i in range(2) for _ in range(4)]
         )
+
+
+def test_pooling_over_processes_equals_the_metrics_of_the_union_of_their_tokens():
+    """Two 'processes' with different token counts: pooled = band_metrics of all their tokens together."""
+    from bandpo.integrations.trl import _pool_over_processes
+
+    generator = torch.Generator().manual_seed(3)
+    old_logp = -3 * torch.rand((5, 6), generator=generator)  # (B, T)
+    logp = old_logp + 0.8 * torch.randn((5, 6), generator=generator)
+    advantages = torch.tensor([1.0, -1.0, 2.0, -0.5, 1.0])
+    mask = torch.ones(5, 6)
+    mask[0, 2:] = 0  # rank 0 gets 2 short rows, rank 1 three longer ones
+    mask[1, 1:] = 0
+    bounds = get_method("band", delta=0.02)(old_logp)
+    parts = [slice(0, 2), slice(2, 5)]
+    local = []
+    for part in parts:
+        metrics = band_metrics(
+            logp[part], old_logp[part], advantages[part], mask[part], (bounds[0][part], bounds[1][part])
+        )
+        ratio = (logp[part] - old_logp[part]).exp()
+        up = (mask[part] > 0) & (advantages[part, None] > 0) & (ratio > bounds[1][part])
+        per_row = up.sum(-1) / mask[part].sum(-1)
+        local.append((metrics, mask[part].sum(), torch.where(per_row.isnan(), -math.inf, per_row).amax()))
+    vectors = []
+    for metrics, tokens, high_max in local:  # what each process contributes to the gather
+        _pool_over_processes(lambda t: vectors.append(t) or t, metrics, tokens, high_max)
+    pooled = _pool_over_processes(lambda t: torch.cat(vectors), *local[0])
+    union = band_metrics(logp, old_logp, advantages, mask, bounds)
+    for key in (
+        mn.CLIP_FRAC_UP,
+        mn.CLIP_FRAC_DOWN,
+        mn.CLIP_FRAC,
+        mn.BOUNDS_HIGH_MEAN,
+        mn.RATIO_MEAN,
+        mn.RATIO_MAX,
+    ):
+        assert pooled[key] == pytest.approx(union[key].item(), rel=1e-6, abs=1e-7)
+    for label in mn.PROB_BIN_LABELS:
+        assert pooled[mn.clip_tokens_bin(label)] == union[mn.clip_tokens_bin(label)].item()
+        if union[mn.clip_tokens_bin(label)] > 0:
+            assert pooled[mn.clip_frac_up_bin(label)] == pytest.approx(
+                union[mn.clip_frac_up_bin(label)].item()
+            )
+        else:
+            assert mn.clip_frac_up_bin(label) not in pooled
+    per_process_mean = sum(m[mn.CLIP_FRAC_DOWN].item() for m, _, _ in local) / 2
+    assert per_process_mean != pytest.approx(pooled[mn.CLIP_FRAC_DOWN], abs=1e-3)  # the old pooling differs
+    assert pooled["clip_ratio/high_mean"] == pooled[mn.CLIP_FRAC_UP]
+    assert pooled["clip_ratio/high_max"] == pytest.approx(max(h.item() for _, _, h in local))
