@@ -81,7 +81,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from bandpo import metric_names as mn
-from bandpo.losses import AGG_MODES, _check_dual_clip, band_metrics, policy_loss
+from bandpo.losses import AGG_MODES, LOG_RATIO_CLAMP, _check_dual_clip, band_metrics, policy_loss
 from bandpo.methods import BoundMethod, get_method
 
 __all__ = [
@@ -340,12 +340,18 @@ def _pool_over_processes(
     bins = mn.PROB_BIN_LABELS
     binned = {*mn.CLIP_FRAC_UP_BINS, *mn.CLIP_FRAC_DOWN_BINS, *mn.CLIP_TOKENS_BINS}
     means = [key for key in metrics if key not in binned and key != mn.RATIO_MAX]
-    bin_tokens = torch.stack([metrics[mn.clip_tokens_bin(label)] for label in bins])  # (n_bins,)
-    bin_up = torch.stack([metrics[mn.clip_frac_up_bin(label)] for label in bins]) * bin_tokens
-    bin_down = torch.stack([metrics[mn.clip_frac_down_bin(label)] for label in bins]) * bin_tokens
-    sums = torch.cat([torch.stack([metrics[key] for key in means]) * tokens, bin_up, bin_down, bin_tokens])
-    local = torch.cat([sums, tokens.reshape(1), torch.stack([metrics[mn.RATIO_MAX], row_high_max])])
-    gathered = gather(local.double().reshape(1, -1)).reshape(-1, local.numel())  # (processes, K)
+
+    def stacked(keys: list[str]) -> torch.Tensor:
+        return torch.stack([metrics[key] for key in keys]).double()  # counts stay exact in float64
+
+    tokens = tokens.double()
+    bin_tokens = stacked([mn.clip_tokens_bin(label) for label in bins])  # (n_bins,)
+    bin_up = stacked([mn.clip_frac_up_bin(label) for label in bins]) * bin_tokens
+    bin_down = stacked([mn.clip_frac_down_bin(label) for label in bins]) * bin_tokens
+    sums = torch.cat([stacked(means) * tokens, bin_up, bin_down, bin_tokens])
+    maxima = torch.stack([metrics[mn.RATIO_MAX], row_high_max]).double()
+    local = torch.cat([sums, tokens.reshape(1), maxima])
+    gathered = gather(local.reshape(1, -1)).reshape(-1, local.numel())  # (processes, K)
     n_sums = sums.numel()
     totals = gathered[:, : n_sums + 1].sum(dim=0).cpu().tolist()  # (K_sums + 1,)
     maxima = gathered[:, n_sums + 1 :]  # (processes, 2)
@@ -478,13 +484,11 @@ class BandPOTrainer(GRPOTrainer):
         # per row, the fraction of tokens clipped above (TRL's clip_ratio/high_max), from the uncapped ratio
         valid = mask > 0  # (B, T)
         advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # (B, 1) or (B, T)
-        ratio = (logp.float() - old_logp.float()).clamp(-20.0, 20.0).exp()  # (B, T)
+        ratio = (logp.float() - old_logp.float()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp()  # (B, T)
         up = valid & (advantages > 0) & (ratio > bounds[1])  # (B, T)
         per_row = up.sum(-1) / valid.sum(-1)  # (B,), NaN for a row without valid tokens
         row_high_max = torch.where(per_row.isnan(), -math.inf, per_row).amax()  # -inf: no valid row
-        values = _pool_over_processes(
-            self.accelerator.gather, metrics, valid.sum().to(logp.dtype), row_high_max
-        )
+        values = _pool_over_processes(self.accelerator.gather, metrics, valid.sum(), row_high_max)
         mode = "train" if self.model.training else "eval"
         logged = self._metrics[mode]
         for key in _TRL_CLIP_KEYS:  # replace the values TRL appended in this call
