@@ -5,7 +5,8 @@
 ``[1 - epsilon, 1 + epsilon_high]``. Everything else (generation, rewards, advantages, KL, aggregation,
 logging, checkpoints) is TRL's own code. How to use it, and how to launch it on several GPUs: docs/trl.md.
 
-How (the mechanism; `BandPOTrainer` checks it at start-up and `tests/integrations/test_trl.py` pins it down):
+How (the mechanism; `BandPOTrainer` checks it at start-up, `bandpo.integrations.trl_check`, and
+`tests/integrations/test_trl.py` pins it down):
 
 1. Once per generation batch, after TRL has sampled and scored it, the bounds are computed from
    ``old_per_token_logps`` (the sampling policy's log-probabilities) and stored in the batch as
@@ -81,7 +82,14 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from bandpo import metric_names as mn
-from bandpo.losses import AGG_MODES, LOG_RATIO_CLAMP, _check_dual_clip, band_metrics, policy_loss
+from bandpo.integrations.trl_check import (
+    SUPPORTED_TRL,
+    TRLMechanismError,
+    check_loss_applies_bounds,
+    check_split_carries_bounds,
+    mechanism_error,
+)
+from bandpo.losses import AGG_MODES, LOG_RATIO_CLAMP, _check_dual_clip, band_metrics
 from bandpo.methods import BoundMethod, get_method
 
 __all__ = [
@@ -95,7 +103,6 @@ __all__ = [
     "every_method_identical",
 ]
 
-SUPPORTED_TRL = ">=1.16,<1.17"
 COMPATIBLE_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
 _LOSS_TYPE_OF_AGG = {
     "seq_mean_token_mean": "grpo",
@@ -114,17 +121,6 @@ gradient_accumulation_steps) the config warns: the paper takes 4, and dozens is 
 ``steps_per_generation`` after a change of ``gradient_accumulation_steps``."""
 _DEFAULT_EPSILON = 0.2  # GRPOConfig.epsilon's default: any other value was set by the user
 _TRL_CLIP_KEYS = ("clip_ratio/high_mean", "clip_ratio/region_mean", "clip_ratio/high_max")
-
-
-class TRLMechanismError(RuntimeError):
-    """The installed TRL no longer applies per-token bounds the way `BandPOTrainer` relies on."""
-
-
-def _mechanism_error(what: str) -> TRLMechanismError:
-    return TRLMechanismError(
-        f"bandpo's TRL integration cannot apply per-token bounds with trl {trl.__version__}: {what}; "
-        f"bandpo supports trl{SUPPORTED_TRL}: pip install 'trl{SUPPORTED_TRL}'"
-    )
 
 
 def _check_trl_version() -> None:
@@ -397,8 +393,8 @@ class BandPOTrainer(GRPOTrainer):
         self._capturing = False
         self._captured_logps: torch.Tensor | None = None
         self._captured_bounds: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._check_split_carries_bounds()
-        self._check_loss_applies_bounds()
+        check_split_carries_bounds()
+        check_loss_applies_bounds(self, _AGG_OF_LOSS_TYPE[self.loss_type])
 
     # -- step 1: bounds once per generation batch -------------------------------------------------------
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
@@ -406,7 +402,7 @@ class BandPOTrainer(GRPOTrainer):
         old_logp = output.get("old_per_token_logps")
         if old_logp is None:
             if not every_method_identical(self.args):
-                raise _mechanism_error(
+                raise mechanism_error(
                     "its generation batch has no 'old_per_token_logps' although the policy moves within a "
                     "generation batch (gradient_accumulation_steps is not a multiple of steps_per_generation x "
                     "num_iterations)"
@@ -497,140 +493,3 @@ class BandPOTrainer(GRPOTrainer):
                 logged[key][-1] = value
         for key, value in values.items():
             logged[key].append(value)
-
-    # -- start-up self-check: the mechanism above holds in the installed TRL ------------------------------
-    def _check_split_carries_bounds(self) -> None:
-        """TRL's shuffle and split of a generation batch must carry ratio_low / ratio_high with their rows."""
-        from trl.trainer import grpo_trainer
-
-        split = getattr(grpo_trainer, "split_tensor_dict", None)
-        shuffle = getattr(grpo_trainer, "shuffle_sequence_dict", None)
-        if split is None or shuffle is None:
-            raise _mechanism_error(
-                "trl.trainer.grpo_trainer no longer splits a generation batch with split_tensor_dict and "
-                "shuffle_sequence_dict, so the bounds may not follow their tokens"
-            )
-        rows = torch.arange(4, dtype=torch.float32)[:, None].expand(4, 3)  # (4, 3): row i holds i
-        batch = {
-            "completion_ids": rows.long(),
-            "old_per_token_logps": -rows,
-            "ratio_low": rows / 10,
-            "ratio_high": rows + 1,
-        }
-        with torch.random.fork_rng(devices=[]):  # the shuffle draws from the global CPU generator
-            parts = split(shuffle(batch), 2)
-        for part in parts:
-            row = part.get("completion_ids")
-            carried = row is not None and all(
-                isinstance(part.get(key), torch.Tensor) and part[key].shape == row.shape for key in batch
-            )
-            if not carried or not (
-                torch.equal(part["ratio_low"] * 10, row.float())
-                and torch.equal(part["ratio_high"] - 1, row.float())
-            ):
-                raise _mechanism_error(
-                    "TRL's shuffle_sequence_dict / split_tensor_dict no longer carry extra per-token keys "
-                    "(ratio_low, ratio_high) with their rows"
-                )
-
-    def _check_loss_applies_bounds(self) -> None:
-        """TRL's `_compute_loss` with per-token epsilons must equal `bandpo.policy_loss` (loss and gradient).
-
-        Runs this trainer's own `_compute_loss` (so a subclass's override too) on a two-row batch (A = +1 and
-        A = -1; ratios below, inside and above per-token bounds, and above the dual-clip cap), with TRL's
-        log-probability function replaced by fixed log-probs: no forward pass of the model, no optimiser
-        state touched, the metrics restored. Eval mode, so that no accumulation scaling or adaptive state
-        applies; the entropy bonus, entropy mask, off-policy mask and vLLM correction are switched off for
-        the call (they multiply or add to the same per-token loss).
-        """
-        device = self.accelerator.device
-        length = min(4, self.max_completion_length or 4)
-
-        def tensor(values: list[list[float]]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=device)[:, :length]  # (2, T)
-
-        old_logp = tensor([[0.5, 0.2, 0.05, 0.3]] * 2).log()
-        ratio = tensor([[0.5, 1.3, 1.3, 12.0], [0.5, 0.97, 1.3, 12.0]])
-        ratio_low = tensor([[0.9, 0.6, 0.95, 0.7]] * 2)
-        ratio_high = tensor([[1.1, 1.5, 1.2, 2.0]] * 2)
-        c = self.args.delta
-        if c is not None:
-            ratio_high = ratio_high.clamp(max=c)  # TRL also caps A > 0 ratios at c: keep bounds below it
-        logp = (old_logp + ratio.log()).requires_grad_()
-        advantages = torch.tensor([1.0, -1.0], device=device)
-        mask = torch.ones_like(old_logp, dtype=torch.long)
-        inputs = {
-            "prompt_ids": torch.zeros((2, 1), dtype=torch.long, device=device),
-            "prompt_mask": torch.ones((2, 1), dtype=torch.long, device=device),
-            "completion_ids": torch.zeros_like(mask),
-            "completion_mask": mask,
-            "advantages": advantages,
-            "old_per_token_logps": old_logp,
-            "ref_per_token_logps": logp.detach(),  # k3 = 0 with gradient 0: the KL term adds nothing
-            "ratio_low": ratio_low,
-            "ratio_high": ratio_high,
-            "num_items_in_batch": torch.tensor(
-                float(mask.sum() * self.accelerator.num_processes), device=device
-            ),
-        }
-        calls: list[bool] = []
-
-        def fixed_logps(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            calls.append(True)
-            return logp, torch.zeros_like(logp), torch.zeros((), device=device)
-
-        neutral = {
-            "top_entropy_quantile": 1.0,
-            "off_policy_mask_threshold": None,
-            "use_vllm": False,
-            "_entropy_bonus_enabled": False,
-            "aux_loss_enabled": False,
-        }
-        saved = {name: getattr(self, name) for name in neutral if hasattr(self, name)}
-        saved_metrics = {
-            mode: {key: list(v) for key, v in values.items()} for mode, values in self._metrics.items()
-        }
-        training = self.model.training
-        try:
-            for name in saved:
-                setattr(self, name, neutral[name])
-            self._get_per_token_logps_and_entropies = fixed_logps  # type: ignore[method-assign]
-            self.model.eval()
-            loss = self._compute_loss(self.model, inputs)
-        finally:
-            del self._get_per_token_logps_and_entropies
-            for name, value in saved.items():
-                setattr(self, name, value)
-            self.model.train(training)
-            for mode, values in saved_metrics.items():
-                self._metrics[mode].clear()
-                self._metrics[mode].update(values)
-        if not calls:
-            raise _mechanism_error(
-                "GRPOTrainer._compute_loss no longer gets the policy's log-probabilities from "
-                "_get_per_token_logps_and_entropies"
-            )
-        agg = _AGG_OF_LOSS_TYPE[self.loss_type]
-        max_len = self.max_completion_length if agg == "seq_mean_token_sum_norm" else None
-        ours = policy_loss(
-            logp,
-            old_logp,
-            advantages,
-            mask,
-            bounds=(ratio_low, ratio_high),
-            agg=agg,
-            dual_clip_c=c,
-            max_len=max_len,
-        ).loss
-        (grad_trl,) = torch.autograd.grad(loss, logp, retain_graph=True)
-        (grad_ours,) = torch.autograd.grad(ours, logp)
-        if not (
-            torch.allclose(loss.detach(), ours.detach(), rtol=1e-5, atol=1e-6)
-            and torch.allclose(grad_trl, grad_ours, rtol=1e-5, atol=1e-6)
-        ):
-            raise _mechanism_error(
-                f"on a check batch, TRL's loss is {loss.item():.6g} where bandpo.policy_loss gives "
-                f"{ours.item():.6g} (gradients {grad_trl.flatten().tolist()} vs {grad_ours.flatten().tolist()}); "
-                "GRPOTrainer._compute_loss must clamp the ratio to [1 - self.epsilon_low, 1 + self.epsilon_high] "
-                "per token, cap it at args.delta and take the old log-probs from inputs['old_per_token_logps']"
-            )
