@@ -281,6 +281,73 @@ def test_trl_kl_term_is_plain_k3(trained_batch):
             torch.testing.assert_close(g_trl, g_ours, rtol=1e-4, atol=1e-6)
 
 
+# --- bounds from old log-probs whenever TRL has them ---------------------------------------------------
+
+
+def test_a_batch_with_old_logps_but_no_bounds_gets_bounds_from_the_old_logps(trained_batch):
+    trainer, batch = trained_batch
+    trainer.loss_type = "grpo"
+    inputs = {key: value for key, value in batch.items() if key not in ("ratio_low", "ratio_high")}
+    trainer._compute_loss(trainer.model, inputs)
+    low, high = trainer._captured_bounds
+    expected = get_method("band")(batch["old_per_token_logps"])
+    assert torch.equal(low, expected.ratio_low) and torch.equal(high, expected.ratio_high)
+    # the policy moved (see the fixture): bounds from the current log-probs would differ
+    current = get_method("band")(trainer._captured_logps.detach())
+    assert not torch.allclose(current.ratio_high, expected.ratio_high)
+
+
+def test_malformed_bounds_in_the_batch_are_refused(trained_batch):
+    trainer, batch = trained_batch
+    half = {key: value for key, value in batch.items() if key != "ratio_high"}
+    with pytest.raises(ValueError, match="only one of ratio_low"):
+        trainer._compute_loss(trainer.model, half)
+    short = {**batch, "ratio_low": batch["ratio_low"][:, :-1], "ratio_high": batch["ratio_high"][:, :-1]}
+    with pytest.raises(ValueError, match="per token of the same rows"):
+        trainer._compute_loss(trainer.model, short)
+
+
+# --- TRL's clip counters under per-token bounds ---------------------------------------------------------
+
+
+def test_trl_clip_ratio_high_counts_tokens_above_the_dual_clip_cap(trained_batch):
+    """Upper bound 10 = delta and ratio 20: TRL caps the ratio at 10 before testing > 10 and logs 0."""
+    from trl import GRPOTrainer
+
+    trainer, batch = trained_batch
+    trainer.loss_type = "grpo"
+    trainer._compute_loss(trainer.model, batch)
+    current = trainer._captured_logps.detach()
+    mask = batch["completion_mask"].bool()
+    above = mask & (torch.arange(current.shape[1]) % 2 == 0)  # (B, T): every other token jumps to ratio 20
+    old_logp = torch.where(above, current - math.log(20.0), current - 0.01)
+    inputs = {
+        **batch,
+        "old_per_token_logps": old_logp,
+        "ratio_low": torch.full_like(current, 0.8),
+        "ratio_high": torch.full_like(current, 10.0),
+        "advantages": torch.ones(current.shape[0]),
+    }
+    true_fraction = (above.sum() / mask.sum()).item()
+    assert 0 < true_fraction < 1
+    logged = trainer._metrics["train"]
+    logged.clear()
+    # TRL alone (its _compute_loss with the same per-token epsilons, no bandpo correction) logs 0
+    trainer.epsilon_low, trainer.epsilon_high = 1 - inputs["ratio_low"], inputs["ratio_high"] - 1
+    try:
+        GRPOTrainer._compute_loss(trainer, trainer.model, inputs)
+    finally:
+        trainer.epsilon_low, trainer.epsilon_high = 0.2, 0.2
+    assert logged["clip_ratio/high_mean"] == [0.0] and logged["clip_ratio/high_max"] == [0.0]
+    logged.clear()
+    trainer._compute_loss(trainer.model, inputs)
+    assert logged["clip_ratio/high_mean"] == [pytest.approx(true_fraction, abs=1e-6)]
+    assert logged["clip_ratio/region_mean"] == [pytest.approx(true_fraction, abs=1e-6)]
+    assert logged[mn.CLIP_FRAC_UP] == logged["clip_ratio/high_mean"]
+    per_row = (above.sum(-1) / mask.sum(-1)).max().item()
+    assert logged["clip_ratio/high_max"] == [pytest.approx(per_row, abs=1e-6)]
+
+
 def test_every_method_identical_uses_trls_criterion(tmp_path):
     """steps_per_generation=3 within GA=4: not a multiple, so TRL computes old logps and the ratio moves."""
     config = _config(
@@ -343,7 +410,12 @@ def test_without_old_logps_bounds_come_from_the_sampling_policy(tmp_path):
         ({"method": "nope"}, "nope"),
         ({"method_params": {"delta": -1.0}}, "delta"),
         ({"method_params": "{not json"}, "method_params"),
-        ({"delta": 0.5}, "dual-clip"),
+        ({"dual_clip_c": 0.5}, "dual_clip_c"),
+        ({"delta": 5.0}, "dual_clip_c"),
+        ({"delta": None}, "dual_clip_c"),
+        ({"epsilon": 0.3}, "epsilon"),
+        ({"epsilon_high": 0.28}, "epsilon"),
+        ({"use_liger_kernel": True}, "use_liger_kernel"),
     ],
 )
 def test_incompatible_settings_are_refused(tmp_path, overrides, match):
@@ -406,3 +478,195 @@ def test_short_training_logs_band_metrics_and_moves_the_policy(tmp_path):
     assert all(math.isfinite(r["loss"]) for r in records)
     assert any(r[mn.RATIO_MAX] != 1.0 for r in records[1:])  # later minibatches are off-policy
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+
+
+# --- the adapter's boundaries and the dual-clip name ---------------------------------------------------
+
+
+def test_adapter_imports_neither_the_app_nor_a_second_aggregation_list():
+    import ast
+    import inspect
+
+    import bandpo.integrations.trl as adapter
+    from bandpo.losses import AGG_MODES
+
+    tree = ast.parse(inspect.getsource(adapter))
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    ]
+    assert not [name for name in imported if name and name.startswith("bandpo.training")]
+    assert set(AGG_TO_LOSS_TYPE) < set(AGG_MODES)  # seq_mean_token_sum has no TRL loss type
+
+
+@pytest.mark.parametrize(("dual_clip_c", "delta"), [(10.0, 10.0), (5.0, 5.0), (None, None), (math.inf, None)])
+def test_dual_clip_c_sets_trls_delta(tmp_path, dual_clip_c, delta):
+    config = _config(tmp_path, dual_clip_c=dual_clip_c)
+    assert config.delta == delta
+    assert _config(tmp_path, dual_clip_c=dual_clip_c, delta=dual_clip_c).delta == delta  # agreeing: accepted
+    config.validate()  # the trainer's second check accepts what __post_init__ derived
+
+
+# --- validation again at trainer start, and settings that would be silently ignored --------------------
+
+
+@pytest.mark.parametrize(
+    ("field_name", "value", "match"),
+    [
+        ("loss_type", "sapo", "loss_type"),
+        ("importance_sampling_level", "sequence", "importance_sampling_level"),
+        ("epsilon", 0.3, "epsilon"),
+        ("epsilon_high", 0.28, "epsilon"),
+        ("use_liger_kernel", True, "use_liger_kernel"),
+        ("delta", 2.0, "dual_clip_c"),
+        ("dual_clip_c", 2.0, "dual_clip_c"),  # delta (10) no longer follows it
+        ("method", "nope", "nope"),
+    ],
+)
+def test_trainer_refuses_a_field_changed_after_the_config(tmp_path, field_name, value, match):
+    args = _config(tmp_path)
+    setattr(args, field_name, value)
+    with pytest.raises(ValueError, match=match):
+        BandPOTrainer(
+            model=build_tiny_model(build_char_tokenizer(), seed=0),
+            reward_funcs=_reward,
+            args=args,
+            train_dataset=_dataset(),
+            processing_class=build_char_tokenizer(),
+        )
+
+
+def test_steps_per_generation_follows_gradient_accumulation_and_dozens_of_steps_warn(tmp_path):
+    base = dict(output_dir=str(tmp_path), report_to=[], use_cpu=True, num_generations=4)
+    config = BandPOConfig(**base, per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    assert config.steps_per_generation == 8 and config.optimizer_steps_per_generation == 4
+    with pytest.warns(UserWarning, match="feeds 64 optimiser steps"):
+        BandPOConfig(
+            **base,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=1,
+            steps_per_generation=32,
+            num_iterations=2,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # 16 steps: no warning
+        BandPOConfig(
+            **base, per_device_train_batch_size=4, gradient_accumulation_steps=1, steps_per_generation=16
+        )
+
+
+# --- start-up self-check: a TRL where the mechanism no longer holds fails loudly -----------------------
+
+
+def _scalar_epsilons(original):
+    def compute_loss(self, model, inputs):
+        self.epsilon_low, self.epsilon_high = 0.2, 0.2  # a TRL that reads its own fixed range
+        return original(self, model, inputs)
+
+    return compute_loss
+
+
+def _renamed_old_logps(original):
+    def compute_loss(self, model, inputs):
+        inputs = {("sampler_logps" if k == "old_per_token_logps" else k): v for k, v in inputs.items()}
+        return original(self, model, inputs)
+
+    return compute_loss
+
+
+@pytest.mark.parametrize("break_it", [_scalar_epsilons, _renamed_old_logps])
+def test_self_check_refuses_a_trl_whose_loss_ignores_the_bounds(tmp_path, monkeypatch, break_it):
+    from trl import GRPOTrainer
+
+    from bandpo.integrations.trl import SUPPORTED_TRL, TRLMechanismError
+
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", break_it(GRPOTrainer._compute_loss))
+    with pytest.raises(TRLMechanismError, match=r"trl 1\.16") as raised:
+        _trainer(tmp_path)
+    assert SUPPORTED_TRL in str(raised.value) and "bandpo.policy_loss" in str(raised.value)
+
+
+def test_self_check_refuses_a_split_that_drops_extra_keys(tmp_path, monkeypatch):
+    from trl.trainer import grpo_trainer
+
+    from bandpo.integrations.trl import TRLMechanismError
+
+    original = grpo_trainer.split_tensor_dict
+
+    def split(batch, n):
+        return original({k: v for k, v in batch.items() if not k.startswith("ratio_")}, n)
+
+    monkeypatch.setattr(grpo_trainer, "split_tensor_dict", split)
+    with pytest.raises(TRLMechanismError, match="carry extra per-token keys"):
+        _trainer(tmp_path)
+
+
+def test_a_generation_batch_without_old_logps_is_refused_when_the_policy_moves(tmp_path, monkeypatch):
+    from trl import GRPOTrainer
+
+    from bandpo.integrations.trl import TRLMechanismError
+
+    trainer = _trainer(tmp_path)
+    assert not every_method_identical(trainer.args)
+    original = GRPOTrainer._generate_and_score_completions
+
+    def without_old(self, inputs):
+        output = original(self, inputs)
+        output.pop("old_per_token_logps")
+        return output
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", without_old)
+    with pytest.raises(TRLMechanismError, match="old_per_token_logps"):
+        trainer._generate_and_score_completions(
+            [trainer.train_dataset[i] for i in range(2) for _ in range(4)]
+        )
+
+
+def test_pooling_over_processes_equals_the_metrics_of_the_union_of_their_tokens():
+    """Two 'processes' with different token counts: pooled = band_metrics of all their tokens together."""
+    from bandpo.integrations.trl import _pool_over_processes
+
+    generator = torch.Generator().manual_seed(3)
+    old_logp = -3 * torch.rand((5, 6), generator=generator)  # (B, T)
+    logp = old_logp + 0.8 * torch.randn((5, 6), generator=generator)
+    advantages = torch.tensor([1.0, -1.0, 2.0, -0.5, 1.0])
+    mask = torch.ones(5, 6)
+    mask[0, 2:] = 0  # rank 0 gets 2 short rows, rank 1 three longer ones
+    mask[1, 1:] = 0
+    bounds = get_method("band", delta=0.02)(old_logp)
+    parts = [slice(0, 2), slice(2, 5)]
+    local = []
+    for part in parts:
+        metrics = band_metrics(
+            logp[part], old_logp[part], advantages[part], mask[part], (bounds[0][part], bounds[1][part])
+        )
+        ratio = (logp[part] - old_logp[part]).exp()
+        up = (mask[part] > 0) & (advantages[part, None] > 0) & (ratio > bounds[1][part])
+        per_row = up.sum(-1) / mask[part].sum(-1)
+        local.append((metrics, mask[part].sum(), torch.where(per_row.isnan(), -math.inf, per_row).amax()))
+    vectors = []
+    for metrics, tokens, high_max in local:  # what each process contributes to the gather
+        _pool_over_processes(lambda t: vectors.append(t) or t, metrics, tokens, high_max)
+    pooled = _pool_over_processes(lambda t: torch.cat(vectors), *local[0])
+    union = band_metrics(logp, old_logp, advantages, mask, bounds)
+    for key in (
+        mn.CLIP_FRAC_UP,
+        mn.CLIP_FRAC_DOWN,
+        mn.CLIP_FRAC,
+        mn.BOUNDS_HIGH_MEAN,
+        mn.RATIO_MEAN,
+        mn.RATIO_MAX,
+    ):
+        assert pooled[key] == pytest.approx(union[key].item(), rel=1e-6, abs=1e-7)
+    for label in mn.PROB_BIN_LABELS:
+        assert pooled[mn.clip_tokens_bin(label)] == union[mn.clip_tokens_bin(label)].item()
+        if union[mn.clip_tokens_bin(label)] > 0:
+            assert pooled[mn.clip_frac_up_bin(label)] == pytest.approx(
+                union[mn.clip_frac_up_bin(label)].item()
+            )
+        else:
+            assert mn.clip_frac_up_bin(label) not in pooled
+    per_process_mean = sum(m[mn.CLIP_FRAC_DOWN].item() for m, _, _ in local) / 2
+    assert per_process_mean != pytest.approx(pooled[mn.CLIP_FRAC_DOWN], abs=1e-3)  # the old pooling differs
+    assert pooled["clip_ratio/high_mean"] == pooled[mn.CLIP_FRAC_UP]
+    assert pooled["clip_ratio/high_max"] == pytest.approx(max(h.item() for _, _, h in local))

@@ -48,7 +48,7 @@ def trl_arguments(config: TrainConfig, checkpoint_dir: Path) -> BandPOConfig:
             method=config.method,
             method_params=config.method_params,
             loss_type=AGG_TO_LOSS_TYPE[config.agg],
-            delta=config.dual_clip_c,
+            dual_clip_c=config.dual_clip_c,
             beta=config.kl_coef,
             use_bias_correction_kl=False,  # the paper's plain k3 (TRL 1.16 defaults to True)
             entropy_coef=config.entropy_coef,
