@@ -17,13 +17,25 @@ from bandpo.band.divergences import (
     list_divergences,
     register_divergence,
 )
-from bandpo.band.operator import BandBounds, band_bounds, logp_tolerance
+from bandpo.band.operator import (
+    DELTA_MAX,
+    DELTA_MIN,
+    LOGP_TOLERANCE,
+    BandBounds,
+    band_bounds,
+    check_delta,
+    logp_tolerance,
+)
 
 __all__ = [
+    "DELTA_MAX",
+    "DELTA_MIN",
+    "LOGP_TOLERANCE",
     "BandBounds",
     "Divergence",
     "alpha_divergence",
     "band_bounds",
+    "check_delta",
     "get_divergence",
     "list_divergences",
     "logp_tolerance",
