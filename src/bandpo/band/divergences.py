@@ -33,12 +33,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from bandpo.band import closed_forms
+from bandpo.band.kl import kl_bounds_newton, kl_bounds_table
+
 __all__ = [
     "Divergence",
     "alpha_divergence",
     "get_divergence",
     "list_divergences",
     "register_divergence",
+    "solve_p_one_limit",
 ]
 
 # (logp, delta) -> (lower, upper), float64 tensors of logp's shape
@@ -71,7 +75,11 @@ class Divergence:
         f_of_log: optional stable evaluation of f(e^t) from t = log u (built-ins use it to avoid
             cancellation near u = 1). When omitted, the solver evaluates f(exp(t)) after removing the linear
             term f'(1)·(u − 1), which changes nothing mathematically (Σ π_old·(u − 1) = 0).
-        closed_form: optional exact `(logp, delta) -> (lower, upper)` in float64, used instead of the solver.
+        closed_form: optional exact `(logp, delta) -> (lower, upper)` in float64, used instead of the generic
+            solver (built-ins: the TV/χ²/Neyman χ²/Hellinger formulas, KL's monotone Newton).
+        float32_path: optional `(logp, delta) -> (lower, upper)` for float32 `logp`, float32 out, used for
+            float32 input instead of solving in float64 and rounding (built-in: KL's table lookup). It must
+            return the interval rounded to float32 and clamped into 0 ≤ lower ≤ 1 ≤ upper ≤ 1/p.
         r_star: optional `delta -> r*`, the lower bound at p = 1 (root of f(r) + (1 − r)·f'(∞) = δ).
         description: one line for `list_divergences`/docs.
 
@@ -87,6 +95,7 @@ class Divergence:
     slope_at_infinity: float | None = None
     f_of_log: Callable[[Tensor], Tensor] | None = field(default=None, repr=False, compare=False)
     closed_form: ClosedForm | None = field(default=None, repr=False, compare=False)
+    float32_path: ClosedForm | None = field(default=None, repr=False, compare=False)
     r_star: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
     description: str = ""
     _linear_coef: float = field(default=0.0, init=False, repr=False, compare=False)
@@ -175,12 +184,7 @@ class Divergence:
         cached = self._r_star_cache.get(delta)
         if cached is not None:
             return cached
-        if self.r_star is not None:
-            value = float(self.r_star(delta))
-        else:
-            from bandpo.band.solver import solve_p_one_limit
-
-            value = solve_p_one_limit(self, delta)
+        value = float(self.r_star(delta)) if self.r_star is not None else solve_p_one_limit(self, delta)
         if len(self._r_star_cache) >= _R_STAR_CACHE_SIZE:  # e.g. a δ schedule: keep the cache bounded
             self._r_star_cache.clear()
         self._r_star_cache[delta] = value
@@ -215,6 +219,37 @@ def _slope_at_infinity(f: Callable[[Tensor], Tensor]) -> float:
     if abs(b - a) > 1e-9 * max(1.0, abs(b)):  # still growing like log u or faster: infinite slope
         return math.inf
     return b
+
+
+def solve_p_one_limit(divergence: Divergence, delta: float) -> float:
+    """r*: root of φ(r) = f(r) + (1 − r)·f'(∞) − δ on [0, 1] (φ decreases to φ(1) = −δ); 0 if φ(0) ≤ 0.
+
+    Bisection to the end of float64 (r ∈ [0, 1], 80 halvings of scalar tensor evaluations). Not cached here:
+    `Divergence.lower_at_p_one` caches it per (divergence, δ), so it runs once per pair. Limit p → 1 of the
+    lower bound (docs/theory.md, "Limits p → 0 and p → 1").
+    """
+    # f_log is f minus c·(u − 1): its f(0) is f(0) + c and its slope at ∞ is f'(∞) − c (φ is unchanged)
+    slope = float(divergence.slope_at_infinity) - divergence._linear_coef
+    if math.isinf(slope):
+        return 1.0
+    f0 = float(divergence.f_at_zero) + divergence._linear_coef
+    if f0 + slope <= delta:
+        return 0.0
+
+    def phi(r: float) -> float:
+        t = torch.tensor([math.log(r)], dtype=torch.float64)
+        return float(divergence.f_log(t)[0]) + (1.0 - r) * slope - delta
+
+    lo, hi = 0.0, 1.0  # phi(lo) > 0 >= phi(hi)
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if phi(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 # --- built-ins ---------------------------------------------------------------------------------------
@@ -260,8 +295,6 @@ def _kl_r_star(delta: float) -> float:
 
 
 def _make_builtins() -> dict[str, Divergence]:
-    from bandpo.band import closed_forms
-
     return {
         d.name: d
         for d in (
@@ -271,8 +304,10 @@ def _make_builtins() -> dict[str, Divergence]:
                 math.inf,
                 1.0,
                 f_of_log=lambda t: torch.expm1(t) - t,
+                closed_form=kl_bounds_newton,
+                float32_path=kl_bounds_table,
                 r_star=_kl_r_star,
-                description="KL(π_old‖π_new), f(u) = −log u + u − 1 (paper default)",
+                description="KL(π_old‖π_new), f(u) = −log u + u − 1 (paper default; Newton, float32 table)",
             ),
             Divergence(
                 "reverse_kl",
@@ -395,6 +430,8 @@ def _alpha_divergence(alpha: float) -> Divergence:
         base.f_at_zero,
         base.slope_at_infinity,
         f_of_log=base.f_of_log,
+        closed_form=base.closed_form,
+        float32_path=base.float32_path,
         r_star=base.r_star,
         description=f"Amari α-divergence, α = {alpha:g} (= {base.name})",
     )

@@ -1,7 +1,7 @@
 """The fast KL path: monotone Newton in log variables, and a cached table for float32 inputs.
 
 KL generator f(u) = −log u + u − 1. With q = r·p and H = −p·log p − (1 − p)·log(1 − p) (binary entropy),
-g_KL(p, r) = δ is −p·log q − (1 − p)·log(1 − q) = c with c = δ + H (paper-notes §2).
+g_KL(p, r) = δ is −p·log q − (1 − p)·log(1 − q) = c with c = δ + H (docs/theory.md, "KL: Newton in log variables").
 
 - Upper root (q ∈ [p, 1)), variable v = −log(1 − q): h(v) = (1 − p)·v − p·log(1 − e^−v) − c is increasing
   and convex on the root's side, and h(v0) ≥ 0 at v0 = c/(1 − p) (the dropped term −p·log q is ≥ 0).
@@ -12,12 +12,14 @@ Newton from these starts converges monotonically, with no bracket and no data-de
 iteration count, chosen per dtype and proved by the exactness tests. We start from the nearer of that safe
 point and the χ²(2δ) guess q = p ± √(2δ·p(1 − p)) (KL ≈ ½χ² near r = 1); from the wrong side one Newton step
 of a convex monotone function lands on the safe side, after which convergence is monotone again. 4 steps
-reach the float64 floor over p ∈ [1e−12, 1 − 1e−12], δ ∈ [1e−4, 1]; we take 6.
+reach the float64 floor over p ∈ [1e−12, 1 − 1e−12], δ ∈ [1e−4, 1]; we take 6, which the exactness tests also
+prove at the ends of the accepted range δ ∈ [1e−5, 1e3].
 
-Which path `band_bounds` takes for KL: float32 input (the default in training) uses `kl_bounds_table`
-(linear interpolation in a float64-built table), ~10x faster than float32 Newton on CPU and more accurate
-(float32 Newton loses ~1e−6 to cancellation in c); float64 input uses `kl_bounds_newton` in float64;
-bfloat16/float16 input is converted to float64, solved by `kl_bounds_newton` and rounded once.
+Which path `band_bounds` takes for KL (set by the `kl` record's `float32_path` and `closed_form` fields):
+float32 input (the default in training) uses `kl_bounds_table` (linear interpolation in a float64-built table),
+~10x faster than float32 Newton on CPU and more accurate (float32 Newton loses ~1e−6 to cancellation in c);
+float64 input uses `kl_bounds_newton` in float64; bfloat16/float16 input is converted to float64, solved by
+`kl_bounds_newton` and rounded once.
 
 Edges: p < e^−700 (`LOG_FLOOR`) is p = 0, (0, +inf); logp > `P_ONE_LOGP` = −1e−20 is p = 1, (e^−δ, 1). The
 latter is not an approximation: with ε = 1 − p the exact lower bound is e^−δ up to ≈ ε·(log(1/ε) + 1) ≤ 5e−19

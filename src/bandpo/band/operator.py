@@ -1,4 +1,4 @@
-"""`band_bounds`: the Band operator's exact per-token ratio interval (paper-notes §1–2).
+"""`band_bounds`: the Band operator's exact per-token ratio interval (docs/theory.md, "The Band constraint").
 
 For a sampled token with old probability p = exp(old_logp), a convex generator f (f(1) = 0) and a radius
 δ > 0, the ratios r = π_new/π_old allowed by D_f(π_new‖π_old) ≤ δ form the interval [lower, upper] where
@@ -8,12 +8,12 @@ For a sampled token with old probability p = exp(old_logp), a convex generator f
 (the rest of the mass rescaled proportionally, optimal by Jensen). No caps, no relaxation: those belong to
 `bandpo.methods`.
 
-Paths (all fixed work, no host sync inside): KL on float32 input, the default in training, reads a cached
-float64-built table (`kl.kl_bounds_table`); KL on float64 input runs monotone Newton in float64
-(`kl.kl_bounds_newton`); TV, χ², Neyman χ² and Hellinger use closed forms (`closed_forms`); every other
-divergence uses the generic float64 solver (`solver.solve_bounds`). bfloat16/float16 input is converted to
-float64, solved by the same float64 path (Newton for KL) and rounded once; float32 input of a non-KL
-divergence likewise.
+Paths (all fixed work, no host sync inside), chosen by the `Divergence` record's fields, never by name:
+float32 input with a `float32_path` (KL: a cached float64-built table, `kl.kl_bounds_table`, the default in
+training) uses it; otherwise the input is converted to float64 and solved by the record's `closed_form` (KL:
+monotone Newton, `kl.kl_bounds_newton`; TV, χ², Neyman χ², Hellinger: `closed_forms`) or, without one, the
+generic float64 solver (`solver.solve_bounds`), then clamped into the invariant and rounded once to the input
+dtype. The naive equivalent of all of them is `bandpo.band.reference.reference_bounds`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bandpo.band import kl as kl_path
 from bandpo.band._numerics import round_once
 from bandpo.band.divergences import Divergence, get_divergence
 from bandpo.band.solver import solve_bounds
@@ -130,17 +129,18 @@ def band_bounds(
             unknown divergence name (the message lists the valid ones).
 
     Notes:
-        Paths: KL on float32 input uses a cached table over log(−logp) (built once per δ and device by the
-        float64 Newton solver) with linear interpolation; KL otherwise uses monotone Newton in log
-        variables (`bandpo.band.kl`); TV, χ², Neyman χ² and Hellinger use closed forms
+        Paths: KL on float32 input uses a cached table indexed by the bits of −logp (built once per δ and
+        device by the float64 Newton solver) with linear interpolation; KL otherwise uses monotone Newton in
+        log variables (`bandpo.band.kl`); TV, χ², Neyman χ² and Hellinger use closed forms
         (`bandpo.band.closed_forms`); every other divergence uses the generic float64 bisection/regula-falsi
         solver (`bandpo.band.solver`). All have a fixed amount of work: no host sync inside the solver.
         bfloat16/float16 inputs are solved in float64 and rounded once (`round_once`; torch's own conversion
         rounds twice, through float32), so they equal the exact interval rounded to their dtype; float64 is
         solved in float64; the float32 KL table interpolates in float64 and rounds once. Every path ends by
         clamping into 0 ≤ lower ≤ 1 ≤ upper ≤ 1/p before that rounding, so the invariant holds exactly and,
-        rounding being monotone, the bounds are monotone in p wherever the float64 values are. The naive equivalent every path must match is a
-        float64 bisection of g_f on r ∈ [1, 1/p] and r ∈ [0, 1] run to the end (tests/band).
+        rounding being monotone, the bounds are monotone in p wherever the float64 values are. The naive equivalent every path must match is
+        `bandpo.band.reference.reference_bounds`, a float64 bisection of g_f on r ∈ [1, 1/p] and r ∈ [0, 1]
+        run to the end (tests/band check both against mpmath).
         p → 0 (old_logp → −∞): lower → 0 and upper → +∞ (for KL upper ≈ (1 − e^−δ)/p); p = 0 gives (0, +∞)
         for every divergence, and p < 1e−304 (logp < −700) is treated as p = 0. p → 1: upper → 1 and lower →
         r*, the root of f(r) + (1 − r)·f'(∞) = δ (KL: e^−δ, TV: 1 − δ, χ²: 1); p = 1 gives (r*, 1) exactly.
@@ -164,17 +164,15 @@ def band_bounds(
         _validate_logp(old_logp)
     logp = torch.clamp(old_logp, max=0.0)  # rounding noise above 0 is p = 1
 
-    if div.name == "kl" and div.f_of_log is get_divergence("kl").f_of_log and logp.dtype == torch.float32:
-        lower, upper = kl_path.kl_bounds_table(logp, delta)
+    if logp.dtype == torch.float32 and div.float32_path is not None:  # KL: the table lookup
+        lower, upper = div.float32_path(logp, delta)
         if not validate:  # the table would read NaN as p → 0: propagate it instead (validated input has none)
             nan = torch.isnan(logp)
             lower, upper = lower.masked_fill_(nan, math.nan), upper.masked_fill_(nan, math.nan)
         return BandBounds(lower, upper)
     work = logp.to(torch.float64)
-    if div.closed_form is not None:
+    if div.closed_form is not None:  # TV, χ², Neyman χ², Hellinger formulas; KL Newton
         lower, upper = div.closed_form(work, delta)
-    elif div.name == "kl" and div.f_of_log is get_divergence("kl").f_of_log:
-        lower, upper = kl_path.kl_bounds_newton(work, delta)
     else:
         lower, upper = solve_bounds(div, work, delta)
     # into the invariant 0 ≤ lower ≤ 1 ≤ upper ≤ 1/p (NaN propagates), then one rounding to the input dtype
