@@ -113,6 +113,16 @@ def test_naive_reference_matches_mpmath(name: str, delta: float) -> None:
     assert (lower - lower_ref).abs().max() <= (1e-12 if delta >= 1e-4 else 5e-12)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_naive_reference_edges(name: str) -> None:
+    """p = 1 gives (r*, 1) and p = 0 gives (0, +inf), as `band_bounds` does."""
+    lower, upper = naive_bounds(
+        torch.tensor([0.0, -math.inf], dtype=torch.float64), delta=0.05, divergence=name
+    )
+    assert lower.tolist() == pytest.approx([reference_p_one(name, 0.05), 0.0], abs=1e-12)
+    assert upper.tolist() == [1.0, math.inf]
+
+
 def _dense_logp() -> torch.Tensor:
     small = torch.logspace(-12, math.log10(0.5), 1500, dtype=torch.float64)
     return torch.cat([torch.log(small), torch.log1p(-small)])
