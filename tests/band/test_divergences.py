@@ -286,8 +286,8 @@ def test_fast_paths_are_fields_of_the_record() -> None:
 
 
 def test_band_modules_import_one_way_and_at_the_top() -> None:
-    """No import circle inside bandpo.band and no import of bandpo inside a function (a lazy import that dodges
-    a circle): each module's bandpo imports, read from its source, form an acyclic graph."""
+    """No import circle inside bandpo.band and no import of bandpo inside a function (a lazy import that
+    dodges a circle): each module's bandpo imports, read from its source, form an acyclic graph."""
     import ast
     from pathlib import Path
 

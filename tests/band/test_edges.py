@@ -1,6 +1,6 @@
-"""The Band operator at its edges (issue 9): the δ range, detached bounds, one log-prob tolerance, the invariant
-0 ≤ lower ≤ 1 ≤ upper ≤ 1/p and monotonicity after rounding, one rounding for half precision, and user
-divergences that were wrongly refused or wrongly accepted. Each test failed before its fix."""
+"""The Band operator at its edges (issue 9): the δ range, detached bounds, one log-prob tolerance, the
+invariant 0 ≤ lower ≤ 1 ≤ upper ≤ 1/p and monotonicity after rounding, one rounding for half precision, and
+user divergences that were wrongly refused or wrongly accepted. Each test failed before its fix."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def test_invariant_at_the_ends_of_the_delta_range(name: str, dtype: torch.dtype)
 @pytest.mark.parametrize("name", ["kl", "tv", "js"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bounds_are_detached(name: str, dtype: torch.dtype) -> None:
-    """Was: an autograd graph through the bounds (float32 KL: d upper/d logp = −7.81, finite differences −5.56)."""
+    """Was: an autograd graph through the bounds (float32 KL: d upper/d logp −7.81, finite differences
+    −5.56)."""
     old_logp = torch.log(torch.tensor([0.01, 0.3, 0.9])).to(dtype).requires_grad_(True)
     b = band_bounds(old_logp, delta=0.05, divergence=name)
     for t in (b.lower, b.upper):

@@ -50,7 +50,8 @@ def assert_rounded_once(
 ) -> None:
     """`ours` (half precision) is the exact value rounded once to its dtype, up to the float64 solve's own
     error (`rel`/`abs`): `ours` lies between the roundings of exact ∓ slack, i.e. it is the rounding of the
-    exact value except where that lies within the slack of a rounding midpoint, where either neighbour is right.
+    exact value except where that lies within the slack of a rounding midpoint (there either neighbour is
+    right).
     Bit-equality would depend on the CPU's float64 kernels there."""
     dtype = dtype or ours.dtype
     exact = exact.to(torch.float64)
@@ -104,9 +105,9 @@ def test_half_precision_equals_rounded_reference(dtype: torch.dtype, name: str, 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("delta", [DELTA_MIN, 1e-4, 0.05, 1.0, DELTA_MAX])
 def test_naive_reference_matches_mpmath(name: str, delta: float) -> None:
-    """The readable float64 bisection in `bandpo.band.reference` is itself exact (same tolerances), except that
-    at δ = 1e−5 its plain f (js: ½[u·log(2u/(1 + u)) + log(2/(1 + u))], O(1) terms cancelling to O(δ)) costs
-    the lower bound up to 1.2e−12, so 5e−12 there."""
+    """The readable float64 bisection in `bandpo.band.reference` is itself exact (same tolerances), except
+    that at δ = 1e−5 its plain f (js: ½[u·log(2u/(1 + u)) + log(2/(1 + u))], O(1) terms cancelling to
+    O(δ)) costs the lower bound up to 1.2e−12, so 5e−12 there."""
     logp, lower_ref, upper_ref = _reference(name, delta, "float64")
     lower, upper = naive_bounds(logp, delta=delta, divergence=name)
     assert ((upper - upper_ref).abs() / upper_ref).max() <= 1e-10

@@ -1,9 +1,9 @@
 """The Band operator: exact per-token ratio bounds from an f-divergence trust region (BandPO).
 
 `band_bounds(old_logp, delta=0.05, divergence="kl")` returns the interval of ratios π_new/π_old that keep
-D_f(π_new‖π_old) ≤ δ for each sampled token (docs/theory.md, "The Band constraint"). Divergences are `Divergence` records in a
-registry: built-ins `kl`, `reverse_kl`, `tv`, `chi2`, `neyman_chi2`, `hellinger`, `js`, the α-family
-(`"alpha:<α>"` / `alpha_divergence`), and any convex f a user registers.
+D_f(π_new‖π_old) ≤ δ for each sampled token (docs/theory.md, "The Band constraint"). Divergences are
+`Divergence` records in a registry: built-ins `kl`, `reverse_kl`, `tv`, `chi2`, `neyman_chi2`, `hellinger`,
+`js`, the α-family (`"alpha:<α>"` / `alpha_divergence`), and any convex f a user registers.
 
 Default path: KL on float32 log-probs reads a cached float64-built table (`kl.kl_bounds_table`); float64 input
 is solved in float64 (monotone Newton for KL, closed forms for TV/χ²/Neyman χ²/Hellinger, the generic

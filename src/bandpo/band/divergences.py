@@ -67,8 +67,8 @@ class Divergence:
 
     Args:
         name: snake_case name used in configs, the CLI and logs.
-        f: elementwise torch callable, f(u) for u ≥ 0 (a float64 tensor in, a tensor of the same shape out; an f
-            that computes in float32 is accepted, and the bounds are then as precise as its values).
+        f: elementwise torch callable, f(u) for u ≥ 0 (a float64 tensor in, a tensor of the same shape out;
+            an f that computes in float32 is accepted, and the bounds are then as precise as its values).
         f_at_zero: f(0) = lim_{u→0+} f(u), may be `math.inf`. Derived from f when omitted; when given it must
             agree with f(0) (1e−6 relative; 1e−3 against f(1e−300) where f(0) is NaN, e.g. 0·log 0).
         slope_at_infinity: f'(∞) = lim_{u→∞} f(u)/u, may be `math.inf`. Derived numerically when omitted.
@@ -131,7 +131,7 @@ class Divergence:
             raise ValueError(
                 f"Divergence {self.name!r}: f returns NaN at u = {bad:.3g} (must be defined on (0, ∞))"
             )
-        # rounding noise of f's own output dtype (an f computing in float32 is as convex as its float32 values)
+        # rounding noise of f's own output dtype (an f computing in float32 is convex up to float32 rounding)
         out_dtype = raw.dtype if isinstance(raw, Tensor) and raw.is_floating_point() else torch.float64
         eps = max(torch.finfo(out_dtype).eps, torch.finfo(torch.float64).eps)
         finite = torch.isfinite(values)
@@ -192,7 +192,7 @@ class Divergence:
 
 
 def _limit_at_zero(f: Callable[[Tensor], Tensor]) -> tuple[float, bool]:
-    """(f(0+), reliable): f(0) where it evaluates, else f(1e−300) (e.g. 0·log 0 is NaN), flagged less reliable."""
+    """(f(0+), reliable): f(0) where it evaluates, else f(1e−300) (0·log 0 is NaN), flagged less reliable."""
     value = float(torch.as_tensor(f(torch.zeros(1, dtype=torch.float64)), dtype=torch.float64)[0])
     reliable = not math.isnan(value)
     if not reliable:  # take the limit from a tiny positive u

@@ -1,7 +1,8 @@
 """The fast KL path: monotone Newton in log variables, and a cached table for float32 inputs.
 
 KL generator f(u) = −log u + u − 1. With q = r·p and H = −p·log p − (1 − p)·log(1 − p) (binary entropy),
-g_KL(p, r) = δ is −p·log q − (1 − p)·log(1 − q) = c with c = δ + H (docs/theory.md, "KL: Newton in log variables").
+g_KL(p, r) = δ is −p·log q − (1 − p)·log(1 − q) = c with c = δ + H (docs/theory.md, "KL: Newton in log
+variables").
 
 - Upper root (q ∈ [p, 1)), variable v = −log(1 − q): h(v) = (1 − p)·v − p·log(1 − e^−v) − c is increasing
   and convex on the root's side, and h(v0) ≥ 0 at v0 = c/(1 − p) (the dropped term −p·log q is ≥ 0).
@@ -16,10 +17,10 @@ reach the float64 floor over p ∈ [1e−12, 1 − 1e−12], δ ∈ [1e−4, 1];
 prove at the ends of the accepted range δ ∈ [1e−5, 1e3].
 
 Which path `band_bounds` takes for KL (set by the `kl` record's `float32_path` and `closed_form` fields):
-float32 input (the default in training) uses `kl_bounds_table` (linear interpolation in a float64-built table),
-~10x faster than float32 Newton on CPU and more accurate (float32 Newton loses ~1e−6 to cancellation in c);
-float64 input uses `kl_bounds_newton` in float64; bfloat16/float16 input is converted to float64, solved by
-`kl_bounds_newton` and rounded once.
+float32 input (the default in training) uses `kl_bounds_table` (linear interpolation in a float64-built
+table), ~10x faster than float32 Newton on CPU and more accurate (float32 Newton loses ~1e−6 to cancellation
+in c); float64 input uses `kl_bounds_newton` in float64; bfloat16/float16 input is converted to float64,
+solved by `kl_bounds_newton` and rounded once.
 
 Edges: p < e^−700 (`LOG_FLOOR`) is p = 0, (0, +inf); logp > `P_ONE_LOGP` = −1e−20 is p = 1, (e^−δ, 1). The
 latter is not an approximation: with ε = 1 − p the exact lower bound is e^−δ up to ≈ ε·(log(1/ε) + 1) ≤ 5e−19
@@ -105,7 +106,7 @@ _BITS_MAX = (127 + TABLE_MAX_EXP) << 23
 
 @functools.lru_cache(maxsize=16)
 def kl_table(delta: float, device: torch.device) -> Tensor:
-    """(4, n) float64: rows log q̄, log q̄_next − log q̄, r̲, r̲_next − r̲ at each node (q̄ = r̄·p), from Newton.
+    """(4, n) float64 rows log q̄, log q̄_next − log q̄, r̲, r̲_next − r̲ per node (q̄ = r̄·p), from Newton.
 
     Cached per (δ, device) (16 entries of 4.8 MB): building it solves 151,552 nodes in float64 (~0.1 s on one
     core). One row per quantity, so the lookup is four 1-D gathers (a gather of 4-wide rows is ~20x slower
@@ -123,8 +124,8 @@ def kl_table(delta: float, device: torch.device) -> Tensor:
 
 
 def kl_bounds_table(logp: Tensor, delta: float) -> tuple[Tensor, Tensor]:
-    """KL Band interval for float32 `logp` (≤ 0): gathers from a cached table, linear interpolation in float64,
-    one rounding to float32.
+    """KL Band interval for float32 `logp` (≤ 0): gathers from a cached table, linear interpolation in
+    float64, one rounding to float32.
 
     Notes:
         The table is indexed by the float32 bit pattern of −logp: the exponent and top

@@ -51,7 +51,7 @@ LOGP_TOLERANCE = 1e-4
 
 @dataclass(frozen=True)
 class BandBounds:
-    """The Band interval per token: 0 ≤ `lower` ≤ 1 ≤ `upper` ≤ 1/p, same shape, dtype and device as `old_logp`.
+    """The Band interval per token: 0 ≤ `lower` ≤ 1 ≤ `upper` ≤ 1/p, shape, dtype and device of `old_logp`.
 
     Both are constants of the old policy: detached, no autograd graph, whatever `old_logp` requires.
     """
@@ -82,8 +82,8 @@ def check_delta(delta: float) -> float:
         raise ValueError(f"delta must be finite and > 0 (the trust-region radius, e.g. 0.05), got {delta!r}")
     if not DELTA_MIN <= delta <= DELTA_MAX:
         raise ValueError(
-            f"delta must be finite and > 0 and within [{DELTA_MIN:g}, {DELTA_MAX:g}], the range where the Band "
-            f"bounds are verified exact, got {delta!r}; use e.g. 0.05 (the paper's KL radius)"
+            f"delta must be finite and > 0 and within [{DELTA_MIN:g}, {DELTA_MAX:g}], the range where the "
+            f"Band bounds are verified exact, got {delta!r}; use e.g. 0.05 (the paper's KL radius)"
         )
     return delta
 
@@ -138,9 +138,9 @@ def band_bounds(
         rounds twice, through float32), so they equal the exact interval rounded to their dtype; float64 is
         solved in float64; the float32 KL table interpolates in float64 and rounds once. Every path ends by
         clamping into 0 ≤ lower ≤ 1 ≤ upper ≤ 1/p before that rounding, so the invariant holds exactly and,
-        rounding being monotone, the bounds are monotone in p wherever the float64 values are. The naive equivalent every path must match is
-        `bandpo.band.reference.reference_bounds`, a float64 bisection of g_f on r ∈ [1, 1/p] and r ∈ [0, 1]
-        run to the end (tests/band check both against mpmath).
+        rounding being monotone, the bounds are monotone in p wherever the float64 values are. The naive
+        equivalent every path must match is `bandpo.band.reference.reference_bounds`, a float64 bisection of
+        g_f on r ∈ [1, 1/p] and r ∈ [0, 1] run to the end (tests/band check both against mpmath).
         p → 0 (old_logp → −∞): lower → 0 and upper → +∞ (for KL upper ≈ (1 − e^−δ)/p); p = 0 gives (0, +∞)
         for every divergence, and p < 1e−304 (logp < −700) is treated as p = 0. p → 1: upper → 1 and lower →
         r*, the root of f(r) + (1 − r)·f'(∞) = δ (KL: e^−δ, TV: 1 − δ, χ²: 1); p = 1 gives (r*, 1) exactly.
