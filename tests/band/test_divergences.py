@@ -39,7 +39,7 @@ def _logp() -> torch.Tensor:
 
 
 def test_builtins_are_listed() -> None:
-    assert list_divergences()[: len(BUILTINS)] == BUILTINS
+    assert set(BUILTINS) <= set(list_divergences())
 
 
 @pytest.mark.parametrize("name", [*BUILTINS, "alpha:0.5", "alpha:-2", "alpha:0", "alpha:1"])
