@@ -9,19 +9,22 @@ Paths timed (median of `--repeats` after warm-up, synchronised on CUDA):
   (b) official-style bisection, written here from the algorithm's description: brackets [1, 1/p] and [0, 1],
       up to 50 halvings per side, stop when the widest bracket ≤ 1e−6, checked on the host (`.item()`) every
       iteration, in the input dtype, with the p > 1 − 1e−6 and p < 1e−6 overrides;
-  (c) `band_bounds(old_logp, delta=δ)`, our default (float32 KL: table + interpolation, one validation sync);
+  (c) `band_bounds(old_logp, delta=δ)`, our default (float32 KL: four 1-D gathers from a float64 table,
+      interpolation in float64, one rounding to float32; one validation sync);
   (c') the same with `validate=False` (no host sync at all);
   (c'') monotone Newton in float32 (`kl_bounds_newton`, 4 steps), the table-free alternative;
   (d) with `--compile`: `torch.compile` of the table lookup (`kl_interpolate`; off by default, slow to
       compile on a loaded 2-core box).
 Errors are against the float64 Newton solver (itself checked against mpmath in tests/band): max relative
-error of the upper bound and max absolute error of the lower bound, over all tokens.
+error of the upper bound and max absolute error of the lower bound, over all tokens. The first line printed
+names the CPU (or GPU): ratios are comparable only between runs on the same processor.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -75,6 +78,20 @@ def official_style_bisection(logp: torch.Tensor, delta: float, max_iter: int = 5
     lower = torch.where(near_one, math.exp(-delta), torch.where(near_zero, 0.0, lower))
     upper = torch.where(near_one, 1.0, torch.where(near_zero, 1.0 / p_safe, upper))
     return lower, upper
+
+
+def processor_name(device: str) -> str:
+    """The CPU model (from /proc/cpuinfo on Linux, else `platform.processor()`), or the GPU's name on CUDA."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def median_ms(fn: Callable[[], object], repeats: int, device: str) -> float:
@@ -148,6 +165,7 @@ def main() -> None:
     clamp_ms = rows[0][1]
     bisect_ms = rows[1][1]
     default_ms = rows[2][1]
+    print(f"processor: {processor_name(device)}")
     print(
         f"Band-KL bounds, {args.tokens:,} float32 tokens, delta={delta}, device={device}, "
         f"threads={torch.get_num_threads()}, torch {torch.__version__}"

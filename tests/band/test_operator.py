@@ -176,7 +176,7 @@ def test_float32_kl_continuous_across_the_old_override_threshold() -> None:
 
 
 def test_known_values_delta_005() -> None:
-    """The table of paper-notes §1.6 (KL, TV, χ² at δ = 0.05)."""
+    """Known values at δ = 0.05 for KL, TV and χ² (docs/theory.md, "Closed forms")."""
     p = torch.tensor([0.01, 0.08, 0.5, 0.9], dtype=torch.float64)
     kl = band_bounds(torch.log(p), delta=0.05)
     assert kl.lower.tolist() == pytest.approx([0.0025, 0.262, 0.692, 0.867], abs=6e-4)

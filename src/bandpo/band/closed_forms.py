@@ -5,7 +5,7 @@ All functions take float64 `logp` (any shape, entries in [−∞, 0]) and a floa
 cancels catastrophically: 1 − p is `-expm1(logp)`, the lower χ²-type root is taken from the product of
 roots, and the Hellinger roots are angles built with `atan2`.
 
-Derivations (q = r·p, c = (1 − q)/(1 − p); paper-notes §1–2 for TV and χ²):
+Derivations (q = r·p, c = (1 − q)/(1 − p); docs/theory.md, "Closed forms"):
 - TV: g = p·|r − 1|, so r = 1 ± δ/p, clipped to [0, 1/p].
 - Pearson χ²: g = p·(r − 1)²/(1 − p), so r = 1 ± √(δ(1 − p)/p), clipped to [0, 1/p].
 - Neyman χ²: g = p·(r − 1)²/(r·(1 − r·p)); g = δ is the quadratic p(1 + δ)·r² − (2p + δ)·r + p = 0 with

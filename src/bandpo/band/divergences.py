@@ -33,12 +33,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from bandpo.band import closed_forms
+from bandpo.band.kl import kl_bounds_newton, kl_bounds_table
+
 __all__ = [
     "Divergence",
     "alpha_divergence",
     "get_divergence",
     "list_divergences",
     "register_divergence",
+    "solve_p_one_limit",
 ]
 
 # (logp, delta) -> (lower, upper), float64 tensors of logp's shape
@@ -63,19 +67,26 @@ class Divergence:
 
     Args:
         name: snake_case name used in configs, the CLI and logs.
-        f: elementwise torch callable, f(u) for u ≥ 0 (a float64 tensor in, a tensor of the same shape out).
-        f_at_zero: f(0) = lim_{u→0+} f(u), may be `math.inf`. Derived numerically when omitted.
+        f: elementwise torch callable, f(u) for u ≥ 0 (a float64 tensor in, a tensor of the same shape out;
+            an f that computes in float32 is accepted, and the bounds are then as precise as its values).
+        f_at_zero: f(0) = lim_{u→0+} f(u), may be `math.inf`. Derived from f when omitted; when given it must
+            agree with f(0) (1e−6 relative; 1e−3 against f(1e−300) where f(0) is NaN, e.g. 0·log 0).
         slope_at_infinity: f'(∞) = lim_{u→∞} f(u)/u, may be `math.inf`. Derived numerically when omitted.
         f_of_log: optional stable evaluation of f(e^t) from t = log u (built-ins use it to avoid
             cancellation near u = 1). When omitted, the solver evaluates f(exp(t)) after removing the linear
             term f'(1)·(u − 1), which changes nothing mathematically (Σ π_old·(u − 1) = 0).
-        closed_form: optional exact `(logp, delta) -> (lower, upper)` in float64, used instead of the solver.
+        closed_form: optional exact `(logp, delta) -> (lower, upper)` in float64, used instead of the generic
+            solver (built-ins: the TV/χ²/Neyman χ²/Hellinger formulas, KL's monotone Newton).
+        float32_path: optional `(logp, delta) -> (lower, upper)` for float32 `logp`, float32 out, used for
+            float32 input instead of solving in float64 and rounding (built-in: KL's table lookup). It must
+            return the interval rounded to float32 and clamped into 0 ≤ lower ≤ 1 ≤ upper ≤ 1/p.
         r_star: optional `delta -> r*`, the lower bound at p = 1 (root of f(r) + (1 − r)·f'(∞) = δ).
         description: one line for `list_divergences`/docs.
 
     Raises:
-        ValueError: f(1) ≠ 0, f is not convex (a secant slope decreases on a test grid), f returns NaN on
-            (0, ∞), or f cannot be called on a float64 tensor.
+        ValueError: f(1) ≠ 0, f is not convex (a secant slope decreases on a test grid beyond the rounding of
+            f's output dtype), f returns NaN on (0, ∞), f cannot be called on a float64 tensor, or
+            `f_at_zero` contradicts f.
     """
 
     name: str
@@ -84,6 +95,7 @@ class Divergence:
     slope_at_infinity: float | None = None
     f_of_log: Callable[[Tensor], Tensor] | None = field(default=None, repr=False, compare=False)
     closed_form: ClosedForm | None = field(default=None, repr=False, compare=False)
+    float32_path: ClosedForm | None = field(default=None, repr=False, compare=False)
     r_star: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
     description: str = ""
     _linear_coef: float = field(default=0.0, init=False, repr=False, compare=False)
@@ -97,7 +109,8 @@ class Divergence:
             raise ValueError(f"Divergence {self.name!r}: f must be callable, got {type(self.f).__name__}")
         grid = _convexity_grid()
         try:
-            values = torch.as_tensor(self.f(grid), dtype=torch.float64)
+            raw = self.f(grid)
+            values = torch.as_tensor(raw, dtype=torch.float64)
             f_one = float(torch.as_tensor(self.f(torch.ones(1, dtype=torch.float64)), dtype=torch.float64)[0])
         except Exception as error:  # a user callable can fail in any way
             raise ValueError(
@@ -118,11 +131,14 @@ class Divergence:
             raise ValueError(
                 f"Divergence {self.name!r}: f returns NaN at u = {bad:.3g} (must be defined on (0, ∞))"
             )
+        # rounding noise of f's own output dtype (an f computing in float32 is convex up to float32 rounding)
+        out_dtype = raw.dtype if isinstance(raw, Tensor) and raw.is_floating_point() else torch.float64
+        eps = max(torch.finfo(out_dtype).eps, torch.finfo(torch.float64).eps)
         finite = torch.isfinite(values)
         u, v = grid[finite], values[finite]
         du = u[1:] - u[:-1]
         slopes = (v[1:] - v[:-1]) / du
-        rounding = 8 * torch.finfo(torch.float64).eps * (v[1:].abs() + v[:-1].abs()) / du  # slope noise
+        rounding = 8 * eps * (v[1:].abs() + v[:-1].abs()) / du  # slope noise
         scale = slopes[1:].abs() + slopes[:-1].abs()
         drop = slopes[:-1] - slopes[1:]  # > 0 where a secant slope decreases
         bad = drop > _CONVEXITY_RTOL * scale + rounding[1:] + rounding[:-1]
@@ -132,8 +148,14 @@ class Divergence:
                 f"Divergence {self.name!r}: f is not convex (its slope decreases near u = {at:.4g}); "
                 "the Band operator needs a convex generator"
             )
+        derived_zero, reliable = _limit_at_zero(self.f)
         if self.f_at_zero is None:
-            object.__setattr__(self, "f_at_zero", _limit_at_zero(self.f))
+            object.__setattr__(self, "f_at_zero", derived_zero)
+        elif not _limits_agree(float(self.f_at_zero), derived_zero, rtol=1e-6 if reliable else 1e-3):
+            raise ValueError(
+                f"Divergence {self.name!r}: f_at_zero={self.f_at_zero!r} contradicts f, whose value at u = 0 "
+                f"is {derived_zero!r}; omit f_at_zero (it is derived from f) or correct it"
+            )
         if self.slope_at_infinity is None:
             object.__setattr__(self, "slope_at_infinity", _slope_at_infinity(self.f))
         if self.f_of_log is None:
@@ -162,25 +184,30 @@ class Divergence:
         cached = self._r_star_cache.get(delta)
         if cached is not None:
             return cached
-        if self.r_star is not None:
-            value = float(self.r_star(delta))
-        else:
-            from bandpo.band.solver import solve_p_one_limit
-
-            value = solve_p_one_limit(self, delta)
+        value = float(self.r_star(delta)) if self.r_star is not None else solve_p_one_limit(self, delta)
         if len(self._r_star_cache) >= _R_STAR_CACHE_SIZE:  # e.g. a δ schedule: keep the cache bounded
             self._r_star_cache.clear()
         self._r_star_cache[delta] = value
         return value
 
 
-def _limit_at_zero(f: Callable[[Tensor], Tensor]) -> float:
+def _limit_at_zero(f: Callable[[Tensor], Tensor]) -> tuple[float, bool]:
+    """(f(0+), reliable): f(0) where it evaluates, else f(1e−300) (0·log 0 is NaN), flagged less reliable."""
     value = float(torch.as_tensor(f(torch.zeros(1, dtype=torch.float64)), dtype=torch.float64)[0])
-    if math.isnan(value):  # e.g. 0·log 0: take the limit from a tiny positive u
+    reliable = not math.isnan(value)
+    if not reliable:  # take the limit from a tiny positive u
         value = float(
             torch.as_tensor(f(torch.full((1,), 1e-300, dtype=torch.float64)), dtype=torch.float64)[0]
         )
-    return math.inf if math.isnan(value) or value > 1e300 else value
+    return (math.inf if math.isnan(value) or value > 1e300 else value), reliable
+
+
+def _limits_agree(given: float, derived: float, rtol: float) -> bool:
+    if math.isnan(given):
+        return False
+    if math.isinf(given) or math.isinf(derived):
+        return given == derived
+    return abs(given - derived) <= rtol * max(1.0, abs(derived))
 
 
 def _slope_at_infinity(f: Callable[[Tensor], Tensor]) -> float:
@@ -192,6 +219,37 @@ def _slope_at_infinity(f: Callable[[Tensor], Tensor]) -> float:
     if abs(b - a) > 1e-9 * max(1.0, abs(b)):  # still growing like log u or faster: infinite slope
         return math.inf
     return b
+
+
+def solve_p_one_limit(divergence: Divergence, delta: float) -> float:
+    """r*: root of φ(r) = f(r) + (1 − r)·f'(∞) − δ on [0, 1] (φ decreases to φ(1) = −δ); 0 if φ(0) ≤ 0.
+
+    Bisection to the end of float64 (r ∈ [0, 1], 80 halvings of scalar tensor evaluations). Not cached here:
+    `Divergence.lower_at_p_one` caches it per (divergence, δ), so it runs once per pair. Limit p → 1 of the
+    lower bound (docs/theory.md, "Limits p → 0 and p → 1").
+    """
+    # f_log is f minus c·(u − 1): its f(0) is f(0) + c and its slope at ∞ is f'(∞) − c (φ is unchanged)
+    slope = float(divergence.slope_at_infinity) - divergence._linear_coef
+    if math.isinf(slope):
+        return 1.0
+    f0 = float(divergence.f_at_zero) + divergence._linear_coef
+    if f0 + slope <= delta:
+        return 0.0
+
+    def phi(r: float) -> float:
+        t = torch.tensor([math.log(r)], dtype=torch.float64)
+        return float(divergence.f_log(t)[0]) + (1.0 - r) * slope - delta
+
+    lo, hi = 0.0, 1.0  # phi(lo) > 0 >= phi(hi)
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if phi(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 # --- built-ins ---------------------------------------------------------------------------------------
@@ -237,8 +295,6 @@ def _kl_r_star(delta: float) -> float:
 
 
 def _make_builtins() -> dict[str, Divergence]:
-    from bandpo.band import closed_forms
-
     return {
         d.name: d
         for d in (
@@ -248,8 +304,10 @@ def _make_builtins() -> dict[str, Divergence]:
                 math.inf,
                 1.0,
                 f_of_log=lambda t: torch.expm1(t) - t,
+                closed_form=kl_bounds_newton,
+                float32_path=kl_bounds_table,
                 r_star=_kl_r_star,
-                description="KL(π_old‖π_new), f(u) = −log u + u − 1 (paper default)",
+                description="KL(π_old‖π_new), f(u) = −log u + u − 1 (paper default; Newton, float32 table)",
             ),
             Divergence(
                 "reverse_kl",
@@ -336,17 +394,31 @@ def _alpha_divergence(alpha: float) -> Divergence:
     else:
         a = alpha
         scale = 1.0 / (a * (a - 1.0))
+        f_zero = 1.0 / a if a > 0 else math.inf
+        # numerator u^a − 1 − a(u − 1), written so that it does not cancel: for α near 0 as
+        # expm1(α·log u) − α(u − 1), for α near 1 as u·expm1((α − 1)·log u) + (1 − α)(u − 1) (each term is
+        # O(α), resp. O(1 − α), where the plain form loses everything: α = 1e−12 gave noise of 2e−4)
+        if a < 0.5:
 
-        def f(u: Tensor) -> Tensor:
-            return (u**a - a * u - (1.0 - a)) * scale
+            def f(u: Tensor) -> Tensor:
+                return (torch.expm1(a * torch.log(u)) - a * (u - 1.0)) * scale
 
-        def f_of_log(t: Tensor) -> Tensor:
-            return (torch.expm1(a * t) - a * torch.expm1(t)) * scale
+            def f_of_log(t: Tensor) -> Tensor:
+                return (torch.expm1(a * t) - a * torch.expm1(t)) * scale
+
+        else:
+
+            def f(u: Tensor) -> Tensor:
+                value = (u * torch.expm1((a - 1.0) * torch.log(u)) + (1.0 - a) * (u - 1.0)) * scale
+                return torch.where(u == 0, f_zero, value)  # 0·expm1(+inf) is NaN for α < 1
+
+            def f_of_log(t: Tensor) -> Tensor:
+                return (torch.exp(t) * torch.expm1((a - 1.0) * t) + (1.0 - a) * torch.expm1(t)) * scale
 
         return Divergence(
             name,
             f,
-            1.0 / a if a > 0 else math.inf,
+            f_zero,
             1.0 / (1.0 - a) if a < 1 else math.inf,
             f_of_log=f_of_log,
             r_star=(lambda delta: 1.0) if a >= 1 else None,
@@ -358,6 +430,8 @@ def _alpha_divergence(alpha: float) -> Divergence:
         base.f_at_zero,
         base.slope_at_infinity,
         f_of_log=base.f_of_log,
+        closed_form=base.closed_form,
+        float32_path=base.float32_path,
         r_star=base.r_star,
         description=f"Amari α-divergence, α = {alpha:g} (= {base.name})",
     )
@@ -368,7 +442,7 @@ _REGISTRY: dict[str, Divergence] = dict(_BUILTINS)
 
 
 def register_divergence(
-    name: str,
+    name: str | Divergence,
     f: Callable[[Tensor], Tensor] | None = None,
     *,
     divergence: Divergence | None = None,
@@ -378,11 +452,18 @@ def register_divergence(
 ) -> Divergence:
     """Register a user divergence under `name` (refuses a name already taken) and return it.
 
-    Either pass `f` (a convex elementwise torch callable with f(1) = 0) or a ready `divergence`.
+    Either pass `f` (a convex elementwise torch callable with f(1) = 0) or a ready `divergence`, by keyword or
+    as the only argument (`register_divergence(div)` registers `div` under `div.name`).
 
     Example:
         >>> register_divergence("my_kl", f=lambda u: -torch.log(u) + u - 1)  # doctest: +SKIP
     """
+    if isinstance(name, Divergence):
+        if divergence is not None or f is not None:
+            raise ValueError("register_divergence(divergence) takes no f= or divergence= besides it")
+        name, divergence = name.name, name
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_divergence needs a non-empty name (str) or a Divergence, got {name!r}")
     if name in _REGISTRY:
         raise ValueError(f"divergence {name!r} is already registered; choose another name")
     if name.startswith("alpha:"):

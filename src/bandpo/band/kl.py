@@ -1,7 +1,8 @@
 """The fast KL path: monotone Newton in log variables, and a cached table for float32 inputs.
 
 KL generator f(u) = −log u + u − 1. With q = r·p and H = −p·log p − (1 − p)·log(1 − p) (binary entropy),
-g_KL(p, r) = δ is −p·log q − (1 − p)·log(1 − q) = c with c = δ + H (paper-notes §2).
+g_KL(p, r) = δ is −p·log q − (1 − p)·log(1 − q) = c with c = δ + H (docs/theory.md, "KL: Newton in log
+variables").
 
 - Upper root (q ∈ [p, 1)), variable v = −log(1 − q): h(v) = (1 − p)·v − p·log(1 − e^−v) − c is increasing
   and convex on the root's side, and h(v0) ≥ 0 at v0 = c/(1 − p) (the dropped term −p·log q is ≥ 0).
@@ -12,12 +13,14 @@ Newton from these starts converges monotonically, with no bracket and no data-de
 iteration count, chosen per dtype and proved by the exactness tests. We start from the nearer of that safe
 point and the χ²(2δ) guess q = p ± √(2δ·p(1 − p)) (KL ≈ ½χ² near r = 1); from the wrong side one Newton step
 of a convex monotone function lands on the safe side, after which convergence is monotone again. 4 steps
-reach the float64 floor over p ∈ [1e−12, 1 − 1e−12], δ ∈ [1e−4, 1]; we take 6.
+reach the float64 floor over p ∈ [1e−12, 1 − 1e−12], δ ∈ [1e−4, 1]; we take 6, which the exactness tests also
+prove at the ends of the accepted range δ ∈ [1e−5, 1e3].
 
-Which path `band_bounds` takes for KL: float32 input (the default in training) uses `kl_bounds_table`
-(linear interpolation in a float64-built table), ~10x faster than float32 Newton on CPU and more accurate
-(float32 Newton loses ~1e−6 to cancellation in c); float64 input uses `kl_bounds_newton` in float64;
-bfloat16/float16 input is converted to float64, solved by `kl_bounds_newton` and rounded once.
+Which path `band_bounds` takes for KL (set by the `kl` record's `float32_path` and `closed_form` fields):
+float32 input (the default in training) uses `kl_bounds_table` (linear interpolation in a float64-built
+table), ~10x faster than float32 Newton on CPU and more accurate (float32 Newton loses ~1e−6 to cancellation
+in c); float64 input uses `kl_bounds_newton` in float64; bfloat16/float16 input is converted to float64,
+solved by `kl_bounds_newton` and rounded once.
 
 Edges: p < e^−700 (`LOG_FLOOR`) is p = 0, (0, +inf); logp > `P_ONE_LOGP` = −1e−20 is p = 1, (e^−δ, 1). The
 latter is not an approximation: with ε = 1 − p the exact lower bound is e^−δ up to ≈ ε·(log(1/ε) + 1) ≤ 5e−19
@@ -93,7 +96,7 @@ def kl_bounds_newton(logp: Tensor, delta: float, steps: int | None = None) -> tu
 # float32 table: nodes are the float32 values of −logp whose low (23 − TABLE_MANTISSA_BITS) mantissa bits are
 # zero, from 2^TABLE_MIN_EXP to 2^TABLE_MAX_EXP; 2^TABLE_MANTISSA_BITS nodes per octave.
 TABLE_MANTISSA_BITS = 12
-# |logp| below 2^−30 ≈ 9.3e−10 reads the first node: r̄ = 1/p there, r̲ within 2e−8 of e^−δ
+# |logp| below 2^−30 ≈ 9.3e−10 reads the first node: r̄ = 1 there after the clamp, r̲ within 2e−8 of e^−δ
 TABLE_MIN_EXP = -30
 TABLE_MAX_EXP = 7  # |logp| above 128 reads the last node: q̄ = 1 − e^−δ exactly, r̲ = 0
 _SHIFT = 23 - TABLE_MANTISSA_BITS
@@ -103,46 +106,57 @@ _BITS_MAX = (127 + TABLE_MAX_EXP) << 23
 
 @functools.lru_cache(maxsize=16)
 def kl_table(delta: float, device: torch.device) -> Tensor:
-    """(n, 4) float32: [q̄, q̄_next − q̄, r̲, r̲_next − r̲] at each node, q̄ = r̄·p, from the float64 Newton.
+    """(4, n) float64 rows log q̄, (log q̄_next − log q̄)/m, r̲, (r̲_next − r̲)/m per node (q̄ = r̄·p), from
+    Newton; m = 2^(23 − TABLE_MANTISSA_BITS) float32 steps per cell, so the slopes are per step (exact: m is a
+    power of 2).
 
-    Cached per (δ, device) (16 entries): building it solves 151,552 nodes in float64 (~0.1 s on one core).
+    Cached per (δ, device) (16 entries of 4.8 MB): building it solves 151,552 nodes in float64 (~0.1 s on one
+    core). One row per quantity, so the lookup is four 1-D gathers (a gather of 4-wide rows is ~20x slower
+    on CPU).
     """
     bits = torch.arange(_BITS_MIN, _BITS_MAX + 1, 1 << _SHIFT, dtype=torch.int64).to(torch.int32)
     neg_logp = bits.view(torch.float32).to(torch.float64)
     lower, upper = kl_bounds_newton(-neg_logp, delta)
-    q_upper = upper * torch.exp(-neg_logp)  # r̄·p
-    values = torch.stack([q_upper, lower], dim=1).to(torch.float32)  # (n, 2)
+    log_q_upper = torch.log(upper) - neg_logp  # log(r̄·p)
+    values = torch.stack([log_q_upper, lower])  # (2, n)
     steps = torch.zeros_like(values)
-    steps[:-1] = values[1:] - values[:-1]
-    table = torch.stack([values[:, 0], steps[:, 0], values[:, 1], steps[:, 1]], dim=1)  # (n, 4)
+    steps[:, :-1] = (values[:, 1:] - values[:, :-1]) / (1 << _SHIFT)
+    table = torch.stack([values[0], steps[0], values[1], steps[1]])  # (4, n)
     return table.contiguous().to(device)
 
 
 def kl_bounds_table(logp: Tensor, delta: float) -> tuple[Tensor, Tensor]:
-    """KL Band interval for float32 `logp` (≤ 0): one gather from a cached table and a linear interpolation.
+    """KL Band interval for float32 `logp` (≤ 0): gathers from a cached table, linear interpolation in
+    float64, one rounding to float32.
 
     Notes:
         The table is indexed by the float32 bit pattern of −logp: the exponent and top
         `TABLE_MANTISSA_BITS` mantissa bits pick the node, the remaining bits give the interpolation weight
-        exactly, so the interpolation is linear in logp inside each cell (relative width 2^−12) and the only
-        errors are the interpolation error (≤ ~3e−7 relative at δ = 1e−4, less for larger δ) and float32
-        rounding. The table (151,552 nodes, 2.4 MB) is built once per (δ, device) by `kl_bounds_newton` in
-        float64 and cached. The upper bound is r̄ = q̄·exp(−logp) with q̄ = r̄·p interpolated, so p → 0
-        gives +inf when (1 − e^−δ)/p overflows float32, and p = 1 gives exactly (r̲(p = 1 − 9e−10), 1), within
-        2e−8 of e^−δ. The naive equivalent is `kl_bounds_newton(logp.double(), delta)` rounded to float32.
-        Work is fixed (13 elementwise ops, one gather); no host sync.
+        exactly, so log q̄ = log(r̄·p) and r̲ are linear in logp inside each cell (relative width 2^−12); the
+        interpolation error is ≤ ~1e−7 relative (δ = 1e−4, less for larger δ), below float32's half ulp
+        almost everywhere. Everything after the gather runs in float64 and is rounded to float32 once:
+        r̄ = exp(min(log q̄, 0) − logp) clamped to ≥ 1 and r̲ clamped into [0, 1], so 0 ≤ r̲ ≤ 1 ≤ r̄ ≤ 1/p
+        hold after rounding (1/p meaning exp(−logp) rounded to float32), and both bounds are monotone in p
+        (piecewise-linear interpolation of monotone nodes; rounding is monotone). p → 0 gives +inf when
+        (1 − e^−δ)/p overflows float32; |logp| < 2^−30 gives (r̲(p = 1 − 9e−10), 1), within 2e−8 of
+        (e^−δ, 1). The naive equivalent is `kl_bounds_newton(logp.double(), delta)` rounded to float32.
+        Work is fixed (four 1-D gathers and ~14 elementwise ops, mostly in place); no host sync.
     """
     return kl_interpolate(logp, kl_table(delta, logp.device))
 
 
 def kl_interpolate(logp: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
     """The table lookup of `kl_bounds_table` with the table passed in (a pure function, e.g. to compile)."""
-    neg_logp = -logp  # (...,) float32, ≥ 0 (or −0.0)
-    bits = neg_logp.view(torch.int32).clamp(_BITS_MIN, _BITS_MAX)  # −0.0 is negative as int32: clamps to min
-    index = (bits >> _SHIFT) - (_BITS_MIN >> _SHIFT)
-    weight = (bits & ((1 << _SHIFT) - 1)).to(torch.float32).mul_(1.0 / (1 << _SHIFT))
-    rows = table.index_select(0, index.reshape(-1)).view(*logp.shape, 4)  # (..., 4)
-    q_upper = torch.addcmul(rows[..., 0], weight, rows[..., 1])
-    lower = torch.addcmul(rows[..., 2], weight, rows[..., 3])
-    upper = q_upper.mul_(neg_logp.exp_())
-    return lower, upper
+    # (...,) bits of |logp| = −logp (logp ≤ 0; −0.0 and +0.0 both give 0), clamped to the table's range
+    bits = logp.view(torch.int32).bitwise_and(0x7FFFFFFF).clamp_(_BITS_MIN, _BITS_MAX)
+    steps = (bits & ((1 << _SHIFT) - 1)).to(torch.float64)  # float32 steps past the node, exact integers
+    index = bits.bitwise_right_shift_(_SHIFT).sub_(_BITS_MIN >> _SHIFT).reshape(-1)  # (N,), in place
+
+    def row(k: int) -> Tensor:
+        return table[k].index_select(0, index).view(logp.shape)
+
+    # in place where possible: on CPU each fresh 4 MB tensor costs page faults comparable to the arithmetic
+    log_q_upper = row(0).addcmul_(steps, row(1)).clamp_(max=0.0)  # q̄ ≤ 1, i.e. r̄ ≤ 1/p
+    lower = row(2).addcmul_(steps, row(3)).clamp_(0.0, 1.0)
+    upper = log_q_upper.sub_(logp).exp_().clamp_(min=1.0)  # r̄ = q̄/p in float64
+    return lower.to(torch.float32), upper.to(torch.float32)

@@ -1,7 +1,8 @@
 """Generic vectorised root finder for the two-point Band problem of any convex generator f.
 
 Solves g_f(p, r) = p·f(r) + (1 − p)·f((1 − r·p)/(1 − p)) = δ for the two roots r ∈ [0, 1] and r ∈ [1, 1/p]
-(paper-notes §1.2–1.4), elementwise, in float64, with a fixed number of iterations and no host sync.
+(docs/theory.md, "The Band constraint"), elementwise, in float64, with a fixed number of iterations and no
+host sync.
 
 Variable: x = logit(q), q = r·p the new probability of the token. Then q = σ(x) and 1 − q = σ(−x) are both
 computed to full relative precision, so r = q/p and c = (1 − q)/(1 − p) are exact to a few ulp even when
@@ -16,28 +17,26 @@ KL has 1 − r̲ ≈ δ/log(1/(1 − p)), still 7e−5 at δ = 0.05, 1 − p = 5
 to ≈ δ/700 (likewise α slightly above 1). This is a documented gap, not reachable from float32 or
 half-precision input: their smallest nonzero |logp| is 1.4e−45, so their 1 − p is 0 or ≥ 1.4e−45.
 
-Which inputs get here: `band_bounds` routes every divergence without a closed form or a fast path
-(`js`, `reverse_kl`, the α-family except α = 0, user divergences) here, in float64; float32/half inputs are
-converted to float64 first and the result is rounded back once.
+Which inputs get here: `band_bounds` routes every divergence whose record has no `closed_form` (`js`,
+`reverse_kl`, the α-family except α = 0, user divergences) here, in float64; float32/half inputs are converted
+to float64 first and the result is rounded back once.
 
 Termination: `BISECTION_STEPS` halvings (bracket ≤ 1400/2^46 ≈ 2e−11 in x), then `FALSI_STEPS` Illinois
 regula-falsi steps inside the bracket (superlinear; each stays inside the bracket, so the error can only
-shrink). Exactness (1e−10 relative on upper, 1e−12 absolute on lower against mpmath for every built-in,
-p ∈ [1e−12, 1 − 1e−12], δ ∈ [1e−4, 1]) is proved by tests/band/test_exactness.py.
+shrink). Exactness (1e−10 relative on upper, 1e−12 absolute on lower against mpmath for every built-in, p ∈
+[1e−12, 1 − 1e−12], δ ∈ [1e−5, 1e3], the range `band_bounds` accepts) is proved by
+tests/band/test_exactness.py.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from bandpo.band._numerics import LOG_FLOOR, log1mexp
-
-if TYPE_CHECKING:
-    from bandpo.band.divergences import Divergence
+from bandpo.band.divergences import Divergence, solve_p_one_limit  # re-exported: its old home
 
 __all__ = ["BISECTION_STEPS", "FALSI_STEPS", "X_MAX", "solve_bounds", "solve_p_one_limit"]
 
@@ -97,9 +96,10 @@ def solve_bounds(divergence: Divergence, logp: Tensor, delta: float) -> tuple[Te
         p = 0 (logp = −∞) gives (0, +∞); p = 1 gives (r*, 1) with r* = `divergence.lower_at_p_one(δ)`
         (cached per δ on the divergence). p < e^−700 is read as p = 0 and 1 − p < e^−700 as p = 1 (module
         docstring: exact for f'(∞) < ∞, a gap ≤ δ/700 for reverse KL).
-        Saturation (paper-notes §1.4) is decided first: upper = 1/p when p·f(1/p) + (1 − p)·f(0) ≤ δ, lower = 0
-        when p·f(0) + (1 − p)·f(1/(1 − p)) ≤ δ. The naive equivalent is a float64 bisection on r in
-        [1, 1/p] and [0, 1] run to the end.
+        Saturation (docs/theory.md, "Closed forms") is decided first: upper = 1/p when p·f(1/p) + (1 − p)·f(0)
+        ≤ δ, lower = 0 when p·f(0) + (1 − p)·f(1/(1 − p)) ≤ δ. The naive equivalent is
+        `bandpo.band.reference.reference_bounds` (float64 bisection on r in [1, 1/p] and [0, 1] run to the
+        end).
     """
     log1mp_raw = log1mexp(logp)  # −inf at logp = 0, NaN for NaN
     is_zero = logp < LOG_FLOOR  # p < 1e−304
@@ -128,33 +128,3 @@ def solve_bounds(divergence: Divergence, logp: Tensor, delta: float) -> tuple[Te
     lower = torch.where(is_zero, 0.0, torch.where(is_one, r_star, lower))
     upper = torch.where(is_zero, math.inf, torch.where(is_one, 1.0, upper))
     return lower, upper
-
-
-def solve_p_one_limit(divergence: Divergence, delta: float) -> float:
-    """r*: root of φ(r) = f(r) + (1 − r)·f'(∞) − δ on [0, 1] (φ decreases to φ(1) = −δ); 0 if φ(0) ≤ 0.
-
-    Bisection to the end of float64 (r ∈ [0, 1], 80 halvings of scalar tensor evaluations). Not cached here:
-    `Divergence.lower_at_p_one` caches it per (divergence, δ), so it runs once per pair.
-    """
-    # f_log is f minus c·(u − 1): its f(0) is f(0) + c and its slope at ∞ is f'(∞) − c (φ is unchanged)
-    slope = float(divergence.slope_at_infinity) - divergence._linear_coef
-    if math.isinf(slope):
-        return 1.0
-    f0 = float(divergence.f_at_zero) + divergence._linear_coef
-    if f0 + slope <= delta:
-        return 0.0
-
-    def phi(r: float) -> float:
-        t = torch.tensor([math.log(r)], dtype=torch.float64)
-        return float(divergence.f_log(t)[0]) + (1.0 - r) * slope - delta
-
-    lo, hi = 0.0, 1.0  # phi(lo) > 0 >= phi(hi)
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        if phi(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
