@@ -56,7 +56,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from bandpo.band import band_bounds, get_divergence
+from bandpo.band import DELTA_MAX, DELTA_MIN, band_bounds, get_divergence
 
 __all__ = [
     "SIDES",
@@ -338,7 +338,10 @@ class BandMethod(DeclaredMethod):
     name: ClassVar[str] = "band"
     divergence: str = param("kl", "Band's f-divergence: a bandpo.band.list_divergences() name or alpha:<a>")
     delta: float = param(
-        0.05, "Band's trust-region radius δ", low=0.0, low_open=True, high=math.inf, high_open=True
+        0.05,
+        "Band's trust-region radius δ (the verified range of bandpo.band_bounds)",
+        low=DELTA_MIN,
+        high=DELTA_MAX,
     )
     ratio_max: float = param(10.0, "cap on the upper bound (official upper_bound_max; inf: no cap)", low=1.0)
     relax: bool = param(False, "union with the fixed interval [1 - eps_low, 1 + eps_high] (official relax)")

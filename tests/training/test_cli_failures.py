@@ -89,6 +89,14 @@ def test_output_dir_under_a_file(tmp_path, capsys):
     assert "lies under" in err and "which is a file" in err
 
 
+@pytest.mark.parametrize("delta", ["1e-100", "1e-20", "0", "5000"])
+def test_delta_outside_the_verified_range_is_refused_before_any_write(tmp_path, capsys, delta):
+    run_dir = tmp_path / "run"
+    err = _fails_in_one_line(["--output-dir", str(run_dir), "--delta", delta, *SMALL], capsys)
+    assert "delta must be a number in [1e-05, 1000]" in err
+    assert not run_dir.exists()
+
+
 def test_empty_output_dir_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # "" was the current folder: a regression writes here, not into the repo
     err = _fails_in_one_line(["--output-dir", "", *SMALL], capsys)
