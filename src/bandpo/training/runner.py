@@ -45,10 +45,10 @@ from typing import Any
 from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
 from bandpo.training import data as data_module
-from bandpo.training import task
 from bandpo.training.config import RUN_INDEPENDENT_FIELDS, TrainConfig
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
 from bandpo.training.rewards import GuardedReward, get_verifier
+from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
 __all__ = ["TrainSummary", "find_last_checkpoint", "offline_environment", "train"]
 
@@ -258,6 +258,7 @@ def _load_policy(config: TrainConfig, progress: bool) -> tuple[Any, Any, dict[st
             result = load_or_warm_up(
                 WarmupConfig(
                     seed=config.seed,
+                    task=config.task,
                     target_accuracy=config.warmup_target_accuracy,
                     max_steps=config.warmup_max_steps,
                     rare_fraction=config.warmup_rare_fraction,
@@ -295,9 +296,10 @@ def _prompt_rows(
     """(training rows in consumption order, held-out evaluation rows)."""
     count = config.max_steps * config.prompts_per_step
     if config.dataset is None:
-        train_rows = data_module.countdown_rows(task.sample_train_problems(count, seed=config.seed))
+        embedded = get_task(config.task)
+        train_rows = data_module.countdown_rows(embedded.sample_train_problems(count, seed=config.seed))
         eval_rows = data_module.countdown_rows(
-            task.sample_eval_problems(config.eval_prompts, seed=config.seed)
+            embedded.sample_eval_problems(config.eval_prompts, seed=config.seed)
         )
     else:
         rows = data_module.load_prompt_rows(
@@ -343,6 +345,7 @@ def _run_evaluation(
 ) -> EvalResult | None:
     if not rows:
         return None
+    embedded_reward = config.resolved_reward in EMBEDDED_TASKS
     return evaluate(
         model,
         tokenizer,
@@ -352,9 +355,9 @@ def _run_evaluation(
         seed=seed,
         temperature=config.temperature,
         max_new_tokens=config.resolved_max_completion_length,
-        rare_marker=task.RARE_OPERATOR if config.resolved_reward == "countdown" else None,
+        rare_marker=get_task(config.resolved_reward).rare_marker if embedded_reward else None,
         timeout_s=config.reward_timeout_s,
-        batch_size=1024 if config.resolved_reward == "countdown" else 64,
+        batch_size=1024 if embedded_reward else 64,
     )
 
 
