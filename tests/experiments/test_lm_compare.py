@@ -401,3 +401,17 @@ def test_sweep_expands_the_arms_and_plots_against_the_parameter(tmp_path: Path) 
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 1000
     assert "![sweep over delta](sweep_delta.png)" in report.read_text()
     assert json.loads((tmp_path / "compare.json").read_text())["sweep"]["values"] == values
+
+
+def test_one_progress_bar_counts_the_steps_of_the_whole_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    messages: list[str] = []
+    _compare(tmp_path, FakeTrain(), jobs=2, progress=messages.append)
+    err = capsys.readouterr().err
+    assert err.count("compare (RL steps, all runs)") >= 1
+    assert "8/8" in err  # 2 methods x 2 seeds x 2 steps, one bar
+    assert "warm-up" not in err and sum("done in" in m for m in messages) == 4
+    # a second call: every run finished earlier, nothing to train, no bar
+    _compare(tmp_path, FakeTrain(), jobs=2, progress=messages.append)
+    assert "compare (RL steps" not in capsys.readouterr().err
