@@ -349,9 +349,13 @@ def test_compare_json_records_the_task_and_every_resolved_parameter(tmp_path: Pa
 def test_per_seed_file_holds_every_final_evaluation_and_rebuilds_the_report(tmp_path: Path) -> None:
     from bandpo.experiments.lm_compare import PER_SEED_FILE, report_only
 
-    report, table = _compare(tmp_path, FakeTrain())
+    PASS_K.setdefault("band", 0.55)  # FakeTrain keys on the method name
+    specs = parse_method_specs(["clip", "band_upper", "band:ratio_max=inf"])
+    report, table = run_lm_compare(specs, [0, 1], tmp_path, steps=2, train_fn=FakeTrain())
     per_seed = json.loads((tmp_path / PER_SEED_FILE).read_text())
-    assert per_seed["task"] == "countdown" and len(per_seed["runs"]) == 4
+    dppo = next(r for r in per_seed["runs"] if r["label"] == "band:ratio_max=inf")
+    assert dppo["given"] == {"ratio_max": math.inf}
+    assert per_seed["task"] == "countdown" and len(per_seed["runs"]) == 6
     run = next(r for r in per_seed["runs"] if r["label"] == "clip" and r["seed"] == 1)
     assert run["after"][mn.EVAL_PASS_AT_K] == pytest.approx(0.6) and run["k"] == 16
     assert run["before"][mn.EVAL_PASS_AT_K] == 0.25 and run["wall_time_s"] == 120.0

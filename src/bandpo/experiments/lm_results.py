@@ -144,8 +144,8 @@ def load_run(run: PlannedRun) -> tuple[SeedResult, list[dict[str, Any]]] | None:
 
 
 def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no nan; a missing value reads back as nan
+    if isinstance(value, float) and math.isnan(value):
+        return None  # a missing value reads back as nan; inf (e.g. ratio_max) stays Python's Infinity
     if isinstance(value, dict):
         return {key: _json_number(item) for key, item in value.items()}
     if isinstance(value, list):
