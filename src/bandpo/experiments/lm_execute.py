@@ -217,8 +217,7 @@ def execute(
                 running = sum(
                     max(0, last_step(run) - before[run.run_dir]) for _, run, _, _ in active.values()
                 )
-                bar.n = min(steps_total, finished_steps + running)
-                bar.refresh()
+                bar.update(max(0, min(steps_total, finished_steps + running) - bar.n))  # respects mininterval
     finally:
         processes.stop()
         for _, run, _, started in active.values():
