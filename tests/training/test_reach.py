@@ -15,7 +15,9 @@ from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
 def test_evaluate_expression_uses_standard_precedence() -> None:
     for expression in ("3+4*7", "3*4+7", "9-2*3", "2*3*4", "8-3-2", "7*7", "9-9", "2*3-4*5"[:5]):
-        assert reach.evaluate_expression(expression) == eval(expression)  # Python's precedence is the reference
+        assert reach.evaluate_expression(expression) == eval(
+            expression
+        )  # Python's precedence is the reference
     for bad in ("3", "3+4*", "3+4*77", "a+4", "3/4", "0+4", "3+4*7 ", "3+4*7+1"):
         assert reach.evaluate_expression(bad) is None
 
@@ -107,3 +109,12 @@ def test_train_config_selects_the_task() -> None:
     assert config.resolved_reward == "reach" and config.resolved_max_completion_length == 8
     with pytest.raises(ValueError, match="task="):
         TrainConfig.from_preset("default", task="atari")
+
+
+def test_warm_up_never_shows_a_prompt_that_needs_the_rare_operator() -> None:
+    examples = reach.sample_warmup_examples(3000, seed=1, rare_fraction=0.2)
+    assert not any(problem.needs_rare for problem, _ in examples)
+    assert all(reach.is_correct(answer, problem) for problem, answer in examples)
+    shown = sum("*" in answer for _, answer in examples) / len(examples)
+    assert 0.1 < shown < 0.2  # rare_fraction 0.2, less the prompts without a "*" solution
+    assert all(p.target <= reach.MAX_TARGET for p in reach.sample_train_problems(500, seed=0))

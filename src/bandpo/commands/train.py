@@ -170,7 +170,11 @@ def format_summary(summary: Any) -> str:
     before = summary.before.metrics if summary.before else {}
     after = summary.after.metrics if summary.after else {}
     k = summary.after.k if summary.after else config.eval_samples
-    task = "the embedded Countdown task" if config.embedded else (config.dataset or "the Countdown task")
+    task = (
+        f"the embedded {config.task} task"
+        if config.embedded
+        else (config.dataset or f"the {config.task} task")
+    )
     minutes, seconds = divmod(round(summary.wall_time_s), 60)
     lines = [
         f"bandpo train: {config.method} on {task}, {summary.steps} steps in {minutes}m{seconds:02d}s",

@@ -7,12 +7,13 @@ Countdown, the policy chooses which digits to use and how many (answers have two
 and a prompt often has tens of correct answers (`solutions`). A verifier checks the arithmetic (exact
 integers), never the string.
 
-The rare strategy is multiplication, needed here for size rather than for a combination of given digits: sums
-and differences of at most three digits never exceed 27, so a larger target (and a few small ones, given the
-allowed digits) has no ``+ -``-only solution. RL and evaluation prompts are drawn so that exactly `RARE_SHARE`
-of them need ``*`` (their order shuffled by the seed), while the warm-up prior makes ``*`` rare: its examples
-come from prompts with a ``+ -`` solution and show one, except a fraction ``rare_fraction`` drawn from all
-prompts.
+Targets are 0–99. The rare strategy is multiplication, needed here mostly for size rather than for a
+combination of given digits: sums and differences of at most three digits never exceed three times the largest
+allowed digit, so a larger target (and a few others) has no ``+ -``-only solution. RL and evaluation prompts
+are drawn so that exactly `RARE_SHARE` of them need ``*`` (their order shuffled by the seed). The warm-up
+prior makes ``*`` rare without tying it to those prompts: every warm-up example comes from a prompt that has a
+``+ -`` solution and shows one, except a fraction ``rare_fraction`` of them that shows one of its solutions
+with ``*`` (``2*6`` for 12). So the warmed-up policy has seen ``*`` work, but never on a prompt that needs it.
 
 Held-out prompts are those whose text hashes (CRC-32) into the first `HELD_OUT_BUCKETS` of 100 buckets, as in
 Countdown; training and warm-up prompts come from the rest. Everything is deterministic given the seed
@@ -51,6 +52,7 @@ RARE_OPERATOR = "*"
 DIGITS = "123456789"
 HELD_OUT_BUCKETS = 10  # of 100: about 10% of the prompts are reserved for evaluation
 RARE_SHARE = 0.5  # of RL and evaluation prompts need the rare operator
+MAX_TARGET = 99
 ANSWER_LENGTH = 5  # the longest answer, ``d o d o d``
 ALLOWED = 4  # allowed digits per prompt
 PROMPT_LENGTH = ALLOWED + 5  # ``abcd|ttt:``
@@ -159,12 +161,12 @@ def is_held_out(prompt: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _pools() -> dict[tuple[bool, bool], tuple[ReachProblem, ...]]:
-    """Every solvable prompt with a 3-digit target, by (held out, needs the rare operator)."""
+    """Every solvable prompt with a target in 0..MAX_TARGET, by (held out, needs the rare operator)."""
     pools: dict[tuple[bool, bool], list[ReachProblem]] = {
         key: [] for key in itertools.product((False, True), repeat=2)
     }
     for digits in itertools.combinations(range(1, 10), ALLOWED):
-        for target in sorted(v for v in _expressions_by_value(digits) if 0 <= v <= 999):
+        for target in sorted(v for v in _expressions_by_value(digits) if 0 <= v <= MAX_TARGET):
             problem = ReachProblem(digits=digits, target=target)
             pools[(is_held_out(problem.prompt), problem.needs_rare)].append(problem)
     return {key: tuple(problems) for key, problems in pools.items()}
@@ -209,20 +211,20 @@ def sample_eval_problems(count: int, *, seed: int) -> list[ReachProblem]:
 
 
 def sample_warmup_examples(count: int, *, seed: int, rare_fraction: float) -> list[tuple[ReachProblem, str]]:
-    """Supervised warm-up pairs (problem, answer) with a biased prior: ``*`` is rare.
+    """Supervised warm-up pairs (problem, answer) with a biased prior: ``*`` is rare and never needed.
 
-    A fraction `rare_fraction` of the problems is drawn from all training prompts, the rest from those with a
-    ``+ -``-only solution; each answer is drawn uniformly among the problem's ``+ -``-only solutions when there
-    are any (so the demonstrated answers are diverse), else among all its solutions.
+    Every problem is drawn from the training prompts that have a ``+ -``-only solution. A fraction
+    `rare_fraction` of the examples shows one of the problem's solutions with ``*`` (uniformly, when it has
+    one), the others one of its ``+ -``-only solutions (uniformly, so the demonstrated answers are diverse).
     """
     rng = random.Random(f"reach-warmup-{seed}")
-    pools = _pools()
-    plain_pool, every = pools[(False, False)], pools[(False, False)] + pools[(False, True)]
+    pool = _pools()[(False, False)]
     examples = []
     for _ in range(count):
-        problem = rng.choice(every if rng.random() < rare_fraction else plain_pool)
+        problem = rng.choice(pool)
+        rare = [s for s in problem.solutions if RARE_OPERATOR in s]
         plain = [s for s in problem.solutions if RARE_OPERATOR not in s]
-        examples.append((problem, rng.choice(plain or list(problem.solutions))))
+        examples.append((problem, rng.choice(rare if rare and rng.random() < rare_fraction else plain)))
     return examples
 
 

@@ -33,6 +33,9 @@ class EmbeddedTask:
     sample_warmup_examples: Callable[..., list[tuple[Any, str]]]  # (count, *, seed, rare_fraction)
     sample_check_problems: Callable[..., list[Any]]  # (count, *, seed): the warm-up's accuracy checks
     is_correct: Callable[[str, Any], bool]
+    version: int = (
+        1  # bump when the task's prompts or warm-up examples change: it enters the warm-up cache key
+    )
 
 
 def _countdown_check_problems(count: int, *, seed: int) -> list[task.CountdownProblem]:
@@ -62,6 +65,7 @@ _TASKS: dict[str, EmbeddedTask] = {
         sample_warmup_examples=reach.sample_warmup_examples,
         sample_check_problems=reach.sample_check_problems,
         is_correct=reach.is_correct,
+        version=2,  # 2: targets 0-99, warm-up examples never need "*"
     ),
 }
 

@@ -72,6 +72,8 @@ class WarmupConfig:
         config = asdict(self)
         if self.task == "countdown":  # the first task: its cache keys stay those from before tasks existed
             del config["task"]
+        else:
+            config["task_version"] = get_task(self.task).version
         payload = {
             "format": WARMUP_FORMAT,
             "config": config,
