@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir",
         type=Path,
         default=None,
-        help="where runs, report.md and plots go (default: runs/compare-lm or runs/compare-bandit)",
+        help="where runs, report.md and plots go (default: runs/compare-TASK)",
     )
     parser.add_argument(
         "--quick",
@@ -99,8 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
-        help="lm: runs trained at the same time, one process each with one thread (default: 2 on a machine with "
-        "2 or more cores); 1 trains in this process with progress bars",
+        help="LM tasks: runs trained at the same time, one process each with one thread (default: 2 on a machine "
+        "with 2 or more cores); one progress bar with an ETA covers the whole plan",
     )
     parser.add_argument("--svg", action="store_true", help="also write SVG plots")
 
