@@ -89,12 +89,22 @@ def plot_sweep(
         if param not in result.given:
             references.setdefault(result.label, []).append(result)
     for ax, (key, title) in zip(axes, SWEEP_PANELS, strict=True):
-        for index, (group, by_value) in enumerate(_series(results, param, key).items()):
+        series = _series(results, param, key)
+        for index, (group, by_value) in enumerate(series.items()):
             xs = sorted(by_value)
             stats = [mean_and_spread(by_value[x]) for x in xs]
             means = [mean for mean, _ in stats]
             errors = [0.0 if not math.isfinite(spread) else spread for _, spread in stats]
-            ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, color=f"C{index}", label=group)
+            dodge = 1.0 + 0.04 * (index - (len(series) - 1) / 2)  # side by side, so error bars do not overlap
+            ax.errorbar(
+                [x * dodge for x in xs],
+                means,
+                yerr=errors,
+                marker="o",
+                capsize=3,
+                color=f"C{index}",
+                label=group,
+            )
         for index, (label, runs) in enumerate(references.items()):
             mean, spread = mean_and_spread([run.value(key) for run in runs])
             if not math.isfinite(mean):
@@ -104,6 +114,9 @@ def plot_sweep(
             if math.isfinite(spread):
                 ax.axhspan(mean - spread, mean + spread, color=color, alpha=0.12, linewidth=0)
         ax.set_xscale("log")
+        values = sorted({float(r.given[param]) for r in results if param in r.given})
+        ax.set_xticks(values, [f"{value:g}" for value in values])
+        ax.minorticks_off()
         ax.set_xlabel(param)
         ax.set_title(title.format(k=k or "k"), fontsize=10)
         ax.grid(alpha=0.3)
