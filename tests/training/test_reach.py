@@ -111,10 +111,12 @@ def test_train_config_selects_the_task() -> None:
         TrainConfig.from_preset("default", task="atari")
 
 
-def test_warm_up_never_shows_a_prompt_that_needs_the_rare_operator() -> None:
-    examples = reach.sample_warmup_examples(3000, seed=1, rare_fraction=0.2)
-    assert not any(problem.needs_rare for problem, _ in examples)
+def test_warm_up_rarely_shows_a_prompt_that_needs_the_rare_operator() -> None:
+    examples = reach.sample_warmup_examples(4000, seed=1, rare_fraction=0.2)
     assert all(reach.is_correct(answer, problem) for problem, answer in examples)
     shown = sum("*" in answer for _, answer in examples) / len(examples)
-    assert 0.1 < shown < 0.2  # rare_fraction 0.2, less the prompts without a "*" solution
+    needed = sum(problem.needs_rare for problem, _ in examples) / len(examples)
+    assert 0.17 < shown < 0.23  # rare_fraction: every one of those examples shows "*"
+    assert 0.01 < needed < 0.03  # one in ten of them (NEEDS_RARE_IN_RARE) answers a prompt that needs it
+    assert all("*" in answer for problem, answer in examples if problem.needs_rare)
     assert all(p.target <= reach.MAX_TARGET for p in reach.sample_train_problems(500, seed=0))

@@ -10,10 +10,11 @@ integers), never the string.
 Targets are 0–99. The rare strategy is multiplication, needed here mostly for size rather than for a
 combination of given digits: sums and differences of at most three digits never exceed three times the largest
 allowed digit, so a larger target (and a few others) has no ``+ -``-only solution. RL and evaluation prompts
-are drawn so that exactly `RARE_SHARE` of them need ``*`` (their order shuffled by the seed). The warm-up
-prior makes ``*`` rare without tying it to those prompts: every warm-up example comes from a prompt that has a
-``+ -`` solution and shows one, except a fraction ``rare_fraction`` of them that shows one of its solutions
-with ``*`` (``2*6`` for 12). So the warmed-up policy has seen ``*`` work, but never on a prompt that needs it.
+are drawn so that exactly `RARE_SHARE`
+of them need ``*`` (their order shuffled by the seed). The warm-up prior makes ``*`` rare: a fraction
+``rare_fraction`` (1% by default) of its examples shows a ``*`` answer, nine in ten of them to a prompt that
+``+ -`` also solves (``2*6`` for 12) and one in ten to a prompt that needs it; the others show a ``+ -``
+answer. So the warmed-up policy has seen ``*`` work, and has seen it needed only about 40 times.
 
 Held-out prompts are those whose text hashes (CRC-32) into the first `HELD_OUT_BUCKETS` of 100 buckets, as in
 Countdown; training and warm-up prompts come from the rest. Everything is deterministic given the seed
@@ -53,6 +54,7 @@ DIGITS = "123456789"
 HELD_OUT_BUCKETS = 10  # of 100: about 10% of the prompts are reserved for evaluation
 RARE_SHARE = 0.5  # of RL and evaluation prompts need the rare operator
 MAX_TARGET = 99
+NEEDS_RARE_IN_RARE = 0.1  # of the warm-up's "*" examples answer a prompt that needs "*"
 ANSWER_LENGTH = 5  # the longest answer, ``d o d o d``
 ALLOWED = 4  # allowed digits per prompt
 PROMPT_LENGTH = ALLOWED + 5  # ``abcd|ttt:``
@@ -211,20 +213,29 @@ def sample_eval_problems(count: int, *, seed: int) -> list[ReachProblem]:
 
 
 def sample_warmup_examples(count: int, *, seed: int, rare_fraction: float) -> list[tuple[ReachProblem, str]]:
-    """Supervised warm-up pairs (problem, answer) with a biased prior: ``*`` is rare and never needed.
+    """Supervised warm-up pairs (problem, answer) with a biased prior: ``*`` is rare.
 
-    Every problem is drawn from the training prompts that have a ``+ -``-only solution. A fraction
-    `rare_fraction` of the examples shows one of the problem's solutions with ``*`` (uniformly, when it has
-    one), the others one of its ``+ -``-only solutions (uniformly, so the demonstrated answers are diverse).
+    A fraction `rare_fraction` of the examples shows a ``*`` answer: nine in ten of those to a prompt that
+    ``+ -`` also solves (``2*6`` for 12), one in ten to a prompt that needs ``*`` (`NEEDS_RARE_IN_RARE`). The
+    other examples come from prompts with a ``+ -``-only solution and show one, drawn uniformly so that the
+    demonstrated answers are diverse.
     """
     rng = random.Random(f"reach-warmup-{seed}")
-    pool = _pools()[(False, False)]
+    pools = _pools()
     examples = []
     for _ in range(count):
-        problem = rng.choice(pool)
-        rare = [s for s in problem.solutions if RARE_OPERATOR in s]
-        plain = [s for s in problem.solutions if RARE_OPERATOR not in s]
-        examples.append((problem, rng.choice(rare if rare and rng.random() < rare_fraction else plain)))
+        if rng.random() < rare_fraction:
+            needs = rng.random() < NEEDS_RARE_IN_RARE
+            candidates = pools[(False, needs)]
+            while True:  # a prompt with a "*" solution (every prompt that needs "*" has one)
+                problem = rng.choice(candidates)
+                shown = [s for s in problem.solutions if RARE_OPERATOR in s]
+                if shown:
+                    break
+        else:
+            problem = rng.choice(pools[(False, False)])
+            shown = [s for s in problem.solutions if RARE_OPERATOR not in s]
+        examples.append((problem, rng.choice(shown)))
     return examples
 
 
