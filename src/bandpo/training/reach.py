@@ -12,9 +12,10 @@ combination of given digits: sums and differences of at most three digits never 
 allowed digit, so a larger target (and a few others) has no ``+ -``-only solution. RL and evaluation prompts
 are drawn so that exactly `RARE_SHARE`
 of them need ``*`` (their order shuffled by the seed). The warm-up prior makes ``*`` rare: a fraction
-``rare_fraction`` (1% by default) of its examples shows a ``*`` answer, nine in ten of them to a prompt that
-``+ -`` also solves (``2*6`` for 12) and one in ten to a prompt that needs it; the others show a ``+ -``
-answer. So the warmed-up policy has seen ``*`` work, and has seen it needed only about 40 times.
+``rare_fraction`` (1% by default) of its examples shows a ``*`` answer, eight in ten of them to a prompt that
+``+ -`` also solves (``2*6`` for 12) and two in ten to a prompt that needs it; the others show a ``+ -``
+answer. The warmed-up policy then writes ``*`` often on large targets but rarely a right product: on the
+prompts that need ``*``, a right answer is a rare, high-advantage sample.
 
 Held-out prompts are those whose text hashes (CRC-32) into the first `HELD_OUT_BUCKETS` of 100 buckets, as in
 Countdown; training and warm-up prompts come from the rest. Everything is deterministic given the seed
@@ -54,7 +55,7 @@ DIGITS = "123456789"
 HELD_OUT_BUCKETS = 10  # of 100: about 10% of the prompts are reserved for evaluation
 RARE_SHARE = 0.5  # of RL and evaluation prompts need the rare operator
 MAX_TARGET = 99
-NEEDS_RARE_IN_RARE = 0.1  # of the warm-up's "*" examples answer a prompt that needs "*"
+NEEDS_RARE_IN_RARE = 0.2  # of the warm-up's "*" examples answer a prompt that needs "*"
 ANSWER_LENGTH = 5  # the longest answer, ``d o d o d``
 ALLOWED = 4  # allowed digits per prompt
 PROMPT_LENGTH = ALLOWED + 5  # ``abcd|ttt:``
@@ -215,8 +216,8 @@ def sample_eval_problems(count: int, *, seed: int) -> list[ReachProblem]:
 def sample_warmup_examples(count: int, *, seed: int, rare_fraction: float) -> list[tuple[ReachProblem, str]]:
     """Supervised warm-up pairs (problem, answer) with a biased prior: ``*`` is rare.
 
-    A fraction `rare_fraction` of the examples shows a ``*`` answer: nine in ten of those to a prompt that
-    ``+ -`` also solves (``2*6`` for 12), one in ten to a prompt that needs ``*`` (`NEEDS_RARE_IN_RARE`). The
+    A fraction `rare_fraction` of the examples shows a ``*`` answer: most of those to a prompt that ``+ -``
+    also solves (``2*6`` for 12), `NEEDS_RARE_IN_RARE` of them to a prompt that needs ``*``. The
     other examples come from prompts with a ``+ -``-only solution and show one, drawn uniformly so that the
     demonstrated answers are diverse.
     """

@@ -65,7 +65,7 @@ _TASKS: dict[str, EmbeddedTask] = {
         sample_warmup_examples=reach.sample_warmup_examples,
         sample_check_problems=reach.sample_check_problems,
         is_correct=reach.is_correct,
-        version=3,  # 2: targets 0-99; 3: 1 in 10 of the warm-up's "*" examples answers a prompt needing it
+        version=5,  # 2: targets 0-99; 3-5: 1, 3, then 2 in 10 of the warm-up's "*" examples need it
     ),
 }
 
