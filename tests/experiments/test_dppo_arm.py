@@ -21,11 +21,15 @@ def _dppo_kl_valid_mask(old_logp, logp, advantages, delta: float):
     return torch.where(advantages > 0, positive, negative), binary_kl
 
 
-def test_dppo_arm_parses_with_an_infinite_cap() -> None:
-    (spec,) = parse_method_specs(["band:ratio_max=inf"])
-    assert spec.name == "band" and spec.params == {"ratio_max": math.inf}
-    assert spec.build().ratio_max == math.inf
-    assert spec.slug == "band__ratio_max=inf"
+def test_dppo_arm_parses_with_an_infinite_cap_and_its_own_dual_clip(tmp_path) -> None:
+    from bandpo.experiments.lm_plan import build_config
+
+    (spec,) = parse_method_specs(["band:ratio_max=inf,dual_clip_c=20"])
+    assert spec.name == "band" and spec.params == {"ratio_max": math.inf, "dual_clip_c": 20}
+    assert spec.build().ratio_max == math.inf  # dual_clip_c is a loss setting, not a method parameter
+    assert spec.slug == "band__ratio_max=inf_dual_clip_c=20"
+    config = build_config(spec, 0, tmp_path, {})
+    assert config.method == "band" and config.ratio_max == math.inf and config.dual_clip_c == 20
 
 
 def test_band_without_cap_keeps_the_tokens_dppo_kl_keeps() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bandpo.experiments.methods_spec import MethodSpec
+from bandpo.experiments.methods_spec import LOSS_PARAMS, MethodSpec
 from bandpo.training.config import RUN_INDEPENDENT_FIELDS
 
 __all__ = [
@@ -148,8 +148,9 @@ def plan_record(
 ) -> dict[str, Any]:
     """compare.json: the task, every arm with all its method parameters resolved, the seeds, the settings."""
     arms = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
         method = spec.build()
+        loss = {name: getattr(configs[index], name) for name in LOSS_PARAMS} if configs else {}
         fields = dataclasses.asdict(method) if dataclasses.is_dataclass(method) else {}
         arms.append(
             {
@@ -158,6 +159,7 @@ def plan_record(
                 "given": spec.params,  # what --methods set
                 "params": method.params,  # get_method(method, **params) rebuilds the arm
                 "resolved": {key: value for key, value in fields.items() if key != "name"} or method.params,
+                "loss": loss,  # the loss settings an arm may set for itself (`methods_spec.LOSS_PARAMS`)
             }
         )
     record: dict[str, Any] = {
