@@ -23,8 +23,8 @@ from bandpo.experiments.lm_compare import (
     plan_runs,
     run_lm_compare,
 )
+from bandpo.experiments.lm_stats import STATS_RULE
 from bandpo.experiments.methods_spec import parse_method_specs
-from bandpo.experiments.report import VERDICT_RULE
 
 PASS_K = {"clip": 0.50, "band_upper": 0.60}  # base pass@k after training, + 0.1 per seed
 
@@ -104,8 +104,15 @@ def test_report_table_from_synthetic_runs(tmp_path: Path) -> None:
     )
     assert lines[4].startswith("| band_upper | 2 | 0.450 ± 0.050 | 0.650 ± 0.050 |")
     text = report.read_text()
-    paired = "| band_upper | +0.100 ± 0.000 (win) | +0.100 ± 0.000 (win) | +0.000 ± 0.000 (tie) | +0.050 ± 0.000 (win) |"
+    # band_upper - clip is the same on both seeds: a constant difference is no test, never a win
+    constant = "on every seed, n=2 (constant, no spread: not a test)"
+    identical = "+0.000 on every seed, n=2 (identical: no test)"
+    paired = (
+        f"| band_upper | +0.100 {constant} | +0.100 {constant} | +0.100 {constant} | {identical} "
+        f"| +0.050 {constant} | {identical} |"
+    )
     assert paired in text
+    assert "0 tested difference(s) in the Holm family" in text
     assert "| clip | 0.010/0.200 | 0.125/0.500 |" in text  # clip fractions: all tokens, then the first bin
     assert "| band_upper | 0.010/0.050 | 0.125/0.000 |" in text
     data = (tmp_path / "compare_training.png").read_bytes()
@@ -312,8 +319,8 @@ def test_paired_table_and_report_state_the_t_rule(tmp_path: Path) -> None:
     specs = parse_method_specs(["clip", "band_upper"])
     report, _ = run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=FakeTrain())
     text = report.read_text()
-    assert "| band_upper | n/a | n/a | n/a | n/a |" in text
-    assert VERDICT_RULE in text and "two standard errors" not in text
+    assert "| band_upper | n/a (n=1) | n/a (n=1) | n/a (n=1) | n/a (n=1) | n/a (n=1) | n/a (n=1) |" in text
+    assert STATS_RULE in text and "Holm-Bonferroni" in text
 
 
 def test_metrics_reader_skips_a_torn_line_and_a_missing_file(tmp_path: Path) -> None:
@@ -323,3 +330,92 @@ def test_metrics_reader_skips_a_torn_line_and_a_missing_file(tmp_path: Path) -> 
     assert _read_jsonl(path) == []
     path.write_text('{"train/step": 1}\n{"train/st')
     assert _read_jsonl(path) == [{"train/step": 1}]
+
+
+def test_compare_json_records_the_task_and_every_resolved_parameter(tmp_path: Path) -> None:
+    specs = parse_method_specs(["clip", "band_upper:delta=0.1"])
+    run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=FakeTrain())
+    plan = json.loads((tmp_path / "compare.json").read_text())
+    assert plan["task"] == "countdown"
+    band = plan["arms"][1]
+    assert band["label"] == "band_upper:delta=0.1" and band["given"] == {"delta": 0.1}
+    # every parameter of the method, not only the one given
+    assert band["params"]["delta"] == 0.1 and band["resolved"]["lower_side"] == "fixed"
+    assert {"divergence", "ratio_max", "eps_low"} <= set(band["params"])
+    assert band["resolved"]["upper_side"] == "band" and band["resolved"]["ratio_max"] == 10.0
+    assert plan["arms"][0]["params"] == {"eps_low": 0.2, "eps_high": 0.2}
+
+
+def test_per_seed_file_holds_every_final_evaluation_and_rebuilds_the_report(tmp_path: Path) -> None:
+    from bandpo.experiments.lm_compare import PER_SEED_FILE, report_only
+
+    PASS_K.setdefault("band", 0.55)  # FakeTrain keys on the method name
+    specs = parse_method_specs(["clip", "band_upper", "band:ratio_max=inf"])
+    report, table = run_lm_compare(specs, [0, 1], tmp_path, steps=2, train_fn=FakeTrain())
+    per_seed = json.loads((tmp_path / PER_SEED_FILE).read_text())
+    dppo = next(r for r in per_seed["runs"] if r["label"] == "band:ratio_max=inf")
+    assert dppo["given"] == {"ratio_max": math.inf}
+    assert per_seed["task"] == "countdown" and len(per_seed["runs"]) == 6
+    run = next(r for r in per_seed["runs"] if r["label"] == "clip" and r["seed"] == 1)
+    assert run["after"][mn.EVAL_PASS_AT_K] == pytest.approx(0.6) and run["k"] == 16
+    assert run["before"][mn.EVAL_PASS_AT_K] == 0.25 and run["wall_time_s"] == 120.0
+    assert run["clip"]["p0_001"] == [0.125, 0.5]
+    assert (tmp_path / PER_SEED_FILE).stat().st_size < 10_000
+    original = report.read_text()
+    # without the run directories (as committed under docs/results), the tables come back identical
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    report.unlink()
+    rebuilt, rebuilt_table = report_only(tmp_path)
+    assert rebuilt_table == table
+    assert rebuilt.read_text() == original
+    assert (tmp_path / "compare_training.png").exists()  # kept from the first call
+
+
+def test_quick_report_says_the_quick_budget_ranks_noise(tmp_path: Path) -> None:
+    messages: list[str] = []
+    report, _ = run_lm_compare(
+        parse_method_specs(["clip"]),
+        [0],
+        tmp_path,
+        quick=True,
+        train_fn=FakeTrain(),
+        progress=messages.append,
+    )
+    assert "ranking of the methods is noise" in report.read_text()
+    assert any("ranking of the methods is noise" in message for message in messages)
+
+
+def test_sweep_expands_the_arms_and_plots_against_the_parameter(tmp_path: Path) -> None:
+    from bandpo.experiments.lm_sweep import expand_sweep, parse_sweep
+
+    param, values = parse_sweep("delta=0.02,0.05,0.1,0.2")
+    assert (param, values) == ("delta", [0.02, 0.05, 0.1, 0.2])
+    specs = expand_sweep(parse_method_specs(["clip", "band_upper"]), param, values)
+    assert [s.label for s in specs] == ["clip"] + [f"band_upper:delta={v}" for v in values]
+    with pytest.raises(ValueError, match="none of --methods"):
+        expand_sweep(parse_method_specs(["clip"]), "delta", values)
+    with pytest.raises(ValueError, match="twice"):
+        parse_sweep("delta=0.1,0.1")
+    report, _ = run_lm_compare(
+        specs, [0, 1], tmp_path, steps=2, train_fn=FakeTrain(), sweep={"param": param, "values": values}
+    )
+    data = (tmp_path / "sweep_delta.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 1000
+    assert "![sweep over delta](sweep_delta.png)" in report.read_text()
+    assert json.loads((tmp_path / "compare.json").read_text())["sweep"]["values"] == values
+
+
+def test_one_progress_bar_counts_the_steps_of_the_whole_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    messages: list[str] = []
+    _compare(tmp_path, FakeTrain(), jobs=2, progress=messages.append)
+    err = capsys.readouterr().err
+    assert err.count("compare (RL steps, all runs)") >= 1
+    assert "8/8" in err  # 2 methods x 2 seeds x 2 steps, one bar
+    assert "warm-up" not in err and sum("done in" in m for m in messages) == 4
+    # a second call: every run finished earlier, nothing to train, no bar
+    _compare(tmp_path, FakeTrain(), jobs=2, progress=messages.append)
+    assert "compare (RL steps" not in capsys.readouterr().err

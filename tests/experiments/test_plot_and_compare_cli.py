@@ -62,6 +62,11 @@ def test_plot_bounds_without_svg_writes_png_only(tmp_path: Path) -> None:
         (["compare", "--jobs", "0"], "--jobs"),
         (["compare", "--scenario", "trap"], "--task bandit"),
         (["compare", "--methods", "band:nope=1"], "no parameter"),
+        (["compare", "--sweep", "delta"], "--sweep"),
+        (["compare", "--methods", "clip", "--sweep", "delta=0.1,0.2"], "none of --methods"),
+        (["compare", "--task", "bandit", "--sweep", "delta=0.1"], "--sweep"),
+        (["compare", "--task", "reach", "--dataset", "d.jsonl"], "--task lm"),
+        (["compare", "--report-only", "no-such-dir"], "per_seed.json does not exist"),
     ],
 )
 def test_bad_input_is_a_one_line_error(

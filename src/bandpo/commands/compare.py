@@ -1,8 +1,10 @@
 """`bandpo compare`: several methods x seeds at equal budget, then report.md with tables and plots.
 
-`--task lm` (default) trains the embedded tiny language model (or your --model / --dataset) once per method and
-seed with `bandpo.training.train`; finished runs are skipped when the command is run again, so an interrupted
-compare resumes. `--task bandit` runs the tabular softmax testbed (seconds, no language model).
+`--task countdown` (default; also `lm`) and `--task reach` train the embedded tiny language model on that
+embedded task (or your --model / --dataset) once per method and seed with `bandpo.training.train`; finished
+runs are skipped when the command is run again, so an interrupted compare resumes. `--sweep delta=...` varies
+one method parameter; `--report-only DIR` rebuilds DIR/report.md from DIR/per_seed.json. `--task bandit` runs
+the tabular softmax testbed (seconds, no language model).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-TASKS = ("lm", "bandit")
+from bandpo.training.tasks import EMBEDDED_TASKS
+
+TASKS = ("lm", *EMBEDDED_TASKS, "bandit")  # lm: the default embedded task (countdown)
 DEFAULT_SEEDS = {"lm": 3, "bandit": 6}
 
 
@@ -24,7 +28,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--task",
         choices=TASKS,
         default="lm",
-        help="lm (default): train and evaluate a policy; bandit: the tabular softmax testbed",
+        help="lm (default, = countdown) or an embedded task ("
+        + ", ".join(EMBEDDED_TASKS)
+        + "): train and evaluate a policy; bandit: the tabular softmax testbed",
+    )
+    parser.add_argument(
+        "--sweep",
+        default=None,
+        metavar="PARAM=V1,V2,...",
+        help="LM tasks: one arm per value for every method that takes PARAM (e.g. delta=0.02,0.05,0.1,0.2); "
+        "methods without it (clip) stay single reference arms; the report adds sweep_PARAM.png",
+    )
+    parser.add_argument(
+        "--report-only",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="rebuild DIR/report.md from DIR/per_seed.json (what a compare wrote; no training)",
     )
     parser.add_argument(
         "--methods",
@@ -39,19 +59,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help=f"number of seeds, 0..N-1 (default: {DEFAULT_SEEDS['lm']} for lm, {DEFAULT_SEEDS['bandit']} for bandit)",
+        help=f"number of seeds, 0..N-1 (default: {DEFAULT_SEEDS['lm']} for LM tasks, {DEFAULT_SEEDS['bandit']} for "
+        "bandit)",
     )
     parser.add_argument(
         "--output-dir",
         type=Path,
         default=None,
-        help="where runs, report.md and plots go (default: runs/compare-lm or runs/compare-bandit)",
+        help="where runs, report.md and plots go (default: runs/compare-TASK)",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="lm: 60 RL steps and 128 evaluation prompts instead of 250 and 256 (about 15 min for the default "
-        "5 methods x 3 seeds on a 2-core CPU); bandit: 100 steps instead of 200",
+        help="LM tasks: 60 RL steps and 128 evaluation prompts instead of 250 and 256, a smoke test: at 60 steps "
+        "and 3 seeds the quick budget ranks noise; bandit: 100 steps instead of 200",
     )
     parser.add_argument(
         "--scenario",
@@ -78,8 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
-        help="lm: runs trained at the same time, one process each with one thread (default: 2 on a machine with "
-        "2 or more cores); 1 trains in this process with progress bars",
+        help="LM tasks: runs trained at the same time, one process each with one thread (default: 2 on a machine "
+        "with 2 or more cores); one progress bar with an ETA covers the whole plan",
     )
     parser.add_argument("--svg", action="store_true", help="also write SVG plots")
 
@@ -91,7 +112,10 @@ def _progress(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from bandpo.experiments.methods_spec import parse_method_specs
 
-    seeds_count = DEFAULT_SEEDS[args.task] if args.seeds is None else args.seeds
+    if args.report_only is not None:
+        return _report_only(args)
+    kind = "bandit" if args.task == "bandit" else "lm"
+    seeds_count = DEFAULT_SEEDS[kind] if args.seeds is None else args.seeds
     if seeds_count < 1:
         raise ValueError(f"--seeds {seeds_count}: need at least 1 seed")
     if args.jobs < 1:
@@ -102,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     specs = parse_method_specs(args.methods)
     output_dir = args.output_dir or Path("runs") / f"compare-{args.task}"
     if args.task == "bandit":
+        if args.sweep:
+            raise ValueError("--sweep applies to LM tasks only (drop --task bandit)")
         return _run_bandit(args, specs, seeds, output_dir)
     return _run_lm(args, specs, seeds, output_dir)
 
@@ -113,7 +139,7 @@ def _run_bandit(args: argparse.Namespace, specs, seeds: list[int], output_dir: P
     from bandpo.experiments.scenarios import DEFAULT_SCENARIOS, get_scenario
 
     if args.model or args.dataset:
-        raise ValueError("--model and --dataset apply to --task lm only")
+        raise ValueError("--model and --dataset apply to --task lm (or another LM task) only")
     steps = args.steps if args.steps is not None else (100 if args.quick else None)
     names = args.scenario or DEFAULT_SCENARIOS
     scenarios = [get_scenario(name) for name in dict.fromkeys(names)]
@@ -138,6 +164,16 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
         raise ValueError("--scenario applies to --task bandit only")
     from bandpo.experiments.lm_compare import run_lm_compare
 
+    sweep = None
+    if args.sweep:
+        from bandpo.experiments.lm_sweep import expand_sweep, parse_sweep
+
+        param, values = parse_sweep(args.sweep)
+        specs = expand_sweep(specs, param, values)
+        sweep = {"param": param, "values": values}
+    task = None if args.task == "lm" else args.task
+    if task is not None and args.dataset:
+        raise ValueError(f"--task {task} is an embedded task; with --dataset use --task lm")
     report, table = run_lm_compare(
         specs,
         seeds,
@@ -149,7 +185,18 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
         progress=_progress,
         svg=args.svg,
         jobs=args.jobs,
+        task=task,
+        sweep=sweep,
     )
+    print(table)
+    print(f"\nwrote {report}")
+    return 0
+
+
+def _report_only(args: argparse.Namespace) -> int:
+    from bandpo.experiments.lm_compare import report_only
+
+    report, table = report_only(args.report_only, svg=args.svg)
     print(table)
     print(f"\nwrote {report}")
     return 0

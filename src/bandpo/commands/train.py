@@ -19,6 +19,7 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo.training.config import AGG_MODES, PRESETS, REWARD_NAMES, SCALE_REWARDS
+from bandpo.training.tasks import EMBEDDED_TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("model and data (local files only; nothing is downloaded)")
     data.add_argument("--model", help="local HF checkpoint directory (default: the embedded tiny model)")
     data.add_argument("--dataset", help="local .jsonl/.json/.parquet with prompt and answer columns")
+    data.add_argument(
+        "--task", choices=EMBEDDED_TASKS, help="embedded task without --dataset (default: countdown)"
+    )
     data.add_argument("--prompt-column", help="prompt column (default: prompt; also problem, question)")
     data.add_argument("--answer-column", help="answer column (default: answer; also solution, ground_truth)")
     data.add_argument("--reward", choices=REWARD_NAMES, help="verifier (default: countdown / math)")
@@ -193,7 +197,11 @@ def format_summary(summary: Any) -> str:
     before = summary.before.metrics if summary.before else {}
     after = summary.after.metrics if summary.after else {}
     k = summary.after.k if summary.after else config.eval_samples
-    task = "the embedded Countdown task" if config.embedded else (config.dataset or "the Countdown task")
+    task = (
+        f"the embedded {config.task} task"
+        if config.embedded
+        else (config.dataset or f"the {config.task} task")
+    )
     minutes, seconds = divmod(round(summary.wall_time_s), 60)
     lines = [
         f"bandpo train: {config.method} on {task}, {summary.steps} steps in {minutes}m{seconds:02d}s",

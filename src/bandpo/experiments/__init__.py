@@ -1,7 +1,10 @@
 """Experiment tooling: compare methods at equal budget and show what Band does.
 
 - `bandit`, `scenarios`, `bandit_compare`: the tabular softmax GRPO testbed (`bandpo compare --task bandit`).
-- `lm_compare`: methods x seeds through `bandpo.training.train`, with a resumable plan (`bandpo compare`).
+- `lm_compare`: methods x seeds through `bandpo.training.train`, with a resumable plan (`bandpo compare`),
+  built from `lm_plan` (the runs and which are done), `lm_execute` (training them, one progress bar),
+  `lm_results` (per_seed.json), `lm_stats` (paired t-tests, Holm-Bonferroni), `lm_report` (report.md) and
+  `lm_sweep` (`--sweep PARAM=...` and its plot).
 - `bound_plots`: the paper's Fig. 1 and Fig. 2 for any divergences and radii (`bandpo plot bounds`).
 - `report`: mean ± standard error over seeds, Markdown tables, line plots with a spread band.
 - `methods_spec`: `name:key=value,...` method specs of the command line.

@@ -1,14 +1,22 @@
-"""Method specs on the command line: `name` or `name:key=value,key=value` (e.g. `band:delta=0.1`)."""
+"""Method specs on the command line: `name` or `name:key=value,key=value` (e.g. `band:delta=0.1`).
+
+Keys are the method's parameters, plus the loss settings of `LOSS_PARAMS` (e.g. `dual_clip_c`), which an arm
+may set for itself: `band:ratio_max=inf,dual_clip_c=20` is Band-KL without its cap under a dual-clip of 20.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_METHODS", "MethodSpec", "parse_method_spec", "parse_method_specs"]
+__all__ = ["DEFAULT_METHODS", "LOSS_PARAMS", "MethodSpec", "parse_method_spec", "parse_method_specs"]
 
 # The comparison set of the issue: clip, Clip-Higher, DCPO, Band (KL, delta = 0.05) and Band with a fixed lower side.
 DEFAULT_METHODS: tuple[str, ...] = ("clip", "clip_higher", "dcpo", "band", "band_upper")
+
+LOSS_PARAMS: tuple[str, ...] = (
+    "dual_clip_c",
+)  # `TrainConfig` loss fields an arm may set, besides its method's
 
 _LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
@@ -35,8 +43,9 @@ class MethodSpec:
         """The method object (`bandpo.methods.get_method`); raises ValueError for unknown names or params."""
         from bandpo.methods import get_method
 
+        method_params = {key: value for key, value in self.params.items() if key not in LOSS_PARAMS}
         try:
-            return get_method(self.name, **self.params)
+            return get_method(self.name, **method_params)
         except TypeError as error:  # unexpected keyword
             raise ValueError(f"method {self.label!r}: {error}") from None
 

@@ -33,6 +33,7 @@ from typing import Any
 from bandpo.losses import AGG_MODES as LOSS_AGG_MODES
 from bandpo.losses import DUAL_CLIP_C, check_dual_clip_c
 from bandpo.methods import list_methods, method_defaults_table, method_parameters
+from bandpo.training.tasks import EMBEDDED_TASKS
 
 __all__ = ["AGG_MODES", "AGG_TO_LOSS_TYPE", "PRESETS", "REWARD_NAMES", "SCALE_REWARDS", "TrainConfig"]
 
@@ -46,7 +47,7 @@ AGG_TO_LOSS_TYPE: dict[str, str] = {
 AGG_MODES: tuple[str, ...] = tuple(mode for mode in LOSS_AGG_MODES if mode in AGG_TO_LOSS_TYPE)
 """The aggregations `bandpo train` offers: `bandpo.losses.AGG_MODES` (the one list) less those TRL, which runs
 the training loop, has no ``loss_type`` for (``seq_mean_token_sum``)."""
-REWARD_NAMES: tuple[str, ...] = ("countdown", "math")
+REWARD_NAMES: tuple[str, ...] = (*EMBEDDED_TASKS, "math")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
 METHOD_FIELDS: tuple[str, ...] = method_parameters("band")
 _BAND_DEFAULTS: dict[str, Any] = method_defaults_table()["band"]  # the method's declaration is the one source
@@ -88,8 +89,9 @@ class TrainConfig:
     Data and model:
         model: local HF checkpoint directory; None builds and warms up the embedded tiny model.
         dataset: local .jsonl/.json/.parquet file with `prompt_column` and `answer_column`; None uses the
-            embedded Countdown task.
-        reward: countdown or math (None: countdown for the embedded task, math with a dataset;
+            embedded task `task`.
+        task: the embedded task without a dataset, countdown (default) or reach (`bandpo.training.tasks`).
+        reward: countdown, reach or math (None: the embedded task's, math with a dataset;
             `resolved_reward`); reward_timeout_s: per-sample limit (a timeout scores 0 and is counted).
         use_chat_template: wrap prompts as a user message when the tokenizer has a chat template.
     Evaluation (before and after training, held-out prompts):
@@ -133,6 +135,7 @@ class TrainConfig:
     # data and model
     model: str | None = None
     dataset: str | None = None
+    task: str = "countdown"
     prompt_column: str = "prompt"
     answer_column: str = "answer"
     reward: str | None = None
@@ -167,6 +170,11 @@ class TrainConfig:
         _choice("agg", self.agg, AGG_MODES)
         if self.reward is not None:
             _choice("reward", self.reward, REWARD_NAMES)
+        _choice("task", self.task, EMBEDDED_TASKS)
+        if self.dataset is not None and self.task != "countdown":
+            raise ValueError(
+                f"task={self.task!r} is an embedded task; drop task (or dataset={self.dataset!r})"
+            )
         _choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
         _choice("preset", self.preset, tuple(PRESETS))
         # inf is stored as None, the one "off" value, so config.json never holds the non-standard Infinity
@@ -231,9 +239,9 @@ class TrainConfig:
                 raise ValueError(
                     f"{name}={value!r} does not exist; pass a local path (nothing is downloaded)"
                 )
-        if self.dataset is None and self.resolved_reward != "countdown":
+        if self.dataset is None and self.resolved_reward != self.task:
             raise ValueError(
-                f"reward={self.reward!r} needs --dataset (the embedded task uses reward='countdown')"
+                f"reward={self.reward!r} needs --dataset (the embedded task {self.task!r} uses reward={self.task!r})"
             )
         for name in ("prompt_column", "answer_column"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -265,14 +273,14 @@ class TrainConfig:
         """`reward`, or its default: countdown for the embedded task, math with a dataset."""
         if self.reward is not None:
             return self.reward
-        return "countdown" if self.dataset is None else "math"
+        return self.task if self.dataset is None else "math"
 
     @property
     def resolved_max_completion_length(self) -> int:
         """`max_completion_length`, or its default: 8 tokens for Countdown, 1024 (room to reason) otherwise."""
         if self.max_completion_length is not None:
             return self.max_completion_length
-        return 8 if self.resolved_reward == "countdown" else 1024
+        return 8 if self.resolved_reward in EMBEDDED_TASKS else 1024
 
     @property
     def minibatch_samples(self) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 from bandpo.training import task
 from bandpo.training.config import TrainConfig
+from bandpo.training.tasks import get_task
 
 __all__ = [
     "PromptRow",
@@ -220,8 +221,9 @@ def read_run_rows(config: TrainConfig) -> tuple[list[PromptRow], list[PromptRow]
     """(training rows in consumption order, held-out evaluation rows) of a run, before any chat template."""
     count = config.max_steps * config.prompts_per_step
     if config.dataset is None:
-        train_rows = countdown_rows(task.sample_train_problems(count, seed=config.seed))
-        eval_rows = countdown_rows(task.sample_eval_problems(config.eval_prompts, seed=config.seed))
+        embedded = get_task(config.task)
+        train_rows = countdown_rows(embedded.sample_train_problems(count, seed=config.seed))
+        eval_rows = countdown_rows(embedded.sample_eval_problems(config.eval_prompts, seed=config.seed))
         return train_rows, eval_rows
     rows = load_prompt_rows(
         config.dataset, prompt_column=config.prompt_column, answer_column=config.answer_column

@@ -115,6 +115,7 @@ def _warmed_up_model(config: TrainConfig, progress: bool) -> tuple[Path, dict[st
         result = load_or_warm_up(
             WarmupConfig(
                 seed=config.seed,
+                task=config.task,
                 target_accuracy=config.warmup_target_accuracy,
                 max_steps=config.warmup_max_steps,
                 rare_fraction=config.warmup_rare_fraction,

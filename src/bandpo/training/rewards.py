@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo.training import task
+from bandpo.training import reach, task
 
 __all__ = [
     "REWARDS",
@@ -159,6 +159,7 @@ def _math_key(prompt: str, completion: str, answer: str | None) -> str:
 
 REWARDS: dict[str, Verifier] = {
     "countdown": Verifier("countdown", _countdown_score, _countdown_key),
+    "reach": Verifier("reach", reach.score, reach.answer_key),
     "math": Verifier("math", _math_score, _math_key),
 }
 

@@ -42,7 +42,6 @@ from typing import Any
 from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
 from bandpo.training import data as data_module
-from bandpo.training import task
 from bandpo.training.config import TrainConfig
 from bandpo.training.environment import offline_environment, progress_bar, quiet_and_threads
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
@@ -61,6 +60,7 @@ from bandpo.training.run_dir import (
     to_json,
 )
 from bandpo.training.summary import TrainSummary, clip_by_bin
+from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
 __all__ = ["TrainSummary", "find_last_checkpoint", "offline_environment", "train"]
 
@@ -188,7 +188,7 @@ def _evaluate_rows(
     """The held-out evaluation of `rows` (None without rows); one fixed seed, so before and after compare."""
     if not rows:
         return None
-    countdown = config.resolved_reward == "countdown"
+    embedded_reward = config.resolved_reward in EMBEDDED_TASKS
     return evaluate(
         model,
         tokenizer,
@@ -198,9 +198,9 @@ def _evaluate_rows(
         seed=1_000_003 + config.seed,
         temperature=config.temperature,
         max_new_tokens=config.resolved_max_completion_length,
-        rare_marker=task.RARE_OPERATOR if countdown else None,
+        rare_marker=get_task(config.resolved_reward).rare_marker if embedded_reward else None,
         timeout_s=config.reward_timeout_s,
-        batch_size=1024 if countdown else 64,
+        batch_size=1024 if embedded_reward else 64,
     )
 
 

@@ -1,7 +1,7 @@
 """Supervised warm-up of the embedded policy (HF `Trainer`), cached on disk.
 
 RL needs a policy that is right part of the time: a random model never earns a reward. The warm-up trains the
-tiny model (`bandpo.training.model`) on Countdown examples with a biased prior (`task.sample_warmup_examples`:
+tiny model (`bandpo.training.model`) on examples of the embedded task with a biased prior (e.g. `task.sample_warmup_examples`:
 about 1% of them use ``*``), and stops as soon as the sampled accuracy (pass@1 at temperature 1) on prompts
 from the RL distribution reaches `target_accuracy` (default 0.35), or after `max_steps`.
 
@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -27,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bandpo._atomic import check_writable
-from bandpo.training import task
 from bandpo.training.environment import silence
+from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
 __all__ = ["WarmupConfig", "WarmupResult", "cache_root", "load_or_warm_up", "sampled_accuracy"]
 
@@ -40,6 +39,7 @@ class WarmupConfig:
     """Settings of the supervised warm-up; all of them enter the cache key."""
 
     seed: int = 0
+    task: str = "countdown"  # an embedded task (`bandpo.training.tasks`)
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -57,6 +57,10 @@ class WarmupConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"warmup {name} must be a positive int, got {value!r}")
+        if self.task not in EMBEDDED_TASKS:
+            raise ValueError(
+                f"warmup task={self.task!r} is not an embedded task; use one of {list(EMBEDDED_TASKS)}"
+            )
         if not 0.0 <= self.rare_fraction <= 1.0:
             raise ValueError(f"warmup rare_fraction must lie in [0, 1], got {self.rare_fraction!r}")
         if not 0.0 < self.target_accuracy <= 1.0:
@@ -68,9 +72,14 @@ class WarmupConfig:
         import torch
         import transformers
 
+        config = asdict(self)
+        if self.task == "countdown":  # the first task: its cache keys stay those from before tasks existed
+            del config["task"]
+        else:
+            config["task_version"] = get_task(self.task).version
         payload = {
             "format": WARMUP_FORMAT,
-            "config": asdict(self),
+            "config": config,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         }
@@ -94,11 +103,13 @@ def cache_root() -> Path:
 
 
 def sampled_accuracy(
-    model: Any, tokenizer: Any, problems: list[task.CountdownProblem], *, seed: int
+    model: Any, tokenizer: Any, problems: list[Any], *, seed: int, task: str = "countdown"
 ) -> float:
-    """Fraction of `problems` solved by one sample each at temperature 1 (global RNG left untouched)."""
+    """Fraction of `problems` of the embedded `task` solved by one sample each at temperature 1 (global RNG
+    left untouched)."""
     import torch
 
+    embedded = get_task(task)
     prompts = [p.prompt for p in problems]
     encoded = tokenizer(prompts, return_tensors="pt", padding=True)
     was_training = model.training
@@ -111,18 +122,18 @@ def sampled_accuracy(
             temperature=1.0,
             top_k=0,
             top_p=1.0,
-            max_new_tokens=task.ANSWER_LENGTH + 1,
+            max_new_tokens=embedded.answer_length + 1,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
     model.train(was_training)
     completions = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-    return sum(task.is_correct(c, p) for c, p in zip(completions, problems, strict=True)) / len(problems)
+    return sum(embedded.is_correct(c, p) for c, p in zip(completions, problems, strict=True)) / len(problems)
 
 
 def _examples_dataset(config: WarmupConfig, tokenizer: Any) -> list[dict[str, list[int]]]:
     rows = []
-    for problem, answer in task.sample_warmup_examples(
+    for problem, answer in get_task(config.task).sample_warmup_examples(
         config.num_examples, seed=config.seed, rare_fraction=config.rare_fraction
     ):
         prompt_ids = tokenizer(problem.prompt)["input_ids"]
@@ -132,9 +143,15 @@ def _examples_dataset(config: WarmupConfig, tokenizer: Any) -> list[dict[str, li
 
 
 def _collate(rows: list[dict[str, list[int]]]) -> dict[str, Any]:
+    """Stack the rows, right-padding shorter ones (answers of different lengths): a causal model's labelled
+    positions never attend to later (padding) tokens, and padding labels are -100, so no mask is needed."""
     import torch
 
-    return {key: torch.tensor([row[key] for row in rows]) for key in ("input_ids", "labels")}
+    width = max(len(row["input_ids"]) for row in rows)
+    pad = {"input_ids": 0, "labels": -100}
+    return {
+        key: torch.tensor([row[key] + [pad[key]] * (width - len(row[key])) for row in rows]) for key in pad
+    }
 
 
 def _warm_up(config: WarmupConfig, destination: Path, progress: Callable[[int, float], None] | None) -> dict:
@@ -152,17 +169,14 @@ def _warm_up(config: WarmupConfig, destination: Path, progress: Callable[[int, f
         num_heads=config.num_heads,
         seed=config.seed,
     )
-    check_problems = [
-        task.make_problem(random.Random(f"countdown-warmup-check-{config.seed}-{i}"), held_out=False)
-        for i in range(config.check_prompts)
-    ]
+    check_problems = get_task(config.task).sample_check_problems(config.check_prompts, seed=config.seed)
     history: list[tuple[int, float]] = []
 
     class StopAtTarget(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if state.global_step % config.check_every == 0 or state.global_step >= config.max_steps:
                 accuracy = sampled_accuracy(
-                    model, tokenizer, check_problems, seed=config.seed + state.global_step
+                    model, tokenizer, check_problems, seed=config.seed + state.global_step, task=config.task
                 )
                 history.append((state.global_step, accuracy))
                 if progress is not None:

@@ -1,0 +1,245 @@
+"""Training the planned runs of an LM comparison, `jobs` at a time, under one progress bar for the whole plan.
+
+Each run trains in its own Python process (`python -m bandpo.experiments.lm_execute CONFIG_JSON`, started with
+`subprocess`), watched by a thread of a `concurrent.futures.ThreadPoolExecutor`; a stand-in `train_fn` (tests)
+runs in the thread itself. The progress bar counts RL steps over every run of the plan, read from the runs'
+metrics.jsonl, so its rate and ETA cover the whole comparison.
+
+Each run's completion marker (`DONE_MARKER`) is written as soon as it finishes, with its wall time summed over
+every call that trained it: a call that stopped before the run finished (Ctrl-C, a failure) adds its time to
+the run's `WALL_LOG`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bandpo import metric_names as mn
+from bandpo._atomic import write_text_atomic
+from bandpo.experiments.lm_plan import DONE_MARKER, WALL_LOG, PlannedRun, comparable
+
+__all__ = ["execute", "interrupted_calls", "last_step", "read_jsonl"]
+
+Progress = Callable[[str], None]
+TrainFunction = Callable[..., Any]
+POLL_S = 1.0  # seconds between progress-bar updates
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl (`bandpo.training.plots.read_metrics`: a torn last line is skipped); [] for
+    a run that has not written one yet."""
+    from bandpo.training.plots import read_metrics
+
+    return read_metrics(path) if path.exists() else []
+
+
+def last_step(run: PlannedRun) -> int:
+    records = [r for r in read_jsonl(run.run_dir / "metrics.jsonl") if mn.TRAIN_REWARD in r]
+    return int(records[-1][mn.TRAIN_STEP]) if records else 0
+
+
+def interrupted_calls(run: PlannedRun) -> list[float]:
+    path = run.run_dir / WALL_LOG
+    if not path.exists():
+        return []
+    try:
+        return [float(value) for value in json.loads(path.read_text()).get("interrupted_calls_s", [])]
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return []
+
+
+def _record_interrupted_call(run: PlannedRun, seconds: float) -> None:
+    """Add the time of a call that stopped before the run finished, so the run's total wall time keeps it."""
+    if not run.run_dir.exists():
+        return  # nothing was started there
+    calls = [*interrupted_calls(run), round(float(seconds), 3)]
+    write_text_atomic(run.run_dir / WALL_LOG, json.dumps({"interrupted_calls_s": calls}) + "\n")
+
+
+def _training_seconds(result: Any) -> float:
+    """Training wall time of a finished run, without a warm-up it had to do first (shared by its seed)."""
+    if isinstance(result, dict):
+        wall, warmup = result.get("wall_time_s"), result.get("warmup")
+    else:
+        wall, warmup = getattr(result, "wall_time_s", None), getattr(result, "warmup", None)
+    wall = math.nan if wall is None else float(wall)
+    if isinstance(warmup, dict) and not warmup.get("from_cache", True):
+        wall -= float(warmup.get("seconds", 0.0))
+    return wall
+
+
+def _write_done_marker(run: PlannedRun, config: Any, result: Any) -> None:
+    last_call = _training_seconds(result)
+    earlier = interrupted_calls(run)
+    record = {
+        "label": run.spec.label,
+        "seed": run.seed,
+        "config": comparable(config.to_dict()),
+        "wall_time_s": last_call + sum(earlier),  # every call that trained this run
+        "wall_time_calls_s": [*earlier, last_call],
+    }
+    write_text_atomic(run.run_dir / DONE_MARKER, json.dumps(record, indent=2, default=str) + "\n")
+
+
+class _Subprocesses:
+    """The training processes started by this call, so that a stop can terminate them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, subprocess.Popen] = {}
+        self.stopping = False
+
+    def train(self, config: Any) -> dict[str, Any]:
+        """Train `config` in a fresh interpreter and wait for it; its summary.json is the result."""
+        command = [sys.executable, "-m", "bandpo.experiments.lm_execute", config.to_json()]
+        with self._lock:
+            if self.stopping:
+                raise RuntimeError("compare stopped before this run started")
+            process = subprocess.Popen(command)
+            self._running[config.output_dir] = process
+        try:
+            code = process.wait()
+        finally:
+            with self._lock:
+                self._running.pop(config.output_dir, None)
+        if code != 0:
+            raise RuntimeError(
+                f"run {config.output_dir} failed (exit code {code}; its error is printed above); run the same "
+                "compare again to resume"
+            )
+        summary = json.loads((Path(config.output_dir) / "summary.json").read_text())
+        return {"wall_time_s": summary.get("wall_time_s"), "warmup": summary.get("warmup")}
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping = True
+            for process in self._running.values():
+                if process.poll() is None:
+                    process.terminate()  # SIGTERM: the run keeps its last checkpoint and resumes from it later
+
+
+def _bar(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        desc="compare (RL steps, all runs)",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=0.5 if interactive else 60.0,  # a log file gets a line a minute
+    )
+
+
+def execute(
+    pending: list[tuple[int, PlannedRun, Any]],
+    total: int,
+    *,
+    jobs: int,
+    train_fn: TrainFunction | None,
+    progress: Progress | None,
+    steps_finished: int = 0,
+) -> None:
+    """Train the pending runs `(index in the plan, run, config)`, `jobs` at a time.
+
+    Two runs of the same seed do not start together while neither has finished: with the embedded model, the
+    first one warms up (and caches) the seed's starting policy, which the others then load.
+
+    Args:
+        total: runs in the whole plan (for the `[i/total]` lines).
+        steps_finished: RL steps of the plan's runs that finished before this call (progress bar).
+    """
+    before = {run.run_dir: last_step(run) for _, run, _ in pending}  # resumed runs start at their checkpoint
+    steps_total = steps_finished + sum(config.max_steps for _, _, config in pending)
+    finished_steps = steps_finished + sum(before.values())
+    bar = _bar(steps_total, finished_steps, progress is not None and steps_total > 0)
+
+    def say(message: str) -> None:
+        if progress is None:
+            return
+        if bar is None:
+            progress(message)
+            return
+        with bar.external_write_mode(file=sys.stderr):
+            progress(message)
+
+    processes = _Subprocesses()
+    waiting = list(pending)
+    active: dict[futures.Future, tuple[int, PlannedRun, Any, float]] = {}
+    finished_seeds: set[int] = set()
+    executor = futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bandpo-compare")
+    try:
+        while waiting or active:
+            while len(active) < jobs:
+                busy = {run.seed for _, run, _, _ in active.values()}
+                choice = next(
+                    (item for item in waiting if item[1].seed in finished_seeds or item[1].seed not in busy),
+                    None,
+                )
+                if choice is None:
+                    break
+                waiting.remove(choice)
+                index, run, config = choice
+                verb = "resuming" if config.resume else "training"
+                say(f"[{index}/{total}] {run.name}: {verb} ({config.max_steps} steps) in {run.run_dir}")
+                started = time.perf_counter()  # before the submit: the run may start before it returns
+                if train_fn is None:
+                    future = executor.submit(processes.train, config)
+                else:
+                    future = executor.submit(train_fn, config, progress=False)
+                active[future] = (index, run, config, started)
+            done, _ = futures.wait(list(active), timeout=POLL_S, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                index, run, config, started = active.pop(future)
+                try:
+                    result = future.result()
+                except BaseException:  # failed: keep the time this call spent on the run
+                    _record_interrupted_call(run, time.perf_counter() - started)
+                    raise
+                _write_done_marker(run, config, result)
+                finished_seeds.add(run.seed)
+                finished_steps += config.max_steps - before[run.run_dir]
+                say(f"[{index}/{total}] {run.name}: done in {time.perf_counter() - started:.0f} s")
+            if bar is not None:
+                running = sum(
+                    max(0, last_step(run) - before[run.run_dir]) for _, run, _, _ in active.values()
+                )
+                bar.update(max(0, min(steps_total, finished_steps + running) - bar.n))  # respects mininterval
+    finally:
+        processes.stop()
+        for _, run, _, started in active.values():
+            _record_interrupted_call(run, time.perf_counter() - started)
+        executor.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+
+
+def _worker(argv: list[str]) -> int:
+    """`python -m bandpo.experiments.lm_execute CONFIG_JSON`: one run, without progress bars."""
+    from bandpo.training import TrainConfig, train
+
+    if len(argv) != 1:
+        print("usage: python -m bandpo.experiments.lm_execute CONFIG_JSON", file=sys.stderr)
+        return 2
+    try:
+        train(TrainConfig.from_dict(json.loads(argv[0])), progress=False)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))

@@ -1,0 +1,268 @@
+"""report.md of an LM comparison, from per-seed results: tables, paired verdicts, plots.
+
+The tables need only the per-seed results (`lm_results.SeedResult`, kept in per_seed.json); the training-curve
+plots need the run directories and are redrawn only where those exist.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bandpo import metric_names as mn
+from bandpo.experiments.lm_execute import read_jsonl
+from bandpo.experiments.lm_plan import QUICK_NOTE
+from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, training_records
+from bandpo.experiments.lm_stats import STATS_RULE, holm_adjust, paired_difference
+from bandpo.experiments.report import (
+    format_values,
+    import_pyplot,
+    markdown_table,
+    mean_and_spread,
+    moving_average,
+    plot_curves,
+    prob_bin_headers,
+    save_figure,
+)
+
+__all__ = ["EVAL_COLUMNS", "PAIRED_METRICS", "group_by_label", "lm_tables", "render_report"]
+
+# table columns: (metric key in the evaluation after training, header, digits)
+EVAL_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    (mn.EVAL_MEAN_AT_K, "mean@{k} (= pass@1)", 3),
+    (mn.EVAL_PASS_AT_K, "pass@{k}", 3),
+    (mn.EVAL_MAJ_AT_K, "maj@{k}", 3),
+    (mn.EVAL_DISTINCT_CORRECT, "distinct correct / prompt", 2),
+    (mn.EVAL_RARE_PASS_AT_K, "pass@{k}, prompts needing the rare strategy", 3),
+    (mn.EVAL_RARE_USAGE, "samples using the rare strategy", 3),
+    (mn.EVAL_ENTROPY, "final entropy (eval, nats/token)", 3),
+)
+# the paired comparisons against the reference arm: (metric key, short name)
+PAIRED_METRICS: tuple[tuple[str, str], ...] = (
+    (mn.EVAL_MEAN_AT_K, "mean@{k}"),
+    (mn.EVAL_PASS_AT_K, "pass@{k}"),
+    (mn.EVAL_MAJ_AT_K, "maj@{k}"),
+    (mn.EVAL_DISTINCT_CORRECT, "distinct correct"),
+    (mn.EVAL_RARE_PASS_AT_K, "rare pass@{k}"),
+    (mn.EVAL_ENTROPY, "final entropy"),
+)
+REFERENCE = "clip"
+
+
+def group_by_label(results: Sequence[SeedResult]) -> dict[str, list[SeedResult]]:
+    data: dict[str, list[SeedResult]] = {}
+    for result in results:
+        data.setdefault(result.label, []).append(result)
+    return data
+
+
+def _k_text(data: dict[str, list[SeedResult]]) -> str:
+    k = next((run.k for runs in data.values() for run in runs if run.k), None)
+    return str(k) if k else "k"
+
+
+def paired_table(data: dict[str, list[SeedResult]]) -> tuple[str, str]:
+    """(reference label, Markdown table of paired differences with Holm-corrected verdicts); ("", "") for 1 arm."""
+    labels = list(data)
+    if len(labels) < 2:
+        return "", ""
+    reference = REFERENCE if REFERENCE in data else labels[0]
+    k_text = _k_text(data)
+    ref_by_seed = {run.seed: run for run in data[reference]}
+    cells = []  # (row, column, PairedDifference)
+    others = [label for label in labels if label != reference]
+    for row, label in enumerate(others):
+        paired = [run for run in data[label] if run.seed in ref_by_seed]
+        for column, (key, _) in enumerate(PAIRED_METRICS):
+            difference = paired_difference(
+                [run.value(key) for run in paired], [ref_by_seed[run.seed].value(key) for run in paired]
+            )
+            cells.append((row, column, difference))
+    tested = [cell for cell in cells if cell[2].testable]
+    adjusted = dict(zip([id(c) for c in tested], holm_adjust([c[2].p for c in tested]), strict=True))
+    rows = [[label] + [""] * len(PAIRED_METRICS) for label in others]
+    for cell in cells:
+        row, column, difference = cell
+        rows[row][column + 1] = difference.verdict(adjusted.get(id(cell), math.nan))
+    headers = ["method", *(f"Δ {name.format(k=k_text)} vs {reference}" for _, name in PAIRED_METRICS)]
+    family = f"{len(tested)} tested difference(s) in the Holm family"
+    return reference, markdown_table(headers, rows) + f"\n\n{family}."
+
+
+def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
+    """(main table, paired-difference table, clip-fraction table) in Markdown."""
+    k_text = _k_text(data)
+    headers = [
+        "method",
+        "seeds",
+        *(header.format(k=k_text) for _, header, _ in EVAL_COLUMNS),
+        "wall min / run (all calls)",
+    ]
+    rows = []
+    all_runs = [run for runs in data.values() for run in runs]
+    if all_runs:
+        by_seed = {r.seed: r for r in all_runs}  # the policy before RL depends on the seed only
+        before_row = ["before RL (warm-up policy)", str(len(by_seed))]
+        for key, _, digits in EVAL_COLUMNS:
+            before_row.append(format_values([r.value(key, before=True) for r in by_seed.values()], digits))
+        rows.append([*before_row, ""])
+    for label, runs in data.items():
+        row = [label, str(len(runs))]
+        for key, _, digits in EVAL_COLUMNS:
+            row.append(format_values([run.value(key) for run in runs], digits))
+        row.append(format_values([run.wall_time_s / 60 for run in runs], 1))
+        rows.append(row)
+    main = markdown_table(headers, rows)
+    _, paired = paired_table(data)
+
+    clip_rows = []
+    for label, runs in data.items():
+        cells = []
+        for key in (ALL_TOKENS, *mn.PROB_BIN_LABELS):
+            up = mean_and_spread([run.clip.get(key, [math.nan, math.nan])[0] for run in runs])[0]
+            down = mean_and_spread([run.clip.get(key, [math.nan, math.nan])[1] for run in runs])[0]
+            cells.append("–" if not math.isfinite(up) else f"{up:.3f}/{down:.3f}")
+        clip_rows.append([label, *cells])
+    clip = markdown_table(["method", "all tokens", *prob_bin_headers()], clip_rows)
+    return main, paired, clip
+
+
+def render_report(
+    results: Sequence[SeedResult],
+    header: dict[str, Any],
+    output_dir: Path,
+    *,
+    run_dirs: dict[str, list[Path]] | None = None,
+    missing: Sequence[str] = (),
+    svg: bool = False,
+) -> tuple[Path, str]:
+    """Write report.md (and the plots) into `output_dir`; returns (path, main table).
+
+    Args:
+        header: per_seed.json's header: task, config, settings, machine, jobs, quick, clip logging, sweep.
+        run_dirs: label -> run directories, for the training-curve plots (None: keep the plots already there).
+    """
+    output_dir = Path(output_dir)
+    data = group_by_label(results)
+    if not data:
+        raise ValueError(f"no finished run under {output_dir / 'runs'}: nothing to report")
+    main, paired, clip = lm_tables(data)
+    config = header.get("config") or {}
+    seeds = sorted({run.seed for run in results})
+    k = next((run.k for run in results if run.k), None)
+    task = header.get("task") or "countdown"
+    lines = ["# bandpo compare", ""]
+    if header.get("quick"):
+        lines += [f"**{QUICK_NOTE}**", ""]
+    lines += [
+        f"{len(data)} methods x {len(seeds)} seeds ({', '.join(map(str, seeds))}), equal budget: "
+        f"{config.get('max_steps')} RL steps of {config.get('prompts_per_step')} prompts x "
+        f"{config.get('num_generations')} samples, {config.get('num_iterations')} x {config.get('minibatches')} "
+        f"updates per batch, lr {config.get('learning_rate')}; model: {config.get('model') or 'embedded tiny'}, "
+        f"task: {task}.",
+        f"Held-out evaluation after training: {config.get('eval_prompts')} prompts x {k} samples. "
+        "Figures are the mean ± standard error over seeds. Every run's final evaluation is in per_seed.json; "
+        "`bandpo compare --report-only DIR` rebuilds this report from it.",
+    ]
+    if header.get("settings"):
+        lines.append(f"Settings shared by every run: `{json.dumps(header['settings'], default=str)}`.")
+    machine, jobs = header.get("machine") or {}, header.get("jobs")
+    lines.append(
+        f"Machine: {machine.get('processor')}, {machine.get('platform')}, torch {machine.get('torch')}"
+        + (f"; {jobs} run(s) trained at a time, so wall times include that contention." if jobs else ".")
+        + " Runs are deterministic on one CPU, not across CPU models."
+    )
+    if missing:
+        lines += ["", f"**Missing (not finished): {', '.join(missing)}.**"]
+    lines += ["", "## Held-out evaluation after training", "", main]
+    if paired:
+        lines += ["", f"Paired differences against {REFERENCE if REFERENCE in data else next(iter(data))}: "
+                  f"{STATS_RULE}.", "", paired]  # fmt: skip
+    logging = header.get("clip_logging") or {}
+    lines += [
+        "",
+        "## Clip fractions by p_old bin",
+        "",
+        "Upward/downward (up: A > 0 and ratio > ratio_high; down: A < 0 and ratio < ratio_low): "
+        + clip_rule(bool(logging.get("weighted")), bool(logging.get("every_bin_logged"))),
+        "",
+        clip,
+    ]
+    sweep = header.get("sweep")
+    if sweep:
+        from bandpo.experiments.lm_sweep import plot_sweep
+
+        plot_sweep(results, sweep["param"], output_dir, k=k, svg=svg)
+        lines += ["", f"## Sweep over {sweep['param']}", "", f"![sweep over {sweep['param']}](sweep_{sweep['param']}.png)"]  # fmt: skip
+    if run_dirs is not None:
+        _plot_training(run_dirs, output_dir, svg=svg)
+    if (output_dir / "compare_training.png").exists():
+        lines += ["", "## Training curves", "", "![training curves](compare_training.png)"]
+    if run_dirs is not None and any(
+        sum(mn.EVAL_PASS_AT_K in r for r in read_jsonl(d / "metrics.jsonl")) > 2
+        for ds in run_dirs.values()
+        for d in ds
+    ):
+        _plot_eval(run_dirs, output_dir, svg=svg, k=k)
+    if (output_dir / "compare_eval.png").exists():
+        lines += ["", "![held-out evaluation during training](compare_eval.png)"]
+    path = output_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path, main
+
+
+def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool) -> None:
+    plt = import_pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    panels = (
+        (axes[0, 0], mn.TRAIN_REWARD, "training reward", "reward"),
+        (axes[0, 1], mn.TRAIN_ENTROPY, "token entropy of the samples", "nats"),
+        (axes[1, 0], mn.CLIP_FRAC_UP, "clipped up (A > 0, ratio > high)", "fraction of tokens"),
+        (axes[1, 1], mn.CLIP_FRAC_DOWN, "clipped down (A < 0, ratio < low)", "fraction of tokens"),
+    )
+    records = {label: [training_records(d) for d in dirs] for label, dirs in run_dirs.items()}
+    steps_all = sorted({int(r[mn.TRAIN_STEP]) for runs in records.values() for run in runs for r in run})
+    window = max(1, len(steps_all) // 25)
+    for ax, key, title, ylabel in panels:
+        curves = {}
+        for label, runs in records.items():
+            per_seed = []
+            for run in runs:
+                by_step = {int(r[mn.TRAIN_STEP]): float(r[key]) for r in run if r.get(key) is not None}
+                per_seed.append(moving_average([by_step.get(step, math.nan) for step in steps_all], window))
+            curves[label] = (steps_all, per_seed)
+        suffix = f" (moving avg. {window} steps)" if window > 1 else ""
+        plot_curves(ax, curves, title=title + suffix, ylabel=ylabel, xlabel="RL step")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("training curves: mean ± s.e. over seeds")
+    fig.tight_layout()
+    save_figure(fig, output_dir / "compare_training.png", svg=svg)
+
+
+def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, k: int | None) -> None:
+    plt = import_pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    k_text = k or "k"
+    for ax, key, title in (
+        (axes[0], mn.EVAL_MEAN_AT_K, f"held-out mean@{k_text} (= pass@1)"),
+        (axes[1], mn.EVAL_PASS_AT_K, f"held-out pass@{k_text}"),
+        (axes[2], mn.EVAL_DISTINCT_CORRECT, "distinct correct answers per prompt"),
+    ):
+        curves = {}
+        for label, dirs in run_dirs.items():
+            series = []
+            for run_dir in dirs:
+                records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if key in r]
+                series.append({int(r[mn.TRAIN_STEP]): float(r[key]) for r in records})
+            steps = sorted({step for points in series for step in points})
+            curves[label] = (steps, [[points.get(step, math.nan) for step in steps] for points in series])
+        plot_curves(
+            ax, curves, title=title, ylabel=title.split(" (")[0].replace("held-out ", ""), xlabel="RL step"
+        )
+    axes[0].legend(fontsize=8)
+    fig.suptitle("held-out evaluation during training: mean ± s.e. over seeds", y=1.02)
+    fig.tight_layout()
+    save_figure(fig, output_dir / "compare_eval.png", svg=svg)

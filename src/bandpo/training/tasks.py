@@ -1,0 +1,80 @@
+"""The embedded tasks, by name: what the warm-up, training and evaluation need from each.
+
+- ``countdown`` (`bandpo.training.task`, the default): three given digits, use each once.
+- ``reach`` (`bandpo.training.reach`): four allowed digits, any two or three of them, repeats allowed.
+
+Both use the same character alphabet (`task.ALPHABET`), so the same tokenizer and tiny model, and make the
+multiplication operator the rare strategy that a known share of prompts needs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bandpo.training import reach, task
+
+__all__ = ["EMBEDDED_TASKS", "EmbeddedTask", "get_task"]
+
+EMBEDDED_TASKS: tuple[str, ...] = ("countdown", "reach")
+
+
+@dataclass(frozen=True)
+class EmbeddedTask:
+    """The functions of one embedded task; problems have `.prompt` and `.needs_rare`."""
+
+    name: str
+    rare_marker: str  # substring of a completion that uses the rare strategy
+    answer_length: int  # characters of the longest answer
+    sample_train_problems: Callable[..., list[Any]]  # (count, *, seed)
+    sample_eval_problems: Callable[..., list[Any]]  # (count, *, seed)
+    sample_warmup_examples: Callable[..., list[tuple[Any, str]]]  # (count, *, seed, rare_fraction)
+    sample_check_problems: Callable[..., list[Any]]  # (count, *, seed): the warm-up's accuracy checks
+    is_correct: Callable[[str, Any], bool]
+    version: int = (
+        1  # bump when the task's prompts or warm-up examples change: it enters the warm-up cache key
+    )
+
+
+def _countdown_check_problems(count: int, *, seed: int) -> list[task.CountdownProblem]:
+    return [
+        task.make_problem(random.Random(f"countdown-warmup-check-{seed}-{i}"), held_out=False)
+        for i in range(count)
+    ]
+
+
+_TASKS: dict[str, EmbeddedTask] = {
+    "countdown": EmbeddedTask(
+        name="countdown",
+        rare_marker=task.RARE_OPERATOR,
+        answer_length=task.ANSWER_LENGTH,
+        sample_train_problems=task.sample_train_problems,
+        sample_eval_problems=task.sample_eval_problems,
+        sample_warmup_examples=task.sample_warmup_examples,
+        sample_check_problems=_countdown_check_problems,
+        is_correct=task.is_correct,
+    ),
+    "reach": EmbeddedTask(
+        name="reach",
+        rare_marker=reach.RARE_OPERATOR,
+        answer_length=reach.ANSWER_LENGTH,
+        sample_train_problems=reach.sample_train_problems,
+        sample_eval_problems=reach.sample_eval_problems,
+        sample_warmup_examples=reach.sample_warmup_examples,
+        sample_check_problems=reach.sample_check_problems,
+        is_correct=reach.is_correct,
+        version=5,  # 2: targets 0-99; 3-5: 1, 3, then 2 in 10 of the warm-up's "*" examples need it
+    ),
+}
+
+
+def get_task(name: str) -> EmbeddedTask:
+    """The embedded task called `name`; ValueError listing the valid names otherwise."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise ValueError(
+            f"task={name!r} is not an embedded task; use one of {list(EMBEDDED_TASKS)}"
+        ) from None
