@@ -1,6 +1,6 @@
 """Build the parquet files of examples/verl: the BandPO paper's math training and validation sets.
 
-Train (paper-notes §5): DAPO-Math-17k, English and deduplicated (open-r1/DAPO-Math-17k-Processed, config
+Train (the paper's setup, docs/verl.md "Example: GRPO vs BandPO on math"): DAPO-Math-17k, English and deduplicated (open-r1/DAPO-Math-17k-Processed, config
 "en"), plus the MATH training problems of levels 3-5, both with the DAPO prompt (answer on a last line
 "Answer: ..."). Validation: AIME 2024, AIME 2025 and AMC 2023 with the same prompt.
 

@@ -432,7 +432,7 @@ def test_example_configs_differ_only_in_the_policy_loss(verl_api):
     grpo_actor.pop("policy_loss"), band_actor.pop("policy_loss")
     assert grpo == band
 
-    # the paper's settings (paper-notes §5)
+    # the paper's settings (docs/verl.md, "Example: GRPO vs BandPO on math")
     assert band["data"]["train_batch_size"] == 256 and band["actor_rollout_ref"]["rollout"]["n"] == 16
     assert band_actor["ppo_mini_batch_size"] == 64 and band_actor["optim"]["lr"] == 1e-6
     assert band["data"]["max_response_length"] == 4096

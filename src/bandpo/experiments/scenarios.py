@@ -2,9 +2,9 @@
 
 Each context is an independent softmax policy over K actions. One action (the "best") has a high Bernoulli reward
 mean but starts rare; one "decoy" has a medium mean and may start likely; the other K - 2 actions share the rest of
-the mass (softmax of N(0, 1) logits) and have means drawn from U(0, other_mu_max). The settings of the three
-default scenarios are those of exploration-notes §2 that separated the methods: S1 (trap), S2 (flat tail) and S9
-(one on-policy update per batch).
+the mass (softmax of N(0, 1) logits) and have means drawn from U(0, other_mu_max). The three default scenarios
+are those that separated the methods in our first sweeps (docs/results/bandit/report.md): trap, flat tail and
+one on-policy update per batch.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`TrainConfig`: every setting of a `bandpo train` run, validated, with presets.
 
-The defaults are the embedded CPU run (`exploration-notes.md` §3, design D4 "cdrare"): the tiny Countdown
+The defaults are the embedded CPU run (docs/experiments.md, "The embedded tasks"): the tiny Countdown
 policy, BandPO (KL, δ = 0.05, ratio cap 10), 32 prompts × 8 samples per RL step, 2 iterations × 4 minibatches
 (8 Adam steps per rollout batch, lr 3e-4), 250 RL steps, GRPO advantages with std, seq-mean-token-mean,
 dual-clip c = 10, no KL, no entropy bonus, temperature 1.

@@ -5,7 +5,7 @@ A prompt gives three digits and a target, e.g. ``"347|019:"``; a correct answer 
 usual precedence, and equals the target: ``"3*4+7"`` or ``"4*3+7"`` or ``"7+3*4"`` ... (no spaces, so every
 answer is five characters). Rewards are exact (integer arithmetic).
 
-Why this task (see ``exploration-notes.md`` §3, design "cdrare"): a prompt has several valid answers, and the
+Why this task (docs/experiments.md, "The embedded tasks"): a prompt has several valid answers, and the
 warm-up set makes one operator rare. Warm-up examples come from ``+ -`` expressions, except a fraction
 ``rare_fraction`` (about 1%) from full ``+ - *`` expressions, and their answers prefer ``+ -``-only
 solutions. RL and evaluation prompts come from full ``+ - *`` expressions, so roughly half of them *need*
