@@ -245,6 +245,9 @@ def main() -> int:
                     "cpu_s": timer.cpu,
                     "calls": timer.calls,
                     "after": after,
+                    "before": (summary.get("before") or {}).get("metrics", {}),
+                    "warmup": summary.get("warmup"),
+                    "final_metrics": summary.get("final_metrics", {}),
                 },
                 indent=2,
             )
