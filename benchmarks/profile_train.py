@@ -71,7 +71,8 @@ class PhaseTimer:
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
             label = when(args, kwargs) if when is not None else name
-            if label is None:
+            if label is None or any(entry[0] == "warm-up" for entry in self.stack):
+                # the warm-up is one phase: its own HF Trainer, backward, generate are not split out
                 return original(*args, **kwargs)
             self.enter(label)
             try:
