@@ -7,9 +7,11 @@ with the trainer; Qwen2 is used because it is the architecture of the models the
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["build_tiny_model", "count_parameters"]
+__all__ = ["build_tiny_model", "count_parameters", "narrow_logprob_tiles"]
 
 
 def build_tiny_model(
@@ -49,3 +51,33 @@ def build_tiny_model(
 def count_parameters(model: Any) -> int:
     """Number of distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def narrow_logprob_tiles(model: Any) -> Iterator[None]:
+    """Within the block, TRL's fused LM head tiles the vocabulary at most `model`'s vocabulary wide.
+
+    TRL 1.16 computes training log-probabilities with a fused LM head that projects the hidden states onto
+    the vocabulary tile by tile, into a (tokens x tile) buffer allocated in every forward and backward pass,
+    the tile 32,768 columns wide whatever the vocabulary. For the embedded model's 17-token vocabulary that is
+    a 126 MB buffer per micro-batch of 64 completions, of which 17 columns are used; the C library maps it
+    fresh each time, and writing one row per token costs about 2,000 page faults per pass (15-20% of an
+    update's CPU time on a 2-core machine). A vocabulary no wider than the tile has one tile either way, so
+    the same numbers are computed (only the buffer's row stride changes); a wider vocabulary keeps TRL's
+    width. TRL's value is restored on exit; without TRL, or when TRL has no such setting, nothing changes.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:  # pragma: no cover - depends on the environment
+        trl_utils = None
+    previous = getattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", None)
+    if weight is None or not isinstance(previous, int) or weight.shape[0] >= previous:
+        yield
+        return
+    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = max(1, int(weight.shape[0]))
+    try:
+        yield
+    finally:
+        trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = previous

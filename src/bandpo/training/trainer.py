@@ -81,6 +81,9 @@ def trl_arguments(config: TrainConfig, checkpoint_dir: Path) -> BandPOConfig:
             log_completions=False,
             disable_dropout=True,
             use_cpu=not torch.cuda.is_available(),
+            # TRL defaults to recomputing activations in the backward pass, which only saves memory; the
+            # embedded model's activations are a few MB, so it only cost a forward pass per update (same numbers)
+            gradient_checkpointing=config.model is not None,
             dataloader_num_workers=0,
             shuffle_dataset=True,
             remove_unused_columns=False,

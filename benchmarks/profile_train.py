@@ -1,0 +1,287 @@
+"""Where the time of a `bandpo train` run goes: wall seconds per phase, printed with the CPU model.
+
+Runs `bandpo.training.train` in this process with timers wrapped around the library calls that make up a
+run, and prints per phase its wall seconds (inclusive and self) and the process's CPU seconds (inclusive; on a
+loaded machine the CPU seconds are the steadier figure):
+
+    warm-up            supervised warm-up of the embedded model (0 with a cached warm-up)
+    evaluation         held-out evaluation before and after (generate / score)
+    rl                 trainer.train(): every RL step, split into
+      rollout          TRL's _generate_and_score_completions: generate, rewards, old log-probs, bounds
+      update           forward (log-probs), backward, grad clip, optimiser step
+      checkpoint       checkpoint writing
+      logging          metrics.jsonl / TensorBoard per RL step
+    other              what no timer covers: imports, model loading, plots, TRL bookkeeping
+
+The timers change nothing that is computed (they only read the clock), so the run's evaluation is the one
+`bandpo train` with the same flags produces. Other processes on the machine slow it down: note the load
+average printed with the result, and compare two settings side by side, not across calls.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --max-steps 10          # short sample
+    PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py                          # the default run
+    PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --cold --max-steps 10   # fresh warm-up cache
+    PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --json out.json -- --method clip
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; `platform.processor()` elsewhere) and its core count."""
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name or platform.processor() or 'unknown CPU'} ({os.cpu_count()} CPUs)"
+
+
+class PhaseTimer:
+    """Inclusive and exclusive wall seconds of nested, named phases (a stack of open phases)."""
+
+    def __init__(self) -> None:
+        self.inclusive: dict[str, float] = defaultdict(float)
+        self.exclusive: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.parent: dict[str, str] = {}
+        self.stack: list[list[Any]] = []  # [name, start, child seconds, cpu start]
+
+    def wrap(self, owner: Any, attribute: str, name: str | None = None, *, when: Any = None) -> None:
+        """Time every call of ``owner.attribute`` as phase `name` (`when(args, kwargs)` may pick a name)."""
+        original = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            label = when(args, kwargs) if when is not None else name
+            if label is None or any(entry[0] == "warm-up" for entry in self.stack):
+                # the warm-up is one phase: its own HF Trainer, backward, generate are not split out
+                return original(*args, **kwargs)
+            self.enter(label)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.leave()
+
+        setattr(owner, attribute, timed)
+
+    def enter(self, name: str) -> None:
+        if self.stack:
+            self.parent.setdefault(name, self.stack[-1][0])
+        self.stack.append([name, time.perf_counter(), 0.0, time.process_time()])
+
+    def leave(self) -> None:
+        name, start, children, cpu_start = self.stack.pop()
+        elapsed = time.perf_counter() - start
+        if any(entry[0] == name for entry in self.stack):  # recursive call: counted by the outer one
+            if self.stack:
+                self.stack[-1][2] += elapsed
+            return
+        self.inclusive[name] += elapsed
+        self.cpu[name] += time.process_time() - cpu_start
+        self.exclusive[name] += elapsed - children
+        self.calls[name] += 1
+        if self.stack:
+            self.stack[-1][2] += elapsed
+
+    def rows(self) -> list[tuple[int, str]]:
+        """(depth, name) in tree order: children after their parent, by first appearance."""
+        order = list(self.inclusive)
+        out: list[tuple[int, str]] = []
+
+        def visit(name: str, depth: int) -> None:
+            out.append((depth, name))
+            for child in order:
+                if self.parent.get(child) == name:
+                    visit(child, depth + 1)
+
+        for name in order:
+            if name not in self.parent:
+                visit(name, 0)
+        return out
+
+
+def instrument(timer: PhaseTimer) -> None:
+    """Wrap the calls that make up a run (library internals: TRL 1.16, transformers 5)."""
+    import torch
+    from transformers import GenerationMixin, Trainer
+    from trl import GRPOTrainer
+
+    from bandpo.integrations.trl import BandPOTrainer
+    from bandpo.training import evaluate as evaluate_module
+    from bandpo.training import runner, warmup
+
+    timer.wrap(warmup, "_warm_up", "warm-up")
+    timer.wrap(runner, "_load_policy", "load model")
+    timer.wrap(runner, "_run_evaluation", "evaluation")
+    timer.wrap(evaluate_module.GuardedReward, "score_one", "eval: score")
+
+    def generate_phase(args: tuple, kwargs: dict) -> str:
+        inside = [entry[0] for entry in timer.stack]
+        return "generate (eval)" if "evaluation" in inside else "generate (rollout)"
+
+    timer.wrap(GenerationMixin, "generate", when=generate_phase)
+    timer.wrap(Trainer, "train", "rl (trainer.train)")
+    timer.wrap(GRPOTrainer, "_generate_and_score_completions", "rollout")
+    timer.wrap(GRPOTrainer, "_calculate_rewards", "rewards")
+    timer.wrap(BandPOTrainer, "_log_band_metrics", "band metrics")
+    timer.wrap(BandPOTrainer, "_generate_and_score_completions", "bounds + rollout")
+
+    def logps_phase(args: tuple, kwargs: dict) -> str:
+        return "old log-probs" if not torch.is_grad_enabled() else "forward (log-probs)"
+
+    timer.wrap(GRPOTrainer, "_get_per_token_logps_and_entropies", when=logps_phase)
+    timer.wrap(GRPOTrainer, "_compute_loss", "loss (forward + loss)")
+    timer.wrap(Trainer, "training_step", "training_step")
+    timer.wrap(torch.Tensor, "backward", "backward")
+    timer.wrap(torch.autograd, "backward", "backward")
+    timer.wrap(Trainer, "_clip_grad_norm", "grad clip")
+    timer.wrap(torch.optim.AdamW, "step", "optimiser step")
+    timer.wrap(Trainer, "_save_checkpoint", "checkpoint")
+    timer.wrap(runner._Run, "record_step", "logging (metrics/tensorboard)")
+    timer.wrap(runner, "_save_pretrained_atomic", "save final model")
+    from bandpo.training import plots
+
+    timer.wrap(plots, "plot_run", "plots")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-steps", type=int, default=None, help="RL steps (default: the config's 250)")
+    parser.add_argument("--cold", action="store_true", help="fresh warm-up cache (times the warm-up too)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument("--keep", type=Path, default=None, help="run directory to keep (default: a temp dir)")
+    parser.add_argument(
+        "--ops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile the operators of RL steps 3 to 3+N with torch.profiler and print the top ones",
+    )
+    parser.add_argument("extra", nargs="*", help="bandpo train flags, after --  (e.g. -- --method clip)")
+    args = parser.parse_args()
+
+    timer = PhaseTimer()
+    instrument(timer)
+    op_profile = _profile_ops(args.ops) if args.ops else None
+    from bandpo.cli import main as bandpo_main
+
+    with tempfile.TemporaryDirectory(prefix="bandpo-profile-") as scratch:
+        run_dir = args.keep or Path(scratch) / "run"
+        flags = ["train", "--output-dir", str(run_dir), "--no-progress", "--json", *args.extra]
+        if args.max_steps is not None:
+            flags += ["--max-steps", str(args.max_steps)]
+        if args.cold:
+            flags += ["--cache-dir", str(Path(scratch) / "cache")]
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        timer.enter("total")
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = bandpo_main(flags)
+        timer.leave()
+        wall = time.perf_counter() - start
+        if code != 0:
+            return code
+        summary = json.loads((run_dir / "summary.json").read_text())
+    after = (summary.get("after") or {}).get("metrics", {})
+    steps = summary["steps"]
+    threads = summary["config"]["num_threads"]
+
+    cpu = cpu_model()
+    print(
+        f"CPU: {cpu}; torch threads {threads}; load average (1 min) before/after "
+        f"{load_before:.2f}/{os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"bandpo train {' '.join(flags[3:])}: {steps} RL steps, wall {wall:.1f} s, "
+        f"process CPU {timer.cpu['total']:.1f} s"
+    )
+    print(f"{'phase':44}{'wall s':>9}{'self s':>9}{'cpu s':>9}{'calls':>7}{'% wall':>8}")
+    for depth, name in timer.rows():
+        if name == "total":
+            continue
+        label = "  " * (depth - 1) + name
+        print(
+            f"{label:44}{timer.inclusive[name]:9.1f}{timer.exclusive[name]:9.1f}{timer.cpu[name]:9.1f}"
+            f"{timer.calls[name]:7d}"
+            f"{100 * timer.inclusive[name] / wall:7.1f}%"
+        )
+    print(f"{'other (not timed: imports, TRL bookkeeping)':44}{timer.exclusive['total']:9.1f}")
+    rl = timer.inclusive.get("rl (trainer.train)", 0.0)
+    if steps:
+        rl_cpu = timer.cpu.get("rl (trainer.train)", 0.0)
+        print(f"per RL step: wall {rl / steps:.2f} s, CPU {rl_cpu / steps:.2f} s  [{cpu}]")
+    print("after: " + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in after.items()))
+    if op_profile is not None and op_profile:
+        print(f"torch.profiler, {args.ops} RL steps (self CPU time per operator):")
+        print(op_profile[0].key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "cpu": cpu,
+                    "flags": flags[3:],
+                    "wall_s": wall,
+                    "steps": steps,
+                    "load_before": load_before,
+                    "inclusive_s": timer.inclusive,
+                    "exclusive_s": timer.exclusive,
+                    "cpu_s": timer.cpu,
+                    "calls": timer.calls,
+                    "after": after,
+                    "before": (summary.get("before") or {}).get("metrics", {}),
+                    "warmup": summary.get("warmup"),
+                    "final_metrics": summary.get("final_metrics", {}),
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+def _profile_ops(steps: int) -> list[Any]:
+    """Run torch.profiler over the training steps of RL steps 3 .. 3 + `steps` (filled in when done)."""
+    import torch
+    from transformers import Trainer
+
+    done: list[Any] = []
+    state = {"calls": 0, "profiler": None}
+    original = Trainer.training_step
+
+    def training_step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        per_rl_step = self.args.steps_per_generation * self.args.num_iterations  # training_step calls
+        first, last = 2 * per_rl_step, (2 + steps) * per_rl_step
+        if state["calls"] == first:
+            state["profiler"] = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            state["profiler"].__enter__()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            state["calls"] += 1
+            if state["calls"] == last and state["profiler"] is not None:
+                state["profiler"].__exit__(None, None, None)
+                done.append(state["profiler"])
+
+    Trainer.training_step = training_step
+    return done
+
+
+if __name__ == "__main__":
+    sys.exit(main())
