@@ -9,7 +9,8 @@ single-threaded runs on two cores take about their CPU time each:
     wall ~= (seeds x warm-up + arms x seeds x (rest + steps x CPU per RL step)) / jobs
 
 and the same figure times the wall/CPU ratio measured here (the machine's load at the time). With ``--full``
-it runs the comparison itself (``bandpo compare``) and prints its wall time. The CPU model is printed beside
+it runs the comparison itself (``bandpo compare``) and prints its wall time. A short sample's CPU per RL step
+includes the trainer's set-up (about 0.05 s per step at 40 steps): ``--sample-steps 250`` gives the exact figure. The CPU model is printed beside
 every figure.
 
     PYTHONPATH=src .venv/bin/python benchmarks/compare_budget.py                 # 40-step sample, projection

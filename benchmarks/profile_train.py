@@ -82,6 +82,12 @@ class PhaseTimer:
 
         setattr(owner, attribute, timed)
 
+    def wrap_any(self, candidates: list[tuple[Any, str]], name: str) -> None:
+        """`wrap` each (owner, attribute) of `candidates` that exists."""
+        for owner, attribute in candidates:
+            if owner is not None and hasattr(owner, attribute):
+                self.wrap(owner, attribute, name)
+
     def enter(self, name: str) -> None:
         if self.stack:
             self.parent.setdefault(name, self.stack[-1][0])
@@ -129,8 +135,10 @@ def instrument(timer: PhaseTimer) -> None:
     from bandpo.training import runner, warmup
 
     timer.wrap(warmup, "_warm_up", "warm-up")
-    timer.wrap(runner, "_load_policy", "load model")
-    timer.wrap(runner, "_run_evaluation", "evaluation")
+    # the run's own steps, under the names of either layout of bandpo.training (runner.py alone, or split
+    # into policy / run_dir / metrics_log modules): whichever exist are timed
+    timer.wrap_any([(runner, "_load_policy"), (runner, "load_policy")], "load model")
+    timer.wrap_any([(runner, "_run_evaluation"), (runner, "_evaluate_rows")], "evaluation")
     timer.wrap(evaluate_module.GuardedReward, "score_one", "eval: score")
 
     def generate_phase(args: tuple, kwargs: dict) -> str:
@@ -155,8 +163,15 @@ def instrument(timer: PhaseTimer) -> None:
     timer.wrap(Trainer, "_clip_grad_norm", "grad clip")
     timer.wrap(torch.optim.AdamW, "step", "optimiser step")
     timer.wrap(Trainer, "_save_checkpoint", "checkpoint")
-    timer.wrap(runner._Run, "record_step", "logging (metrics/tensorboard)")
-    timer.wrap(runner, "_save_pretrained_atomic", "save final model")
+    record_step = [(getattr(runner, "_Run", None), "record_step")]
+    with contextlib.suppress(ImportError):
+        from bandpo.training import metrics_log
+
+        record_step.append((metrics_log.MetricsLog, "record_step"))
+    timer.wrap_any(record_step, "logging (metrics/tensorboard)")
+    timer.wrap_any(
+        [(runner, "_save_pretrained_atomic"), (runner, "save_pretrained_atomic")], "save final model"
+    )
     from bandpo.training import plots
 
     timer.wrap(plots, "plot_run", "plots")
