@@ -17,10 +17,15 @@ import pickle
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAUNCHER_VARIABLES", "Processes", "warm_up_in_child"]
+__all__ = ["LAUNCHER_VARIABLES", "WAIT_LIMIT", "Processes", "warm_up_in_child"]
+
+# how long a process waits at a barrier (or any collective) for the others: the main process's warm-up or
+# evaluation runs meanwhile (torch's own default, 10 minutes with NCCL, is too short for the paper preset)
+WAIT_LIMIT = timedelta(hours=2)
 
 # what torchrun / accelerate launch / MPI set to make a process one of several (accelerate reads these)
 LAUNCHER_VARIABLES: tuple[str, ...] = (
@@ -66,7 +71,8 @@ class Processes:
     @classmethod
     def from_environment(cls) -> Processes:
         """Several processes when a launcher set ``WORLD_SIZE`` > 1 or a process group is already running;
-        then accelerate's ``PartialState`` (gloo on CPU, its default on GPU) joins or starts the group."""
+        then accelerate's ``PartialState`` (gloo on CPU, its default on GPU) joins or starts the group (which the
+        HF Trainer then uses; a group it starts waits `WAIT_LIMIT` at a barrier)."""
         import torch
         import torch.distributed as dist
 
@@ -75,7 +81,7 @@ class Processes:
             return cls.single()
         from accelerate import PartialState
 
-        state = PartialState(cpu=not torch.cuda.is_available())
+        state = PartialState(cpu=not torch.cuda.is_available(), timeout=WAIT_LIMIT)
         if state.num_processes <= 1:
             return cls.single()
         return cls(world_size=state.num_processes, index=state.process_index, state=state)
