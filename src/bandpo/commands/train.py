@@ -237,11 +237,15 @@ def run(args: argparse.Namespace) -> int:
 
     with offline_environment():  # before transformers is imported: nothing reaches the network
         from bandpo.training import train
+        from bandpo.training.processes import Processes
 
         config = build_config(args)
-        if starts_fresh(args):
+        main = Processes.from_environment().is_main  # under torchrun / accelerate launch only the main prints
+        if starts_fresh(args) and main:
             print(f"bandpo train: no run in {args.output_dir} yet; starting a new one there", file=sys.stderr)
         summary = train(config, progress=not args.no_progress)
+    if not main:
+        return 0
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

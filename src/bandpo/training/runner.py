@@ -24,6 +24,11 @@ fixed schedule replayed from its start (`data.schedule_rows` + TRL's seeded samp
 Trainer), ``metrics.jsonl`` is cut back to the checkpoint, and the evaluation before training is read back
 from ``eval_before.json``. On CPU the resumed run then ends with the same metrics as an uninterrupted one
 (tested by killing a run with SIGKILL).
+
+Several processes (``torchrun`` / ``accelerate launch``, `bandpo.training.processes`): every process trains
+on its share of each batch (each micro-batch is split between them, so an RL step is the same as in one
+process); only the main process writes the run directory, evaluates (the others wait for it) and warms up
+the embedded model; `TrainSummary.world_size` records how many trained.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
 from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
 from bandpo.training.policy import load_policy
+from bandpo.training.processes import Processes, warm_up_in_child
 from bandpo.training.rewards import GuardedReward, get_verifier
 from bandpo.training.run_dir import (
     RunPaths,
@@ -65,6 +71,7 @@ from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
 __all__ = ["TrainSummary", "find_last_checkpoint", "offline_environment", "train"]
 
+_RERUN = "the main process wrote it at the end of this run; run again"
 # what torch.save / safetensors say when a write fails mid-file (a full disk, usually)
 _WRITE_FAILURE = re.compile(r"iostream error|file write failed|PytorchStreamWriter failed|No space left")
 
@@ -86,9 +93,13 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             checkpoint with ``resume=True``).
     """
     start = time.perf_counter()
-    paths = RunPaths(resolve_run_dir(config))
+    processes = Processes.from_environment()  # one process unless launched by torchrun / accelerate launch
+    main = processes.is_main
+    show = progress and main
+    paths = RunPaths(processes.share(resolve_run_dir(config)))  # a timestamped default is the main one's
     with offline_environment(), quiet_and_threads(config.num_threads), _explain_write_failures(paths.run_dir):
-        # everything is checked before the first write
+        # everything is checked before the first write, by every process
+        _check_world_size(config, processes.world_size)
         check_run_dir(paths, config)
         raw_train_rows, raw_eval_rows = data_module.read_run_rows(config)
         checkpoint = find_last_checkpoint(paths.checkpoints) if config.resume else None
@@ -97,24 +108,40 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         if config.resume and paths.eval_before.exists():
             fix = "delete it to evaluate again"
             stored_before = EvalResult.from_dict(read_json(paths.eval_before, fix=fix))
-        model, tokenizer, warmup_info = load_policy(config, progress)
+        processes.wait()  # every process has checked before the main one writes
+        warmup_info = None
+        if config.model is None and processes.world_size > 1:
+            # once, on the main process, outside the process group; the others load it from the cache
+            warmup_info = warm_up_in_child(config, show) if main else None
+            processes.wait()
+        model, tokenizer, loaded_info = load_policy(config, show)
+        warmup_info = warmup_info or loaded_info
         wrap = config.use_chat_template
         train_rows = data_module.adapt_rows(raw_train_rows, tokenizer, use_chat_template=wrap)
         eval_rows = data_module.adapt_rows(raw_eval_rows, tokenizer, use_chat_template=wrap)
 
         def evaluate_now() -> EvalResult | None:
-            return _evaluate_rows(config, model, tokenizer, eval_rows)
+            """The main process evaluates (None elsewhere); the others wait for it."""
+            result = _evaluate_rows(config, model, tokenizer, eval_rows) if main else None
+            processes.wait()
+            return result
 
-        paths.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(paths)
-        if not config.resume or not paths.config.exists():
-            write_text_atomic(paths.config, to_json(config.to_dict(), indent=2))
-        with MetricsLog(
-            paths.metrics,
-            paths.tensorboard if config.report_tensorboard else None,
-            resumed_step=resumed_step if config.resume else None,
-            max_steps=config.max_steps,
-        ) as log:
+        if main:
+            paths.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(paths)
+            if not config.resume or not paths.config.exists():
+                write_text_atomic(paths.config, to_json(config.to_dict(), indent=2))
+        sink = (
+            MetricsLog(
+                paths.metrics,
+                paths.tensorboard if config.report_tensorboard else None,
+                resumed_step=resumed_step if config.resume else None,
+                max_steps=config.max_steps,
+            )
+            if main
+            else contextlib.nullcontext()
+        )
+        with sink as log:
             before = stored_before
             if before is None:
                 before = evaluate_now()
@@ -122,11 +149,12 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                     write_text_atomic(paths.eval_before, json.dumps(before.to_dict()))
                     log.append({mn.TRAIN_STEP: 0, **before.metrics})
             bar = progress_bar(
-                progress, total=config.max_steps, initial=resumed_step, desc=config.method, unit="step"
+                show, total=config.max_steps, initial=resumed_step, desc=config.method, unit="step"
             )
 
             def on_rl_step(rl_step: int, logs: dict[str, Any]) -> None:  # from TRL's on_log, per RL step
-                record = log.record_step(rl_step, logs)
+                if log is not None:
+                    record = log.record_step(rl_step, logs)
                 if bar is not None:
                     bar.update(rl_step - bar.n)
                     bar.set_postfix(
@@ -147,9 +175,17 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                 name=config.resolved_reward,
             )
             trainer = build_trainer(
-                config, model, tokenizer, train_rows, reward, paths.checkpoints, on_rl_step
+                config,
+                model,
+                tokenizer,
+                train_rows,
+                reward,
+                paths.checkpoints,
+                on_rl_step,
+                world_size=processes.world_size,
             )
-            log.restart_clock()
+            if log is not None:
+                log.restart_clock()
             try:
                 with narrow_logprob_tiles(model):  # same numbers, no 126 MB buffer per pass (its docstring)
                     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
@@ -158,30 +194,66 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                 if bar is not None:
                     bar.close()
 
-            save_pretrained_atomic(model, tokenizer, paths.model)
+            if main:
+                save_pretrained_atomic(model, tokenizer, paths.model)
             after = evaluate_now()
             if after is not None:
                 write_text_atomic(paths.eval_after, json.dumps(after.to_dict()))
                 log.append({mn.TRAIN_STEP: config.max_steps, **after.metrics})
 
-        from bandpo.training.plots import plot_run, read_metrics
+        if main:
+            from bandpo.training.plots import plot_run
 
-        plot_run(paths.metrics, paths.plots, title=config.method)
-        records = [r for r in read_metrics(paths.metrics) if mn.TRAIN_REWARD in r]
-        summary = TrainSummary(
-            run_dir=paths.run_dir,
-            config=config,
-            before=before,
-            after=after,
-            final_metrics=records[-1] if records else {},
-            clip_by_bin=clip_by_bin(records),
-            steps=int(records[-1][mn.TRAIN_STEP]) if records else 0,
-            wall_time_s=time.perf_counter() - start,
-            warmup=warmup_info,
-            paths=paths.as_dict(),
-        )
-        write_text_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2))
+            plot_run(paths.metrics, paths.plots, title=config.method)
+            summary = _summarize(config, paths, before, after, start, warmup_info, processes.world_size)
+            write_text_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2))
+        processes.wait()  # the others return the main process's results, once they are written
+        if not main:
+            after = EvalResult.from_dict(read_json(paths.eval_after, fix=_RERUN)) if eval_rows else None
+            before = before or (
+                EvalResult.from_dict(read_json(paths.eval_before, fix=_RERUN)) if eval_rows else None
+            )
+            summary = _summarize(config, paths, before, after, start, warmup_info, processes.world_size)
     return summary
+
+
+def _summarize(
+    config: TrainConfig,
+    paths: RunPaths,
+    before: EvalResult | None,
+    after: EvalResult | None,
+    start: float,
+    warmup_info: dict[str, Any] | None,
+    world_size: int,
+) -> TrainSummary:
+    """The run's `TrainSummary`, its training records read back from ``metrics.jsonl``."""
+    from bandpo.training.plots import read_metrics
+
+    records = [r for r in read_metrics(paths.metrics) if mn.TRAIN_REWARD in r]
+    return TrainSummary(
+        run_dir=paths.run_dir,
+        config=config,
+        before=before,
+        after=after,
+        final_metrics=records[-1] if records else {},
+        clip_by_bin=clip_by_bin(records),
+        steps=int(records[-1][mn.TRAIN_STEP]) if records else 0,
+        wall_time_s=time.perf_counter() - start,
+        warmup=warmup_info,
+        paths=paths.as_dict(),
+        world_size=world_size,
+    )
+
+
+def _check_world_size(config: TrainConfig, world_size: int) -> None:
+    """Each micro-batch is split between the processes: they must divide it."""
+    micro = config.resolved_micro_batch_size
+    if micro % world_size:
+        raise ValueError(
+            f"micro_batch_size={micro} (completions per forward/backward pass) must be divisible by the "
+            f"{world_size} processes that share it; launch a divisor of it, or pass --micro-batch-size a "
+            f"multiple of {world_size}"
+        )
 
 
 def _evaluate_rows(

@@ -30,6 +30,7 @@ class TrainSummary:
         wall_time_s: seconds of this call (a resumed run counts only its own part).
         warmup: warm-up statistics of the embedded model (None with --model).
         paths: config, metrics, tensorboard, checkpoints, model, plots, eval_before, eval_after, summary.
+        world_size: processes that trained (torchrun / accelerate launch; 1 without a launcher).
     """
 
     run_dir: Path
@@ -42,6 +43,7 @@ class TrainSummary:
     wall_time_s: float
     warmup: dict[str, Any] | None = None
     paths: dict[str, str] = field(default_factory=dict)
+    world_size: int = 1
 
     def to_dict(self, *, per_prompt: bool = False) -> dict[str, Any]:
         """JSON-ready dict; per-prompt evaluation results only when `per_prompt`."""
@@ -62,6 +64,7 @@ class TrainSummary:
             "wall_time_s": self.wall_time_s,
             "warmup": self.warmup,
             "paths": self.paths,
+            "world_size": self.world_size,
         }
 
 

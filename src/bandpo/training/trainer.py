@@ -28,15 +28,16 @@ from bandpo.training.run_dir import prune_checkpoints
 __all__ = ["RunCallback", "RunTrainer", "build_trainer", "trl_arguments"]
 
 
-def trl_arguments(config: TrainConfig, checkpoint_dir: Path) -> BandPOConfig:
-    """TRL's arguments for `config`.
+def trl_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int = 1) -> BandPOConfig:
+    """TRL's arguments for `config`, run by `world_size` processes (torchrun / accelerate launch).
 
     TRL's units: a micro-batch of ``resolved_micro_batch_size`` completions per forward/backward pass,
     ``gradient_accumulation_steps`` of them per optimiser step (one minibatch), ``minibatches × that`` per
     generation batch (``steps_per_generation``), each generation batch used ``num_iterations`` times: so
     ``minibatches × num_iterations`` optimiser steps per RL step, whatever the micro-batch size. TRL's
     ``global_step`` counts optimiser steps, hence ``max_steps``, ``logging_steps`` and ``save_steps`` in
-    multiples of ``optimizer_steps_per_rl_step``.
+    multiples of ``optimizer_steps_per_rl_step``. With several processes each micro-batch is split between
+    them (TRL's batch sizes are per process), so the RL step and its optimiser steps stay those of one process.
     """
     opt_steps = config.optimizer_steps_per_rl_step
     accumulation = config.gradient_accumulation_steps
@@ -58,7 +59,7 @@ def trl_arguments(config: TrainConfig, checkpoint_dir: Path) -> BandPOConfig:
             top_k=0,
             max_completion_length=config.resolved_max_completion_length,
             num_generations=config.num_generations,
-            per_device_train_batch_size=config.resolved_micro_batch_size,
+            per_device_train_batch_size=config.resolved_micro_batch_size // world_size,
             gradient_accumulation_steps=accumulation,
             steps_per_generation=config.minibatches * accumulation,
             num_iterations=config.num_iterations,
@@ -120,7 +121,8 @@ class RunCallback(TrainerCallback):
         return control
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        prune_checkpoints(Path(args.output_dir), self.keep_checkpoints)
+        if state.is_world_process_zero:  # the process that writes checkpoints (one of several: the main one)
+            prune_checkpoints(Path(args.output_dir), self.keep_checkpoints)
         return control
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
@@ -137,13 +139,15 @@ def build_trainer(
     reward: GuardedReward,
     checkpoint_dir: Path,
     on_rl_step: Callable[[int, dict[str, Any]], None],
+    *,
+    world_size: int = 1,
 ) -> RunTrainer:
     """The trainer of one run: `train_rows` in order, `reward` as TRL's reward function, no printing."""
     dataset = Dataset.from_list([{"prompt": r.prompt, "answer": r.answer} for r in train_rows])
     trainer = RunTrainer(
         model=model,
         reward_funcs=[reward],
-        args=trl_arguments(config, checkpoint_dir),
+        args=trl_arguments(config, checkpoint_dir, world_size=world_size),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[RunCallback(config.optimizer_steps_per_rl_step, config.keep_checkpoints, on_rl_step)],

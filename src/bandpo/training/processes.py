@@ -1,0 +1,146 @@
+"""A run in several processes (``torchrun`` / ``accelerate launch``): who writes, who waits, and the warm-up.
+
+Every process trains (TRL and accelerate split each generation batch between them); only the main process
+(accelerate's ``PartialState().is_main_process``) writes the run directory, evaluates and prints, while the
+others wait at a barrier. The embedded model's warm-up runs once, on the main process, in a child Python
+process that sees no launcher variables (the warm-up's HF Trainer would otherwise wait for the other
+processes), and the others load it from the cache once it is there.
+
+In one process (no launcher) nothing here starts a process group: `Processes.single()` is what a plain
+``bandpo train`` gets, and every method is then a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LAUNCHER_VARIABLES", "WAIT_LIMIT", "Processes", "warm_up_in_child"]
+
+# how long a process waits at a barrier (or any collective) for the others: the main process's warm-up or
+# evaluation runs meanwhile (torch's own default, 10 minutes with NCCL, is too short for the paper preset)
+WAIT_LIMIT = timedelta(hours=2)
+
+# what torchrun / accelerate launch / MPI set to make a process one of several (accelerate reads these)
+LAUNCHER_VARIABLES: tuple[str, ...] = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "ROLE_NAME",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "PMI_SIZE",
+    "PMI_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MV2_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_RANK",
+)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """The processes of a run: how many, which one this is, and a barrier between them.
+
+    Attributes:
+        world_size: number of processes.
+        index: this process's rank (0 is the main process).
+        state: accelerate's ``PartialState`` (None in one process).
+    """
+
+    world_size: int = 1
+    index: int = 0
+    state: Any = None
+
+    @classmethod
+    def single(cls) -> Processes:
+        return cls()
+
+    @classmethod
+    def from_environment(cls) -> Processes:
+        """Several processes when a launcher set ``WORLD_SIZE`` > 1 or a process group is already running;
+        then accelerate's ``PartialState`` (gloo on CPU, its default on GPU) joins or starts the group (which the
+        HF Trainer then uses; a group it starts waits `WAIT_LIMIT` at a barrier)."""
+        import torch
+        import torch.distributed as dist
+
+        running = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if not running and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+            return cls.single()
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available(), timeout=WAIT_LIMIT)
+        if state.num_processes <= 1:
+            return cls.single()
+        return cls(world_size=state.num_processes, index=state.process_index, state=state)
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def share(self, value: Any) -> Any:
+        """The main process's `value`, on every process (pickled; `value` itself in one process)."""
+        if self.state is None:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def wait(self) -> None:
+        """Barrier: every process waits here until all of them arrive (nothing in one process)."""
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+
+def warm_up_in_child(config: Any, progress: bool) -> dict[str, Any] | None:
+    """Warm up (or find cached) the embedded model of `config` in a one-process child Python; its warm-up info.
+
+    The child runs `bandpo.training.policy.load_policy` without the launcher's variables, so the warm-up's
+    HF Trainer trains alone; its progress bar goes to this process's stderr. The child's error (a ValueError
+    naming the cache folder, say) is raised here again.
+    """
+    env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_VARIABLES}
+    source = str(Path(__file__).resolve().parents[2])  # the folder holding the bandpo package
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+    code = (
+        "import pickle, sys\n"
+        "from bandpo.training.environment import offline_environment, quiet_and_threads\n"
+        "from bandpo.training.policy import load_policy\n"
+        "config, progress = pickle.loads(sys.stdin.buffer.read())\n"
+        "try:\n"
+        "    with offline_environment(), quiet_and_threads(config.num_threads):\n"
+        "        info = load_policy(config, progress)[2]\n"
+        "except Exception as error:\n"
+        "    sys.stdout.buffer.write(pickle.dumps(error))\n"
+        "    sys.exit(1)\n"
+        "sys.stdout.buffer.write(pickle.dumps(info))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps((config, progress)), stdout=subprocess.PIPE, env=env
+    )
+    try:
+        result = pickle.loads(done.stdout)
+    except Exception:  # killed, or an error that does not unpickle: its traceback is on stderr above
+        result = None
+    if done.returncode == 0:
+        return result
+    if isinstance(result, Exception):
+        raise result
+    raise RuntimeError(
+        f"the warm-up of the embedded model failed in its child process (exit status {done.returncode}; "
+        "its error is printed above)"
+    )
