@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bandpo import methods
+from bandpo.method_params import MethodParameter, param
 from bandpo.methods import (
     BandMethod,
     BoundMethod,
@@ -19,7 +20,6 @@ from bandpo.methods import (
     RatioBounds,
     get_method,
     list_methods,
-    param,
 )
 
 BUILTINS = ("clip", "clip_higher", "dcpo", "band", "band_upper", "band_lower")
@@ -142,6 +142,20 @@ def test_register_a_declared_method(monkeypatch: pytest.MonkeyPatch) -> None:
         get_method("tight", eps=2)
 
 
+def test_a_parameter_not_declared_with_param_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class Undeclared(TightClip):
+        name: ClassVar[str] = "undeclared"
+        scale: float = 1.0  # a plain field: no help, no range
+
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    with pytest.raises(
+        TypeError, match=r"Undeclared.scale: declare method parameters with bandpo.method_params"
+    ):
+        methods.register_method("undeclared", Undeclared)
+    assert "undeclared" not in list_methods()
+
+
 def test_register_a_plain_factory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
 
@@ -158,7 +172,7 @@ def test_register_a_plain_factory(monkeypatch: pytest.MonkeyPatch) -> None:
         get_method("loose")
 
 
-def _bad_values(spec: methods.MethodParameter) -> list:
+def _bad_values(spec: MethodParameter) -> list:
     """Values outside the declared range of `spec`."""
     if spec.choices is not None:
         return ["nope", 3]
@@ -195,9 +209,15 @@ def test_band_fixed_sides_default_to_clip_higher() -> None:
     table = methods.method_defaults_table()
     for name in ("band", "band_upper", "band_lower"):
         assert {k: table[name][k] for k in ("eps_low", "eps_high")} == table["clip_higher"]
-    assert methods.parameter_help("eps_high").endswith(
-        "default: 0.2 for clip, dcpo; 0.28 for clip_higher, band, band_upper, band_lower"
-    )
+    # each default is listed once with the methods that have it (in whatever order they were registered)
+    text, defaults = methods.parameter_help("eps_high").split("; default: ")
+    helps = {spec.help for name in list_methods() for spec in methods.method_parameter_specs(name)}
+    assert text in helps  # one method's declared help, not a restatement
+    listed = {
+        value: set(names.split(", "))
+        for value, names in (part.split(" for ") for part in defaults.split("; "))
+    }
+    assert listed == {"0.2": {"clip", "dcpo"}, "0.28": {"clip_higher", "band", "band_upper", "band_lower"}}
     with pytest.raises(ValueError, match="no registered method takes"):
         methods.parameter_help("eps")
 

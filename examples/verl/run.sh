@@ -30,9 +30,15 @@ data_dir="${DATA_DIR:-$HOME/data/bandpo_math}"
 python="${PYTHON:-python3}"
 
 if [[ "$method" == bandpo ]]; then
-  # fail fast if the plugin is missing: verl swallows plugin import errors
-  "$python" -c "import verl; from verl.trainer.ppo.core_algos import get_policy_loss_fn; get_policy_loss_fn('bandpo')" \
-    || { echo "error: loss_mode=bandpo is not registered in verl; pip install 'bandpo[verl]' in this environment" >&2; exit 2; }
+  # fail fast if loss_mode=bandpo is not in verl's registry (verl swallows plugin import errors): the verl
+  # plugin check of `bandpo doctor`, which says why and how to fix it (the rest of doctor is about TRL)
+  "$python" -c "
+import sys
+from bandpo.commands.doctor import check_verl_plugin
+check = check_verl_plugin()
+if check.status != 'ok':
+    sys.exit(f'error: {check.detail}; fix: {check.fix or \"pip install bandpo[verl] in this environment\"}')
+" || { echo "error: loss_mode=bandpo cannot run with $python (see above; bandpo doctor checks it)" >&2; exit 2; }
 fi
 
 exec "$python" -m verl.trainer.main_ppo \

@@ -1,8 +1,8 @@
 """bandpo: Band-constrained Policy Optimization (BandPO, arXiv 2603.04918) for RL of language models.
 
-The maths is pure torch (`bandpo.band`, `bandpo.methods`, `bandpo.losses`, `bandpo.advantages`); engines
-(`bandpo.integrations.trl`, `bandpo.integrations.verl`) and the CLI sit on top. Public names are imported
-lazily so that `import bandpo` stays cheap and never pulls in a framework.
+The maths is pure torch (`bandpo.band`, `bandpo.methods`, `bandpo.losses`, `bandpo.regularizers`,
+`bandpo.advantages`); engines (`bandpo.integrations.trl`, `bandpo.integrations.verl`) and the CLI sit on top.
+Public names are imported lazily so that `import bandpo` stays cheap and never pulls in a framework.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ _EXPORTS: dict[str, str] = {
     "aggregate_loss": "bandpo.losses",
     "band_metrics": "bandpo.losses",
     "check_dual_clip_c": "bandpo.losses",
-    "kl_penalty": "bandpo.losses",
-    "entropy_from_logits": "bandpo.losses",
+    "kl_penalty": "bandpo.regularizers",
+    "entropy_from_logits": "bandpo.regularizers",
     "compute_advantages": "bandpo.advantages",
     "grpo_advantages": "bandpo.advantages",
     "dr_grpo_advantages": "bandpo.advantages",
@@ -109,8 +109,6 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy exports
         aggregate_loss,
         band_metrics,
         check_dual_clip_c,
-        entropy_from_logits,
-        kl_penalty,
         per_token_policy_loss,
         policy_loss,
         policy_metrics,
@@ -123,3 +121,4 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy exports
         method_defaults_table,
         register_method,
     )
+    from bandpo.regularizers import entropy_from_logits, kl_penalty

@@ -32,24 +32,21 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.utils.checkpoint
 from torch import Tensor
 
 from bandpo import metric_names as mn
+from bandpo.loss_inputs import check_logp_pair, check_values, prepare_advantages, prepare_bounds, prepare_mask
 from bandpo.methods import BoundMethod, RatioBounds, compute_dtype, resolve_method
 
 __all__ = [
     "AGG_MODES",
     "DUAL_CLIP_C",
-    "KL_KINDS",
     "LOG_RATIO_CLAMP",
     "PerTokenPolicyLoss",
     "PolicyLossOutput",
     "aggregate_loss",
     "band_metrics",
     "check_dual_clip_c",
-    "entropy_from_logits",
-    "kl_penalty",
     "per_token_policy_loss",
     "policy_loss",
     "policy_metrics",
@@ -58,17 +55,12 @@ __all__ = [
 LOG_RATIO_CLAMP = 20.0
 """|logp - old_logp| is clamped to this before exp (official code and verl use the same value)."""
 
-K3_CLAMP = 10.0
-"""The k3 KL estimate per token is clamped to [-K3_CLAMP, K3_CLAMP] (as verl's low_var_kl)."""
-
 AGG_MODES: tuple[str, ...] = (
     "token_mean",
     "seq_mean_token_mean",
     "seq_mean_token_sum",
     "seq_mean_token_sum_norm",
 )
-
-KL_KINDS: tuple[str, ...] = ("k1", "k2", "k3", "low_var_kl")
 
 DUAL_CLIP_C = 10.0
 """The dual-clip constant c of the paper's scripts: the default of every `dual_clip_c` (None disables it)."""
@@ -120,107 +112,7 @@ class PerTokenPolicyLoss:
     dual_clip_c: float | None = None
 
 
-# --- input checks ------------------------------------------------------------------------------------
-
-
-def _check_logp_pair(logp: Tensor, other: Tensor, other_name: str) -> None:
-    for name, t in (("logp", logp), (other_name, other)):
-        if not isinstance(t, Tensor) or not t.is_floating_point():
-            raise TypeError(
-                f"{name} must be a floating-point tensor of per-token log-probabilities, got "
-                f"{type(t).__name__}{f' of dtype {t.dtype}' if isinstance(t, Tensor) else ''}"
-            )
-    if logp.dim() != 2:
-        raise ValueError(
-            f"logp must have shape (B, T) (batch, completion tokens), got {tuple(logp.shape)}; for a single "
-            "sequence use logp.unsqueeze(0), for (B, T, 1) use logp.squeeze(-1)"
-        )
-    if other.shape != logp.shape:
-        raise ValueError(
-            f"{other_name} must have the same shape as logp {tuple(logp.shape)}, got {tuple(other.shape)}; "
-            "both are log-probabilities of the same sampled tokens"
-        )
-
-
-def _prepare_mask(mask: Tensor, shape: torch.Size, *, validate: bool = True) -> Tensor:
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be a (B, T) tensor (bool or 0/1), got {type(mask).__name__}")
-    if mask.shape != shape:
-        raise ValueError(
-            f"mask must have the same shape as logp {tuple(shape)}, got {tuple(mask.shape)}; it marks the "
-            "valid completion tokens (True/1) vs padding (False/0)"
-        )
-    if mask.dtype == torch.bool or not validate:
-        return mask if mask.dtype == torch.bool else mask != 0
-    binary = (mask == 0) | (mask == 1)
-    if not bool(binary.all()):  # one host sync, for non-bool masks only
-        bad = mask[~binary][0].item()
-        raise ValueError(
-            f"mask must hold only 0 and 1 (or be bool), got {bad}; a fractional or NaN mask is not a weight "
-            "here: pass mask.bool() for validity, and multiply per_token_loss by weights yourself"
-        )
-    return mask != 0
-
-
-def _prepare_advantages(advantages: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
-    if not isinstance(advantages, Tensor):
-        raise TypeError(
-            f"advantages must be a tensor of shape (B,) or (B, T), got {type(advantages).__name__}"
-        )
-    batch = shape[0]
-    if advantages.shape == (batch,):
-        advantages = advantages.unsqueeze(-1)  # (B, 1), broadcast over tokens
-    elif advantages.shape == (batch, 1) or advantages.shape == shape:
-        pass
-    else:
-        raise ValueError(
-            f"advantages must have shape (B,) = ({batch},) (one per sequence) or (B, T) = {tuple(shape)} (one "
-            f"per token), got {tuple(advantages.shape)}; GRPO advantages from bandpo.advantages are (B,)"
-        )
-    return advantages.detach().to(dtype).expand(shape)  # (B, T)
-
-
-def _prepare_bounds(
-    bounds: RatioBounds | tuple[Tensor | float, Tensor | float], shape: torch.Size, like: Tensor
-) -> RatioBounds:
-    if not isinstance(bounds, tuple) or len(bounds) != 2:
-        raise TypeError("bounds must be a RatioBounds or a (ratio_low, ratio_high) pair of tensors or floats")
-    out = []
-    for name, value in zip(("ratio_low", "ratio_high"), bounds, strict=True):
-        # a Python float goes straight to the compute dtype (not through float32 first)
-        t = torch.as_tensor(
-            value, dtype=None if isinstance(value, Tensor) else like.dtype, device=like.device
-        )
-        t = t.detach().to(like.dtype)
-        try:
-            torch.broadcast_shapes(t.shape, shape)
-        except RuntimeError:
-            raise ValueError(
-                f"bounds.{name} must have the shape of logp {tuple(shape)} (or broadcast to it), got "
-                f"{tuple(t.shape)}; compute bounds from old_logp of the same batch"
-            ) from None
-        out.append(t.expand(shape))
-    return RatioBounds(out[0], out[1])
-
-
-def _check_values(adv: Tensor, low: Tensor, high: Tensor, mask: Tensor) -> None:
-    """Refuse non-finite advantages and NaN or crossed bounds on valid tokens (one host sync)."""
-    bad_adv = mask & ~torch.isfinite(adv)  # (B, T)
-    bad_bounds = mask & ~(low <= high)  # (B, T); NaN bounds compare False
-    flags = torch.stack([bad_adv.any(), bad_bounds.any()]).tolist()
-    if flags[0]:
-        row, col = bad_adv.nonzero()[0].tolist()
-        raise ValueError(
-            f"advantages must be finite on valid tokens, got {adv[row, col].item()} at (row {row}, token {col}); "
-            "an infinite advantage gives an infinite gradient: check the rewards and the std normalisation"
-        )
-    if flags[1]:
-        row, col = bad_bounds.nonzero()[0].tolist()
-        raise ValueError(
-            f"bounds must satisfy ratio_low <= ratio_high on valid tokens, got [{low[row, col].item()}, "
-            f"{high[row, col].item()}] at (row {row}, token {col}); build bounds with a bound method "
-            "(bandpo.get_method) or pass (low, high) with low <= high, and no NaN old_logp on valid tokens"
-        )
+# --- the dual-clip constant --------------------------------------------------------------------------
 
 
 def check_dual_clip_c(value: float | None, name: str = "dual_clip_c") -> float | None:
@@ -274,7 +166,7 @@ def aggregate_loss(per_token_loss: Tensor, mask: Tensor, agg: str, *, max_len: i
     """
     if per_token_loss.dim() != 2:
         raise ValueError(f"per_token_loss must have shape (B, T), got {tuple(per_token_loss.shape)}")
-    mask = _prepare_mask(mask, per_token_loss.shape)
+    mask = prepare_mask(mask, per_token_loss.shape)
     if agg not in AGG_MODES:
         raise ValueError(f"unknown aggregation {agg!r}; valid modes: {list(AGG_MODES)}")
     masked = torch.where(mask, per_token_loss, 0.0)  # (B, T)
@@ -329,16 +221,16 @@ def per_token_policy_loss(
         `PerTokenPolicyLoss`: the (B, T) per-token loss (0 on padding) and the detached ratio, log-ratio,
         advantages, mask and bounds that `policy_metrics` reads (nothing is recomputed there).
     """
-    _check_logp_pair(logp, old_logp, "old_logp")
+    check_logp_pair(logp, old_logp, "old_logp")
     shape = logp.shape
     dtype = compute_dtype(logp.dtype)
-    mask = _prepare_mask(mask, shape, validate=validate)
-    adv = _prepare_advantages(advantages, shape, dtype)
+    mask = prepare_mask(mask, shape, validate=validate)
+    adv = prepare_advantages(advantages, shape, dtype)
     c = check_dual_clip_c(dual_clip_c)
     zero = torch.zeros((), dtype=dtype, device=logp.device)
-    low, high = _prepare_bounds(bounds, shape, zero)  # detached, (B, T) views
+    low, high = prepare_bounds(bounds, shape, zero)  # detached, (B, T) views
     if validate:
-        _check_values(adv, low, high, mask)
+        check_values(adv, low, high, mask)
     adv = torch.where(mask, adv, zero)  # (B, T)
 
     diff = logp.to(dtype) - old_logp.detach().to(dtype)  # (B, T)
@@ -400,7 +292,7 @@ def policy_loss(
     """
     if agg not in AGG_MODES:
         raise ValueError(f"unknown aggregation {agg!r}; valid modes: {list(AGG_MODES)}")
-    _check_logp_pair(logp, old_logp, "old_logp")
+    check_logp_pair(logp, old_logp, "old_logp")
     if bounds is None:
         bounds = resolve_method(method)(old_logp)
     terms = per_token_policy_loss(
@@ -508,84 +400,3 @@ def band_metrics(
         logp.detach(), old_logp, advantages, mask, bounds, dual_clip_c=dual_clip_c, validate=validate
     )
     return policy_metrics(terms, bin_counts=True)
-
-
-# --- KL to a reference policy and entropy ------------------------------------------------------------
-
-
-def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
-    """Per-token estimate of KL(π_θ‖π_ref) from tokens sampled from π_θ (Schulman's k1/k2/k3).
-
-    With d = logp - ref_logp:
-        k1 = d (unbiased, high variance, can be negative),
-        k2 = d²/2,
-        k3 = "low_var_kl" = exp(-d) + d - 1 (unbiased, >= 0; the BandPO paper uses it with weight 0.001).
-
-    Notes:
-        For k3, -d is clamped to [-20, 20] before exp and the result to [-10, 10], as verl's low_var_kl
-        does: a token 20 nats off the reference would otherwise give a loss of e^20. The result is per
-        token, shape of `logp`, in float32 at least; aggregate it with `aggregate_loss`. Gradients flow to
-        `logp` only (`ref_logp` is detached).
-    """
-    if kind not in KL_KINDS:
-        raise ValueError(f"unknown KL estimator {kind!r}; valid kinds: {list(KL_KINDS)}")
-    for name, t in (("logp", logp), ("ref_logp", ref_logp)):
-        if not isinstance(t, Tensor) or not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor of per-token log-probabilities")
-    if ref_logp.shape != logp.shape:
-        raise ValueError(
-            f"ref_logp must have the same shape as logp {tuple(logp.shape)}, got {tuple(ref_logp.shape)}"
-        )
-    dtype = compute_dtype(logp.dtype)
-    d = logp.to(dtype) - ref_logp.detach().to(dtype)
-    if kind == "k1":
-        return d
-    if kind == "k2":
-        return 0.5 * d.square()
-    neg = (-d).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    return (neg.exp() - neg - 1.0).clamp(-K3_CLAMP, K3_CLAMP)
-
-
-def _entropy_chunk(logits: Tensor, dtype: torch.dtype) -> Tensor:
-    x = logits.to(dtype)  # (n, V)
-    logprobs = torch.log_softmax(x, dim=-1)
-    probs = logprobs.exp()
-    # tokens with logit -inf (e.g. top-k masked) have p = 0 and contribute 0, not 0·(-inf) = NaN
-    return -(probs * logprobs.masked_fill(probs == 0, 0.0)).sum(dim=-1)  # (n,)
-
-
-def entropy_from_logits(logits: Tensor, chunk_size: int = 256) -> Tensor:
-    """Entropy of softmax(logits) over the last dim, computed `chunk_size` tokens at a time.
-
-    Args:
-        logits: (..., V) unnormalised logits, any floating dtype.
-        chunk_size: tokens per chunk of the flattened leading dims. Peak extra memory is about
-            4 × chunk_size × V × 4 bytes (≈ 0.6 GB at the default 256 for a 150k vocabulary) instead of the
-            same for all tokens at once.
-
-    Returns:
-        (...) entropy in nats, in float32 (float64 for float64 logits).
-
-    Notes:
-        Equals the naive `-(softmax(x) * log_softmax(x)).sum(-1)` (tested). When gradients are needed, each
-        chunk is recomputed in backward (activation checkpointing) so the memory bound still holds.
-        Logits of -inf are allowed (zero-probability tokens contribute 0).
-    """
-    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() < 1:
-        raise TypeError("logits must be a floating-point tensor of shape (..., V)")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    dtype = compute_dtype(logits.dtype)
-    lead = logits.shape[:-1]
-    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
-    need_grad = torch.is_grad_enabled() and logits.requires_grad
-    parts = []
-    for start in range(0, flat.shape[0], chunk_size):
-        chunk = flat[start : start + chunk_size]
-        if need_grad:
-            parts.append(torch.utils.checkpoint.checkpoint(_entropy_chunk, chunk, dtype, use_reentrant=False))
-        else:
-            parts.append(_entropy_chunk(chunk, dtype))
-    if not parts:
-        return torch.zeros(lead, dtype=dtype, device=logits.device)
-    return torch.cat(parts).reshape(lead)  # (...)

@@ -26,9 +26,9 @@ Built-in methods (snake_case names, the same in code, config, CLI and metric pre
 - `band_lower` (`BandLowerMethod`): the reverse ablation, Band's lower side with the fixed upper side.
 
 One source for every default: each built-in is a frozen dataclass whose fields are its parameters, declared
-with `param(default, help, range)`. The registry's validation (`__post_init__`), `method_parameters`,
-`method_parameter_specs`, `method_defaults_table` and `parameter_help` (what the CLI, `TrainConfig` and the
-engine configs show) are all read from those fields. `bandpo train --help` lists every default.
+with `bandpo.method_params.param(default, help, range)`. The registry's validation (`__post_init__`),
+`method_parameters`, `method_parameter_specs`, `method_defaults_table` and `parameter_help` (what the CLI,
+`TrainConfig` and the engine configs show) are all read from those fields. `bandpo train --help` lists every default.
 
 Every method object has `.name` (its registry name), `.params` (a JSON-serialisable dict such that
 `get_method(m.name, **m.params)` rebuilds it) and is called as `m(old_logp) -> RatioBounds`.
@@ -47,16 +47,16 @@ from __future__ import annotations
 
 import abc
 import inspect
-import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
 from bandpo.band import DELTA_MAX, DELTA_MIN, band_bounds, get_divergence
+from bandpo.method_params import MethodParameter, declared_parameters, default_of, param
 
 __all__ = [
     "SIDES",
@@ -68,7 +68,6 @@ __all__ = [
     "DCPOMethod",
     "DeclaredMethod",
     "FixedClipMethod",
-    "MethodParameter",
     "RatioBounds",
     "compute_dtype",
     "get_method",
@@ -76,7 +75,6 @@ __all__ = [
     "method_defaults_table",
     "method_parameter_specs",
     "method_parameters",
-    "param",
     "parameter_help",
     "register_method",
     "resolve_method",
@@ -135,104 +133,6 @@ class BoundMethod(abc.ABC):
             return RatioBounds(low, high)
 
 
-# --- parameters, declared once -----------------------------------------------------------------------
-
-_PARAM_KEY = "bandpo_parameter"
-
-
-@dataclass(frozen=True, kw_only=True)
-class MethodParameter:
-    """One parameter of a bound method: its default, what it means and its valid values.
-
-    Declared once, as the metadata of a method dataclass's field (`param`); the method's validation, the
-    registry's parameter lists and every help text that shows a default are read from it.
-
-    Attributes:
-        name: the field name (also the config key and, with dashes, the CLI flag).
-        default: the default value; its type (float, bool or str) is the parameter's type.
-        help: one line: what the parameter does.
-        low, high: closed bounds of a numeric parameter (None: unbounded); `low_open` / `high_open` exclude
-            the end point.
-        choices: the valid values of a str parameter with a fixed set.
-    """
-
-    name: str
-    default: Any
-    help: str
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[str, ...] | None = None
-
-    @property
-    def kind(self) -> type:
-        """float, bool or str (an int default counts as float: numeric parameters accept ints)."""
-        return float if type(self.default) is int else type(self.default)
-
-    @property
-    def valid(self) -> str:
-        """The valid values in words, e.g. "a number in [0, 1]" or "one of ['band', 'fixed']"."""
-        if self.choices is not None:
-            return f"one of {list(self.choices)}"
-        if self.kind is bool:
-            return "True or False"
-        if self.kind is float:
-            low = -math.inf if self.low is None else self.low
-            high = math.inf if self.high is None else self.high
-            return f"a number in {'(' if self.low_open else '['}{low:g}, {high:g}{')' if self.high_open else ']'}"
-        return f"a {self.kind.__name__}"
-
-    def check(self, owner: str, value: Any) -> None:
-        """Raise a ValueError naming `owner`, the parameter, the bad value and the valid values."""
-        ok = True
-        if self.kind is bool:
-            ok = isinstance(value, bool)
-        elif self.kind is float:
-            ok = not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
-            if ok and self.low is not None:
-                ok = value > self.low if self.low_open else value >= self.low
-            if ok and self.high is not None:
-                ok = value < self.high if self.high_open else value <= self.high
-        else:
-            ok = isinstance(value, self.kind)
-        if ok and self.choices is not None:
-            ok = value in self.choices
-        if not ok:
-            raise ValueError(
-                f"{owner}: {self.name} must be {self.valid}, got {value!r} (default {self.default!r}; "
-                f"{self.help})"
-            )
-
-
-def param(
-    default: Any,
-    help: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    choices: tuple[str, ...] | None = None,
-) -> Any:
-    """A method dataclass field: its default plus the `MethodParameter` metadata that everything reads."""
-    spec = {
-        "default": default,
-        "help": help,
-        "low": low,
-        "high": high,
-        "low_open": low_open,
-        "high_open": high_open,
-        "choices": choices,
-    }
-    return field(default=default, metadata={_PARAM_KEY: spec})
-
-
-def _default_of(cls: type, name: str) -> Any:
-    """The declared default of field `name` of method dataclass `cls` (to reuse a default, not restate it)."""
-    return cls.__dataclass_fields__[name].default
-
-
 @dataclass(frozen=True, kw_only=True)
 class DeclaredMethod(BoundMethod):
     """A bound method whose parameters are its dataclass fields, declared with `param`.
@@ -251,15 +151,7 @@ class DeclaredMethod(BoundMethod):
     @classmethod
     def parameters(cls) -> tuple[MethodParameter, ...]:
         """The declared parameters, in field order."""
-        out = []
-        for f in fields(cls):
-            if f.init:
-                if _PARAM_KEY not in f.metadata:
-                    raise TypeError(
-                        f"{cls.__name__}.{f.name}: declare method parameters with bandpo.methods.param"
-                    )
-                out.append(MethodParameter(name=f.name, **f.metadata[_PARAM_KEY]))
-        return tuple(out)
+        return declared_parameters(cls)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -346,13 +238,13 @@ class BandMethod(DeclaredMethod):
     ratio_max: float = param(10.0, "cap on the upper bound (official upper_bound_max; inf: no cap)", low=1.0)
     relax: bool = param(False, "union with the fixed interval [1 - eps_low, 1 + eps_high] (official relax)")
     eps_low: float = param(
-        _default_of(ClipHigherMethod, "eps_low"),
+        default_of(ClipHigherMethod, "eps_low"),
         "fixed lower side 1 - eps_low (Clip-Higher's), used by lower_side=fixed and relax",
         low=0.0,
         high=1.0,
     )
     eps_high: float = param(
-        _default_of(ClipHigherMethod, "eps_high"),
+        default_of(ClipHigherMethod, "eps_high"),
         "fixed upper side 1 + eps_high (Clip-Higher's), used by upper_side=fixed and relax",
         low=0.0,
     )

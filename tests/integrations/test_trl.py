@@ -24,8 +24,9 @@ from bandpo.integrations.trl import (
     BandPOTrainer,
     every_method_identical,
 )
-from bandpo.losses import aggregate_loss, band_metrics, kl_penalty, policy_loss
+from bandpo.losses import aggregate_loss, band_metrics, policy_loss
 from bandpo.methods import get_method
+from bandpo.regularizers import kl_penalty
 from bandpo.training.model import build_tiny_model
 from bandpo.training.tokenizer import build_char_tokenizer
 

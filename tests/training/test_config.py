@@ -174,9 +174,25 @@ def test_one_optimiser_step_per_rollout_batch_warns():
         TrainConfig(num_iterations=1, minibatches=1)
 
 
-def test_aggregation_names_have_one_source():
+@pytest.mark.parametrize(
+    "agg", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"]
+)
+def test_train_accepts_exactly_the_loss_aggregations_trl_runs(agg):
+    """An aggregation of `bandpo.losses` is accepted iff TRL has a loss type for it; the rest are refused
+    up front (naming agg and the valid ones), not by TRL after the run directory is written."""
     from bandpo import losses
-    from bandpo.training.config import AGG_MODES, AGG_TO_LOSS_TYPE
+    from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 
-    assert tuple(AGG_TO_LOSS_TYPE) == AGG_MODES
-    assert set(AGG_MODES) <= set(losses.AGG_MODES)
+    assert agg in losses.AGG_MODES
+    if agg == "seq_mean_token_sum":  # no TRL loss type sums over tokens without a constant divisor
+        assert agg not in AGG_TO_LOSS_TYPE
+        with pytest.raises(
+            ValueError, match=r"^agg='seq_mean_token_sum' is not valid; use one of \['token_mean'"
+        ):
+            TrainConfig(agg=agg)
+    else:
+        assert TrainConfig(agg=agg).agg == agg and agg in AGG_TO_LOSS_TYPE
+
+
+def test_default_aggregation_is_the_papers():
+    assert TrainConfig().agg == "seq_mean_token_mean" == TrainConfig.from_preset("paper").agg

@@ -89,7 +89,8 @@ from bandpo.integrations.trl_check import (
     check_split_carries_bounds,
     mechanism_error,
 )
-from bandpo.losses import AGG_MODES, LOG_RATIO_CLAMP, band_metrics, check_dual_clip_c
+from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
+from bandpo.losses import LOG_RATIO_CLAMP, band_metrics, check_dual_clip_c
 from bandpo.methods import BoundMethod, get_method
 
 __all__ = [
@@ -104,16 +105,6 @@ __all__ = [
 ]
 
 COMPATIBLE_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
-_LOSS_TYPE_OF_AGG = {
-    "seq_mean_token_mean": "grpo",
-    "token_mean": "bnpo",
-    "seq_mean_token_sum_norm": "dr_grpo",
-}
-AGG_TO_LOSS_TYPE: dict[str, str] = {
-    agg: _LOSS_TYPE_OF_AGG[agg] for agg in AGG_MODES if agg in _LOSS_TYPE_OF_AGG
-}
-"""`bandpo.losses.AGG_MODES` names that TRL implements, and TRL's ``loss_type`` for each
-(``seq_mean_token_sum`` has none)."""
 _AGG_OF_LOSS_TYPE = {**{loss_type: agg for agg, loss_type in AGG_TO_LOSS_TYPE.items()}, "dapo": "token_mean"}
 MAX_OPTIMIZER_STEPS_PER_GENERATION = 16
 """Above this many optimiser steps per generation batch (steps_per_generation × num_iterations /

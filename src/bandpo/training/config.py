@@ -30,20 +30,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 from bandpo.losses import AGG_MODES as LOSS_AGG_MODES
 from bandpo.losses import DUAL_CLIP_C, check_dual_clip_c
 from bandpo.methods import list_methods, method_defaults_table, method_parameters
 from bandpo.training.tasks import EMBEDDED_TASKS
 
-__all__ = ["AGG_MODES", "AGG_TO_LOSS_TYPE", "PRESETS", "REWARD_NAMES", "SCALE_REWARDS", "TrainConfig"]
+__all__ = ["AGG_MODES", "PRESETS", "REWARD_NAMES", "SCALE_REWARDS", "TrainConfig"]
 
-AGG_TO_LOSS_TYPE: dict[str, str] = {
-    "token_mean": "bnpo",
-    "seq_mean_token_mean": "grpo",
-    "seq_mean_token_sum_norm": "dr_grpo",
-}
-"""`bandpo.losses` aggregation names that TRL implements, and TRL's ``loss_type`` for each (the single source:
-`bandpo.integrations.trl` re-exports it; `losses.AGG_MODES`' ``seq_mean_token_sum`` has no TRL loss type)."""
 AGG_MODES: tuple[str, ...] = tuple(mode for mode in LOSS_AGG_MODES if mode in AGG_TO_LOSS_TYPE)
 """The aggregations `bandpo train` offers: `bandpo.losses.AGG_MODES` (the one list) less those TRL, which runs
 the training loop, has no ``loss_type`` for (``seq_mean_token_sum``)."""
