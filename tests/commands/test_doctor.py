@@ -66,6 +66,8 @@ def test_warmup_cache_entries_and_broken_ones(tmp_path):
     warmup = tmp_path / "warmup"
     (warmup / "abc").mkdir(parents=True)
     (warmup / "abc" / "warmup.json").write_text(json.dumps({"accuracy": 0.4, "steps": 120, "seconds": 3.0}))
+    (warmup / "abc.lock").write_text("")  # the warm-up's flock file: part of a healthy cache
+    assert [check.status for check in doctor.check_warmup_cache(tmp_path)] == [doctor.OK]
     assert _by_name(doctor.check_warmup_cache(tmp_path))["warm-up cache"].status == doctor.OK
 
     (warmup / "broken").mkdir()  # a directory without warmup.json

@@ -242,6 +242,8 @@ def check_warmup_cache(root: Path | None = None) -> list[Check]:
     checks = []
     entries = []
     for entry in sorted(warmup.iterdir()):
+        if entry.suffix == ".lock" and entry.is_file():  # the warm-up's flock file beside its entry
+            continue
         if entry.name.startswith("."):
             checks.append(
                 Check(

@@ -213,7 +213,7 @@ def run_bandit(
     progress: Callable[[int, int], None] | None = None,
 ) -> BanditRun:
     """Train one method on every seed of a scenario at once; `progress(step, steps)` is called after each step."""
-    from bandpo.losses import entropy_from_logits
+    from bandpo.regularizers import entropy_from_logits
 
     start = time.perf_counter()
     seeds = tuple(int(seed) for seed in seeds)

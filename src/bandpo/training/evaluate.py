@@ -126,7 +126,7 @@ def evaluate(
     """
     import torch
 
-    from bandpo.losses import entropy_from_logits
+    from bandpo.regularizers import entropy_from_logits
 
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")
