@@ -18,7 +18,8 @@ from bandpo.band import (
     register_divergence,
 )
 from bandpo.band import divergences as divergences_module
-from bandpo.band.divergences import solve_p_one_limit
+from bandpo.band import generator as generator_module
+from bandpo.band.generator import solve_p_one_limit
 from bandpo.band.solver import solve_bounds
 
 BUILTINS = ["kl", "reverse_kl", "tv", "chi2", "neyman_chi2", "hellinger", "js"]
@@ -220,13 +221,13 @@ def test_alpha_limits() -> None:
 def test_p_one_limit_is_solved_once_per_divergence_and_delta(monkeypatch: pytest.MonkeyPatch) -> None:
     """r* without a closed form is an ~80-step scalar bisection: it must not run on every `band_bounds` call."""
     calls: list[float] = []
-    real = divergences_module.solve_p_one_limit
+    real = generator_module.solve_p_one_limit
 
     def counting(divergence: Divergence, delta: float) -> float:
         calls.append(delta)
         return real(divergence, delta)
 
-    monkeypatch.setattr(divergences_module, "solve_p_one_limit", counting)
+    monkeypatch.setattr(generator_module, "solve_p_one_limit", counting)
     user = Divergence("user_js_cached", USER_COPIES["js"])
     logp = _logp()
     first = band_bounds(logp, delta=0.05, divergence=user)

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from bandpo.band._numerics import round_once
-from bandpo.band.divergences import Divergence, get_divergence
+from bandpo.band.divergences import get_divergence
+from bandpo.band.generator import Divergence
 from bandpo.band.solver import solve_bounds
 
 __all__ = [

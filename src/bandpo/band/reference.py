@@ -20,7 +20,8 @@ import math
 import torch
 from torch import Tensor
 
-from bandpo.band.divergences import Divergence, get_divergence
+from bandpo.band.divergences import get_divergence
+from bandpo.band.generator import Divergence
 
 __all__ = ["BISECTION_STEPS", "reference_bounds"]
 

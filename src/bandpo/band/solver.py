@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from bandpo.band._numerics import LOG_FLOOR, log1mexp
-from bandpo.band.divergences import Divergence, solve_p_one_limit  # re-exported: its old home
+from bandpo.band.generator import Divergence, solve_p_one_limit  # re-exported: its old home
 
 __all__ = ["BISECTION_STEPS", "FALSI_STEPS", "X_MAX", "solve_bounds", "solve_p_one_limit"]
 
