@@ -325,3 +325,41 @@ def test_summary_reports_the_mean_reward_of_the_first_and_last_steps(finished_ru
     first, last = (float(value) for value in line.split()[-2:])
     assert first == pytest.approx(sum(rewards[:2]) / 2, abs=5e-4)
     assert last == pytest.approx(sum(rewards[-2:]) / 2, abs=5e-4)
+
+
+def _train_reward_gain(cache_dir: Path, run_dir: Path, learning_rate: float) -> float:
+    """Mean training reward of the last 4 RL steps minus the first 4, on 4 fixed prompts seen every step."""
+    from bandpo.training import task
+
+    problems = task.sample_train_problems(4, seed=0)
+    dataset = run_dir.parent / f"{run_dir.name}-prompts.jsonl"
+    dataset.write_text("".join(json.dumps({"prompt": p.prompt, "answer": p.prompt}) + "\n" for p in problems))
+    config = _small_config(
+        cache_dir,
+        run_dir,
+        dataset=str(dataset),
+        reward="countdown",
+        max_steps=24,
+        prompts_per_step=4,
+        num_generations=8,
+        learning_rate=learning_rate,
+        save_every=24,
+        eval_prompts=1,  # no held-out row among 4 training prompts: nothing is evaluated
+        warmup_max_steps=150,
+    )
+    train(config, progress=False)
+    rewards = [r[mn.TRAIN_REWARD] for r in read_metrics(run_dir / "metrics.jsonl") if mn.TRAIN_REWARD in r]
+    assert len(rewards) == 24
+    return sum(rewards[-4:]) / 4 - sum(rewards[:4]) / 4
+
+
+def test_learns_the_prompts_it_trains_on(cache_dir, tmp_path):
+    """Training reward rises well beyond its noise on prompts seen every step, and not without learning.
+
+    On the development CPU (AMD EPYC) the gain was +0.36 with learning and -0.12 with a learning rate of 1e-12
+    (the negative control: step-to-step noise of 4 prompts x 8 samples), so the thresholds sit between them.
+    """
+    learned = _train_reward_gain(cache_dir, tmp_path / "learning", learning_rate=1e-3)
+    frozen = _train_reward_gain(cache_dir, tmp_path / "frozen", learning_rate=1e-12)
+    assert learned > 0.25, f"training reward rose by only {learned:.3f} over 24 steps"
+    assert frozen < 0.15, f"reward rose by {frozen:.3f} with learning rate 1e-12"
