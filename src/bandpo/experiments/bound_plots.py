@@ -21,14 +21,20 @@ from pathlib import Path
 import torch
 
 from bandpo.experiments.report import import_pyplot, save_figure
+from bandpo.methods import method_defaults_table
 
 __all__ = ["BASELINES", "band_label", "plot_bound_curves", "plot_bounds", "plot_clip_regions"]
 
+_DEFAULTS = method_defaults_table()
 BASELINES: tuple[tuple[str, str], ...] = (
-    ("clip", "clip 0.2"),
-    ("clip_higher", "Clip-Higher 0.2/0.28"),
+    ("clip", f"clip {_DEFAULTS['clip']['eps_high']:g}"),
+    (
+        "clip_higher",
+        f"Clip-Higher {_DEFAULTS['clip_higher']['eps_low']:g}/{_DEFAULTS['clip_higher']['eps_high']:g}",
+    ),
     ("dcpo", "DCPO"),
 )
+"""(method, legend label) of the fixed baselines drawn beside Band; labels show the declared defaults."""
 _BASELINE_STYLE = {"clip": ("k", "--"), "clip_higher": ("0.45", "-."), "dcpo": ("tab:brown", ":")}
 
 
