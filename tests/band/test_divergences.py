@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import mpmath
 import pytest
@@ -17,21 +16,11 @@ from bandpo.band import (
     list_divergences,
     register_divergence,
 )
-from bandpo.band import divergences as divergences_module
 from bandpo.band import generator as generator_module
 from bandpo.band.generator import solve_p_one_limit
 from bandpo.band.solver import solve_bounds
 
 BUILTINS = ["kl", "reverse_kl", "tv", "chi2", "neyman_chi2", "hellinger", "js"]
-
-
-@pytest.fixture
-def registry() -> Iterator[None]:
-    """Restore the registry after a test that registers names."""
-    saved = dict(divergences_module._REGISTRY)
-    yield
-    divergences_module._REGISTRY.clear()
-    divergences_module._REGISTRY.update(saved)
 
 
 def _logp() -> torch.Tensor:

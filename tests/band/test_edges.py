@@ -5,7 +5,6 @@ user divergences that were wrongly refused or wrongly accepted. Each test failed
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
@@ -24,7 +23,6 @@ from bandpo.band import (
     logp_tolerance,
     register_divergence,
 )
-from bandpo.band import divergences as divergences_module
 from bandpo.band._numerics import round_once
 from bandpo.cli import main
 from bandpo.methods import get_method
@@ -32,14 +30,6 @@ from bandpo.methods import get_method
 ALL = [*list_divergences()[:7], "alpha:0.5", "alpha:2", "alpha:-1"]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 ISSUE_LOGP = torch.log(torch.tensor([0.01, 0.08, 0.5, 0.9], dtype=torch.float64))
-
-
-@pytest.fixture
-def registry() -> Iterator[None]:
-    saved = dict(divergences_module._REGISTRY)
-    yield
-    divergences_module._REGISTRY.clear()
-    divergences_module._REGISTRY.update(saved)
 
 
 # --- δ range --------------------------------------------------------------------------------------------
