@@ -10,8 +10,9 @@ single-threaded runs on two cores take about their CPU time each:
 
 and the same figure times the wall/CPU ratio measured here (the machine's load at the time). With ``--full``
 it runs the comparison itself (``bandpo compare``) and prints its wall time. A short sample's CPU per RL step
-includes the trainer's set-up (about 0.05 s per step at 40 steps): ``--sample-steps 250`` gives the exact figure. The CPU model is printed beside
-every figure.
+includes the trainer's set-up (about 0.05 s per step at 40 steps): ``--sample-steps 250`` gives the exact
+figure. It also prints the floor: the comparison's wall time if only the model's own arithmetic (forward,
+backward, sampling, optimiser: `MODEL_PHASES`) took time. The CPU model is printed beside every figure.
 
     PYTHONPATH=src .venv/bin/python benchmarks/compare_budget.py                 # 40-step sample, projection
     PYTHONPATH=src .venv/bin/python benchmarks/compare_budget.py --sample-steps 250
@@ -34,6 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_train import cpu_model
 
 TARGET_S = 30 * 60.0
+# profile_train phases that are the model's own arithmetic (forward, backward, sampling, optimiser): what is
+# left of an RL step if every other cost (TRL, HF Trainer, rewards, metrics, logging) took no time at all
+MODEL_PHASES: tuple[str, ...] = (
+    "forward (log-probs)",
+    "backward",
+    "generate (rollout)",
+    "old log-probs",
+    "optimiser step",
+    "grad clip",
+)
 ARMS: tuple[str, ...] = ("clip", "clip_higher", "dcpo", "band", "band_upper", "band:ratio_max=inf")
 
 
@@ -93,12 +104,13 @@ def main() -> int:
         f"sample: 2 runs at once, {args.sample_steps} RL steps each, fresh warm-up each: {pair_wall:.1f} s wall"
     )
     print(f"{'run':12}{'wall s':>9}{'CPU s':>9}{'warm-up':>9}{'RL CPU':>9}{'/step':>8}{'rest':>8}")
-    per_step, rest, warmup, ratio = [], [], [], []
+    per_step, rest, warmup, ratio, model_step = [], [], [], [], []
     for run, name in zip(runs, ("band seed 0", "clip seed 1"), strict=True):
         cpu_s = run["profile"]["cpu_s"]
         warm, rl = cpu_s.get("warm-up", 0.0), cpu_s.get("rl (trainer.train)", 0.0)
         steps = run["profile"]["steps"]
         per_step.append(rl / steps)
+        model_step.append(sum(cpu_s.get(phase, 0.0) for phase in MODEL_PHASES) / steps)
         rest.append(run["cpu"] - warm - rl)
         warmup.append(warm)
         ratio.append(run["wall"] / run["cpu"])
@@ -118,6 +130,13 @@ def main() -> int:
     )
     print(
         f"at this sample's load (wall/CPU {mean(ratio):.2f}): {idle_wall * mean(ratio) / 60:.1f} min  [{cpu}]"
+    )
+    # the floor: the model's own arithmetic per RL step, everything else (and the warm-ups) free
+    floor_wall = args.arms * args.seeds * args.steps * mean(model_step) / args.jobs
+    print(
+        f"model arithmetic alone ({', '.join(MODEL_PHASES)}): {mean(model_step):.3f} s CPU per RL step of "
+        f"{mean(per_step):.3f} ({100 * mean(model_step) / mean(per_step):.0f}%); with every other cost and the "
+        f"warm-ups at zero the comparison would still take {floor_wall / 60:.1f} min  [{cpu}]"
     )
     return 0
 
