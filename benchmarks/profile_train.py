@@ -21,6 +21,7 @@ average printed with the result, and compare two settings side by side, not acro
     PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py                          # the default run
     PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --cold --max-steps 10   # fresh warm-up cache
     PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --json out.json -- --method clip
+    PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --max-steps 80 --fp32  # without bf16 autocast
 """
 
 from __future__ import annotations
@@ -190,11 +191,18 @@ def main() -> int:
         metavar="N",
         help="also profile the operators of RL steps 3 to 3+N with torch.profiler and print the top ones",
     )
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="switch TRL's CPU mixed precision (bf16 autocast, its default) off; changes the run's numbers",
+    )
     parser.add_argument("extra", nargs="*", help="bandpo train flags, after --  (e.g. -- --method clip)")
     args = parser.parse_args()
 
     timer = PhaseTimer()
     instrument(timer)
+    if args.fp32:
+        _without_mixed_precision()
     op_profile = _profile_ops(args.ops) if args.ops else None
     from bandpo.cli import main as bandpo_main
 
@@ -269,6 +277,19 @@ def main() -> int:
             )
         )
     return 0
+
+
+def _without_mixed_precision() -> None:
+    """TRL's `GRPOConfig` turns bf16 autocast on by default, also on a CPU: train in float32 instead."""
+    from trl import GRPOConfig
+
+    original = GRPOConfig.__post_init__
+
+    def post_init(self: Any) -> None:
+        self.bf16 = False
+        original(self)
+
+    GRPOConfig.__post_init__ = post_init
 
 
 def _profile_ops(steps: int) -> list[Any]:
