@@ -45,7 +45,14 @@ MODEL_PHASES: tuple[str, ...] = (
     "optimiser step",
     "grad clip",
 )
-ARMS: tuple[str, ...] = ("clip", "clip_higher", "dcpo", "band", "band_upper", "band:ratio_max=inf")
+ARMS: tuple[str, ...] = (
+    "clip",
+    "clip_higher",
+    "dcpo",
+    "band",
+    "band_upper",
+    "band:ratio_max=inf,dual_clip_c=20",  # the DPPO-equivalent arm of docs/results/lm-countdown-8
+)
 
 
 def _children_cpu() -> float:
