@@ -9,7 +9,8 @@ single-threaded runs on two cores take about their CPU time each:
     wall ~= (seeds x warm-up + arms x seeds x (rest + steps x CPU per RL step)) / jobs
 
 and the same figure times the wall/CPU ratio measured here (the machine's load at the time). With ``--full``
-it runs the comparison itself (``bandpo compare``) and prints its wall time. A short sample's CPU per RL step
+it runs the comparison itself (``bandpo compare``, ``--steps`` RL steps per run, ``--cold``: with a fresh warm-up
+cache) and prints its wall time. A short sample's CPU per RL step
 includes the trainer's set-up (about 0.05 s per step at 40 steps): ``--sample-steps 250`` gives the exact
 figure. It also prints the floor: the comparison's wall time if only the model's own arithmetic (forward,
 backward, sampling, optimiser: `MODEL_PHASES`) took time. The CPU model is printed beside every figure.
@@ -17,6 +18,7 @@ backward, sampling, optimiser: `MODEL_PHASES`) took time. The CPU model is print
     PYTHONPATH=src .venv/bin/python benchmarks/compare_budget.py                 # 40-step sample, projection
     PYTHONPATH=src .venv/bin/python benchmarks/compare_budget.py --sample-steps 250
     PYTHONPATH=src .venv/bin/python benchmarks/compare_budget.py --full --output-dir runs/budget
+    PYTHONPATH=src .venv/bin/python benchmarks/compare_budget.py --full --cold --steps 140 --output-dir runs/s140
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ def main() -> int:
     parser.add_argument("--sample-steps", type=int, default=40, help="RL steps of the two measured runs")
     parser.add_argument("--full", action="store_true", help="run the whole comparison with bandpo compare")
     parser.add_argument("--output-dir", type=Path, default=None, help="with --full: its output directory")
+    parser.add_argument(
+        "--cold", action="store_true", help="with --full: a fresh warm-up cache (every seed warms up)"
+    )
     args = parser.parse_args()
     cpu = cpu_model()
     load_before = os.getloadavg()[0]
@@ -153,13 +158,20 @@ def _full(args: argparse.Namespace, cpu: str, load_before: float) -> int:
     output = args.output_dir or Path(tempfile.mkdtemp(prefix="bandpo-budget-full-"))
     command = [sys.executable, "-m", "bandpo", "compare", "--methods", *methods, "--seeds", str(args.seeds)]
     command += ["--jobs", str(args.jobs), "--output-dir", str(output)]
-    cpu_before = _children_cpu()
-    start = time.perf_counter()
-    code = subprocess.run(command, check=False).returncode
-    wall = time.perf_counter() - start
+    if args.steps != 250:
+        command += ["--steps", str(args.steps)]
+    environment = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="bandpo-budget-cache-") as cache:
+        if args.cold:  # every seed warms up, as on a fresh machine
+            environment["BANDPO_CACHE"] = cache
+        cpu_before = _children_cpu()
+        start = time.perf_counter()
+        code = subprocess.run(command, check=False, env=environment).returncode
+        wall = time.perf_counter() - start
     print(f"CPU: {cpu}; load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
     print(
-        f"bandpo compare, {len(methods)} arms x {args.seeds} seeds, {args.jobs} at a time: {wall / 60:.1f} min wall, "
+        f"bandpo compare, {len(methods)} arms x {args.seeds} seeds, {args.steps} RL steps, {args.jobs} at a time, "
+        f"{'cold' if args.cold else 'shared'} warm-up cache: {wall / 60:.1f} min wall, "
         f"{(_children_cpu() - cpu_before) / 60:.1f} min CPU (target {TARGET_S / 60:.0f} min wall)  [{cpu}]"
     )
     return code
