@@ -1,4 +1,4 @@
-"""Paired t-tests, Holm-Bonferroni and the verdict words of the LM report (`bandpo.experiments.lm_stats`)."""
+"""Paired t-tests, Holm-Bonferroni and the verdict words of the LM report (`bandpo.experiments.stats`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from bandpo.experiments.lm_stats import holm_adjust, paired_difference, t_two_sided_p
 from bandpo.experiments.report import t_critical_95
+from bandpo.experiments.stats import holm_adjust, paired_difference, t_two_sided_p
 
 
 @pytest.mark.parametrize("dof", [1, 2, 4, 7, 15, 30])

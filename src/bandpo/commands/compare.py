@@ -56,11 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seeds",
-        type=int,
+        type=parse_seeds,
         default=None,
-        metavar="N",
-        help=f"number of seeds, 0..N-1 (default: {DEFAULT_SEEDS['lm']} for LM tasks, {DEFAULT_SEEDS['bandit']} for "
-        "bandit)",
+        metavar="N|A-B",
+        help=f"N: seeds 0..N-1; A-B: seeds A..B inclusive (default: {DEFAULT_SEEDS['lm']} for LM tasks, "
+        f"{DEFAULT_SEEDS['bandit']} for bandit)",
     )
     parser.add_argument(
         "--output-dir",
@@ -105,6 +105,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--svg", action="store_true", help="also write SVG plots")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds`: "N" is seeds 0..N-1, "A-B" seeds A..B inclusive (a comparison continued on new seeds)."""
+    first, dash, last = text.partition("-")
+    try:
+        seeds = list(range(int(first), int(last) + 1)) if dash else list(range(int(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N (seeds 0..N-1) or A-B (seeds A..B)") from None
+    return seeds  # empty (0, or A > B) is refused by `run` with a one-line error
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -115,14 +125,13 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only is not None:
         return _report_only(args)
     kind = "bandit" if args.task == "bandit" else "lm"
-    seeds_count = DEFAULT_SEEDS[kind] if args.seeds is None else args.seeds
-    if seeds_count < 1:
-        raise ValueError(f"--seeds {seeds_count}: need at least 1 seed")
+    seeds = list(range(DEFAULT_SEEDS[kind])) if args.seeds is None else args.seeds
+    if not seeds:
+        raise ValueError("--seeds: need at least 1 seed (N for seeds 0..N-1, or A-B with A <= B)")
     if args.jobs < 1:
         raise ValueError(f"--jobs {args.jobs}: must be >= 1")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps}: must be >= 1")
-    seeds = list(range(seeds_count))
     specs = parse_method_specs(args.methods)
     output_dir = args.output_dir or Path("runs") / f"compare-{args.task}"
     if args.task == "bandit":

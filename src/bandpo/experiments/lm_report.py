@@ -16,7 +16,6 @@ from bandpo import metric_names as mn
 from bandpo.experiments.lm_execute import read_jsonl
 from bandpo.experiments.lm_plan import QUICK_NOTE
 from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, training_records
-from bandpo.experiments.lm_stats import STATS_RULE, holm_adjust, paired_difference
 from bandpo.experiments.report import (
     format_values,
     import_pyplot,
@@ -27,6 +26,7 @@ from bandpo.experiments.report import (
     prob_bin_headers,
     save_figure,
 )
+from bandpo.experiments.stats import STATS_RULE, holm_adjust, paired_difference
 
 __all__ = ["EVAL_COLUMNS", "PAIRED_METRICS", "group_by_label", "lm_tables", "render_report"]
 
