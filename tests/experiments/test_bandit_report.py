@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import struct
@@ -18,16 +17,14 @@ from bandpo.experiments.bandit_compare import (
 )
 from bandpo.experiments.methods_spec import parse_method_spec, parse_method_specs
 from bandpo.experiments.report import (
-    VERDICT_RULE,
     format_mean_spread,
     markdown_table,
     mean_and_spread,
     moving_average,
-    paired_verdict,
     prob_bin_headers,
-    t_critical_95,
 )
 from bandpo.experiments.scenarios import get_scenario
+from bandpo.experiments.stats import STATS_RULE
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -50,44 +47,6 @@ def test_format_mean_spread() -> None:
     assert format_mean_spread(0.54, 0.08, 2) == "0.54 ± 0.08"
     assert format_mean_spread(0.54, math.nan, 2) == "0.54"
     assert format_mean_spread(math.nan, 0.1) == "n/a"
-
-
-def test_paired_verdict() -> None:
-    assert paired_verdict([0.54, 0.56], [0.1, 0.1]) == "+0.45 ± 0.01 (win)"  # t = 45 > 12.706 (1 dof)
-    assert paired_verdict([0.1, 0.1], [0.54, 0.56]) == "-0.45 ± 0.01 (lose)"
-    assert paired_verdict([0.5, 0.6], [0.1, 0.1]) == "+0.45 ± 0.05 (tie)"  # t = 9 < 12.706
-    assert paired_verdict([0.3, 0.3], [0.3, 0.3]) == "+0.00 ± 0.00 (tie)"
-    assert paired_verdict([math.nan, 0.4], [0.3, 0.3]) == "n/a"  # one usable pair
-    assert paired_verdict([0.9001, 0.9002], [0.9, 0.9], 3) == "+0.000 ± 0.000 (tie)"  # rounds to 0
-
-
-def test_paired_verdict_needs_two_seeds_and_uses_student_t() -> None:
-    # one seed: no spread, so no verdict (it used to read "+0.10 ± 0.00 (win)")
-    assert paired_verdict([0.5], [0.4]) == "n/a"
-    # 3 seeds, differences 0.1, 0.2, 0.3: mean 0.2, s.e. 0.0577, t = 3.46 > 2 but < 4.303 (2 dof): a tie
-    assert paired_verdict([0.1, 0.2, 0.3], [0.0, 0.0, 0.0]) == "+0.20 ± 0.06 (tie)"
-    # differences 0.18, 0.2, 0.22: t = 17.3 > 4.303: a win
-    assert paired_verdict([0.18, 0.2, 0.22], [0.0, 0.0, 0.0]) == "+0.20 ± 0.01 (win)"
-    assert "95% Student-t" in VERDICT_RULE
-
-
-@pytest.mark.parametrize("dof", [*range(1, 31), 40, 60, 120])
-def test_t_critical_values_are_the_two_sided_95_percent_quantiles(dof: int) -> None:
-    mpmath = pytest.importorskip("mpmath")
-    value = t_critical_95(dof)
-    # P(|T| > t) = I_{dof / (dof + t^2)}(dof / 2, 1 / 2) for Student's t with dof degrees of freedom
-    tail = float(mpmath.betainc(dof / 2, 0.5, 0, dof / (dof + value**2), regularized=True))
-    assert tail == pytest.approx(0.05, abs=2e-4)
-
-
-def test_t_critical_between_and_beyond_the_table() -> None:
-    assert t_critical_95(2) == 4.303
-    assert t_critical_95(45) == t_critical_95(40) > t_critical_95(60)  # conservative between entries
-    assert t_critical_95(1000) == 1.96
-    values = [t_critical_95(dof) for dof in range(1, 200)]
-    assert all(a >= b for a, b in itertools.pairwise(values))
-    with pytest.raises(ValueError, match="2 paired seeds"):
-        t_critical_95(0)
 
 
 def test_moving_average_skips_missing_points() -> None:
@@ -180,8 +139,9 @@ def test_write_bandit_report_writes_markdown_and_png(tmp_path: Path) -> None:
     assert "## Scenario `trap`" in text and "![trap](bandit_trap.png)" in text
     assert "bit-identical trajectories: **no**" in text
     assert "| scenario | band_upper − clip |" in text
-    assert "| trap | +0.80 ± 0.00 (win) |" in text
-    assert VERDICT_RULE in text and "two standard errors" not in text
+    # the same +0.80 on both seeds has no spread: no test, never a win (the same rule as the LM report)
+    assert "| trap | +0.80 on every seed, n=2 (constant, no spread: not a test) |" in text
+    assert STATS_RULE in text and "(0 tested)" in text
     width, height = png_size(tmp_path / "bandit_trap.png")
     assert width > 1000 and height > 300
 

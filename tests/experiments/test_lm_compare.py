@@ -309,9 +309,9 @@ def test_parallel_jobs_record_the_time_of_a_failed_run(tmp_path: Path) -> None:
         run_lm_compare(specs, [0, 1], tmp_path, steps=2, train_fn=failing, jobs=2)
     logs = list((tmp_path / "runs").glob(f"*/{WALL_LOG}"))
     assert logs, "no interrupted call was recorded"
-    for log in logs:
-        (seconds,) = json.loads(log.read_text())["interrupted_calls_s"][:1]
-        assert seconds >= 0.05
+    seconds = [json.loads(log.read_text())["interrupted_calls_s"][0] for log in logs]
+    # the run that failed first slept its 0.05 s; a run stopped by that failure may not have finished its sleep
+    assert max(seconds) >= 0.05 and min(seconds) > 0
 
 
 def test_paired_table_and_report_state_the_t_rule(tmp_path: Path) -> None:

@@ -21,18 +21,17 @@ import torch
 from bandpo.experiments.bandit import BanditRun, run_bandit
 from bandpo.experiments.methods_spec import MethodSpec
 from bandpo.experiments.report import (
-    VERDICT_RULE,
     format_values,
     import_pyplot,
     machine_info,
     markdown_table,
     mean_and_spread,
-    paired_verdict,
     plot_curves,
     prob_bin_headers,
     save_figure,
 )
 from bandpo.experiments.scenarios import BanditScenario
+from bandpo.experiments.stats import STATS_RULE, holm_verdicts, paired_difference
 
 __all__ = ["LOCKED_THRESHOLD", "run_bandit_compare", "summarize_run", "write_bandit_report"]
 
@@ -203,21 +202,30 @@ def headline_table(results: dict[str, object], key: str = "found", digits: int =
     return markdown_table(["scenario", *labels], rows)
 
 
-def verdict_table(results: dict[str, object], reference: str, key: str = "found", digits: int = 2) -> str:
-    """Scenario x method table of the paired difference to `reference` (same seeds), with win / tie / lose."""
+def verdict_tables(
+    results: dict[str, object], reference: str, metrics: Sequence[tuple[str, int]]
+) -> tuple[list[str], int]:
+    """Scenario x method tables of the paired difference to `reference` (same seeds), one per (metric, digits),
+    with the tests, signs and verdicts of `bandpo.experiments.stats`: one Holm family over every cell of every
+    table. Returns (tables, family size)."""
     scenarios = results["scenarios"]
     labels: list[str] = []
     for result in scenarios.values():
         labels += [label for label in result["methods"] if label not in labels and label != reference]
-    rows = []
-    for name, result in scenarios.items():
-        base = result["methods"].get(reference)
-        row = [name]
-        for label in labels:
-            summary = result["methods"].get(label)
-            row.append(paired_verdict(summary[key], base[key], digits) if summary and base else "")
-        rows.append(row)
-    return markdown_table(["scenario", *(f"{label} − {reference}" for label in labels)], rows)
+    cells = []  # (table, row, column, difference)
+    for table, (key, _) in enumerate(metrics):
+        for row, result in enumerate(scenarios.values()):
+            base = result["methods"].get(reference)
+            for column, label in enumerate(labels):
+                summary = result["methods"].get(label)
+                if summary and base:
+                    cells.append((table, row, column, paired_difference(summary[key], base[key])))
+    texts, family_size = holm_verdicts([cell[3] for cell in cells], [metrics[cell[0]][1] for cell in cells])
+    grids = [[[name] + [""] * len(labels) for name in scenarios] for _ in metrics]
+    for (table, row, column, _), text in zip(cells, texts, strict=True):
+        grids[table][row][column + 1] = text
+    headers = ["scenario", *(f"{label} − {reference}" for label in labels)]
+    return [markdown_table(headers, grid) for grid in grids], family_size
 
 
 def write_bandit_report(results: dict[str, object], output_dir: Path, *, svg: bool = False) -> Path:
@@ -243,20 +251,21 @@ def write_bandit_report(results: dict[str, object], output_dir: Path, *, svg: bo
     ]
     reference = next(iter(next(iter(results["scenarios"].values()))["methods"]), None)
     if reference is not None and len(next(iter(results["scenarios"].values()))["methods"]) > 1:
+        tables, family_size = verdict_tables(results, reference, [("found", 2), ("final_expected_reward", 3)])
         lines += [
             "",
             f"## Against {reference}: paired differences over seeds",
             "",
             "Each seed runs every method on the same contexts with the same random numbers, so differences are "
-            f"taken per seed: mean difference ± its standard error; {VERDICT_RULE}.",
+            f"taken per seed: {STATS_RULE}. The family is every cell of both tables ({family_size} tested).",
             "",
             "Fraction found:",
             "",
-            verdict_table(results, reference, "found", 2),
+            tables[0],
             "",
             "Final expected reward:",
             "",
-            verdict_table(results, reference, "final_expected_reward", 3),
+            tables[1],
         ]
     plt = import_pyplot()
     for name, result in results["scenarios"].items():

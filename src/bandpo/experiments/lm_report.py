@@ -26,7 +26,7 @@ from bandpo.experiments.report import (
     prob_bin_headers,
     save_figure,
 )
-from bandpo.experiments.stats import STATS_RULE, holm_adjust, paired_difference
+from bandpo.experiments.stats import STATS_RULE, holm_verdicts, paired_difference
 
 __all__ = ["EVAL_COLUMNS", "PAIRED_METRICS", "group_by_label", "lm_tables", "render_report"]
 
@@ -81,14 +81,12 @@ def paired_table(data: dict[str, list[SeedResult]]) -> tuple[str, str]:
                 [run.value(key) for run in paired], [ref_by_seed[run.seed].value(key) for run in paired]
             )
             cells.append((row, column, difference))
-    tested = [cell for cell in cells if cell[2].testable]
-    adjusted = dict(zip([id(c) for c in tested], holm_adjust([c[2].p for c in tested]), strict=True))
+    texts, family_size = holm_verdicts([cell[2] for cell in cells])
     rows = [[label] + [""] * len(PAIRED_METRICS) for label in others]
-    for cell in cells:
-        row, column, difference = cell
-        rows[row][column + 1] = difference.verdict(adjusted.get(id(cell), math.nan))
+    for (row, column, _), text in zip(cells, texts, strict=True):
+        rows[row][column + 1] = text
     headers = ["method", *(f"Δ {name.format(k=k_text)} vs {reference}" for _, name in PAIRED_METRICS)]
-    family = f"{len(tested)} tested difference(s) in the Holm family"
+    family = f"{family_size} tested difference(s) in the Holm family"
     return reference, markdown_table(headers, rows) + f"\n\n{family}."
 
 

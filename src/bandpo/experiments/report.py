@@ -1,8 +1,8 @@
 """Report building blocks: mean ± spread over seeds, Markdown tables, and line plots with a spread band.
 
 The spread everywhere is the standard error of the mean over seeds (sample std / sqrt(seeds)); with one seed it
-is undefined and the table shows the mean alone. Paired comparisons (`paired_verdict`) call a difference a win
-or a loss only when its 95% Student-t interval over seeds excludes 0 (`VERDICT_RULE`).
+is undefined and the table shows the mean alone. Paired tests and their verdicts live in
+`bandpo.experiments.stats`.
 """
 
 from __future__ import annotations
@@ -15,43 +15,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bandpo import metric_names as mn
+from bandpo.experiments.stats import mean_and_spread
 
 __all__ = [
-    "VERDICT_RULE",
     "format_mean_spread",
     "import_pyplot",
     "machine_info",
     "markdown_table",
     "mean_and_spread",
     "moving_average",
-    "paired_verdict",
     "plot_curves",
     "prob_bin_headers",
     "save_figure",
-    "t_critical_95",
 ]
-
-# Two-sided 95% critical values of Student's t for 1..30 degrees of freedom, then 40, 60, 120 and infinity.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
-_T95_LARGE = ((120, 1.980), (60, 2.000), (40, 2.021), (30, 2.042))
-
-VERDICT_RULE = (
-    "win / lose = the paired difference's 95% Student-t interval (n − 1 degrees of freedom over n seeds) "
-    "excludes 0, i.e. |mean| > t·s.e., else tie; n/a with fewer than 2 paired seeds"
-)
-
-
-def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error over the finite values (nan, nan if none; spread nan with one value)."""
-    finite = [float(value) for value in values if value is not None and math.isfinite(float(value))]
-    if not finite:
-        return math.nan, math.nan
-    mean = sum(finite) / len(finite)
-    if len(finite) < 2:
-        return mean, math.nan
-    variance = sum((value - mean) ** 2 for value in finite) / (len(finite) - 1)
-    return mean, math.sqrt(variance / len(finite))
 
 
 def format_mean_spread(mean: float, spread: float = math.nan, digits: int = 3) -> str:
@@ -140,43 +116,6 @@ def save_figure(fig, path: Path, *, svg: bool = False) -> list[Path]:
         fig.savefig(written[1], bbox_inches="tight")
     plt.close(fig)
     return written
-
-
-def t_critical_95(dof: int) -> float:
-    """Two-sided 95% critical value of Student's t with `dof` degrees of freedom.
-
-    Exact (3 decimals) for 1..30; above 30 the value of the largest tabulated dof not above it (40, 60, 120:
-    slightly conservative in between), and 1.96 from 121 on, where the difference is below 0.02.
-    """
-    if dof < 1:
-        raise ValueError(f"dof {dof}: Student's t needs at least 1 degree of freedom (2 paired seeds)")
-    if dof <= len(_T95):
-        return _T95[dof - 1]
-    if dof > 120:
-        return 1.96
-    return next(value for limit, value in _T95_LARGE if dof >= limit)
-
-
-def paired_verdict(values: Sequence[float], reference: Sequence[float], digits: int = 2) -> str:
-    """`+0.47 ± 0.05 (win)`: the mean over seeds of value − reference (same seed) ± its standard error.
-
-    win / lose where the two-sided 95% Student-t interval of the mean difference (n − 1 dof) excludes 0 and
-    the difference does not round to 0 at `digits`, else tie (`VERDICT_RULE`); `n/a` with fewer than 2 seeds
-    that have both values, where no spread and so no verdict exists.
-    """
-    diffs = [
-        float(a) - float(b)
-        for a, b in zip(values, reference, strict=True)
-        if a is not None and b is not None and math.isfinite(float(a)) and math.isfinite(float(b))
-    ]
-    if len(diffs) < 2:
-        return "n/a"
-    mean, spread = mean_and_spread(diffs)
-    word = "tie"
-    shown = 0.5 * 10.0**-digits  # a difference that rounds to 0 at the shown precision is a tie
-    if abs(mean) > t_critical_95(len(diffs) - 1) * spread and abs(mean) >= shown:
-        word = "win" if mean > 0 else "lose"
-    return f"{mean:+.{digits}f} ± {spread:.{digits}f} ({word})"
 
 
 def moving_average(values: Sequence[float], window: int) -> list[float]:
