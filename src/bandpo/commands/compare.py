@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="rebuild DIR/report.md from DIR/per_seed.json (what a compare wrote; no training)",
+        help="rebuild DIR/report.md from DIR/per_seed.json (an LM compare) or DIR/results.json (bandit); no "
+        "training",
     )
     parser.add_argument(
         "--methods",
@@ -101,6 +102,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=min(2, os.cpu_count() or 1),
         help="LM tasks: runs trained at the same time, one process each with one thread (default: 2 on a machine "
         "with 2 or more cores); one progress bar with an ETA covers the whole plan",
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        nargs="+",
+        default=(),
+        metavar="PER_SEED_JSON",
+        help="LM tasks: finished runs of these per_seed.json files (same arm, seed, task and budget) are not "
+        "trained again; their records join this comparison's per_seed.json with their source named",
     )
     parser.add_argument("--svg", action="store_true", help="also write SVG plots")
 
@@ -196,6 +206,7 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
         jobs=args.jobs,
         task=task,
         sweep=sweep,
+        reuse=args.reuse,
     )
     print(table)
     print(f"\nwrote {report}")
@@ -203,6 +214,15 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
 
 
 def _report_only(args: argparse.Namespace) -> int:
+    bandit_results = args.report_only / "results.json"
+    if bandit_results.exists() and not (args.report_only / "per_seed.json").exists():
+        import json
+
+        from bandpo.experiments.bandit_compare import write_bandit_report
+
+        report = write_bandit_report(json.loads(bandit_results.read_text()), args.report_only, svg=args.svg)
+        print(f"wrote {report}")
+        return 0
     from bandpo.experiments.lm_compare import report_only
 
     report, table = report_only(args.report_only, svg=args.svg)

@@ -45,7 +45,15 @@ from bandpo.experiments.lm_plan import (
     plan_runs,
 )
 from bandpo.experiments.lm_report import render_report
-from bandpo.experiments.lm_results import PER_SEED_FILE, clip_logging, load_run, read_per_seed, write_per_seed
+from bandpo.experiments.lm_results import (
+    PER_SEED_FILE,
+    SeedResult,
+    clip_logging,
+    load_run,
+    read_per_seed,
+    write_per_seed,
+)
+from bandpo.experiments.lm_reuse import reused_results
 from bandpo.experiments.methods_spec import MethodSpec
 from bandpo.experiments.report import machine_info
 
@@ -86,6 +94,7 @@ def run_lm_compare(
     train_fn: TrainFunction | None = None,
     extra_settings: dict[str, Any] | None = None,
     sweep: dict[str, Any] | None = None,
+    reuse: Sequence[Path] = (),
 ) -> tuple[Path, str]:
     """Train every (method, seed) not finished yet, then write per_seed.json and report.md; returns (report
     path, main table).
@@ -96,6 +105,8 @@ def run_lm_compare(
             1 by default); one progress bar covers the whole plan.
         train_fn: `train_fn(config, progress=...)`, a stand-in for training (tests), run in threads.
         sweep: `{"param": ..., "values": [...]}` when the arms are a sweep (adds its plot to the report).
+        reuse: per_seed.json files whose finished runs stand for planned runs of the same arm, seed and
+            settings (`lm_reuse`): those are not trained, and their records go into this per_seed.json.
     """
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: must be >= 1")
@@ -108,6 +119,7 @@ def run_lm_compare(
     runs = plan_runs(specs, seeds, output_dir)
     configs = [build_config(run.spec, run.seed, run.run_dir, settings) for run in runs]  # validate all first
     plan = plan_record(specs, seeds, configs, settings=settings, quick=quick, jobs=jobs, sweep=sweep)
+    reused = reused_results(reuse, runs, configs) if reuse else {}
     start = time.perf_counter()
     pending: list[tuple[int, PlannedRun, Any]] = []
     steps_finished = 0
@@ -118,6 +130,10 @@ def run_lm_compare(
             steps_finished += config.max_steps
             if progress:
                 progress(f"[{index}/{len(runs)}] {run.name}: finished earlier, skipped")
+            continue
+        if run.name in reused:
+            if progress:
+                progress(f"[{index}/{len(runs)}] {run.name}: reused from {reused[run.name].source}")
             continue
         if (run.run_dir / "config.json").exists():  # interrupted: continue from its last checkpoint
             config = build_config(run.spec, run.seed, run.run_dir, settings, resume=True)
@@ -132,7 +148,7 @@ def run_lm_compare(
         progress(
             f"all {len(runs)} runs finished ({time.perf_counter() - start:.0f} s in this call); writing report"
         )
-    return write_lm_report(runs, output_dir, svg=svg, settings=settings, jobs=jobs)
+    return write_lm_report(runs, output_dir, svg=svg, settings=settings, jobs=jobs, reused=reused)
 
 
 def write_lm_report(
@@ -142,12 +158,18 @@ def write_lm_report(
     svg: bool = False,
     settings: dict[str, Any] | None = None,
     jobs: int | None = None,
+    reused: dict[str, SeedResult] | None = None,
 ) -> tuple[Path, str]:
-    """Read the finished run directories, write per_seed.json, report.md and the plots; returns (path, table)."""
+    """Read the finished run directories (and the `reused` records of runs without one), write per_seed.json,
+    report.md and the plots; returns (path, table)."""
     output_dir = Path(output_dir)
+    reused = reused or {}
     results, records, missing, run_dirs = [], [], [], {}
     for run in runs:
         loaded = load_run(run)
+        if loaded is None and run.name in reused:
+            results.append(reused[run.name])
+            continue
         if loaded is None:
             missing.append(run.name)
             continue
@@ -158,12 +180,12 @@ def write_lm_report(
         raise ValueError(f"no finished run under {output_dir / 'runs'}: nothing to report")
     plan_path = output_dir / "compare.json"
     plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
-    first_dir = next(run.run_dir for run in runs if (run.run_dir / "summary.json").exists())
-    first = json.loads((first_dir / "summary.json").read_text())
+    first_dir = next((run.run_dir for run in runs if (run.run_dir / "summary.json").exists()), None)
+    first = json.loads((first_dir / "summary.json").read_text()) if first_dir else {}
     header = {
         "task": plan.get("task") or "countdown",
         "arms": plan.get("arms"),
-        "config": comparable(first.get("config", {})),
+        "config": comparable(first.get("config") or plan.get("config") or {}),
         "settings": settings if settings is not None else plan.get("settings"),
         "quick": bool(plan.get("quick")),
         "sweep": plan.get("sweep"),

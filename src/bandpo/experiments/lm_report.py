@@ -110,7 +110,10 @@ def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
     for label, runs in data.items():
         row = [label, str(len(runs))]
         for key, _, digits in EVAL_COLUMNS:
-            row.append(format_values([run.value(key) for run in runs], digits))
+            values = [run.value(key) for run in runs]
+            counted = sum(math.isfinite(value) for value in values)
+            shown = format_values(values, digits)
+            row.append(shown if counted in (0, len(runs)) else f"{shown} (n={counted})")
         row.append(format_values([run.wall_time_s / 60 for run in runs], 1))
         rows.append(row)
     main = markdown_table(headers, rows)
@@ -126,6 +129,34 @@ def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
         clip_rows.append([label, *cells])
     clip = markdown_table(["method", "all tokens", *prob_bin_headers()], clip_rows)
     return main, paired, clip
+
+
+def _provenance(results: Sequence[SeedResult]) -> list[str]:
+    """Where the runs were trained and which were reused (`--reuse`); nothing for files that do not record it."""
+    lines = []
+    machines: dict[str, int] = {}
+    for result in results:
+        if result.machine:
+            machines[result.machine] = machines.get(result.machine, 0) + 1
+    if machines:
+        counts = ", ".join(f"{name} ({count} runs)" for name, count in machines.items())
+        per_seed: dict[int, set[str]] = {}
+        for result in results:
+            per_seed.setdefault(result.seed, set()).add(result.machine or "unrecorded")
+        mixed = sorted(seed for seed, names in per_seed.items() if len(names) > 1)
+        pairing = (
+            f"**seeds {mixed} have arms trained on different CPU models: their pairs are not like for like.**"
+            if mixed
+            else "Every seed's arms were trained on one CPU model."
+        )
+        lines.append(f"Runs trained on: {counts}. {pairing}")
+    sources: dict[str, list[str]] = {}
+    for result in results:
+        if result.source:
+            sources.setdefault(result.source, []).append(f"{result.label}-seed{result.seed}")
+    for source, names in sources.items():
+        lines.append(f"Reused from `{source}` ({len(names)} runs, not trained here): {', '.join(names)}.")
+    return lines
 
 
 def render_report(
@@ -173,6 +204,7 @@ def render_report(
         + (f"; {jobs} run(s) trained at a time, so wall times include that contention." if jobs else ".")
         + " Runs are deterministic on one CPU, not across CPU models."
     )
+    lines += _provenance(results)
     if missing:
         lines += ["", f"**Missing (not finished): {', '.join(missing)}.**"]
     lines += ["", "## Held-out evaluation after training", "", main]

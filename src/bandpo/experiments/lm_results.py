@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
 from bandpo.experiments.lm_execute import interrupted_calls, read_jsonl
 from bandpo.experiments.lm_plan import DONE_MARKER, PlannedRun
+from bandpo.experiments.report import machine_info
 
 __all__ = ["PER_SEED_FILE", "SeedResult", "clip_rule", "load_run", "read_per_seed", "write_per_seed"]
 
@@ -40,6 +41,8 @@ class SeedResult:
     after: dict[str, float]
     wall_time_s: float
     clip: dict[str, list[float]] = field(default_factory=dict)  # bin (or "all") -> [up, down]
+    machine: str | None = None  # the CPU the run trained on (per_seed.json files before 0.6 name it once)
+    source: str | None = None  # the per_seed.json it was reused from (`--reuse`); None: trained here
 
     def value(self, key: str, *, before: bool = False) -> float:
         value = (self.before if before else self.after).get(key)
@@ -124,8 +127,9 @@ def load_run(run: PlannedRun) -> tuple[SeedResult, list[dict[str, Any]]] | None:
         return None
     summary = json.loads(summary_path.read_text())
     records = training_records(run.run_dir)
-    marker = run.run_dir / DONE_MARKER
-    wall = json.loads(marker.read_text()).get("wall_time_s") if marker.exists() else None
+    marker_path = run.run_dir / DONE_MARKER
+    marker = json.loads(marker_path.read_text()) if marker_path.exists() else {}
+    wall = marker.get("wall_time_s")
     if wall is None:  # no marker: the run's last call, plus the interrupted ones compare recorded
         wall = float(summary.get("wall_time_s", math.nan)) + sum(interrupted_calls(run))
     before, after = summary.get("before") or {}, summary.get("after") or {}
@@ -139,8 +143,17 @@ def load_run(run: PlannedRun) -> tuple[SeedResult, list[dict[str, Any]]] | None:
         after={key: value for key, value in (after.get("metrics") or {}).items() if value is not None},
         wall_time_s=float(wall),
         clip=_clip_fractions(records),
+        machine=_machine_of(marker),
     )
     return result, records
+
+
+def _machine_of(marker: dict[str, Any]) -> str:
+    """The CPU a run trained on: its completion marker's record, else this machine's (where it was read)."""
+    machine = marker.get("machine")
+    if isinstance(machine, dict):
+        machine = machine.get("processor")
+    return str(machine) if machine else str(machine_info()["processor"])
 
 
 def _json_number(value: Any) -> Any:
@@ -153,29 +166,104 @@ def _json_number(value: Any) -> Any:
     return value
 
 
+def _record(result: SeedResult) -> dict[str, Any]:
+    record = asdict(result)
+    for optional in ("machine", "source"):  # absent rather than null, as in files written before they existed
+        if record[optional] is None:
+            del record[optional]
+    return record
+
+
 def write_per_seed(path: Path, results: Sequence[SeedResult], header: dict[str, Any]) -> Path:
     """per_seed.json: `header` (task, shared config, machine, clip logging) and one line per run."""
     head = json.dumps(_json_number({"format": PER_SEED_FORMAT, **header}), default=str)
-    lines = [json.dumps(_json_number(asdict(result)), default=str) for result in results]
+    lines = [json.dumps(_json_number(_record(result)), default=str) for result in results]
     text = head[:-1] + ', "runs": [\n' + ",\n".join(lines) + "\n]}\n"
     write_text_atomic(Path(path), text)
     return Path(path)
 
 
+FRACTION_METRICS = frozenset(
+    {
+        mn.EVAL_MEAN_AT_K,
+        mn.EVAL_PASS_AT_1,
+        mn.EVAL_PASS_AT_K,
+        mn.EVAL_MAJ_AT_K,
+        mn.EVAL_RARE_PASS_AT_K,
+        mn.EVAL_RARE_MEAN_AT_K,
+        mn.EVAL_RARE_USAGE,
+    }
+)
+REQUIRED_KEYS = ("label", "method", "given", "seed", "k", "before", "after", "wall_time_s")
+
+
+def _check_metrics(where: str, metrics: Any) -> None:
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{where}: expected an object of metric values, got {type(metrics).__name__}")
+    for key, value in metrics.items():
+        if value is None:
+            continue  # a metric the run could not compute (written as null): left out of its mean and n
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{where}: {key} = {value!r} is not a finite number")
+        if key in FRACTION_METRICS and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{where}: {key} = {value!r} is a fraction and must lie in [0, 1]")
+        if value < 0:
+            raise ValueError(f"{where}: {key} = {value!r} must not be negative")
+
+
+def _check_run(path: Path, index: int, run: Any, arms: set[str] | None) -> None:
+    where = f"{path}: runs[{index}]"
+    if not isinstance(run, dict):
+        raise ValueError(f"{where}: expected an object, got {type(run).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in run]
+    unknown = sorted(set(run) - {f.name for f in fields(SeedResult)})
+    if missing or unknown:
+        raise ValueError(f"{where}: missing keys {missing}, unknown keys {unknown}")
+    where = f"{path}: run {run['label']!r} seed {run['seed']!r}"
+    if (
+        not isinstance(run["label"], str)
+        or not isinstance(run["method"], str)
+        or not isinstance(run["given"], dict)
+    ):
+        raise ValueError(f"{where}: label and method must be strings and given an object")
+    if isinstance(run["seed"], bool) or not isinstance(run["seed"], int) or run["seed"] < 0:
+        raise ValueError(f"{where}: the seed must be a non-negative integer")
+    if arms is not None and run["label"] not in arms:
+        raise ValueError(f"{where}: arm {run['label']!r} is not one of the file's arms {sorted(arms)}")
+    _check_metrics(f"{where}, before", run["before"])
+    _check_metrics(f"{where}, after", run["after"])
+    wall = run["wall_time_s"]
+    if wall is not None and (isinstance(wall, bool) or not isinstance(wall, int | float) or wall < 0):
+        raise ValueError(f"{where}: wall_time_s = {wall!r} must be a non-negative number or null")
+
+
 def read_per_seed(path: Path) -> tuple[list[SeedResult], dict[str, Any]]:
-    """(results, header) from a per_seed.json."""
+    """(results, header) from a per_seed.json, validated: a damaged or hand-edited file is refused with the file,
+    the run and the field named, never counted (a duplicated run would be an extra seed, a fraction above 1 a
+    wrong mean)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path} does not exist; run `bandpo compare` first (it writes {PER_SEED_FILE})")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); restore it from version control") from None
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise ValueError(f"{path}: expected an object with a 'runs' list, as `bandpo compare` writes")
     if data.get("format") != PER_SEED_FORMAT:
         raise ValueError(f"{path}: format {data.get('format')!r}, expected {PER_SEED_FORMAT}")
+    arm_records = data.get("arms")
+    arms = {arm.get("label") for arm in arm_records if isinstance(arm, dict)} if arm_records else None
 
     def number(value: Any) -> float:
         return math.nan if value is None else float(value)
 
-    results = []
-    for run in data.pop("runs"):
+    results, seen = [], set()
+    for index, run in enumerate(data.pop("runs")):
+        _check_run(path, index, run, arms)
+        if (run["label"], run["seed"]) in seen:
+            raise ValueError(f"{path}: run {run['label']!r} seed {run['seed']} appears twice")
+        seen.add((run["label"], run["seed"]))
         run["clip"] = {key: [number(v) for v in pair] for key, pair in (run.get("clip") or {}).items()}
         run["wall_time_s"] = number(run.get("wall_time_s"))
         results.append(SeedResult(**run))

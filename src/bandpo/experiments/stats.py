@@ -206,7 +206,7 @@ class PairedDifference:
     @property
     def sign_text(self) -> str:
         positive, negative, zero = self.signs
-        return f"{positive}+/{negative}−" + (f"/{zero}0" if zero else "")
+        return f"{positive}+/{negative}−" + (f"/{zero} zero" if zero else "")
 
     def word(self, adjusted_p: float, adjusted_p_exact: float) -> str:
         """win / lose when both tests reject after Holm, "tests disagree" when one does, else tie."""
