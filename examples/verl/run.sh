@@ -36,6 +36,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 data_dir="${DATA_DIR:-$HOME/data/bandpo_math}"
 python="${PYTHON:-python3}"
 
+# both arms score with reward.py, which imports bandpo's verifier on the reward workers
+"$python" -c "import bandpo.math_dapo" ||
+  { echo "error: reward.py needs bandpo: pip install bandpo[verl] in the environment of $python" >&2; exit 2; }
+
 if [[ "$method" == bandpo ]]; then
   # fail fast if loss_mode=bandpo is not in verl's registry (verl swallows plugin import errors): the verl
   # plugin check of `bandpo doctor`, which says why and how to fix it (the rest of doctor is about TRL)

@@ -247,6 +247,15 @@ def test_run_script_rejects_bad_choices(args, env, message):
     assert message in result.stderr
 
 
+def test_run_script_needs_bandpo_for_either_arm(tmp_path):
+    python_without_bandpo = tmp_path / "python"
+    python_without_bandpo.write_text("#!/bin/sh\nexit 1\n")
+    python_without_bandpo.chmod(0o755)
+    result = _run_script("grpo", PYTHON=str(python_without_bandpo))
+    assert result.returncode == 2
+    assert "reward.py needs bandpo" in result.stderr
+
+
 # --- the verifier ------------------------------------------------------------------------------------------
 
 
