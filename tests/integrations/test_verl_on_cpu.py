@@ -79,8 +79,6 @@ def verl_api() -> SimpleNamespace:
         core_algos=core_algos,
         integration=integration,
         actor_config=actor_config,
-        omega_conf_to_dataclass=omega_conf_to_dataclass,
-        OmegaConf=OmegaConf,
     )
 
 
