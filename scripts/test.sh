@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff format --check src tests benchmarks examples
 .venv/bin/python -m pytest -m "not verl" "$@"
 if [ -x .venv-verl/bin/python ]; then
-  # the verl tests: the loss in verl's registry, doctor's plugin checks, then stock `main_ppo` end to end
-  # (three Ray runs of verl's trainer on CPU, about 5 min here)
-  .venv-verl/bin/python -m pytest -m verl tests/integrations/test_verl_on_cpu.py tests/commands/test_doctor.py \
+  # the verl tests: the loss in verl's registry, the paper recipe of examples/verl (config keys, verifier,
+  # data), doctor's plugin checks, then stock `main_ppo` end to end (three Ray runs on CPU, about 5 min here)
+  .venv-verl/bin/python -m pytest -m verl tests/integrations/test_verl_on_cpu.py \
+    tests/integrations/test_verl_recipe_on_cpu.py tests/commands/test_doctor.py \
     tests/integrations/test_verl_e2e_on_cpu.py
 else
   echo "test.sh: .venv-verl is missing, so the verl tests did not run (scripts/setup.sh creates it)" >&2

@@ -8,7 +8,6 @@ collecting this file without verl works.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import math
 import os
 import re
@@ -26,7 +25,6 @@ from bandpo import metric_names as mn
 pytestmark = pytest.mark.verl
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples" / "verl"
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 # (method, params of BandPOPolicyLossConfig) covering every built-in method family and each config field
@@ -49,7 +47,7 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
 @pytest.fixture(scope="module")
 def verl_api() -> SimpleNamespace:
     import verl  # noqa: F401  (loads the verl.plugins entry points, as on every Ray worker)
-    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf, open_dict
     from verl.trainer.ppo import core_algos
     from verl.utils.config import omega_conf_to_dataclass
@@ -77,17 +75,10 @@ def verl_api() -> SimpleNamespace:
             actor.update(actor_fields)
         return omega_conf_to_dataclass(actor)
 
-    def compose_example(config_name: str, overrides: tuple[str, ...] = ()):
-        with initialize_config_dir(config_dir=str(EXAMPLES / "config"), version_base=None):
-            return compose(config_name=config_name, overrides=list(overrides))
-
     return SimpleNamespace(
         core_algos=core_algos,
         integration=integration,
         actor_config=actor_config,
-        compose_example=compose_example,
-        omega_conf_to_dataclass=omega_conf_to_dataclass,
-        OmegaConf=OmegaConf,
     )
 
 
@@ -402,106 +393,6 @@ def test_bad_clip_ratio_c_and_missing_config_raise(verl_api):
         _verl_loss(verl_api, verl_api.actor_config(clip_ratio_c=1.0), data, data.logp, "token-mean")
     with pytest.raises(ValueError, match="needs the actor config"):
         _verl_loss(verl_api, None, data, data.logp, "token-mean")
-
-
-# --- the example ------------------------------------------------------------------------------------
-
-EXAMPLE_OVERRIDES = (
-    "data.train_files=['/data/dapo_math_17k_en.parquet','/data/math_level3to5.parquet']",
-    "data.val_files=['/data/aime24.parquet']",
-    f"reward.custom_reward_function.path={EXAMPLES / 'reward.py'}",
-)
-
-
-def test_example_configs_differ_only_in_the_policy_loss(verl_api):
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
-
-    configs = {}
-    for name in ("grpo_math", "bandpo_math"):
-        cfg = verl_api.compose_example(name, (*EXAMPLE_OVERRIDES, "trainer.experiment_name=same"))
-        validate_config(
-            config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
-        )
-        configs[name] = verl_api.OmegaConf.to_container(cfg, resolve=True)
-
-    grpo, band = configs["grpo_math"], configs["bandpo_math"]
-    grpo_actor, band_actor = grpo["actor_rollout_ref"]["actor"], band["actor_rollout_ref"]["actor"]
-    assert grpo_actor["policy_loss"]["loss_mode"] == "vanilla"
-    assert band_actor["policy_loss"]["loss_mode"] == "bandpo"
-    grpo_actor.pop("policy_loss"), band_actor.pop("policy_loss")
-    assert grpo == band
-
-    # the paper's settings (docs/verl.md, "Example: GRPO vs BandPO on math")
-    assert band["data"]["train_batch_size"] == 256 and band["actor_rollout_ref"]["rollout"]["n"] == 16
-    assert band_actor["ppo_mini_batch_size"] == 64 and band_actor["optim"]["lr"] == 1e-6
-    assert band["data"]["max_response_length"] == 4096
-    assert (band_actor["kl_loss_type"], band_actor["kl_loss_coef"], band_actor["use_kl_loss"]) == (
-        "low_var_kl",
-        0.001,
-        True,
-    )
-    assert (band_actor["clip_ratio_c"], band_actor["loss_agg_mode"]) == (10.0, "seq-mean-token-mean")
-    assert band["actor_rollout_ref"]["model"]["path"] == "Qwen/Qwen2.5-3B-Instruct"
-
-
-def test_example_bandpo_config_drives_the_loss(verl_api):
-    cfg = verl_api.compose_example("bandpo_math", EXAMPLE_OVERRIDES)
-    config = verl_api.omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)  # as verl's engine workers do
-    assert isinstance(config.policy_loss, verl_api.integration.BandPOPolicyLossConfig)
-    data = _batch(seed=11)
-    loss, _ = _verl_loss(verl_api, config, data, data.logp, config.loss_agg_mode)
-    ref = _reference(
-        data, data.logp, bandpo.get_method("band", delta=0.05, ratio_max=10.0), config.loss_agg_mode, 10.0
-    )
-    torch.testing.assert_close(loss, ref.loss, rtol=1e-7, atol=1e-12)
-
-
-def test_run_script_composes_a_valid_bandpo_job():
-    result = _run(
-        ["bash", str(EXAMPLES / "run.sh"), "bandpo", "--cfg", "job"],
-        env={"PYTHON": sys.executable, "DATA_DIR": "/data/bandpo_math", "NNODES": "2"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    text = result.stdout
-    assert "_target_: bandpo.integrations.verl.BandPOPolicyLossConfig" in text
-    assert "loss_mode: bandpo" in text
-    assert "/data/bandpo_math/dapo_math_17k_en.parquet" in text and "nnodes: 2" in text
-
-
-def test_run_script_rejects_an_unknown_method():
-    result = _run(["bash", str(EXAMPLES / "run.sh"), "ppo"], env={"PYTHON": sys.executable})
-    assert result.returncode == 2
-    assert "unknown method 'ppo'" in result.stderr
-
-
-def test_example_reward_scores_plus_minus_one():
-    spec = importlib.util.spec_from_file_location("example_reward", EXAMPLES / "reward.py")
-    reward = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reward)
-    right = reward.compute_score("amc23", "Adding them gives 27.\nAnswer: 27", "27")
-    wrong = reward.compute_score("amc23", "Adding them gives 28.\nAnswer: 28", "27")
-    assert (right["score"], wrong["score"]) == (1.0, -1.0)
-
-
-def test_example_data_preparation_rows():
-    spec = importlib.util.spec_from_file_location("example_prepare_data", EXAMPLES / "prepare_data.py")
-    prep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prep)
-
-    assert prep.last_boxed(r"so \boxed{\frac{1}{2}} and then \boxed{x^{2}+1}.") == "x^{2}+1"
-    assert prep.last_boxed("no box") is None
-    math_rows = [
-        {"problem": "P1", "solution": r"\boxed{3}", "level": "Level 3"},
-        {"problem": "P2", "solution": r"\boxed{4}", "level": "Level 2"},
-        {"problem": "P3", "solution": "none", "answer": "7", "level": 5},
-        {"problem": "P4", "solution": "none", "level": "Level ?"},
-    ]
-    rows = list(prep.math_rows(math_rows))
-    assert [row["reward_model"]["ground_truth"] for row in rows] == ["3", "7"]
-    assert rows[0]["prompt"][0]["role"] == "user" and "Answer: $Answer" in rows[0]["prompt"][0]["content"]
-    amc = list(prep.qa_rows([{"question": "Q", "answer": 40.0}], "amc23"))
-    assert amc[0]["reward_model"]["ground_truth"] == "40" and amc[0]["data_source"] == "amc23"
 
 
 # --- bf16: bounds and ratio in float32 whatever dtype arrives --------------------------------------------------
