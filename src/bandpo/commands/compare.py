@@ -112,6 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="LM tasks: finished runs of these per_seed.json files (same arm, seed, task and budget) are not "
         "trained again; their records join this comparison's per_seed.json with their source named",
     )
+    parser.add_argument(
+        "--confirmatory",
+        nargs=2,
+        type=Path,
+        default=None,
+        metavar=("COUNTDOWN_DIR", "REACH_DIR"),
+        help="the preregistered confirmatory test (docs/experiments.md) from the two tasks' per_seed.json: writes "
+        "confirmatory.md to --output-dir; refused before every task has its 24 complete seeds",
+    )
     parser.add_argument("--svg", action="store_true", help="also write SVG plots")
 
 
@@ -134,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.report_only is not None:
         return _report_only(args)
+    if args.confirmatory is not None:
+        return _confirmatory(args)
     kind = "bandit" if args.task == "bandit" else "lm"
     seeds = list(range(DEFAULT_SEEDS[kind])) if args.seeds is None else args.seeds
     if not seeds:
@@ -210,6 +221,19 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
     )
     print(table)
     print(f"\nwrote {report}")
+    return 0
+
+
+def _confirmatory(args: argparse.Namespace) -> int:
+    from bandpo._atomic import write_text_atomic
+    from bandpo.experiments.confirmatory import confirmatory_report
+
+    countdown, reach = args.confirmatory
+    text = confirmatory_report({"countdown": countdown, "reach": reach})
+    output_dir = args.output_dir or Path("runs") / "confirmatory"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output_dir / "confirmatory.md", text)
+    print(text)
     return 0
 
 
