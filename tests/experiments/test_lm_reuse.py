@@ -103,3 +103,19 @@ def test_a_null_metric_shows_its_own_n(tmp_path: Path) -> None:
     _report, table = report_only(folder)
     clip_row = next(line for line in table.splitlines() if line.startswith("| clip |"))
     assert "(n=1)" in clip_row  # clip has 2 seeds but only 1 pass@16
+
+
+def test_collect_writes_the_finished_runs_and_no_report(tmp_path: Path) -> None:
+    first = _first_study(tmp_path)
+    (first.parent / "report.md").unlink()
+    first.unlink()
+    fake = FakeTrain()
+    specs = parse_method_specs(["clip", "band_upper"])
+    path, table = run_lm_compare(specs, [0, 1, 2], first.parent, steps=2, train_fn=fake, collect_only=True)
+    assert fake.calls == [] and table == "" and path == first
+    assert not (first.parent / "report.md").exists()
+    results, header = read_per_seed(path)
+    assert len(results) == 4 and sorted(header["missing"]) == ["band_upper seed 2", "clip seed 2"]
+    # the collected file carries the study on: the next call trains only what is missing
+    run_lm_compare(specs, [0, 1, 2], tmp_path / "next", steps=2, train_fn=fake, reuse=[path])
+    assert sorted(fake.calls) == [("band_upper", 2, False), ("clip", 2, False)]

@@ -113,6 +113,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "trained again; their records join this comparison's per_seed.json with their source named",
     )
     parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="LM tasks: train nothing and write no report, only per_seed.json of the runs finished so far (to carry "
+        "a preregistered study into a later session with --reuse without looking at its outcomes)",
+    )
+    parser.add_argument(
         "--confirmatory",
         nargs=2,
         type=Path,
@@ -218,7 +224,11 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
         task=task,
         sweep=sweep,
         reuse=args.reuse,
+        collect_only=args.collect,
     )
+    if args.collect:
+        print(f"wrote {report} (finished runs only; no report)")
+        return 0
     print(table)
     print(f"\nwrote {report}")
     return 0

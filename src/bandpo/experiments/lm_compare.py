@@ -95,6 +95,7 @@ def run_lm_compare(
     extra_settings: dict[str, Any] | None = None,
     sweep: dict[str, Any] | None = None,
     reuse: Sequence[Path] = (),
+    collect_only: bool = False,
 ) -> tuple[Path, str]:
     """Train every (method, seed) not finished yet, then write per_seed.json and report.md; returns (report
     path, main table).
@@ -107,6 +108,9 @@ def run_lm_compare(
         sweep: `{"param": ..., "values": [...]}` when the arms are a sweep (adds its plot to the report).
         reuse: per_seed.json files whose finished runs stand for planned runs of the same arm, seed and
             settings (`lm_reuse`): those are not trained, and their records go into this per_seed.json.
+        collect_only: train nothing and write no report: only per_seed.json of the runs finished so far, to
+            carry a study into a later session (`--reuse`) without looking at its outcomes. Returns
+            (per_seed.json path, "").
     """
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: must be >= 1")
@@ -139,6 +143,11 @@ def run_lm_compare(
             config = build_config(run.spec, run.seed, run.run_dir, settings, resume=True)
         pending.append((index, run, config))
     output_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused compare leaves no trace
+    if collect_only:
+        path = write_lm_report(runs, output_dir, settings=settings, jobs=jobs, reused=reused, report=False)[0]
+        if progress:
+            progress(f"{len(runs) - len(pending)} of {len(runs)} runs finished; wrote {path} (no report)")
+        return path, ""
     (output_dir / "compare.json").write_text(json.dumps(plan, indent=2, default=str) + "\n")
     if pending:
         execute(
@@ -159,9 +168,10 @@ def write_lm_report(
     settings: dict[str, Any] | None = None,
     jobs: int | None = None,
     reused: dict[str, SeedResult] | None = None,
+    report: bool = True,
 ) -> tuple[Path, str]:
     """Read the finished run directories (and the `reused` records of runs without one), write per_seed.json,
-    report.md and the plots; returns (path, table)."""
+    report.md and the plots; returns (path, table). `report=False`: per_seed.json alone, (its path, "")."""
     output_dir = Path(output_dir)
     reused = reused or {}
     results, records, missing, run_dirs = [], [], [], {}
@@ -195,6 +205,8 @@ def write_lm_report(
         "missing": missing,
     }
     write_per_seed(output_dir / PER_SEED_FILE, results, header)
+    if not report:
+        return output_dir / PER_SEED_FILE, ""
     return render_report(results, header, output_dir, run_dirs=run_dirs, missing=missing, svg=svg)
 
 
