@@ -90,7 +90,7 @@ from bandpo.integrations.trl_check import (
     mechanism_error,
 )
 from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
-from bandpo.losses import LOG_RATIO_CLAMP, band_metrics, check_dual_clip_c
+from bandpo.losses import DUAL_CLIP_C, LOG_RATIO_CLAMP, band_metrics, check_dual_clip_c
 from bandpo.methods import BoundMethod, get_method
 
 __all__ = [
@@ -182,11 +182,14 @@ class BandPOConfig(GRPOConfig):
         default=None, metadata={"help": "bound method parameters (registry names), dict or JSON string"}
     )
     dual_clip_c: float | None = field(
-        default=10.0, metadata={"help": "dual-clip constant c > 1 (paper: 10); None or inf: off"}
+        default=DUAL_CLIP_C, metadata={"help": "dual-clip constant c > 1 (paper: 10); None or inf: off"}
     )
     delta: float | None = field(
         default=math.nan,
-        metadata={"help": "TRL's name for the dual-clip constant: leave unset (NaN), it follows dual_clip_c"},
+        metadata={
+            "help": "TRL's name for the dual-clip constant, not Band's radius δ (that is method_params['delta']): "
+            "leave unset (NaN), it follows dual_clip_c"
+        },
     )
     loss_type: str = field(default="grpo", metadata={"help": "TRL loss type: grpo, bnpo, dr_grpo or dapo"})
     beta: float = field(default=0.001, metadata={"help": "k3 KL coefficient to the reference policy"})
