@@ -102,12 +102,43 @@ def trained_batch(tmp_path_factory):
     return trainer, batch
 
 
-def test_bounds_are_computed_once_per_generation_batch_from_old_logps(trained_batch):
+def test_bounds_of_a_generation_batch_come_from_its_old_logps(trained_batch):
     _, batch = trained_batch
     expected = get_method("band")(batch["old_per_token_logps"])
     assert torch.equal(batch["ratio_low"], expected.ratio_low)
     assert torch.equal(batch["ratio_high"], expected.ratio_high)
     assert batch["ratio_low"].shape == batch["completion_ids"].shape
+
+
+def test_bounds_are_computed_once_per_generation_batch_in_train(tmp_path):
+    """In `trainer.train()`: one bound computation per generation batch, reused by its 2 x 2 optimizer steps."""
+    torch.manual_seed(0)
+    trainer = _trainer(tmp_path, max_steps=8)  # steps_per_generation 2 x num_iterations 2: 4 steps a batch
+    calls = {"generate": 0, "bounds": 0, "loss": 0}
+    method = trainer.bound_method
+
+    def counted_method(old_logp):
+        calls["bounds"] += 1
+        return method(old_logp)
+
+    generate, compute_loss = trainer._generate_and_score_completions, trainer._compute_loss
+
+    def counted_generate(inputs):
+        calls["generate"] += 1
+        return generate(inputs)
+
+    def counted_loss(model, inputs):
+        calls["loss"] += 1
+        return compute_loss(model, inputs)
+
+    trainer.bound_method = counted_method
+    trainer._generate_and_score_completions = counted_generate
+    trainer._compute_loss = counted_loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    assert calls["generate"] == 2 and calls["loss"] == 8
+    assert calls["bounds"] == calls["generate"]
 
 
 @pytest.mark.parametrize("agg", sorted(AGG_TO_LOSS_TYPE))
