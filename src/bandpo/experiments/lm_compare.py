@@ -13,7 +13,7 @@ Layout of `output_dir`::
     report.md, compare_*.png    the comparison (sweep_<param>.png for a sweep)
 
 One module per job: `lm_plan` (which runs, which are done), `lm_execute` (training them under one progress
-bar), `lm_results` (per_seed.json), `lm_stats` (paired tests), `lm_report` (report.md), `lm_sweep`.
+bar), `lm_results` (per_seed.json), `lm_reuse` (--reuse), `lm_report` (report.md, with `stats`), `lm_sweep`.
 
 Resuming: a run with a completion marker is skipped (its settings must match the plan, else the command stops
 and says so); a run directory without one is continued from its last checkpoint (`TrainConfig(resume=True)`);
