@@ -34,18 +34,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_train import cpu_model
+from profile_train import Phase, cpu_model
 
 TARGET_S = 30 * 60.0
 # profile_train phases that are the model's own arithmetic (forward, backward, sampling, optimiser): what is
 # left of an RL step if every other cost (TRL, HF Trainer, rewards, metrics, logging) took no time at all
 MODEL_PHASES: tuple[str, ...] = (
-    "forward (log-probs)",
-    "backward",
-    "generate (rollout)",
-    "old log-probs",
-    "optimiser step",
-    "grad clip",
+    Phase.FORWARD,
+    Phase.BACKWARD,
+    Phase.GENERATE_ROLLOUT,
+    Phase.OLD_LOGPS,
+    Phase.OPTIMISER,
+    Phase.GRAD_CLIP,
 )
 ARMS: tuple[str, ...] = (
     "clip",
@@ -119,7 +119,7 @@ def main() -> int:
     per_step, rest, warmup, ratio, model_step = [], [], [], [], []
     for run, name in zip(runs, ("band seed 0", "clip seed 1"), strict=True):
         cpu_s = run["profile"]["cpu_s"]
-        warm, rl = cpu_s.get("warm-up", 0.0), cpu_s.get("rl (trainer.train)", 0.0)
+        warm, rl = cpu_s.get(Phase.WARMUP, 0.0), cpu_s.get(Phase.RL, 0.0)
         steps = run["profile"]["steps"]
         per_step.append(rl / steps)
         model_step.append(sum(cpu_s.get(phase, 0.0) for phase in MODEL_PHASES) / steps)

@@ -41,6 +41,34 @@ from pathlib import Path
 from typing import Any
 
 
+class Phase:
+    """The phase names this profiler prints, shared by train_default.py and compare_budget.py (a rename here
+    renames them there too, instead of silently zeroing their tables)."""
+
+    WARMUP = "warm-up"
+    LOAD_MODEL = "load model"
+    EVALUATION = "evaluation"
+    EVAL_SCORE = "eval: score"
+    GENERATE_EVAL = "generate (eval)"
+    GENERATE_ROLLOUT = "generate (rollout)"
+    RL = "rl (trainer.train)"
+    ROLLOUT = "rollout"
+    REWARDS = "rewards"
+    BAND_METRICS = "band metrics"
+    BOUNDS_AND_ROLLOUT = "bounds + rollout"
+    OLD_LOGPS = "old log-probs"
+    FORWARD = "forward (log-probs)"
+    LOSS = "loss (forward + loss)"
+    TRAINING_STEP = "training_step"
+    BACKWARD = "backward"
+    GRAD_CLIP = "grad clip"
+    OPTIMISER = "optimiser step"
+    CHECKPOINT = "checkpoint"
+    LOGGING = "logging (metrics/tensorboard)"
+    SAVE_MODEL = "save final model"
+    PLOTS = "plots"
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; `platform.processor()` elsewhere) and its core count."""
     name = ""
@@ -72,7 +100,7 @@ class PhaseTimer:
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
             label = when(args, kwargs) if when is not None else name
-            if label is None or any(entry[0] == "warm-up" for entry in self.stack):
+            if label is None or any(entry[0] == Phase.WARMUP for entry in self.stack):
                 # the warm-up is one phase: its own HF Trainer, backward, generate are not split out
                 return original(*args, **kwargs)
             self.enter(label)
@@ -135,47 +163,47 @@ def instrument(timer: PhaseTimer) -> None:
     from bandpo.training import evaluate as evaluate_module
     from bandpo.training import runner, warmup
 
-    timer.wrap(warmup, "_warm_up", "warm-up")
+    timer.wrap(warmup, "_warm_up", Phase.WARMUP)
     # the run's own steps, under the names of either layout of bandpo.training (runner.py alone, or split
     # into policy / run_dir / metrics_log modules): whichever exist are timed
-    timer.wrap_any([(runner, "_load_policy"), (runner, "load_policy")], "load model")
-    timer.wrap_any([(runner, "_run_evaluation"), (runner, "_evaluate_rows")], "evaluation")
-    timer.wrap(evaluate_module.GuardedReward, "score_one", "eval: score")
+    timer.wrap_any([(runner, "_load_policy"), (runner, "load_policy")], Phase.LOAD_MODEL)
+    timer.wrap_any([(runner, "_run_evaluation"), (runner, "_evaluate_rows")], Phase.EVALUATION)
+    timer.wrap(evaluate_module.GuardedReward, "score_one", Phase.EVAL_SCORE)
 
     def generate_phase(args: tuple, kwargs: dict) -> str:
         inside = [entry[0] for entry in timer.stack]
-        return "generate (eval)" if "evaluation" in inside else "generate (rollout)"
+        return Phase.GENERATE_EVAL if Phase.EVALUATION in inside else Phase.GENERATE_ROLLOUT
 
     timer.wrap(GenerationMixin, "generate", when=generate_phase)
-    timer.wrap(Trainer, "train", "rl (trainer.train)")
-    timer.wrap(GRPOTrainer, "_generate_and_score_completions", "rollout")
-    timer.wrap(GRPOTrainer, "_calculate_rewards", "rewards")
-    timer.wrap(BandPOTrainer, "_log_band_metrics", "band metrics")
-    timer.wrap(BandPOTrainer, "_generate_and_score_completions", "bounds + rollout")
+    timer.wrap(Trainer, "train", Phase.RL)
+    timer.wrap(GRPOTrainer, "_generate_and_score_completions", Phase.ROLLOUT)
+    timer.wrap(GRPOTrainer, "_calculate_rewards", Phase.REWARDS)
+    timer.wrap(BandPOTrainer, "_log_band_metrics", Phase.BAND_METRICS)
+    timer.wrap(BandPOTrainer, "_generate_and_score_completions", Phase.BOUNDS_AND_ROLLOUT)
 
     def logps_phase(args: tuple, kwargs: dict) -> str:
-        return "old log-probs" if not torch.is_grad_enabled() else "forward (log-probs)"
+        return Phase.OLD_LOGPS if not torch.is_grad_enabled() else Phase.FORWARD
 
     timer.wrap(GRPOTrainer, "_get_per_token_logps_and_entropies", when=logps_phase)
-    timer.wrap(GRPOTrainer, "_compute_loss", "loss (forward + loss)")
-    timer.wrap(Trainer, "training_step", "training_step")
-    timer.wrap(torch.Tensor, "backward", "backward")
-    timer.wrap(torch.autograd, "backward", "backward")
-    timer.wrap(Trainer, "_clip_grad_norm", "grad clip")
-    timer.wrap(torch.optim.AdamW, "step", "optimiser step")
-    timer.wrap(Trainer, "_save_checkpoint", "checkpoint")
+    timer.wrap(GRPOTrainer, "_compute_loss", Phase.LOSS)
+    timer.wrap(Trainer, "training_step", Phase.TRAINING_STEP)
+    timer.wrap(torch.Tensor, "backward", Phase.BACKWARD)
+    timer.wrap(torch.autograd, "backward", Phase.BACKWARD)
+    timer.wrap(Trainer, "_clip_grad_norm", Phase.GRAD_CLIP)
+    timer.wrap(torch.optim.AdamW, "step", Phase.OPTIMISER)
+    timer.wrap(Trainer, "_save_checkpoint", Phase.CHECKPOINT)
     record_step = [(getattr(runner, "_Run", None), "record_step")]
     with contextlib.suppress(ImportError):
         from bandpo.training import metrics_log
 
         record_step.append((metrics_log.MetricsLog, "record_step"))
-    timer.wrap_any(record_step, "logging (metrics/tensorboard)")
+    timer.wrap_any(record_step, Phase.LOGGING)
     timer.wrap_any(
-        [(runner, "_save_pretrained_atomic"), (runner, "save_pretrained_atomic")], "save final model"
+        [(runner, "_save_pretrained_atomic"), (runner, "save_pretrained_atomic")], Phase.SAVE_MODEL
     )
     from bandpo.training import plots
 
-    timer.wrap(plots, "plot_run", "plots")
+    timer.wrap(plots, "plot_run", Phase.PLOTS)
 
 
 def main() -> int:

@@ -32,19 +32,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_train import cpu_model
+from profile_train import Phase, cpu_model
 
 BUDGET_S = 300.0
 PHASES: tuple[tuple[str, str], ...] = (
-    ("warm-up", "warm-up (cold cache only)"),
-    ("evaluation", "evaluation before + after"),
-    ("rl (trainer.train)", "RL steps (trainer.train)"),
-    ("generate (rollout)", "  generation"),
-    ("old log-probs", "  old log-probs"),
-    ("forward (log-probs)", "  update: forward"),
-    ("backward", "  update: backward"),
-    ("optimiser step", "  update: optimiser"),
-    ("plots", "plots"),
+    (Phase.WARMUP, "warm-up (cold cache only)"),
+    (Phase.EVALUATION, "evaluation before + after"),
+    (Phase.RL, "RL steps (trainer.train)"),
+    (Phase.GENERATE_ROLLOUT, "  generation"),
+    (Phase.OLD_LOGPS, "  old log-probs"),
+    (Phase.FORWARD, "  update: forward"),
+    (Phase.BACKWARD, "  update: backward"),
+    (Phase.OPTIMISER, "  update: optimiser"),
+    (Phase.PLOTS, "plots"),
 )
 
 
