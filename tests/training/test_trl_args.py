@@ -1,4 +1,5 @@
-"""`trainer.trl_arguments`: TrainConfig → TRL arguments (micro-batching, plain k3 KL, one warning)."""
+"""`trainer.trl_arguments`: TrainConfig → TRL arguments (micro-batching, plain k3 KL, one warning, activation
+checkpointing)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,13 @@ def test_one_update_schedule_warns_once(tmp_path):
         args = _trl_config(config, tmp_path)
     messages = [str(w.message) for w in caught if "every method is identical" in str(w.message)]
     assert len(messages) == 1 and args.gradient_accumulation_steps == 1
+
+
+def test_embedded_model_is_trained_without_activation_checkpointing(tmp_path):
+    """TRL turns gradient checkpointing on by default; for the 0.1M-parameter model it only recomputes."""
+    assert _trl_config(TrainConfig(), tmp_path).gradient_checkpointing is False
+
+
+def test_a_users_model_keeps_trls_activation_checkpointing(tmp_path):
+    config = TrainConfig(model=str(tmp_path))  # any existing path: the config only checks it exists
+    assert _trl_config(config, tmp_path / "checkpoints").gradient_checkpointing is True
