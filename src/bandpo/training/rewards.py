@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
 import signal
 import threading
@@ -183,9 +184,29 @@ WORKER_START_TIMEOUT_S = 120.0
 Sample = tuple[str, str, str | None]
 
 
-def _worker_main(score: Callable[[str, str, str | None], float], connection: Any) -> None:
-    """The worker's loop: receive a batch of samples, send back one ``(index, value, error)`` per sample."""
+def _worker_main(
+    score: Callable[[str, str, str | None], float],
+    connection: Any,
+    parent_end: Any,
+    parent_pid: int,
+    pdeathsig: bool,
+) -> None:
+    """The worker's loop: receive a batch of samples, send back one ``(index, value, error)`` per sample.
+
+    The worker dies with its parent, however the parent ends: the kernel kills it (Linux parent-death
+    signal, armed when the parent started it from its main thread), a thread exits it once it is orphaned
+    (elsewhere, or while the scorer hangs), and the parent's end of the pipe, inherited by the fork, is
+    closed here so that a dead parent reads as end-of-file.
+    """
+    from bandpo._lifetime import die_with_parent, watch_parent
+
+    if parent_end is not None:
+        parent_end.close()
+    if pdeathsig:
+        die_with_parent(parent_pid)
+    watch_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the worker
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (`bandpo._lifetime`)
     connection.send(("ready", None, None))
     while True:
         try:
@@ -218,7 +239,11 @@ class _Worker:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
         self.connection, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=_worker_main, args=(score, child), daemon=True)
+        forked = method == "fork"
+        # the parent-death signal follows the thread that forks: only a main-thread fork may arm it
+        main_thread = threading.current_thread() is threading.main_thread()
+        args = (score, child, self.connection if forked else None, os.getpid(), main_thread)
+        self.process = context.Process(target=_worker_main, args=args, daemon=True)
         with warnings.catch_warnings():  # Python >= 3.12 warns on fork in a threaded process
             warnings.simplefilter("ignore", DeprecationWarning)
             self.process.start()
