@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bandpo._atomic import write_text_atomic
+from bandpo._lifetime import FolderLock
 from bandpo.experiments.lm_execute import execute, read_jsonl
 from bandpo.experiments.lm_plan import (
     DONE_MARKER,
@@ -38,16 +40,19 @@ from bandpo.experiments.lm_plan import (
     WALL_LOG,
     PlannedRun,
     build_config,
+    check_resumable,
     comparable,
     effective,
     is_done,
     plan_record,
     plan_runs,
+    quick_note,
 )
 from bandpo.experiments.lm_report import render_report
 from bandpo.experiments.lm_results import PER_SEED_FILE, clip_logging, load_run, read_per_seed, write_per_seed
 from bandpo.experiments.methods_spec import MethodSpec
 from bandpo.experiments.report import machine_info
+from bandpo.training.run_dir import read_json
 
 __all__ = [
     "DONE_MARKER",
@@ -68,6 +73,7 @@ Progress = Callable[[str], None]
 TrainFunction = Callable[..., Any]
 _effective = effective  # the name older tests and scripts import
 _read_jsonl = read_jsonl
+COMPARE_LOCK = "compare.lock"  # flock-ed by the compare writing this folder; holds its pid
 
 
 def run_lm_compare(
@@ -109,10 +115,46 @@ def run_lm_compare(
     configs = [build_config(run.spec, run.seed, run.run_dir, settings) for run in runs]  # validate all first
     plan = plan_record(specs, seeds, configs, settings=settings, quick=quick, jobs=jobs, sweep=sweep)
     start = time.perf_counter()
+    _pending(
+        runs, configs, settings, None
+    )  # every check before the first write: a refused compare leaves no trace
+    if progress and quick:
+        progress(f"note: {quick_note(settings)}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # one compare per output folder at a time (the lock dies with its holder); its runs lock themselves too
+    with FolderLock(
+        output_dir / COMPARE_LOCK,
+        what=f"comparison {str(output_dir)!r}",
+        fix="wait for that compare to end (or stop it), or choose another --output-dir",
+    ):
+        pending, steps_finished = _pending(runs, configs, settings, progress)  # again, under the lock
+        write_text_atomic(output_dir / "compare.json", json.dumps(plan, indent=2, default=str) + "\n")
+        if pending:
+            execute(
+                pending,
+                len(runs),
+                jobs=jobs,
+                train_fn=train_fn,
+                progress=progress,
+                steps_finished=steps_finished,
+            )
+        if progress:
+            progress(
+                f"all {len(runs)} runs finished ({time.perf_counter() - start:.0f} s in this call); writing report"
+            )
+        return write_lm_report(runs, output_dir, svg=svg, settings=settings, jobs=jobs)
+
+
+def _pending(
+    runs: Sequence[PlannedRun], configs: Sequence[Any], settings: dict[str, Any], progress: Progress | None
+) -> tuple[list[tuple[int, PlannedRun, Any]], int]:
+    """The runs still to train, as `(index in the plan, run, config)`, and the RL steps of those finished.
+
+    A finished run is skipped (its settings must match the plan); an interrupted one (config.json, no
+    completion marker) resumes when its settings match; each refusal names the run directory and the fix.
+    """
     pending: list[tuple[int, PlannedRun, Any]] = []
     steps_finished = 0
-    if progress and quick:
-        progress(f"note: {QUICK_NOTE}")
     for index, (run, config) in enumerate(zip(runs, configs, strict=True), start=1):
         if is_done(run, config):
             steps_finished += config.max_steps
@@ -120,19 +162,10 @@ def run_lm_compare(
                 progress(f"[{index}/{len(runs)}] {run.name}: finished earlier, skipped")
             continue
         if (run.run_dir / "config.json").exists():  # interrupted: continue from its last checkpoint
+            check_resumable(run, config)
             config = build_config(run.spec, run.seed, run.run_dir, settings, resume=True)
         pending.append((index, run, config))
-    output_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused compare leaves no trace
-    (output_dir / "compare.json").write_text(json.dumps(plan, indent=2, default=str) + "\n")
-    if pending:
-        execute(
-            pending, len(runs), jobs=jobs, train_fn=train_fn, progress=progress, steps_finished=steps_finished
-        )
-    if progress:
-        progress(
-            f"all {len(runs)} runs finished ({time.perf_counter() - start:.0f} s in this call); writing report"
-        )
-    return write_lm_report(runs, output_dir, svg=svg, settings=settings, jobs=jobs)
+    return pending, steps_finished
 
 
 def write_lm_report(
@@ -159,7 +192,9 @@ def write_lm_report(
     plan_path = output_dir / "compare.json"
     plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
     first_dir = next(run.run_dir for run in runs if (run.run_dir / "summary.json").exists())
-    first = json.loads((first_dir / "summary.json").read_text())
+    first = read_json(
+        first_dir / "summary.json", fix=f"delete the run directory {first_dir} and run the compare again"
+    )
     header = {
         "task": plan.get("task") or "countdown",
         "arms": plan.get("arms"),

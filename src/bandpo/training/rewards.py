@@ -33,9 +33,12 @@ from bandpo.training import reach, task
 
 __all__ = [
     "REWARDS",
+    "REWARD_CHECK_STEPS",
     "GuardedReward",
+    "RewardFailure",
     "RewardTimeout",
     "Verifier",
+    "check_rewards_work",
     "completion_text",
     "extract_final_answer",
     "get_verifier",
@@ -44,6 +47,14 @@ __all__ = [
 
 class RewardTimeout(Exception):
     """A verifier ran longer than its time limit."""
+
+
+class RewardFailure(ValueError):
+    """Every reward failed: the run would train on zeros (a wrong ``--reward`` for the dataset, say)."""
+
+
+# a run stops when every sample of its first REWARD_CHECK_STEPS RL steps failed to score
+REWARD_CHECK_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -394,6 +405,24 @@ class GuardedReward:
                 break
         return results
 
+    def failures(self) -> dict[str, Any]:
+        """What ``summary.json`` records: failed samples, timeouts among them, samples scored, last error."""
+        return {
+            "errors": self.errors_total,
+            "timeouts": self.timeouts_total,
+            "samples": self.samples_total,
+            "last_error": self.last_error,
+        }
+
+    def check_not_all_failed(self, step: int, steps: int) -> None:
+        """Raise `RewardFailure` at RL step `steps` when every sample scored so far has failed."""
+        if step == steps and self.samples_total and self.errors_total == self.samples_total:
+            raise RewardFailure(
+                f"every reward failed: all {self.samples_total} samples of the first {steps} RL step(s) raised "
+                f"or timed out in the {self.__name__!r} reward (last error: {self.last_error}); check that "
+                "--reward fits the dataset and its answer column"
+            )
+
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         answers = kwargs.get(self.answer_column) or [None] * len(prompts)
         scored = self.score_many(prompts, completions, answers)
@@ -406,3 +435,30 @@ class GuardedReward:
             log_metric(mn.REWARD_ERRORS, float(errors))
             log_metric(mn.TRAIN_ACCURACY, sum(r >= 1.0 for r in rewards) / max(len(rewards), 1))
         return rewards
+
+
+def check_rewards_work(config: Any, rows: Sequence[Any], *, count: int = 8) -> None:
+    """Before the first write: refuse a shipped reward that raises on every one of the first `count` rows.
+
+    Each row is scored with an empty completion, which a working verifier scores 0; one that raises on every
+    row cannot read the prompts or answers at all (``--reward countdown`` on a math dataset), and the run
+    would train on zeros.
+    """
+    name = config.resolved_reward
+    if name not in REWARDS or not rows:
+        return
+    guard = GuardedReward(get_verifier(name).score, timeout_s=config.reward_timeout_s, name=name)
+    try:
+        sample = list(rows[:count])
+        scored = guard.score_many(
+            [row.prompt for row in sample], [""] * len(sample), [r.answer for r in sample]
+        )
+    finally:
+        guard.close()
+    if all(failed for _, failed in scored):
+        source = config.dataset or f"the embedded {config.task} task"
+        raise RewardFailure(
+            f"reward={name!r} fails on every one of the first {len(sample)} prompts of {source} "
+            f"(last error: {guard.last_error}); choose the --reward that fits the dataset (one of "
+            f"{sorted(REWARDS)}) or fix its answer column"
+        )

@@ -54,9 +54,10 @@ from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
 from bandpo.training.policy import load_policy
 from bandpo.training.processes import Processes, warm_up_in_child
-from bandpo.training.rewards import GuardedReward, get_verifier
+from bandpo.training.rewards import REWARD_CHECK_STEPS, GuardedReward, check_rewards_work, get_verifier
 from bandpo.training.run_dir import (
     RunPaths,
+    check_checkpoint_files,
     check_run_dir,
     checkpoint_step,
     find_last_checkpoint,
@@ -64,7 +65,9 @@ from bandpo.training.run_dir import (
     remove_leftovers,
     resolve_run_dir,
     save_pretrained_atomic,
+    take_run_lock,
     to_json,
+    undo_failed_start,
 )
 from bandpo.training.summary import TrainSummary, clip_by_bin
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
@@ -97,13 +100,24 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     main = processes.is_main
     show = progress and main
     paths = RunPaths(processes.share(resolve_run_dir(config)))  # a timestamped default is the main one's
-    with offline_environment(), quiet_and_threads(config.num_threads), _explain_write_failures(paths.run_dir):
+    existed_before = paths.run_dir.exists()
+    with (
+        offline_environment(),
+        quiet_and_threads(config.num_threads),
+        _explain_write_failures(paths.run_dir),
+        contextlib.ExitStack() as exits,
+    ):
         # everything is checked before the first write, by every process
         _check_world_size(config, processes.world_size)
         check_run_dir(paths, config)
         raw_train_rows, raw_eval_rows = data_module.read_run_rows(config)
         checkpoint = find_last_checkpoint(paths.checkpoints) if config.resume else None
+        if checkpoint is not None:
+            check_checkpoint_files(checkpoint, world_size=processes.world_size)
         resumed_step = checkpoint_step(checkpoint) // config.optimizer_steps_per_rl_step if checkpoint else 0
+        if config.model is None and config.dataset is not None:  # the embedded model reads its alphabet only
+            data_module.check_embedded_alphabet(raw_train_rows + raw_eval_rows, config.dataset)
+        check_rewards_work(config, raw_train_rows)
         stored_before = None
         if config.resume and paths.eval_before.exists():
             fix = "delete it to evaluate again"
@@ -127,10 +141,23 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             return result
 
         if main:
-            paths.run_dir.mkdir(parents=True, exist_ok=True)
+            # one writer per run directory, from its first write to the end (`take_run_lock`)
+            exits.enter_context(take_run_lock(paths, config))  # and checks the directory again under it
+            fresh_start = not paths.config.exists()
+
+            def undo_on_failure(exc_type: Any, *_: Any) -> None:
+                if exc_type is not None:  # a failed start never blocks its own retry
+                    undo_failed_start(paths, created=not existed_before, fresh=fresh_start)
+
+            exits.push(undo_on_failure)
             remove_leftovers(paths)
-            if not config.resume or not paths.config.exists():
+            if fresh_start:
                 write_text_atomic(paths.config, to_json(config.to_dict(), indent=2))
+        reward = GuardedReward(
+            get_verifier(config.resolved_reward).score,
+            timeout_s=config.reward_timeout_s,
+            name=config.resolved_reward,
+        )
         sink = (
             MetricsLog(
                 paths.metrics,
@@ -153,6 +180,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             )
 
             def on_rl_step(rl_step: int, logs: dict[str, Any]) -> None:  # from TRL's on_log, per RL step
+                reward.check_not_all_failed(rl_step, min(REWARD_CHECK_STEPS, config.max_steps))
                 if log is not None:
                     record = log.record_step(rl_step, logs)
                 if bar is not None:
@@ -169,11 +197,6 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
 
             from bandpo.training.trainer import build_trainer  # imports TRL
 
-            reward = GuardedReward(
-                get_verifier(config.resolved_reward).score,
-                timeout_s=config.reward_timeout_s,
-                name=config.resolved_reward,
-            )
             trainer = build_trainer(
                 config,
                 model,
@@ -205,7 +228,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             from bandpo.training.plots import plot_run
 
             plot_run(paths.metrics, paths.plots, title=config.method)
-            summary = _summarize(config, paths, before, after, start, warmup_info, processes.world_size)
+            summary = _summarize(
+                config, paths, before, after, start, warmup_info, processes.world_size, reward.failures()
+            )
             write_text_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2))
         processes.wait()  # the others return the main process's results, once they are written
         if not main:
@@ -213,7 +238,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             before = before or (
                 EvalResult.from_dict(read_json(paths.eval_before, fix=_RERUN)) if eval_rows else None
             )
-            summary = _summarize(config, paths, before, after, start, warmup_info, processes.world_size)
+            summary = _summarize(
+                config, paths, before, after, start, warmup_info, processes.world_size, reward.failures()
+            )
     return summary
 
 
@@ -225,6 +252,7 @@ def _summarize(
     start: float,
     warmup_info: dict[str, Any] | None,
     world_size: int,
+    reward_failures: dict[str, Any] | None = None,
 ) -> TrainSummary:
     """The run's `TrainSummary`, its training records read back from ``metrics.jsonl``."""
     from bandpo.training.plots import read_metrics
@@ -242,6 +270,7 @@ def _summarize(
         warmup=warmup_info,
         paths=paths.as_dict(),
         world_size=world_size,
+        reward_failures=reward_failures,
     )
 
 

@@ -169,7 +169,10 @@ def sample_eval_problems(count: int, *, seed: int) -> list[CountdownProblem]:
             problems.append(problem)
             if len(problems) == count:
                 return problems
-    raise ValueError(f"eval_prompts={count} is more than the held-out pool can supply; use at most ~1000")
+    raise ValueError(
+        f"eval_prompts={count} is more than the held-out pool can supply ({len(problems)} distinct prompts); "
+        f"use at most {len(problems)}"
+    )
 
 
 def sample_warmup_examples(
