@@ -87,6 +87,22 @@ def watch_parent(parent_pid: int, interval_s: float = 1.0) -> threading.Thread:
     return thread
 
 
+# descriptors of the locks this process holds: a forked child (a reward worker) closes its copies, so that
+# only the holder holds the lock, and it ends with the holder whatever the child does
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 class FolderLock:
     """An exclusive, non-blocking ``flock`` on `path` (created if needed), held until `release`.
 
@@ -118,6 +134,7 @@ class FolderLock:
             raise
         os.ftruncate(self._fd, 0)
         os.write(self._fd, f"{os.getpid()}\n".encode())
+        _HELD.add(self._fd)
 
     @property
     def held(self) -> bool:
@@ -126,6 +143,7 @@ class FolderLock:
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
+            _HELD.discard(fd)
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)  # closing the last descriptor releases the flock
