@@ -355,3 +355,46 @@ def test_a_corrupt_byte_in_metrics_names_the_file_and_line(tmp_path):
         read_metrics(path)
     path.write_bytes(b'{"train/step": 1}\n{"train/st')  # a torn last line is a kill, not corruption
     assert read_metrics(path) == [{"train/step": 1}]
+
+
+# --- bounds on input -------------------------------------------------------------------------------------
+
+
+def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path):
+    from bandpo.training.data import load_prompt_rows
+
+    path = tmp_path / "big.jsonl"
+    path.write_text(json.dumps({"prompt": "1" * 300_000, "answer": "1"}) + "\n")
+    with pytest.raises(ValueError, match=r"big.jsonl row 1: 'prompt' is 300,000 characters long, more than"):
+        load_prompt_rows(path)
+
+
+def test_a_deeply_nested_row_is_one_line(tmp_path):
+    from bandpo.training.data import load_prompt_rows
+
+    for name, text in (("deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n"), ("deep.json", "[" * 100_000)):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"{name}.*(nested too deeply|not valid JSON)"):
+            load_prompt_rows(path)
+
+
+@pytest.mark.parametrize("name", ["dup.jsonl", "dup.json"])
+def test_a_key_given_twice_is_refused(tmp_path, name):
+    from bandpo.training.data import load_prompt_rows
+
+    row = '{"prompt": "12+3", "answer": "15", "answer": "16"}'
+    path = tmp_path / name
+    path.write_text(row + "\n" if name.endswith("jsonl") else f"[{row}]")
+    with pytest.raises(ValueError, match="key 'answer' appears twice"):
+        load_prompt_rows(path)
+
+
+def test_too_many_eval_prompts_names_the_true_pool_size():
+    from bandpo.training.task import sample_eval_problems
+
+    with pytest.raises(
+        ValueError, match=r"eval_prompts=500 .*\((\d+) distinct prompts\); use at most \1"
+    ) as raised:
+        sample_eval_problems(500, seed=0)
+    assert "~1000" not in str(raised.value)

@@ -11,6 +11,7 @@ Layout of `output_dir`::
                                               run's wall time summed over every call that trained it
     runs/<method>-seed<k>/compare_wall.json   seconds spent by calls that were interrupted (until it finishes)
     report.md, compare_*.png    the comparison (sweep_<param>.png for a sweep)
+    compare.lock                flock-ed by the compare writing the folder (one at a time; its pid)
 
 One module per job: `lm_plan` (which runs, which are done), `lm_execute` (training them under one progress
 bar), `lm_results` (per_seed.json), `lm_stats` (paired tests), `lm_report` (report.md), `lm_sweep`.

@@ -15,7 +15,8 @@ Run directory (`bandpo.training.run_dir.RunPaths`, ``TrainSummary.paths``)::
     eval_before.json     held-out evaluation before training (metrics and per-prompt samples)
     eval_after.json      ... after training
     plots/               reward.png, entropy.png, clip_fractions.png
-    summary.json         before/after metrics, final training metrics, wall time, paths
+    summary.json         before/after metrics, final training metrics, wall time, reward failures, paths
+    run.lock             flock-ed by the process writing the run, from its first write to its end (its pid)
 
 Checkpoints fall on RL-step boundaries; one counts once the HF Trainer has written its trainer state (see
 `bandpo.training.run_dir`). ``resume=True`` continues from the last one: TRL / the HF Trainer restore
@@ -24,6 +25,13 @@ fixed schedule replayed from its start (`data.schedule_rows` + TRL's seeded samp
 Trainer), ``metrics.jsonl`` is cut back to the checkpoint, and the evaluation before training is read back
 from ``eval_before.json``. On CPU the resumed run then ends with the same metrics as an uninterrupted one
 (tested by killing a run with SIGKILL).
+
+One writer, nothing left behind: the run directory is locked (`bandpo._lifetime.FolderLock`, released by the
+kernel when the holder dies) before the first write, so a second process writing the same run is refused; the
+reward worker dies with this process however it ends; a fresh run that fails before its first checkpoint
+removes what it wrote (`run_dir.undo_failed_start`), so the retry starts clean. A reward that fails on every
+prompt is refused before the first write (`rewards.check_rewards_work`), and one that fails on every sample of
+the first `rewards.REWARD_CHECK_STEPS` RL steps stops the run (`rewards.RewardFailure`).
 
 Several processes (``torchrun`` / ``accelerate launch``, `bandpo.training.processes`): every process trains
 on its share of each batch (each micro-batch is split between them, so an RL step is the same as in one
