@@ -73,14 +73,6 @@ def _holders(path: Path) -> list[int]:
     return found
 
 
-def _run_pid(run_dir: Path) -> int | None:
-    try:
-        text = (run_dir / "run.lock").read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text else None
-
-
 def _compare_argv(model_dir: Path, output_dir: Path, steps: int) -> list[str]:
     argv = ["compare", "--methods", "clip", "--seeds", "1", "--quick", "--steps", str(steps), "--jobs", "1"]
     return [*argv, "--model", str(model_dir), "--output-dir", str(output_dir)]
@@ -105,8 +97,8 @@ def test_killing_compare_ends_its_runs_and_a_second_compare_is_refused(tiny_mode
             assert compare.poll() is None, compare.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the run did not start training"
             time.sleep(0.2)
-        child = _run_pid(run_dir)
-        assert child is not None and _alive(child)
+        (child,) = _children(compare.pid)  # the run's training process
+        assert _alive(child)
         descendants = [child, *_children(child)]  # the training process and its reward worker
         assert len(descendants) >= 2
         if sig == signal.SIGTERM:  # a second compare on the same folder, while the first runs
@@ -202,7 +194,9 @@ def test_an_interrupted_run_from_before_a_field_existed_resumes(tiny_model_dir, 
     (run_dir / "config.json").write_text(json.dumps(stored))
     settings = {**QUICK_SETTINGS, "max_steps": 4, "model": str(tiny_model_dir)}
     run = plan_runs(parse_method_specs(["clip"]), [0], tmp_path)[0]
-    check_resumable(run, build_config(run.spec, run.seed, run.run_dir, settings))
+    check_resumable(run, build_config(run.spec, run.seed, run.run_dir, settings))  # it ran the default task
+    with pytest.raises(ValueError, match="task: 'countdown' there, 'reach' now"):
+        check_resumable(run, build_config(run.spec, run.seed, run.run_dir, {**settings, "task": "reach"}))
 
 
 def test_the_done_marker_records_machine_and_version(tmp_path):

@@ -8,6 +8,7 @@ methods with the same seed start from the same policy and see the same prompts.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,7 @@ def is_done(run: PlannedRun, config: Any) -> bool:
 def check_resumable(run: PlannedRun, config: Any) -> None:
     """An interrupted run (config.json, no completion marker) resumes only with the settings it started with:
     checked here, before any run of the comparison starts, with the file and the fix named."""
-    from bandpo.training.run_dir import read_json
+    from bandpo.training.run_dir import read_json, to_json
 
     path = run.run_dir / "config.json"
     stored = read_json(
@@ -149,6 +150,9 @@ def check_resumable(run: PlannedRun, config: Any) -> None:
     )
     if not isinstance(stored, dict):
         raise ValueError(f"{path} does not hold a run's settings; delete the run directory {run.run_dir}")
+    # a field added after the run started: the run used its default, which `bandpo train --resume` assumes too
+    defaults = json.loads(to_json(dataclasses.asdict(type(config)())))
+    stored = {**{key: value for key, value in defaults.items() if key not in stored}, **stored}
     _check_same_settings(run, "interrupted", effective(comparable(stored)), config)
 
 
