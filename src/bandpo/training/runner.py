@@ -131,6 +131,27 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             fix = "delete it to evaluate again"
             stored_before = EvalResult.from_dict(read_json(paths.eval_before, fix=fix))
         processes.wait()  # every process has checked before the main one writes
+        fresh_start = False
+        refused = None
+        if main:
+            # one writer per run directory, from its first write to the end; the lock dies with its holder
+            try:
+                exits.enter_context(take_run_lock(paths, config))  # and checks the directory again under it
+            except ValueError as error:
+                refused = error
+            else:
+                fresh_start = not paths.config.exists()
+
+                def undo_on_failure(exc_type: Any, *_: Any) -> None:
+                    if exc_type is not None:  # a failed start never blocks its own retry
+                        undo_failed_start(paths, created=not existed_before, fresh=fresh_start)
+
+                exits.push(undo_on_failure)
+        refused_text = processes.share(None if refused is None else str(refused))  # all stop, or none
+        if refused is not None:
+            raise refused
+        if refused_text is not None:
+            raise ValueError(refused_text)
         warmup_info = None
         if config.model is None and processes.world_size > 1:
             # once, on the main process, outside the process group; the others load it from the cache
@@ -149,15 +170,6 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             return result
 
         if main:
-            # one writer per run directory, from its first write to the end (`take_run_lock`)
-            exits.enter_context(take_run_lock(paths, config))  # and checks the directory again under it
-            fresh_start = not paths.config.exists()
-
-            def undo_on_failure(exc_type: Any, *_: Any) -> None:
-                if exc_type is not None:  # a failed start never blocks its own retry
-                    undo_failed_start(paths, created=not existed_before, fresh=fresh_start)
-
-            exits.push(undo_on_failure)
             remove_leftovers(paths)
             if fresh_start:
                 write_text_atomic(paths.config, to_json(config.to_dict(), indent=2))
