@@ -6,7 +6,7 @@
   that started the child ends, so children are started from threads that outlive them.
 - `FolderLock`: an exclusive ``fcntl.flock`` on a lock file. The kernel releases it when the holder ends,
   however it ends (``kill -9`` included), so a crashed writer never leaves a stale lock, and a second writer
-  is refused at once with the holder's pid.
+  is refused at once with the holder's pid. Where there is no ``fcntl`` (Windows) nothing is locked.
 - `stop_process_group`: SIGTERM to a child's whole process group, then SIGKILL after a grace period.
 - `terminate_raises`: SIGTERM raises `Terminated` in the main thread, so ``finally`` blocks run (children
   are stopped, workers closed) and the command can exit 143 with a message.
@@ -116,12 +116,15 @@ class FolderLock:
     """
 
     def __init__(self, path: Path, *, what: str, fix: str) -> None:
-        import fcntl
-
         self.path = Path(path)
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            import fcntl
+        except ImportError:  # Windows: no flock; the file only records the writer's pid
+            fcntl = None
+        try:
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_pid(self._fd)
             os.close(self._fd)
