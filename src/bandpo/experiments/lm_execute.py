@@ -282,7 +282,6 @@ def _worker(argv: list[str]) -> int:
     parent = os.environ.get(PARENT_PID_VARIABLE)
     if parent and parent.isdigit() and not die_with_parent(int(parent)):
         watch_parent(int(parent))
-    from bandpo.cli import describe_os_error
     from bandpo.training import TrainConfig, train
 
     if len(argv) != 1:
@@ -293,8 +292,7 @@ def _worker(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, ImportError, OSError) as error:
-        cause = describe_os_error(error) if isinstance(error, OSError) else str(error)
-        print(f"{WORKER_ERROR_PREFIX} {' '.join(cause.split())}", file=sys.stderr)
+        print(f"{WORKER_ERROR_PREFIX} {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     return 0
 
