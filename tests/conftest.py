@@ -2,7 +2,7 @@
 
 Every process started during the session inherits the environment variable `SESSION_VARIABLE` (set here,
 before any test runs), and keeps it when its parent dies and it is re-parented, so scanning ``/proc`` for it
-finds orphans too. At the end of the session, after a grace period, any such process other than pytest itself
+finds orphans too (Linux; without ``/proc`` the check finds nothing). At the end of the session, after a grace period, any such process other than pytest itself
 and the daemonic `multiprocessing` children it stops on exit fails the session (exit status 1), is listed,
 and is killed. ``BANDPO_LEFTOVER_PROCESSES=report`` only lists them (used where a framework's own daemons may
 outlive a test, see scripts/test.sh).

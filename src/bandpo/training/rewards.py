@@ -12,7 +12,8 @@ Two verifiers ship:
 ``timeout_s`` scores 0 and is counted (`metric_names.REWARD_ERRORS`, per generation batch); the run goes on.
 The verifier runs in a worker process that is killed when a sample overruns, so a hung verifier (sympy
 expanding ``10^{10^{10}}``, a C extension, a ``try/except Exception`` around the work) costs one
-``timeout_s`` and leaves nothing running; the common path pays one round trip per batch.
+``timeout_s`` and leaves nothing running; the common path pays one round trip per batch. The worker dies with
+its parent, however the parent ends (`_worker_main`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bandpo import metric_names as mn
+from bandpo._lifetime import die_with_parent, watch_parent
 from bandpo.training import reach, task
 
 __all__ = [
@@ -209,8 +211,6 @@ def _worker_main(
     (elsewhere, or while the scorer hangs), and the parent's end of the pipe, inherited by the fork, is
     closed here so that a dead parent reads as end-of-file.
     """
-    from bandpo._lifetime import die_with_parent, watch_parent
-
     if parent_end is not None:
         parent_end.close()
     if pdeathsig:
