@@ -337,6 +337,35 @@ def test_resume_with_another_number_of_processes_is_refused(tmp_path):
         check_checkpoint_files(checkpoint, world_size=1)
 
 
+def test_resume_from_a_damaged_checkpoint_is_one_line_with_the_checkpoint_to_drop(
+    tiny_model_dir, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    argv = [
+        "--model",
+        str(tiny_model_dir),
+        "--output-dir",
+        str(run_dir),
+        "--max-steps",
+        "2",
+        "--save-every",
+        "1",
+    ]
+    assert main(["train", *argv, *SMALL]) == 0
+    capsys.readouterr()
+    last = run_dir / "checkpoints" / "checkpoint-4"  # 2 optimiser steps per RL step
+    optimizer = last / "optimizer.pt"
+    intact = optimizer.read_bytes()
+    optimizer.write_bytes(intact[:100])
+    err = _one_line_error(["--resume", "--output-dir", str(run_dir), "--no-progress"], capsys)
+    assert f"{optimizer} is truncated or corrupt" in err and f"delete {last} to resume" in err
+    optimizer.write_bytes(intact)
+    (last / "rng_state.pth").rename(last / "rng_state_0.pth")  # as a run on 2 processes writes it
+    (last / "rng_state_1.pth").write_bytes((last / "rng_state_0.pth").read_bytes())
+    err = _one_line_error(["--resume", "--output-dir", str(run_dir), "--no-progress"], capsys)
+    assert "written by a run on 2 process(es), this launch has 1" in err
+
+
 def test_only_the_first_process_prints_an_error(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "1")
     assert main(["train", "--delta", "-1"]) == 2

@@ -198,7 +198,7 @@ def _gone_within(pid: int, seconds: float) -> bool:
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
 @pytest.mark.parametrize("completion", ["ok", "hang"])
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGABRT])
 def test_the_worker_dies_with_its_parent(completion, sig):
     import subprocess
     import sys
