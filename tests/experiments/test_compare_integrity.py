@@ -142,6 +142,7 @@ def test_a_run_that_fails_is_one_line_that_says_a_rerun_does_not_help(tiny_model
     assert f"is being written by process {os.getpid()}" in err[-1]
     assert "rerunning the same compare fails the same way" in err[-1]
     assert not any("Traceback" in line for line in err)
+    assert sum("is being written by process" in line for line in err) == 1  # said once, by compare
 
 
 # --- damaged or mismatched run directories are named before anything trains ---------------------------

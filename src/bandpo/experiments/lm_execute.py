@@ -131,8 +131,9 @@ class _Subprocesses:
             self._running[config.output_dir] = process
         last_line = ""
         try:
-            for line in process.stderr:  # passed on as it comes; the last line is a failed run's error
-                sys.stderr.write(line)
+            for line in process.stderr:  # passed on as it comes; a failed run's error is said once, below
+                if not line.startswith(WORKER_ERROR_PREFIX):
+                    sys.stderr.write(line)
                 last_line = line.strip() or last_line
             code = process.wait()
         finally:
