@@ -289,6 +289,36 @@ def test_a_failure_after_the_first_write_does_not_block_the_retry(
     assert main(["train", *argv]) == 0
 
 
+def test_a_run_that_failed_after_it_trained_is_kept_for_resume(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """Without a checkpoint yet, a run that trained is kept: --resume reuses its evaluation before training."""
+    from bandpo.training.metrics_log import MetricsLog
+
+    real = MetricsLog.record_step
+
+    def record_step(self, rl_step, logs):
+        if rl_step == 2:
+            raise OSError(5, "Input/output error", str(self.path))
+        return real(self, rl_step, logs)
+
+    monkeypatch.setattr(MetricsLog, "record_step", record_step)
+    run_dir = tmp_path / "run"
+    argv = [
+        "--model",
+        str(tiny_model_dir),
+        "--output-dir",
+        str(run_dir),
+        "--max-steps",
+        "3",
+        "--save-every",
+        "5",
+    ]
+    assert "Input/output error" in _one_line_error([*argv, *SMALL], capsys)
+    assert (run_dir / "config.json").exists() and (run_dir / "eval_before.json").exists()
+    assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
+    monkeypatch.undo()
+    assert main(["train", *argv, *SMALL, "--resume"]) == 0
+
+
 # --- resume: settings added later, a damaged checkpoint, another number of processes -------------------
 
 

@@ -269,7 +269,8 @@ def take_run_lock(paths: RunPaths, config: TrainConfig) -> Any:
 
 def undo_failed_start(paths: RunPaths, *, created: bool, fresh: bool) -> None:
     """After a failure, remove what a fresh start wrote while it has no checkpoint to resume from, so the
-    retry is not refused as "already holds a run"; a run with a checkpoint is kept for ``--resume``."""
+    retry is not refused as "already holds a run"; a run with a checkpoint is always kept for ``--resume``
+    (the caller decides whether a run without one is worth keeping)."""
     if not fresh or complete_checkpoints(paths.checkpoints):
         return
     for path in (paths.config, paths.metrics, paths.eval_before, paths.eval_after, paths.summary):

@@ -28,8 +28,8 @@ from ``eval_before.json``. On CPU the resumed run then ends with the same metric
 
 One writer, nothing left behind: the run directory is locked (`bandpo._lifetime.FolderLock`, released by the
 kernel when the holder dies) before the first write, so a second process writing the same run is refused; the
-reward worker dies with this process however it ends; a fresh run that fails before its first checkpoint
-removes what it wrote (`run_dir.undo_failed_start`), so the retry starts clean. A reward that fails on every
+reward worker dies with this process however it ends; a fresh run that fails before its first RL step (or on
+failed rewards only) removes what it wrote (`run_dir.undo_failed_start`), so the retry starts clean. A reward that fails on every
 prompt is refused before the first write (`rewards.check_rewards_work`), and one that fails on every sample of
 the first `rewards.REWARD_CHECK_STEPS` RL steps stops the run (`rewards.RewardFailure`).
 
@@ -62,7 +62,13 @@ from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
 from bandpo.training.policy import load_policy
 from bandpo.training.processes import Processes, warm_up_in_child
-from bandpo.training.rewards import REWARD_CHECK_STEPS, GuardedReward, check_rewards_work, get_verifier
+from bandpo.training.rewards import (
+    REWARD_CHECK_STEPS,
+    GuardedReward,
+    RewardFailure,
+    check_rewards_work,
+    get_verifier,
+)
 from bandpo.training.run_dir import (
     RunPaths,
     check_checkpoint_files,
@@ -131,7 +137,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             fix = "delete it to evaluate again"
             stored_before = EvalResult.from_dict(read_json(paths.eval_before, fix=fix))
         processes.wait()  # every process has checked before the main one writes
-        fresh_start = False
+        fresh_start = trained = False
         refused = None
         if main:
             # one writer per run directory, from its first write to the end; the lock dies with its holder
@@ -143,7 +149,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                 fresh_start = not paths.config.exists()
 
                 def undo_on_failure(exc_type: Any, *_: Any) -> None:
-                    if exc_type is not None:  # a failed start never blocks its own retry
+                    # a failed start never blocks its own retry; once it trains, a run is kept for --resume
+                    # (its evaluation before training is reused), unless it trained on failed rewards only
+                    if exc_type is not None and (not trained or issubclass(exc_type, RewardFailure)):
                         undo_failed_start(paths, created=not existed_before, fresh=fresh_start)
 
                 exits.push(undo_on_failure)
@@ -200,7 +208,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             )
 
             def on_rl_step(rl_step: int, logs: dict[str, Any]) -> None:  # from TRL's on_log, per RL step
+                nonlocal trained
                 reward.check_not_all_failed(rl_step, min(REWARD_CHECK_STEPS, config.max_steps))
+                trained = True
                 if log is not None:
                     record = log.record_step(rl_step, logs)
                 if bar is not None:
