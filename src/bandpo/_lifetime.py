@@ -34,6 +34,7 @@ __all__ = [
     "parent_alive",
     "stop_process_group",
     "terminate_raises",
+    "watch_parent",
 ]
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
