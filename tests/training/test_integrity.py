@@ -289,6 +289,7 @@ def test_a_failure_after_the_first_write_does_not_block_the_retry(
     assert main(["train", *argv]) == 0
 
 
+@pytest.mark.slow
 def test_a_run_that_failed_after_it_trained_is_kept_for_resume(tiny_model_dir, tmp_path, capsys, monkeypatch):
     """Without a checkpoint yet, a run that trained is kept: --resume reuses its evaluation before training."""
     from bandpo.training.metrics_log import MetricsLog
@@ -367,6 +368,7 @@ def test_resume_with_another_number_of_processes_is_refused(tmp_path):
         check_checkpoint_files(checkpoint, world_size=1)
 
 
+@pytest.mark.slow
 def test_resume_from_a_damaged_checkpoint_is_one_line_with_the_checkpoint_to_drop(
     tiny_model_dir, tmp_path, capsys
 ):
