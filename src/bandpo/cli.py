@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +24,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare", "run several methods x seeds at equal budget and write report.md with plots"),
     "plot": ("plot", "plot Band's ratio bounds and clipping region (the paper's Fig. 1 and 2)"),
     "doctor": ("doctor", "check versions, the verl plugin, CUDA and the warm-up cache; print the fixes"),
+}
+
+
+# what an interrupted command says about picking up where it stopped
+_RESUME_HINTS = {
+    "train": "; continue the run with --resume --output-dir RUN_DIR (from its last checkpoint)",
+    "compare": "; run the same compare again to continue (finished runs are kept, the others resume)",
 }
 
 
@@ -71,16 +80,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from bandpo._lifetime import Terminated, terminate_raises
+
+    # under torchrun / accelerate launch every process runs the same checks: only the first reports them
+    speaks = os.environ.get("RANK", "0") in ("", "0")
     try:
-        return int(args._run(args))
+        with terminate_raises():  # SIGTERM unwinds like Ctrl-C: children are stopped, workers closed
+            return int(args._run(args))
+    except Terminated:
+        if speaks:
+            print(
+                f"bandpo {args.command}: stopped by SIGTERM{_RESUME_HINTS.get(args.command, '')}",
+                file=sys.stderr,
+            )
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("bandpo: interrupted", file=sys.stderr)
+        if speaks:
+            print(f"bandpo: interrupted{_RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
         return 130
     except (UsageError, ValueError, ImportError) as error:
-        print(f"bandpo {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        if speaks:
+            print(f"bandpo {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"bandpo {args.command}: error: {_one_line(describe_os_error(error))}", file=sys.stderr)
+        if speaks:
+            print(f"bandpo {args.command}: error: {_one_line(describe_os_error(error))}", file=sys.stderr)
         return 2
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,76 @@ def test_no_time_limit_scores_in_process():
 def test_unknown_reward_names_the_choices():
     with pytest.raises(ValueError, match="countdown"):
         get_verifier("nope")
+
+
+# --- the worker dies with its parent ---------------------------------------------------------------
+
+_PARENT = """
+import os, sys, time
+from bandpo.training.rewards import GuardedReward
+
+def score(prompt, completion, answer):
+    if completion == "hang":
+        while True:  # a hung verifier, busy on the CPU
+            pass
+    return 1.0
+
+reward = GuardedReward(score, timeout_s=600)
+reward.score_many(["p"], ["ok"], [None])  # starts the worker
+print(reward._worker.process.pid, flush=True)
+reward.score_many(["p"], [sys.argv[1]], [None])  # "hang": blocks in the hung sample
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+@pytest.mark.parametrize("completion", ["ok", "hang"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGABRT])
+def test_the_worker_dies_with_its_parent(completion, sig):
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, completion], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        time.sleep(0.3)  # the parent is now idle ("ok") or waiting on the hung sample ("hang")
+        parent.send_signal(sig)
+        parent.wait(timeout=30)
+        assert _gone_within(worker, 10), f"the reward worker {worker} outlived its parent ({sig!r})"
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+        parent.stderr.close()
+
+
+def test_the_worker_does_not_keep_the_parents_pipe_end():
+    """The fork copies the parent's end of the pipe; the worker closes it, so a dead parent reads as EOF."""
+    reward = GuardedReward(lambda p, c, a: 1.0, timeout_s=60)
+    try:
+        reward.score_many(["p"], ["c"], [None])
+        worker = reward._worker.process.pid
+        parent_end = os.readlink(f"/proc/{os.getpid()}/fd/{reward._worker.connection.fileno()}")
+        worker_fds = [os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")]
+        assert parent_end not in worker_fds
+    finally:
+        reward.close()

@@ -246,6 +246,14 @@ def run(args: argparse.Namespace) -> int:
         summary = train(config, progress=not args.no_progress)
     if not main:
         return 0
+    failures = summary.reward_failures or {}
+    if failures.get("errors"):
+        print(
+            f"bandpo train: warning: {failures['errors']} of {failures['samples']} training rewards failed and "
+            f"scored 0 ({failures['timeouts']} timed out; last error: {failures['last_error']}); see "
+            "reward/errors in metrics.jsonl",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

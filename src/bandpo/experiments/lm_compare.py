@@ -11,6 +11,7 @@ Layout of `output_dir`::
                                               run's wall time summed over every call that trained it
     runs/<method>-seed<k>/compare_wall.json   seconds spent by calls that were interrupted (until it finishes)
     report.md, compare_*.png    the comparison (sweep_<param>.png for a sweep)
+    compare.lock                flock-ed by the compare writing the folder (one at a time; its pid)
 
 One module per job: `lm_plan` (which runs, which are done), `lm_execute` (training them under one progress
 bar), `lm_results` (per_seed.json), `lm_reuse` (--reuse), `lm_report` (report.md, with `stats`), `lm_sweep`.
@@ -29,6 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bandpo._atomic import write_text_atomic
+from bandpo._lifetime import FolderLock
 from bandpo.experiments.lm_execute import execute, read_jsonl
 from bandpo.experiments.lm_plan import (
     DONE_MARKER,
@@ -38,11 +41,13 @@ from bandpo.experiments.lm_plan import (
     WALL_LOG,
     PlannedRun,
     build_config,
+    check_resumable,
     comparable,
     effective,
     is_done,
     plan_record,
     plan_runs,
+    quick_note,
 )
 from bandpo.experiments.lm_report import render_report
 from bandpo.experiments.lm_results import (
@@ -56,6 +61,7 @@ from bandpo.experiments.lm_results import (
 from bandpo.experiments.lm_reuse import reused_results
 from bandpo.experiments.methods_spec import MethodSpec
 from bandpo.experiments.report import machine_info
+from bandpo.training.run_dir import read_json
 
 __all__ = [
     "DONE_MARKER",
@@ -76,6 +82,7 @@ Progress = Callable[[str], None]
 TrainFunction = Callable[..., Any]
 _effective = effective  # the name older tests and scripts import
 _read_jsonl = read_jsonl
+COMPARE_LOCK = "compare.lock"  # flock-ed by the compare writing this folder; holds its pid
 
 
 def run_lm_compare(
@@ -110,7 +117,8 @@ def run_lm_compare(
             settings (`lm_reuse`): those are not trained, and their records go into this per_seed.json.
         collect_only: train nothing and write no report: only per_seed.json of the runs finished so far, to
             carry a study into a later session (`--reuse`) without looking at its outcomes. Returns
-            (per_seed.json path, "").
+            (per_seed.json path, ""). It reads finished runs only, so it may run beside the compare training
+            the folder.
     """
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: must be >= 1")
@@ -125,10 +133,55 @@ def run_lm_compare(
     plan = plan_record(specs, seeds, configs, settings=settings, quick=quick, jobs=jobs, sweep=sweep)
     reused = reused_results(reuse, runs, configs) if reuse else {}
     start = time.perf_counter()
+    # every check before the first write: a refused compare leaves no trace
+    pending, _ = _pending(runs, configs, settings, None, reused)
+    if collect_only:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path = write_lm_report(runs, output_dir, settings=settings, jobs=jobs, reused=reused, report=False)[0]
+        if progress:
+            progress(f"{len(runs) - len(pending)} of {len(runs)} runs finished; wrote {path} (no report)")
+        return path, ""
+    if progress and quick:
+        progress(f"note: {quick_note(settings)}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # one compare per output folder at a time (the lock dies with its holder); its runs lock themselves too
+    with FolderLock(
+        output_dir / COMPARE_LOCK,
+        what=f"comparison {str(output_dir)!r}",
+        fix="wait for that compare to end (or stop it), or choose another --output-dir",
+    ):
+        pending, steps_finished = _pending(runs, configs, settings, progress, reused)  # again, under the lock
+        write_text_atomic(output_dir / "compare.json", json.dumps(plan, indent=2, default=str) + "\n")
+        if pending:
+            execute(
+                pending,
+                len(runs),
+                jobs=jobs,
+                train_fn=train_fn,
+                progress=progress,
+                steps_finished=steps_finished,
+            )
+        if progress:
+            progress(
+                f"all {len(runs)} runs finished ({time.perf_counter() - start:.0f} s in this call); writing report"
+            )
+        return write_lm_report(runs, output_dir, svg=svg, settings=settings, jobs=jobs, reused=reused)
+
+
+def _pending(
+    runs: Sequence[PlannedRun],
+    configs: Sequence[Any],
+    settings: dict[str, Any],
+    progress: Progress | None,
+    reused: dict[str, SeedResult],
+) -> tuple[list[tuple[int, PlannedRun, Any]], int]:
+    """The runs still to train, as `(index in the plan, run, config)`, and the RL steps of those finished.
+
+    A finished run is skipped (its settings must match the plan); an interrupted one (config.json, no
+    completion marker) resumes when its settings match; each refusal names the run directory and the fix.
+    """
     pending: list[tuple[int, PlannedRun, Any]] = []
     steps_finished = 0
-    if progress and quick:
-        progress(f"note: {QUICK_NOTE}")
     for index, (run, config) in enumerate(zip(runs, configs, strict=True), start=1):
         if is_done(run, config):
             steps_finished += config.max_steps
@@ -140,24 +193,10 @@ def run_lm_compare(
                 progress(f"[{index}/{len(runs)}] {run.name}: reused from {reused[run.name].source}")
             continue
         if (run.run_dir / "config.json").exists():  # interrupted: continue from its last checkpoint
+            check_resumable(run, config)
             config = build_config(run.spec, run.seed, run.run_dir, settings, resume=True)
         pending.append((index, run, config))
-    output_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused compare leaves no trace
-    if collect_only:
-        path = write_lm_report(runs, output_dir, settings=settings, jobs=jobs, reused=reused, report=False)[0]
-        if progress:
-            progress(f"{len(runs) - len(pending)} of {len(runs)} runs finished; wrote {path} (no report)")
-        return path, ""
-    (output_dir / "compare.json").write_text(json.dumps(plan, indent=2, default=str) + "\n")
-    if pending:
-        execute(
-            pending, len(runs), jobs=jobs, train_fn=train_fn, progress=progress, steps_finished=steps_finished
-        )
-    if progress:
-        progress(
-            f"all {len(runs)} runs finished ({time.perf_counter() - start:.0f} s in this call); writing report"
-        )
-    return write_lm_report(runs, output_dir, svg=svg, settings=settings, jobs=jobs, reused=reused)
+    return pending, steps_finished
 
 
 def write_lm_report(
@@ -191,7 +230,11 @@ def write_lm_report(
     plan_path = output_dir / "compare.json"
     plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
     first_dir = next((run.run_dir for run in runs if (run.run_dir / "summary.json").exists()), None)
-    first = json.loads((first_dir / "summary.json").read_text()) if first_dir else {}
+    first = {}
+    if first_dir is not None:
+        first = read_json(
+            first_dir / "summary.json", fix=f"delete the run directory {first_dir} and run the compare again"
+        )
     header = {
         "task": plan.get("task") or "countdown",
         "arms": plan.get("arms"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as futures
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -25,13 +26,17 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
+from bandpo._lifetime import PARENT_PID_VARIABLE, die_with_parent, stop_process_group, watch_parent
 from bandpo.experiments.lm_plan import DONE_MARKER, WALL_LOG, PlannedRun, comparable
+from bandpo.training.run_dir import read_json
 
-__all__ = ["execute", "interrupted_calls", "last_step", "read_jsonl"]
+__all__ = ["RunFailed", "execute", "interrupted_calls", "last_step", "read_jsonl"]
 
 Progress = Callable[[str], None]
 TrainFunction = Callable[..., Any]
 POLL_S = 1.0  # seconds between progress-bar updates
+STOP_GRACE_S = 10.0  # seconds a stopped run gets between SIGTERM and SIGKILL
+WORKER_ERROR_PREFIX = "bandpo compare: run error:"  # a run's one-line error, on its last line
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -80,18 +85,33 @@ def _training_seconds(result: Any) -> float:
 def _write_done_marker(run: PlannedRun, config: Any, result: Any) -> None:
     last_call = _training_seconds(result)
     earlier = interrupted_calls(run)
+    from bandpo import __version__
+    from bandpo.experiments.report import machine_info
+
     record = {
         "label": run.spec.label,
         "seed": run.seed,
         "config": comparable(config.to_dict()),
         "wall_time_s": last_call + sum(earlier),  # every call that trained this run
         "wall_time_calls_s": [*earlier, last_call],
+        "bandpo_version": __version__,
+        "machine": machine_info(),  # CPU training is deterministic on one machine, not across machines
     }
     write_text_atomic(run.run_dir / DONE_MARKER, json.dumps(record, indent=2, default=str) + "\n")
 
 
+class RunFailed(ValueError):
+    """A run of the comparison failed; the message names the run, its error and whether a rerun helps."""
+
+
 class _Subprocesses:
-    """The training processes started by this call, so that a stop can terminate them."""
+    """The training processes started by this call, each in its own process group, so that a stop ends them
+    and everything they started (their reward workers).
+
+    A child dies with this process however it ends: `stop` (on Ctrl-C, SIGTERM, a failure) terminates each
+    group, and on Linux the kernel kills a child whose parent was killed with SIGKILL (parent-death signal,
+    armed by the child at start, `bandpo._lifetime.die_with_parent`); elsewhere the child watches its parent.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -101,30 +121,57 @@ class _Subprocesses:
     def train(self, config: Any) -> dict[str, Any]:
         """Train `config` in a fresh interpreter and wait for it; its summary.json is the result."""
         command = [sys.executable, "-m", "bandpo.experiments.lm_execute", config.to_json()]
+        env = {**os.environ, PARENT_PID_VARIABLE: str(os.getpid())}
         with self._lock:
             if self.stopping:
-                raise RuntimeError("compare stopped before this run started")
-            process = subprocess.Popen(command)
+                raise RunFailed(f"run {config.output_dir}: compare stopped before it started")
+            process = subprocess.Popen(
+                command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True, errors="replace"
+            )
             self._running[config.output_dir] = process
+        last_line = ""
         try:
+            for line in process.stderr:  # passed on as it comes; a failed run's error is said once, below
+                if not line.startswith(WORKER_ERROR_PREFIX):
+                    sys.stderr.write(line)
+                last_line = line.strip() or last_line
             code = process.wait()
         finally:
+            process.stderr.close()
             with self._lock:
                 self._running.pop(config.output_dir, None)
         if code != 0:
-            raise RuntimeError(
-                f"run {config.output_dir} failed (exit code {code}; its error is printed above); run the same "
-                "compare again to resume"
-            )
-        summary = json.loads((Path(config.output_dir) / "summary.json").read_text())
+            raise RunFailed(_failure_message(config.output_dir, code, last_line, stopping=self.stopping))
+        summary = read_json(
+            Path(config.output_dir) / "summary.json", fix=_DELETE_RUN.format(config.output_dir)
+        )
         return {"wall_time_s": summary.get("wall_time_s"), "warmup": summary.get("warmup")}
 
     def stop(self) -> None:
+        """End every running child and its process group (SIGTERM, then SIGKILL after a grace period); the
+        runs keep their last checkpoints and resume from them later."""
         with self._lock:
             self.stopping = True
-            for process in self._running.values():
-                if process.poll() is None:
-                    process.terminate()  # SIGTERM: the run keeps its last checkpoint and resumes from it later
+            running = list(self._running.values())
+        for process in running:
+            stop_process_group(process, grace_s=STOP_GRACE_S)
+
+
+_DELETE_RUN = "delete the run directory {} and run the same compare again (that run is trained again)"
+
+
+def _failure_message(run_dir: str, code: int, last_line: str, *, stopping: bool) -> str:
+    """Why a run's process failed, and whether running the compare again helps."""
+    if code < 0 or stopping:
+        how = f"killed by signal {-code}" if code < 0 else f"stopped (exit status {code})"
+        return f"run {run_dir} was {how}; run the same compare again to resume it from its last checkpoint"
+    if code == 2 and last_line.startswith(WORKER_ERROR_PREFIX):
+        cause = last_line[len(WORKER_ERROR_PREFIX) :].strip()
+        return f"run {run_dir} failed: {cause} (rerunning the same compare fails the same way until that is fixed)"
+    return (
+        f"run {run_dir} failed (exit status {code}; its traceback is printed above); this is a bug or a problem "
+        "of the environment: running the same compare again resumes it from its last checkpoint"
+    )
 
 
 def _bar(total: int, initial: int, enabled: bool) -> Any:
@@ -228,7 +275,14 @@ def execute(
 
 
 def _worker(argv: list[str]) -> int:
-    """`python -m bandpo.experiments.lm_execute CONFIG_JSON`: one run, without progress bars."""
+    """`python -m bandpo.experiments.lm_execute CONFIG_JSON`: one run, without progress bars.
+
+    It dies with the compare that started it (`bandpo._lifetime.die_with_parent`); a bad input or state is
+    reported as one last line, ``WORKER_ERROR_PREFIX`` and the cause, with exit status 2.
+    """
+    parent = os.environ.get(PARENT_PID_VARIABLE)
+    if parent and parent.isdigit() and not die_with_parent(int(parent)):
+        watch_parent(int(parent))
     from bandpo.training import TrainConfig, train
 
     if len(argv) != 1:
@@ -238,6 +292,9 @@ def _worker(argv: list[str]) -> int:
         train(TrainConfig.from_dict(json.loads(argv[0])), progress=False)
     except KeyboardInterrupt:
         return 130
+    except (ValueError, ImportError, OSError) as error:
+        print(f"{WORKER_ERROR_PREFIX} {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -25,11 +25,13 @@ __all__ = [
     "WALL_LOG",
     "PlannedRun",
     "build_config",
+    "check_resumable",
     "comparable",
     "effective",
     "is_done",
     "plan_record",
     "plan_runs",
+    "quick_note",
 ]
 
 DONE_MARKER = "compare_done.json"
@@ -39,11 +41,20 @@ WALL_LOG = "compare_wall.json"  # {"interrupted_calls_s": [...]}: time of calls 
 # default budget (250 RL steps of 32 prompts x 8 samples); --quick trades steps and evaluation prompts for time.
 FULL_SETTINGS: dict[str, Any] = {"eval_every": 50}
 QUICK_SETTINGS: dict[str, Any] = {"max_steps": 60, "eval_prompts": 128, "eval_every": 30, "save_every": 20}
-QUICK_NOTE = (
-    "quick budget (60 RL steps, 128 evaluation prompts, 3 seeds by default): a smoke test of the pipeline, "
-    "not evidence. At this budget the ranking of the methods is noise (it changes from one machine to "
-    "another); compare methods with the default budget and 8 seeds."
-)
+
+
+def quick_note(settings: dict[str, Any]) -> str:
+    """The warning of a --quick comparison, with the budget it actually ran (``--steps`` changes it)."""
+    steps = settings.get("max_steps", QUICK_SETTINGS["max_steps"])
+    prompts = settings.get("eval_prompts", QUICK_SETTINGS["eval_prompts"])
+    return (
+        f"quick budget ({steps} RL steps, {prompts} evaluation prompts, 3 seeds by default): a smoke test of the "
+        "pipeline, not evidence. At this budget the ranking of the methods is noise (it changes from one "
+        "machine to another); compare methods with the default budget and 8 seeds."
+    )
+
+
+QUICK_NOTE = quick_note(QUICK_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -112,10 +123,42 @@ def is_done(run: PlannedRun, config: Any) -> bool:
     lacks (added to `TrainConfig` after it ran) is not compared: the run used the behaviour before that field
     existed, which the field's default keeps.
     """
+    from bandpo.training.run_dir import read_json
+
     marker = run.run_dir / DONE_MARKER
     if not marker.exists() or not (run.run_dir / "summary.json").exists():
         return False
-    stored = effective(json.loads(marker.read_text()).get("config", {}))
+    again = (
+        f"delete it and run the same compare again (the run {run.run_dir} resumes from its last checkpoint)"
+    )
+    record = read_json(marker, fix=again)
+    read_json(run.run_dir / "summary.json", fix=f"{again}; or delete that run directory to train it anew")
+    if not isinstance(record, dict) or not isinstance(record.get("config", {}), dict):
+        raise ValueError(f"{marker} does not hold a finished run's record; {again}")
+    _check_same_settings(run, "finished", effective(record.get("config", {})), config)
+    return True
+
+
+def check_resumable(run: PlannedRun, config: Any) -> None:
+    """An interrupted run (config.json, no completion marker) resumes only with the settings it started with:
+    checked here, before any run of the comparison starts, with the file and the fix named."""
+    from bandpo.training.run_dir import read_json, to_json
+
+    path = run.run_dir / "config.json"
+    stored = read_json(
+        path, fix=f"delete the run directory {run.run_dir} (that run is trained again from the start)"
+    )
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path} does not hold a run's settings; delete the run directory {run.run_dir}")
+    # a field added after the run started: the run used its default, which `bandpo train --resume` assumes too
+    defaults = json.loads(to_json(dataclasses.asdict(type(config)())))
+    stored = {**{key: value for key, value in defaults.items() if key not in stored}, **stored}
+    _check_same_settings(run, "interrupted", effective(comparable(stored)), config)
+
+
+def _check_same_settings(run: PlannedRun, state: str, stored: dict[str, Any], config: Any) -> None:
+    """A field the stored record lacks (added to `TrainConfig` after the run started) is not compared: the
+    run used the behaviour before that field existed, which the field's default keeps."""
     planned = effective(comparable(config.to_dict()))
     different = sorted(key for key in planned if key in stored and stored[key] != planned[key])
     if different:
@@ -123,10 +166,12 @@ def is_done(run: PlannedRun, config: Any) -> bool:
             f"{key}: {stored.get(key)!r} there, {planned[key]!r} now" for key in different[:4]
         )
         raise ValueError(
-            f"{run.run_dir} holds a finished run with other settings ({details}); use another --output-dir or "
-            "remove that run directory"
+            f"{run.run_dir} holds an {state} run with other settings ({details}); run the compare with the "
+            "settings it was started with, use another --output-dir, or remove that run directory"
+            if state == "interrupted"
+            else f"{run.run_dir} holds a {state} run with other settings ({details}); use another --output-dir "
+            "or remove that run directory"
         )
-    return True
 
 
 def task_of(config: Any) -> str:
@@ -173,7 +218,7 @@ def plan_record(
         "config": comparable(configs[0].to_dict()) if configs else {},
     }
     if quick:
-        record["note"] = QUICK_NOTE
+        record["note"] = quick_note(settings)
     if sweep:
         record["sweep"] = sweep
     return record

@@ -14,7 +14,7 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo.experiments.lm_execute import read_jsonl
-from bandpo.experiments.lm_plan import QUICK_NOTE
+from bandpo.experiments.lm_plan import quick_note
 from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, training_records
 from bandpo.experiments.report import (
     format_values,
@@ -185,7 +185,7 @@ def render_report(
     task = header.get("task") or "countdown"
     lines = ["# bandpo compare", ""]
     if header.get("quick"):
-        lines += [f"**{QUICK_NOTE}**", ""]
+        lines += [f"**{quick_note(config)}**", ""]
     lines += [
         f"{len(data)} methods x {len(seeds)} seeds ({', '.join(map(str, seeds))}), equal budget: "
         f"{config.get('max_steps')} RL steps of {config.get('prompts_per_step')} prompts x "

@@ -30,6 +30,7 @@ from bandpo.training.tasks import get_task
 __all__ = [
     "PromptRow",
     "adapt_rows",
+    "check_embedded_alphabet",
     "countdown_rows",
     "load_prompt_rows",
     "prompt_rows",
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 PROMPT_ALIASES: tuple[str, ...] = ("prompt", "problem", "question")
+# bounds on input: a longer prompt or answer is refused before anything is tokenized (a 50 MB prompt would
+# take the tokenizer to several GB); a longer jsonl line is refused before it is parsed
+MAX_TEXT_CHARS = 200_000
+MAX_LINE_BYTES = 16 * 2**20
 ANSWER_ALIASES: tuple[str, ...] = ("answer", "solution", "ground_truth")
 
 
@@ -77,12 +82,12 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
                     ) from None
                 if not line.strip():
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
+                if len(raw) > MAX_LINE_BYTES:
                     raise ValueError(
-                        f"{path.name} line {line_number}: not valid JSON ({error.msg}); fix or delete that line"
-                    ) from None
+                        f"{path.name} line {line_number}: {len(raw):,} bytes, more than the {MAX_LINE_BYTES:,} "
+                        "a row may hold; shorten or delete that line"
+                    )
+                record = _loads(line, f"{path.name} line {line_number}", "fix or delete that line")
                 if not isinstance(record, dict):
                     raise ValueError(
                         f"{path.name} line {line_number}: expected a JSON object with prompt and answer"
@@ -99,10 +104,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
                 f"{path.name} line {line_number}: not UTF-8 (byte {raw[error.start]:#04x}); re-save the file "
                 "as UTF-8 or fix that line"
             ) from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path.name}: not valid JSON ({error.msg} at line {error.lineno})") from None
+        data = _loads(text, path.name, "fix the file")
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
@@ -118,6 +120,27 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         except Exception as error:  # pyarrow raises several types for a corrupt file
             raise ValueError(f"{path.name}: cannot read as parquet ({error})") from None
     raise ValueError(f"dataset {path.name!r}: unsupported format; use .jsonl, .json or .parquet")
+
+
+def _loads(text: str, where: str, fix: str) -> Any:
+    """`json.loads` that refuses a key given twice in one object (JSON keeps the last silently) and nesting
+    too deep to read, with one line naming `where`."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in record:
+                raise ValueError(f"{where}: key {key!r} appears twice in one object; {fix}")
+            record[key] = value
+        return record
+
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except json.JSONDecodeError as error:
+        at = f" at line {error.lineno}" if "line" not in where else ""
+        raise ValueError(f"{where}: not valid JSON ({error.msg}{at}); {fix}") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to read; {fix}") from None
 
 
 def _pick(record: dict[str, Any], preferred: str, aliases: tuple[str, ...]) -> tuple[str | None, Any]:
@@ -173,6 +196,12 @@ def load_prompt_rows(
                 f"{path.name} row {index}: {name!r} must be a string or a list of chat messages "
                 "({'role': ..., 'content': ...}), got " + type(prompt).__name__
             )
+        text = prompt if isinstance(prompt, str) else "".join(str(m["content"]) for m in prompt)
+        if len(text) > MAX_TEXT_CHARS:
+            raise ValueError(
+                f"{path.name} row {index}: {name!r} is {len(text):,} characters long, more than the "
+                f"{MAX_TEXT_CHARS:,} a prompt may have; shorten it or drop the row"
+            )
         answer_name, answer = _pick(record, answer_column, ANSWER_ALIASES)
         if answer is None or (isinstance(answer, str) and not answer.strip()):
             if require_answer:
@@ -186,6 +215,11 @@ def load_prompt_rows(
         if answer is not None and not isinstance(answer, str | int | float):
             raise ValueError(
                 f"{path.name} row {index}: {answer_name!r} must be a string or a number, got {type(answer).__name__}"
+            )
+        if answer is not None and len(str(answer)) > MAX_TEXT_CHARS:
+            raise ValueError(
+                f"{path.name} row {index}: {answer_name!r} is {len(str(answer)):,} characters long, more than "
+                f"the {MAX_TEXT_CHARS:,} an answer may have; shorten it or drop the row"
             )
         rows.append(PromptRow(prompt=prompt, answer=None if answer is None else str(answer)))
     return rows
@@ -230,6 +264,21 @@ def read_run_rows(config: TrainConfig) -> tuple[list[PromptRow], list[PromptRow]
     )
     train_pool, eval_rows = split_rows(rows, eval_prompts=config.eval_prompts)
     return schedule_rows(train_pool, count, seed=config.seed), eval_rows
+
+
+def check_embedded_alphabet(rows: list[PromptRow], dataset: str) -> None:
+    """Refuse prompts the embedded model cannot read: its tokenizer knows only `task.ALPHABET` and would map
+    every other character to padding, so the run would train on noise."""
+    known = set(task.ALPHABET)
+    for row in rows:
+        unknown = sorted(set(row.text) - known)
+        if unknown:
+            shown = "".join(unknown[:10])
+            raise ValueError(
+                f"dataset {dataset!r}: the embedded tiny model reads only the characters "
+                f"{''.join(task.ALPHABET)!r}, and a prompt holds others ({shown!r}); pass --model with a "
+                "local HF checkpoint whose tokenizer covers the dataset"
+            )
 
 
 def adapt_rows(rows: list[PromptRow], tokenizer: Any, *, use_chat_template: bool) -> list[PromptRow]:

@@ -17,13 +17,22 @@ from bandpo.training.config import TrainConfig
 from bandpo.training.environment import progress_bar
 from bandpo.training.run_dir import read_json
 
-__all__ = ["check_checkpoint_folder", "load_policy"]
+__all__ = ["check_checkpoint_folder", "check_loaded_policy", "load_policy"]
 
 WEIGHT_FILES: tuple[str, ...] = (
     "model.safetensors",
     "model.safetensors.index.json",
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
+)
+# a tokenizer's vocabulary lives in one of these (fast, SentencePiece, BPE or WordPiece tokenizers)
+TOKENIZER_FILES: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "vocab.txt",
 )
 SAVE_FIX = "pass a folder written by save_pretrained (config.json, weights and tokenizer files)"
 
@@ -42,6 +51,11 @@ def check_checkpoint_folder(path: Path) -> None:
     read_json(path / "config.json", fix=f"re-copy or re-save the checkpoint ({SAVE_FIX})")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise ValueError(f"{where} has no weights (none of {', '.join(WEIGHT_FILES)}); {SAVE_FIX}")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"{where} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the tokenizer beside the "
+            "model (tokenizer.save_pretrained(folder)) or copy its files there"
+        )
     for weights in sorted(path.glob("*.safetensors")):
         _check_safetensors(weights)
 
@@ -93,10 +107,38 @@ def load_policy(config: TrainConfig, progress: bool) -> tuple[Any, Any, dict[str
             f"model={str(path)!r} is not a loadable local HF checkpoint ({type(error).__name__}: {first_line}); "
             f"{SAVE_FIX}"
         ) from None
+    if config.model is not None:
+        check_loaded_policy(model, tokenizer, path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer, warmup_info
+
+
+def check_loaded_policy(model: Any, tokenizer: Any, path: Path) -> None:
+    """One-line ValueError unless the loaded model and tokenizer can generate: a real vocabulary that fits the
+    model's embedding, and finite weights (one pass over the parameters, before the run writes anything)."""
+    import torch
+
+    where = f"model={str(path)!r}"
+    size = len(tokenizer)
+    rows = model.get_input_embeddings().num_embeddings
+    if size < 2:
+        raise ValueError(
+            f"{where}: its tokenizer has a vocabulary of {size} (its files are missing or empty); {SAVE_FIX}"
+        )
+    if size > rows:
+        raise ValueError(
+            f"{where}: its tokenizer has {size} tokens, more than the model's {rows} embedding rows; save the "
+            "tokenizer the model was trained with beside it"
+        )
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if not bool(torch.isfinite(parameter).all()):
+                raise ValueError(
+                    f"{where}: the weights hold NaN or inf (first in {name}); re-copy or re-save the checkpoint, "
+                    "or start from an earlier one"
+                )
 
 
 def _warmed_up_model(config: TrainConfig, progress: bool) -> tuple[Path, dict[str, Any]]:

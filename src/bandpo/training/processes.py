@@ -118,6 +118,8 @@ def warm_up_in_child(config: Any, progress: bool) -> dict[str, Any] | None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     code = (
         "import pickle, sys\n"
+        "from bandpo._lifetime import die_with_parent\n"
+        "die_with_parent()\n"  # a killed launcher process takes its warm-up with it
         "from bandpo.training.environment import offline_environment, quiet_and_threads\n"
         "from bandpo.training.policy import load_policy\n"
         "config, progress = pickle.loads(sys.stdin.buffer.read())\n"

@@ -12,7 +12,8 @@ Two verifiers ship:
 ``timeout_s`` scores 0 and is counted (`metric_names.REWARD_ERRORS`, per generation batch); the run goes on.
 The verifier runs in a worker process that is killed when a sample overruns, so a hung verifier (sympy
 expanding ``10^{10^{10}}``, a C extension, a ``try/except Exception`` around the work) costs one
-``timeout_s`` and leaves nothing running; the common path pays one round trip per batch.
+``timeout_s`` and leaves nothing running; the common path pays one round trip per batch. The worker dies with
+its parent, however the parent ends (`_worker_main`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
 import signal
 import threading
@@ -28,13 +30,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from bandpo import metric_names as mn
+from bandpo._lifetime import die_with_parent, watch_parent
 from bandpo.training import reach, task
 
 __all__ = [
     "REWARDS",
+    "REWARD_CHECK_STEPS",
     "GuardedReward",
+    "RewardFailure",
     "RewardTimeout",
     "Verifier",
+    "check_rewards_work",
     "completion_text",
     "extract_final_answer",
     "get_verifier",
@@ -43,6 +49,14 @@ __all__ = [
 
 class RewardTimeout(Exception):
     """A verifier ran longer than its time limit."""
+
+
+class RewardFailure(ValueError):
+    """Every reward failed: the run would train on zeros (a wrong ``--reward`` for the dataset, say)."""
+
+
+# a run stops when every sample of its first REWARD_CHECK_STEPS RL steps failed to score
+REWARD_CHECK_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -183,9 +197,27 @@ WORKER_START_TIMEOUT_S = 120.0
 Sample = tuple[str, str, str | None]
 
 
-def _worker_main(score: Callable[[str, str, str | None], float], connection: Any) -> None:
-    """The worker's loop: receive a batch of samples, send back one ``(index, value, error)`` per sample."""
+def _worker_main(
+    score: Callable[[str, str, str | None], float],
+    connection: Any,
+    parent_end: Any,
+    parent_pid: int,
+    pdeathsig: bool,
+) -> None:
+    """The worker's loop: receive a batch of samples, send back one ``(index, value, error)`` per sample.
+
+    The worker dies with its parent, however the parent ends: the kernel kills it (Linux parent-death
+    signal, armed when the parent started it from its main thread), a thread exits it once it is orphaned
+    (elsewhere, or while the scorer hangs), and the parent's end of the pipe, inherited by the fork, is
+    closed here so that a dead parent reads as end-of-file.
+    """
+    if parent_end is not None:
+        parent_end.close()
+    if pdeathsig:
+        die_with_parent(parent_pid)
+    watch_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the worker
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (`bandpo._lifetime`)
     connection.send(("ready", None, None))
     while True:
         try:
@@ -218,7 +250,11 @@ class _Worker:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
         self.connection, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=_worker_main, args=(score, child), daemon=True)
+        forked = method == "fork"
+        # the parent-death signal follows the thread that forks: only a main-thread fork may arm it
+        main_thread = threading.current_thread() is threading.main_thread()
+        args = (score, child, self.connection if forked else None, os.getpid(), main_thread)
+        self.process = context.Process(target=_worker_main, args=args, daemon=True)
         with warnings.catch_warnings():  # Python >= 3.12 warns on fork in a threaded process
             warnings.simplefilter("ignore", DeprecationWarning)
             self.process.start()
@@ -369,6 +405,24 @@ class GuardedReward:
                 break
         return results
 
+    def failures(self) -> dict[str, Any]:
+        """What ``summary.json`` records: failed samples, timeouts among them, samples scored, last error."""
+        return {
+            "errors": self.errors_total,
+            "timeouts": self.timeouts_total,
+            "samples": self.samples_total,
+            "last_error": self.last_error,
+        }
+
+    def check_not_all_failed(self, step: int, steps: int) -> None:
+        """Raise `RewardFailure` at RL step `steps` when every sample scored so far has failed."""
+        if step == steps and self.samples_total and self.errors_total == self.samples_total:
+            raise RewardFailure(
+                f"every reward failed: all {self.samples_total} samples of the first {steps} RL step(s) raised "
+                f"or timed out in the {self.__name__!r} reward (last error: {self.last_error}); check that "
+                "--reward fits the dataset and its answer column"
+            )
+
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         answers = kwargs.get(self.answer_column) or [None] * len(prompts)
         scored = self.score_many(prompts, completions, answers)
@@ -381,3 +435,30 @@ class GuardedReward:
             log_metric(mn.REWARD_ERRORS, float(errors))
             log_metric(mn.TRAIN_ACCURACY, sum(r >= 1.0 for r in rewards) / max(len(rewards), 1))
         return rewards
+
+
+def check_rewards_work(config: Any, rows: Sequence[Any], *, count: int = 8) -> None:
+    """Before the first write: refuse a shipped reward that raises on every one of the first `count` rows.
+
+    Each row is scored with an empty completion, which a working verifier scores 0; one that raises on every
+    row cannot read the prompts or answers at all (``--reward countdown`` on a math dataset), and the run
+    would train on zeros.
+    """
+    name = config.resolved_reward
+    if name not in REWARDS or not rows:
+        return
+    guard = GuardedReward(get_verifier(name).score, timeout_s=config.reward_timeout_s, name=name)
+    try:
+        sample = list(rows[:count])
+        scored = guard.score_many(
+            [row.prompt for row in sample], [""] * len(sample), [r.answer for r in sample]
+        )
+    finally:
+        guard.close()
+    if all(failed for _, failed in scored):
+        source = config.dataset or f"the embedded {config.task} task"
+        raise RewardFailure(
+            f"reward={name!r} fails on every one of the first {len(sample)} prompts of {source} "
+            f"(last error: {guard.last_error}); choose the --reward that fits the dataset (one of "
+            f"{sorted(REWARDS)}) or fix its answer column"
+        )

@@ -14,6 +14,7 @@ run starts in the directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from bandpo.training.config import RUN_INDEPENDENT_FIELDS, TrainConfig
 __all__ = [
     "CHECKPOINT_PATTERN",
     "RunPaths",
+    "check_checkpoint_files",
     "check_run_dir",
     "check_writable",
     "checkpoint_step",
@@ -41,10 +43,13 @@ __all__ = [
     "remove_leftovers",
     "resolve_run_dir",
     "save_pretrained_atomic",
+    "take_run_lock",
     "to_json",
+    "undo_failed_start",
 ]
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+LOCK_FILE = "run.lock"  # flock-ed by the process writing the run (`take_run_lock`); holds its pid
 # temporaries of write_text_atomic (".<name>-*"), save_pretrained_atomic (".model-*") and older versions'
 # checkpoint staging (".staging-*")
 LEFTOVER_PATTERN = re.compile(r"^\.(staging|model|[\w.]+\.jsonl?)-")
@@ -91,6 +96,10 @@ class RunPaths:
     @property
     def summary(self) -> Path:
         return self.run_dir / "summary.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.run_dir / LOCK_FILE
 
     def as_dict(self) -> dict[str, str]:
         """``TrainSummary.paths``: every entry by name, as strings."""
@@ -151,8 +160,15 @@ def check_run_dir(paths: RunPaths, config: TrainConfig) -> None:
     if not paths.config.exists():
         return  # nothing was written yet (killed at once, or never started): resuming means starting
     stored = read_json(paths.config, fix="delete the run directory and start again")
+    if not isinstance(stored, dict):
+        raise ValueError(
+            f"{paths.config} does not hold a run's settings; delete the run directory and start again"
+        )
     given = json.loads(to_json(config.to_dict()))
     ignored = RUN_INDEPENDENT_FIELDS | {"resolved"}
+    # a field the stored config lacks was added after the run started: the run used its default behaviour
+    defaults = json.loads(to_json(TrainConfig().to_dict()))
+    stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
     different = sorted(k for k in given if k not in ignored and stored.get(k) != given[k])
     if different:
         details = ", ".join(f"{k}: run has {stored.get(k)!r}, given {given[k]!r}" for k in different)
@@ -226,3 +242,66 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def take_run_lock(paths: RunPaths, config: TrainConfig) -> Any:
+    """Create the run directory and lock it for this process (`bandpo._lifetime.FolderLock` on ``run.lock``).
+
+    The lock dies with its holder (``kill -9`` included), so only a live writer refuses a second one. Under
+    the lock the directory is checked again (`check_run_dir`): a run that another process started or
+    finished between this process's first check and its lock is not overwritten.
+    """
+    from bandpo._lifetime import FolderLock
+
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(
+        paths.lock,
+        what=f"run directory {str(paths.run_dir)!r}",
+        fix="wait for that run to end (or stop it), or choose another --output-dir",
+    )
+    try:
+        check_run_dir(paths, config)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def undo_failed_start(paths: RunPaths, *, created: bool, fresh: bool) -> None:
+    """After a failure, remove what a fresh start wrote while it has no checkpoint to resume from, so the
+    retry is not refused as "already holds a run"; a run with a checkpoint is always kept for ``--resume``
+    (the caller decides whether a run without one is worth keeping)."""
+    if not fresh or complete_checkpoints(paths.checkpoints):
+        return
+    for path in (paths.config, paths.metrics, paths.eval_before, paths.eval_after, paths.summary):
+        path.unlink(missing_ok=True)
+    for folder in (paths.tensorboard, paths.checkpoints, paths.plots, paths.model):
+        shutil.rmtree(folder, ignore_errors=True)
+    remove_leftovers(paths)
+    paths.lock.unlink(missing_ok=True)  # still held by this process: nobody else is writing here
+    if created:
+        with contextlib.suppress(OSError):
+            paths.run_dir.rmdir()  # only when nothing else is left
+
+
+def check_checkpoint_files(checkpoint: Path, *, world_size: int) -> None:
+    """Refuse a checkpoint whose files cannot be loaded, or one written by another number of processes.
+
+    torch's ``*.pt``/``*.pth`` files are zip archives: a truncated one lacks the archive's closing record
+    (checked without loading it). The HF Trainer writes ``rng_state.pth`` in one process and
+    ``rng_state_<rank>.pth`` per process in several, which says how many processes trained the run.
+    """
+    import zipfile
+
+    drop = f"delete {checkpoint} to resume from the checkpoint before it (or from the start)"
+    for path in sorted(checkpoint.glob("*.pt*")):
+        if path.suffix in (".pt", ".pth") and not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is truncated or corrupt (not a complete torch file); {drop}")
+    per_rank = list(checkpoint.glob("rng_state_*.pth"))
+    trained_on = len(per_rank) if per_rank else (1 if (checkpoint / "rng_state.pth").exists() else None)
+    if trained_on is not None and trained_on != world_size:
+        raise ValueError(
+            f"resume: {checkpoint} was written by a run on {trained_on} process(es), this launch has "
+            f"{world_size}; resume with {trained_on} (torchrun --nproc_per_node {trained_on}, or no launcher "
+            "for 1): each process restores its own random state"
+        )

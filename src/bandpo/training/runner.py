@@ -15,7 +15,8 @@ Run directory (`bandpo.training.run_dir.RunPaths`, ``TrainSummary.paths``)::
     eval_before.json     held-out evaluation before training (metrics and per-prompt samples)
     eval_after.json      ... after training
     plots/               reward.png, entropy.png, clip_fractions.png
-    summary.json         before/after metrics, final training metrics, wall time, paths
+    summary.json         before/after metrics, final training metrics, wall time, reward failures, paths
+    run.lock             flock-ed by the process writing the run, from its first write to its end (its pid)
 
 Checkpoints fall on RL-step boundaries; one counts once the HF Trainer has written its trainer state (see
 `bandpo.training.run_dir`). ``resume=True`` continues from the last one: TRL / the HF Trainer restore
@@ -24,6 +25,13 @@ fixed schedule replayed from its start (`data.schedule_rows` + TRL's seeded samp
 Trainer), ``metrics.jsonl`` is cut back to the checkpoint, and the evaluation before training is read back
 from ``eval_before.json``. On CPU the resumed run then ends with the same metrics as an uninterrupted one
 (tested by killing a run with SIGKILL).
+
+One writer, nothing left behind: the run directory is locked (`bandpo._lifetime.FolderLock`, released by the
+kernel when the holder dies) before the first write, so a second process writing the same run is refused; the
+reward worker dies with this process however it ends; a fresh run that fails before its first RL step (or on
+failed rewards only) removes what it wrote (`run_dir.undo_failed_start`), so the retry starts clean. A reward that fails on every
+prompt is refused before the first write (`rewards.check_rewards_work`), and one that fails on every sample of
+the first `rewards.REWARD_CHECK_STEPS` RL steps stops the run (`rewards.RewardFailure`).
 
 Several processes (``torchrun`` / ``accelerate launch``, `bandpo.training.processes`): every process trains
 on its share of each batch (each micro-batch is split between them, so an RL step is the same as in one
@@ -54,9 +62,16 @@ from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
 from bandpo.training.policy import load_policy
 from bandpo.training.processes import Processes, warm_up_in_child
-from bandpo.training.rewards import GuardedReward, get_verifier
+from bandpo.training.rewards import (
+    REWARD_CHECK_STEPS,
+    GuardedReward,
+    RewardFailure,
+    check_rewards_work,
+    get_verifier,
+)
 from bandpo.training.run_dir import (
     RunPaths,
+    check_checkpoint_files,
     check_run_dir,
     checkpoint_step,
     find_last_checkpoint,
@@ -64,7 +79,9 @@ from bandpo.training.run_dir import (
     remove_leftovers,
     resolve_run_dir,
     save_pretrained_atomic,
+    take_run_lock,
     to_json,
+    undo_failed_start,
 )
 from bandpo.training.summary import TrainSummary, clip_by_bin
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
@@ -97,18 +114,52 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     main = processes.is_main
     show = progress and main
     paths = RunPaths(processes.share(resolve_run_dir(config)))  # a timestamped default is the main one's
-    with offline_environment(), quiet_and_threads(config.num_threads), _explain_write_failures(paths.run_dir):
+    existed_before = paths.run_dir.exists()
+    with (
+        offline_environment(),
+        quiet_and_threads(config.num_threads),
+        _explain_write_failures(paths.run_dir),
+        contextlib.ExitStack() as exits,
+    ):
         # everything is checked before the first write, by every process
         _check_world_size(config, processes.world_size)
         check_run_dir(paths, config)
         raw_train_rows, raw_eval_rows = data_module.read_run_rows(config)
         checkpoint = find_last_checkpoint(paths.checkpoints) if config.resume else None
+        if checkpoint is not None:
+            check_checkpoint_files(checkpoint, world_size=processes.world_size)
         resumed_step = checkpoint_step(checkpoint) // config.optimizer_steps_per_rl_step if checkpoint else 0
+        if config.model is None and config.dataset is not None:  # the embedded model reads its alphabet only
+            data_module.check_embedded_alphabet(raw_train_rows + raw_eval_rows, config.dataset)
+        check_rewards_work(config, raw_train_rows)
         stored_before = None
         if config.resume and paths.eval_before.exists():
             fix = "delete it to evaluate again"
             stored_before = EvalResult.from_dict(read_json(paths.eval_before, fix=fix))
         processes.wait()  # every process has checked before the main one writes
+        fresh_start = trained = False
+        refused = None
+        if main:
+            # one writer per run directory, from its first write to the end; the lock dies with its holder
+            try:
+                exits.enter_context(take_run_lock(paths, config))  # and checks the directory again under it
+            except ValueError as error:
+                refused = error
+            else:
+                fresh_start = not paths.config.exists()
+
+                def undo_on_failure(exc_type: Any, *_: Any) -> None:
+                    # a failed start never blocks its own retry; once it trains, a run is kept for --resume
+                    # (its evaluation before training is reused), unless it trained on failed rewards only
+                    if exc_type is not None and (not trained or issubclass(exc_type, RewardFailure)):
+                        undo_failed_start(paths, created=not existed_before, fresh=fresh_start)
+
+                exits.push(undo_on_failure)
+        refused_text = processes.share(None if refused is None else str(refused))  # all stop, or none
+        if refused is not None:
+            raise refused
+        if refused_text is not None:
+            raise ValueError(refused_text)
         warmup_info = None
         if config.model is None and processes.world_size > 1:
             # once, on the main process, outside the process group; the others load it from the cache
@@ -127,10 +178,14 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             return result
 
         if main:
-            paths.run_dir.mkdir(parents=True, exist_ok=True)
             remove_leftovers(paths)
-            if not config.resume or not paths.config.exists():
+            if fresh_start:
                 write_text_atomic(paths.config, to_json(config.to_dict(), indent=2))
+        reward = GuardedReward(
+            get_verifier(config.resolved_reward).score,
+            timeout_s=config.reward_timeout_s,
+            name=config.resolved_reward,
+        )
         sink = (
             MetricsLog(
                 paths.metrics,
@@ -153,6 +208,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             )
 
             def on_rl_step(rl_step: int, logs: dict[str, Any]) -> None:  # from TRL's on_log, per RL step
+                nonlocal trained
+                reward.check_not_all_failed(rl_step, min(REWARD_CHECK_STEPS, config.max_steps))
+                trained = True
                 if log is not None:
                     record = log.record_step(rl_step, logs)
                 if bar is not None:
@@ -169,11 +227,6 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
 
             from bandpo.training.trainer import build_trainer  # imports TRL
 
-            reward = GuardedReward(
-                get_verifier(config.resolved_reward).score,
-                timeout_s=config.reward_timeout_s,
-                name=config.resolved_reward,
-            )
             trainer = build_trainer(
                 config,
                 model,
@@ -205,7 +258,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             from bandpo.training.plots import plot_run
 
             plot_run(paths.metrics, paths.plots, title=config.method)
-            summary = _summarize(config, paths, before, after, start, warmup_info, processes.world_size)
+            summary = _summarize(
+                config, paths, before, after, start, warmup_info, processes.world_size, reward.failures()
+            )
             write_text_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2))
         processes.wait()  # the others return the main process's results, once they are written
         if not main:
@@ -213,7 +268,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             before = before or (
                 EvalResult.from_dict(read_json(paths.eval_before, fix=_RERUN)) if eval_rows else None
             )
-            summary = _summarize(config, paths, before, after, start, warmup_info, processes.world_size)
+            summary = _summarize(
+                config, paths, before, after, start, warmup_info, processes.world_size, reward.failures()
+            )
     return summary
 
 
@@ -225,6 +282,7 @@ def _summarize(
     start: float,
     warmup_info: dict[str, Any] | None,
     world_size: int,
+    reward_failures: dict[str, Any] | None = None,
 ) -> TrainSummary:
     """The run's `TrainSummary`, its training records read back from ``metrics.jsonl``."""
     from bandpo.training.plots import read_metrics
@@ -242,6 +300,7 @@ def _summarize(
         warmup=warmup_info,
         paths=paths.as_dict(),
         world_size=world_size,
+        reward_failures=reward_failures,
     )
 
 

@@ -31,6 +31,9 @@ class TrainSummary:
         warmup: warm-up statistics of the embedded model (None with --model).
         paths: config, metrics, tensorboard, checkpoints, model, plots, eval_before, eval_after, summary.
         world_size: processes that trained (torchrun / accelerate launch; 1 without a launcher).
+        reward_failures: training samples whose reward failed (raised, non-finite or timed out) and scored
+            0: ``errors``, ``timeouts`` among them, ``samples`` scored, ``last_error`` (this call's samples;
+            in several processes, the main process's share).
     """
 
     run_dir: Path
@@ -44,6 +47,7 @@ class TrainSummary:
     warmup: dict[str, Any] | None = None
     paths: dict[str, str] = field(default_factory=dict)
     world_size: int = 1
+    reward_failures: dict[str, Any] | None = None
 
     def to_dict(self, *, per_prompt: bool = False) -> dict[str, Any]:
         """JSON-ready dict; per-prompt evaluation results only when `per_prompt`."""
@@ -65,6 +69,7 @@ class TrainSummary:
             "warmup": self.warmup,
             "paths": self.paths,
             "world_size": self.world_size,
+            "reward_failures": self.reward_failures,
         }
 
 

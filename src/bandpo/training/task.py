@@ -157,8 +157,28 @@ def sample_train_problems(count: int, *, seed: int) -> list[CountdownProblem]:
     return [make_problem(rng, held_out=False) for _ in range(count)]
 
 
+@lru_cache(maxsize=1)
+def held_out_pool_size() -> int:
+    """How many distinct held-out prompts exist: every digit triple and operator pair, enumerated."""
+    prompts = set()
+    for digits in itertools.product(range(1, 10), repeat=3):
+        for op1, op2 in itertools.product(OPERATORS, repeat=2):
+            value = evaluate_expression(f"{digits[0]}{op1}{digits[1]}{op2}{digits[2]}")
+            if value is not None and 0 <= value <= MAX_TARGET:
+                prompt = CountdownProblem(digits=digits, target=value).prompt
+                if is_held_out(prompt):
+                    prompts.add(prompt)
+    return len(prompts)
+
+
 def sample_eval_problems(count: int, *, seed: int) -> list[CountdownProblem]:
     """Held-out evaluation prompts: distinct, full ``+ - *`` expressions, from the held-out pool only."""
+    available = held_out_pool_size()
+    if count > available:
+        raise ValueError(
+            f"eval_prompts={count} is more than the held-out pool can supply ({available} distinct prompts); "
+            f"use at most {available}"
+        )
     rng = random.Random(f"countdown-eval-{seed}")
     problems: list[CountdownProblem] = []
     seen: set[str] = set()
@@ -169,7 +189,10 @@ def sample_eval_problems(count: int, *, seed: int) -> list[CountdownProblem]:
             problems.append(problem)
             if len(problems) == count:
                 return problems
-    raise ValueError(f"eval_prompts={count} is more than the held-out pool can supply; use at most ~1000")
+    raise ValueError(
+        f"eval_prompts={count} is more than the held-out pool can supply ({len(problems)} distinct prompts); "
+        f"use at most {len(problems)}"
+    )
 
 
 def sample_warmup_examples(

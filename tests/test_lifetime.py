@@ -1,0 +1,118 @@
+"""`bandpo._lifetime`: a folder lock that dies with its holder and is not inherited by forks, children that die
+with their parent, and SIGTERM as an exception. Real processes and signals throughout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bandpo._lifetime import FolderLock, FolderLocked, Terminated, terminate_raises
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics")
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from bandpo._lifetime import FolderLock
+lock = FolderLock(Path(sys.argv[1]), what="folder", fix="wait")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    folder = Path(f"/proc/{pid}/fd")
+    return any(os.readlink(fd) == str(path) for fd in folder.iterdir())
+
+
+def test_a_lock_refuses_a_second_holder_and_dies_with_the_first(tmp_path):
+    path = tmp_path / "run.lock"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            FolderLocked, match=f"folder x is being written by process {holder.pid} right now; fix"
+        ):
+            FolderLock(path, what="folder x", fix="fix")
+        holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock
+        holder.wait()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    with FolderLock(path, what="folder x", fix="fix") as lock:
+        assert lock.held and path.read_text().strip() == str(os.getpid())
+    assert not lock.held
+
+
+def test_a_forked_child_does_not_keep_the_lock(tmp_path):
+    path = tmp_path / "run.lock"
+    lock = FolderLock(path, what="folder", fix="wait")
+    pid = os.fork()
+    if pid == 0:  # the child outlives the holder's release by a few seconds
+        time.sleep(5)
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 5  # the child closes its copy as it starts (an at-fork handler)
+        while _has_open(pid, path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _has_open(pid, path)
+        lock.release()
+        FolderLock(path, what="folder", fix="wait").release()  # free although the child still runs
+        assert _alive(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+_PARENT = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+print(child.pid, flush=True)
+child.wait()
+"""
+_CHILD = """
+import os, time
+from bandpo._lifetime import die_with_parent
+assert die_with_parent(os.getppid())
+time.sleep(600)
+"""
+
+
+def test_a_child_dies_with_its_parent_killed_with_sigkill():
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, _CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(1.0)  # the child has armed its parent-death signal
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+
+
+def test_sigterm_raises_terminated_inside_the_block_only():
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated), terminate_raises():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert signal.getsignal(signal.SIGTERM) == previous
