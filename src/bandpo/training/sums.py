@@ -1,8 +1,8 @@
 """The embedded task for a real pretrained model: Sums, small additions asked in plain English.
 
 A prompt is ``"What is 47 + 8? Reply with only the number."`` (sent as one user message through the model's
-chat template); the reward is 1 when the last integer of the reply equals the sum (``"55"``, ``"47 + 8 = 55"``
-and ``"The answer is 55."`` all score 1), else 0. The verifier reads numbers, never the phrasing, and is exact
+chat template); the reward is 1 when the last number of the reply equals the sum (``"55"``, ``"47 + 8 = 55"``,
+``"The answer is 55."`` and ``"55.0"`` all score 1), else 0. The verifier reads numbers, never the phrasing, and is exact
 (integers).
 
 Why this task: SmolLM2-135M-Instruct must sometimes, not always, get it right for RL to have a signal (the
@@ -40,7 +40,7 @@ __all__ = [
     "format_prompt",
     "is_correct",
     "is_held_out",
-    "last_integer",
+    "last_number",
     "parse_prompt",
     "sample_eval_problems",
     "sample_train_problems",
@@ -52,7 +52,7 @@ HARD_SHARE = 0.5  # of training and evaluation prompts have a two-digit first op
 COMPLETION_LENGTH = 16  # tokens: room for "The answer is 55." and a little more
 _PROMPT = "What is {a} + {b}? Reply with only the number."
 _PROMPT_PATTERN = re.compile(r"What is (\d+) \+ (\d+)\? Reply with only the number\.")
-_INTEGER = re.compile(r"-?\d+")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,10 @@ def parse_prompt(prompt: str) -> SumsProblem:
     return SumsProblem(a=int(match.group(1)), b=int(match.group(2)))
 
 
-def last_integer(text: str) -> int | None:
-    """The last integer written in `text` (thousands separators ignored), None when there is none."""
-    found = _INTEGER.findall(text.replace(",", ""))
-    return int(found[-1]) if found else None
+def last_number(text: str) -> float | None:
+    """The last number written in `text` (thousands separators ignored), None when there is none."""
+    found = _NUMBER.findall(text.replace(",", ""))
+    return float(found[-1]) if found else None
 
 
 def _reference(prompt: str, answer: str | None) -> int:
@@ -107,18 +107,20 @@ def _reference(prompt: str, answer: str | None) -> int:
 
 
 def is_correct(completion: str, problem: SumsProblem) -> bool:
-    return last_integer(completion) == problem.a + problem.b
+    return last_number(completion) == problem.a + problem.b
 
 
 def score(prompt: str, completion: str, answer: str | None) -> float:
-    """Reward: 1 when the reply's last integer equals the sum (given as `answer`, or read from the prompt)."""
-    return 1.0 if last_integer(completion) == _reference(prompt, answer) else 0.0
+    """Reward: 1 when the reply's last number equals the sum (given as `answer`, or read from the prompt)."""
+    return 1.0 if last_number(completion) == _reference(prompt, answer) else 0.0
 
 
 def answer_key(prompt: str, completion: str, answer: str | None) -> str:
-    """Majority-vote key: the reply's last integer."""
-    value = last_integer(completion)
-    return str(value) if value is not None else f"invalid:{completion.strip()}"
+    """Majority-vote key: the reply's last number (``"55"`` for 55 and 55.0)."""
+    value = last_number(completion)
+    if value is None:
+        return f"invalid:{completion.strip()}"
+    return str(int(value)) if value.is_integer() else str(value)
 
 
 def is_held_out(prompt: str) -> bool:
