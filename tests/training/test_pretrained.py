@@ -184,3 +184,92 @@ def test_doctor_reports_the_pretrained_checkpoint(tmp_path, monkeypatch):
     (folder / "source.json").write_text(json.dumps({"gguf_sha256": _fake_source().gguf_sha256}))
     no_weights = {c.name: c for c in doctor.check_pretrained_models(tmp_path)}["fake-model"]
     assert no_weights.status == doctor.FAIL and "config.json" in no_weights.detail
+
+
+def _write_tiny_llama_gguf(path: Path) -> None:
+    """A 3k-parameter Llama in GGUF (float32 tensors, a byte-level BPE vocabulary and a ChatML template)."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    vocab = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        *(chr(c) for c in range(97, 123)),
+        "Ġ",
+        "Ġa",
+        "ab",
+    ]
+    dim, hidden, heads = 16, 32, 2
+    writer.add_context_length(64)
+    writer.add_embedding_length(dim)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(hidden)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(dim // heads)
+    writer.add_vocab_size(len(vocab))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(vocab)
+    writer.add_token_types([3, 3, 3] + [1] * (len(vocab) - 3))
+    writer.add_token_merges(["Ġ a", "a b"])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_chat_template(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    rng = np.random.default_rng(0)
+
+    def weights(*shape: int):
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", weights(len(vocab), dim))
+    for name, shape in [
+        ("attn_q", (dim, dim)),
+        ("attn_k", (dim, dim)),
+        ("attn_v", (dim, dim)),
+        ("attn_output", (dim, dim)),
+        ("ffn_gate", (hidden, dim)),
+        ("ffn_up", (hidden, dim)),
+        ("ffn_down", (dim, hidden)),
+    ]:
+        writer.add_tensor(f"blk.0.{name}.weight", weights(*shape))
+    for name in ("blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"):
+        writer.add_tensor(name, np.ones(dim, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_a_tiny_gguf_converts_into_a_checkpoint_that_trains_like_any_folder(tmp_path, monkeypatch):
+    """transformers' GGUF loader, the detached quantizer, save and reload without gguf, the chat template:
+    the conversion SmolLM2 goes through, on a GGUF built here (pins what `convert_gguf` relies on)."""
+    pytest.importorskip("gguf")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from bandpo.training.policy import load_policy
+
+    gguf_path = tmp_path / "tiny.gguf"
+    _write_tiny_llama_gguf(gguf_path)
+    data = gguf_path.read_bytes()
+    source = _fake_source(gguf_bytes=len(data), gguf_sha256=hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(pretrained.PRETRAINED, "fake-model", source)
+    prepared = pretrained.prepare("fake-model", cache_dir=tmp_path / "cache", gguf=gguf_path)
+    assert prepared.source["architecture"] == "LlamaForCausalLM" and prepared.source["chat_template"]
+    assert not (prepared.path / "config.json").read_text().count("quantization_config")
+
+    config = TrainConfig(model="fake-model", task="sums", cache_dir=str(tmp_path / "cache"))
+    model, tokenizer, _ = load_policy(config, progress=False)
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "ab"}], tokenize=False)
+    assert rendered.startswith("<|im_start|>user\nab<|im_end|>") and tokenizer.eos_token == "<|im_end|>"
+    direct = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    ids = torch.tensor([[1, 5, 6, 7, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, direct(ids).logits)  # the saved weights are the GGUF's

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -278,7 +278,7 @@ def convert_gguf(gguf_path: Path, destination: Path) -> dict[str, Any]:
 
     transformers.logging.disable_progress_bar()  # only the CLI prints
     try:
-        with offline_environment():
+        with offline_environment(), _no_gguf_progress_bar():
             folder, name = gguf_path.parent, gguf_path.name
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -298,6 +298,28 @@ def convert_gguf(gguf_path: Path, destination: Path) -> dict[str, Any]:
         "dtype": "float32",
         "transformers": transformers.__version__,
     }
+
+
+@contextlib.contextmanager
+def _no_gguf_progress_bar() -> Iterator[None]:
+    """transformers' GGUF loader draws its own tqdm bar, outside its progress-bar switch; hide it."""
+    module = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
+    if module is None:
+        import importlib
+
+        try:
+            module = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+        except ImportError:
+            module = None
+    bar = getattr(module, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    module.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        module.tqdm = bar
 
 
 def prepare(
