@@ -82,9 +82,8 @@ def load_policy(config: TrainConfig, progress: bool) -> tuple[Any, Any, dict[str
     if config.model is None:
         path, warmup_info = _warmed_up_model(config, progress)
     else:
-        path = resolve_model(
-            config.model, config.cache_dir
-        )  # a short name's prepared checkpoint, or the path
+        # a short name (smollm2-135m-instruct) is its prepared checkpoint in the cache; a folder is itself
+        path = resolve_model(config.model, config.cache_dir)
         check_checkpoint_folder(path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
