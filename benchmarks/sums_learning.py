@@ -161,7 +161,9 @@ def main() -> int:
         axis.set_ylabel("mean training reward")
         axis.set_title("SmolLM2-135M-Instruct on Sums")
         axis.legend()
-        figure.tight_layout()
+        note = command.replace(" --output", "\n--output") + f"; {report['cpu']}"
+        figure.text(0.005, 0.005, note, fontsize=5, color="0.35")
+        figure.tight_layout(rect=(0, 0.05, 1, 1))
         figure.savefig(args.output / "reward.png", dpi=120)
     return 0
 

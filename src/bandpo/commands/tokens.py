@@ -58,7 +58,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.combine:
         reports = {folder.name: token_regime.load_report(folder) for folder in args.combine}
-        for path in token_regime.plot_regime(reports, args.output_dir / "tokens_combined.png", svg=args.svg):
+        cpus = sorted({report.get("cpu", "?") for report in reports.values()})
+        note = (
+            "bandpo tokens --combine "
+            + " ".join(str(f) for f in args.combine)
+            + "; sampled on "
+            + ", ".join(cpus)
+        )
+        path_out = args.output_dir / "tokens_combined.png"
+        for path in token_regime.plot_regime(reports, path_out, note=note, svg=args.svg):
             print(f"wrote {path}")
         return 0
     report = _sample(args)
@@ -70,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         f"{report['max_new_tokens']} new tokens; p = the sampled token's probability under softmax(logits / T)."
     )
     write_text_atomic(args.output_dir / "report.md", token_regime.regime_markdown(report, title, preamble))
-    plots = token_regime.plot_regime({report["source"]: report}, args.output_dir / "tokens.png", svg=args.svg)
+    note = f"{report['command']}; {report['cpu']}"
+    plots = token_regime.plot_regime(
+        {report["source"]: report}, args.output_dir / "tokens.png", note=note, svg=args.svg
+    )
     print(token_regime.regime_markdown(report, title))
     for path in [args.output_dir / "report.json", args.output_dir / "report.md", *plots]:
         print(f"wrote {path}", file=sys.stderr)

@@ -167,9 +167,12 @@ def regime_markdown(report: dict[str, Any], title: str, preamble: str = "") -> s
     return "\n".join(lines) + "\n"
 
 
-def plot_regime(reports: dict[str, dict[str, Any]], path: Path, *, svg: bool = False) -> list[Path]:
+def plot_regime(
+    reports: dict[str, dict[str, Any]], path: Path, *, note: str = "", svg: bool = False
+) -> list[Path]:
     """Left: the share of sampled tokens per p_old bin, one bar per source (`reports`: label -> report).
-    Right: the mean allowed probability rise per bin and method, for the first source. PNG (and SVG)."""
+    Right: the mean allowed probability rise per bin and method, for the first source. `note` (the command
+    and the CPU) is printed under the plots. PNG (and SVG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,7 +208,9 @@ def plot_regime(reports: dict[str, dict[str, Any]], path: Path, *, svg: bool = F
     right.set_ylabel("mean allowed rise of p in one update")
     right.set_title(f"what each method allows ({next(iter(reports))})")
     right.legend(fontsize=8)
-    figure.tight_layout()
+    if note:
+        figure.text(0.005, 0.005, note, fontsize=6, color="0.35")
+    figure.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path]
     figure.savefig(path, dpi=120)
