@@ -10,8 +10,8 @@ prompts up to 64 tokens, responses up to 16, 2 minibatches, ``--steps`` steps pe
 after the other. verl logs ``timing_s/update_actor`` and ``timing_s/step`` per step; the first step (warm-up)
 is left out of the means.
 
-What it costs: two Ray start-ups (about 1.5 min each here) and about a minute per step with a 135M model on 2
-cores, so about 10 minutes for the default 3 steps per run.
+What it costs: two Ray start-ups and about 30 s per step with a 135M model on 2 cores: 6 minutes for the
+default 3 steps per run on a machine with a load average of 5 (20 minutes beside another heavy job).
 
     PYTHONPATH=src .venv-verl/bin/python benchmarks/verl_smollm2.py
     PYTHONPATH=src .venv-verl/bin/python benchmarks/verl_smollm2.py --steps 4 --json out.json
