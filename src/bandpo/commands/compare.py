@@ -101,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="FIELD=VALUE",
-        help="LM tasks: TrainConfig fields fixed for every arm (e.g. learning_rate=2e-5 prompts_per_step=8 "
+        help="LM tasks: TrainConfig fields fixed for every arm (e.g. learning_rate=3e-5 prompts_per_step=8 "
         "eval_prompts=32 eval_samples=8 for a real model; `bandpo train --help` lists them)",
     )
     parser.add_argument(
