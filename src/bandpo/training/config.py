@@ -34,7 +34,8 @@ from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 from bandpo.losses import AGG_MODES as LOSS_AGG_MODES
 from bandpo.losses import DUAL_CLIP_C, check_dual_clip_c
 from bandpo.methods import list_methods, method_defaults_table, method_parameters
-from bandpo.training.tasks import EMBEDDED_TASKS
+from bandpo.training.pretrained import PRETRAINED, resolve_model
+from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
 __all__ = ["AGG_MODES", "PRESETS", "REWARD_NAMES", "SCALE_REWARDS", "TrainConfig"]
 
@@ -81,10 +82,13 @@ class TrainConfig:
         learning_rate, max_grad_norm, temperature, max_completion_length (None: 8 tokens for Countdown,
             1024 otherwise; `resolved_max_completion_length`).
     Data and model:
-        model: local HF checkpoint directory; None builds and warms up the embedded tiny model.
+        model: local HF checkpoint directory, or a short name prepared by ``bandpo prepare-model``
+            (``smollm2-135m-instruct``, `bandpo.training.pretrained`); None builds and warms up the embedded
+            tiny model.
         dataset: local .jsonl/.json/.parquet file with `prompt_column` and `answer_column`; None uses the
             embedded task `task`.
-        task: the embedded task without a dataset, countdown (default) or reach (`bandpo.training.tasks`).
+        task: the embedded task without a dataset, countdown (default), reach, or sums (a real model's;
+            needs ``model``) (`bandpo.training.tasks`).
         reward: countdown, reach or math (None: the embedded task's, math with a dataset;
             `resolved_reward`); reward_timeout_s: per-sample limit (a timeout scores 0 and is counted).
         use_chat_template: wrap prompts as a user message when the tokenizer has a chat template.
@@ -227,12 +231,23 @@ class TrainConfig:
                 UserWarning,
                 stacklevel=3,
             )
-        for name in ("model", "dataset"):
-            value = getattr(self, name)
-            if value is not None and not Path(value).expanduser().exists():
+        if self.dataset is not None and not Path(self.dataset).expanduser().exists():
+            raise ValueError(
+                f"dataset={self.dataset!r} does not exist; pass a local path (nothing is downloaded)"
+            )
+        if self.model is not None:
+            # a short name (`bandpo.training.pretrained.PRETRAINED`) must be prepared; a path must exist
+            if not resolve_model(self.model, self.cache_dir).exists():
                 raise ValueError(
-                    f"{name}={value!r} does not exist; pass a local path (nothing is downloaded)"
+                    f"model={self.model!r} does not exist; pass a local checkpoint folder or one of the short "
+                    f"names {sorted(PRETRAINED)} (nothing is downloaded)"
                 )
+        elif self.dataset is None and get_task(self.task).needs_pretrained:
+            raise ValueError(
+                f"task={self.task!r} is for a pretrained model (the embedded tiny model cannot read its "
+                f"prompts); pass --model smollm2-135m-instruct (bash scripts/setup.sh prepares it) or another "
+                "local checkpoint with a chat template"
+            )
         if self.dataset is None and self.resolved_reward != self.task:
             raise ValueError(
                 f"reward={self.reward!r} needs --dataset (the embedded task {self.task!r} uses reward={self.task!r})"
@@ -271,10 +286,12 @@ class TrainConfig:
 
     @property
     def resolved_max_completion_length(self) -> int:
-        """`max_completion_length`, or its default: 8 tokens for Countdown, 1024 (room to reason) otherwise."""
+        """`max_completion_length`, or its default: the embedded task's (8 tokens for Countdown and Reach, 16
+        for Sums), 1024 (room to reason) otherwise."""
         if self.max_completion_length is not None:
             return self.max_completion_length
-        return 8 if self.resolved_reward in EMBEDDED_TASKS else 1024
+        reward = self.resolved_reward
+        return get_task(reward).completion_length if reward in EMBEDDED_TASKS else 1024
 
     @property
     def minibatch_samples(self) -> int:

@@ -63,8 +63,12 @@ class PromptRow:
         return str(self.prompt[-1]["content"])
 
 
-def countdown_rows(problems: list[task.CountdownProblem]) -> list[PromptRow]:
-    return [PromptRow(prompt=p.prompt, answer=p.prompt, needs_rare=p.needs_rare) for p in problems]
+def countdown_rows(problems: list[Any]) -> list[PromptRow]:
+    """Rows of an embedded task's problems; the reference is the problem's `.answer`, else its prompt."""
+    return [
+        PromptRow(prompt=p.prompt, answer=getattr(p, "answer", p.prompt), needs_rare=p.needs_rare)
+        for p in problems
+    ]
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:

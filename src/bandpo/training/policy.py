@@ -1,5 +1,6 @@
-"""The policy a run starts from: a local HF checkpoint (``--model``), or the embedded tiny model warmed up
-once and cached (`bandpo.training.warmup`).
+"""The policy a run starts from: a local HF checkpoint (``--model``, a folder or a short name such as
+``smollm2-135m-instruct`` that `bandpo.training.pretrained` prepared in the cache), or the embedded tiny
+model warmed up once and cached (`bandpo.training.warmup`).
 
 A local checkpoint is checked before anything is loaded, so a bad folder fails with one line naming the file
 and the fix: the folder exists and holds ``config.json`` (valid JSON) and weights, and every
@@ -15,6 +16,7 @@ from typing import Any
 
 from bandpo.training.config import TrainConfig
 from bandpo.training.environment import progress_bar
+from bandpo.training.pretrained import resolve_model
 from bandpo.training.run_dir import read_json
 
 __all__ = ["check_checkpoint_folder", "check_loaded_policy", "load_policy"]
@@ -94,7 +96,8 @@ def load_policy(config: TrainConfig, progress: bool) -> tuple[Any, Any, dict[str
     if config.model is None:
         path, warmup_info = _warmed_up_model(config, progress)
     else:
-        path = Path(config.model).expanduser()
+        # a short name (smollm2-135m-instruct) is its prepared checkpoint in the cache; a folder is itself
+        path = resolve_model(config.model, config.cache_dir)
         check_checkpoint_folder(path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -3,6 +3,7 @@
 Two verifiers ship:
 
 - ``countdown``: the embedded task (`bandpo.training.task`); 1 when the completion is a correct expression.
+  ``reach`` and ``sums`` likewise for the other embedded tasks (`bandpo.training.reach`, `.sums`).
 - ``math``: math-verify equivalence between the completion's final answer and the reference. The final answer
   is the last ``\\boxed{...}`` of the completion, else the text after the last ``Answer:`` (the DAPO prompt
   format); a completion with neither scores 0. The reference may be plain (DAPO-Math: ``"34"``), a MATH
@@ -31,7 +32,7 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo._lifetime import die_with_parent, watch_parent
-from bandpo.training import reach, task
+from bandpo.training import reach, sums, task
 
 __all__ = [
     "REWARDS",
@@ -174,6 +175,7 @@ def _math_key(prompt: str, completion: str, answer: str | None) -> str:
 REWARDS: dict[str, Verifier] = {
     "countdown": Verifier("countdown", _countdown_score, _countdown_key),
     "reach": Verifier("reach", reach.score, reach.answer_key),
+    "sums": Verifier("sums", sums.score, sums.answer_key),
     "math": Verifier("math", _math_score, _math_key),
 }
 

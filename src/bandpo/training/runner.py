@@ -333,7 +333,7 @@ def _evaluate_rows(
         max_new_tokens=config.resolved_max_completion_length,
         rare_marker=get_task(config.resolved_reward).rare_marker if embedded_reward else None,
         timeout_s=config.reward_timeout_s,
-        batch_size=1024 if embedded_reward else 64,
+        batch_size=1024 if config.model is None else 64,  # a real vocabulary's logits are large
     )
 
 

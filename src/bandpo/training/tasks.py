@@ -2,9 +2,11 @@
 
 - ``countdown`` (`bandpo.training.task`, the default): three given digits, use each once.
 - ``reach`` (`bandpo.training.reach`): four allowed digits, any two or three of them, repeats allowed.
+- ``sums`` (`bandpo.training.sums`): small additions in plain English, for a real pretrained model
+  (``--model smollm2-135m-instruct``); it has no warm-up, since the tiny model cannot read it.
 
-Both use the same character alphabet (`task.ALPHABET`), so the same tokenizer and tiny model, and make the
-multiplication operator the rare strategy that a known share of prompts needs.
+Countdown and Reach use the same character alphabet (`task.ALPHABET`), so the same tokenizer and tiny model,
+and make the multiplication operator the rare strategy that a known share of prompts needs.
 """
 
 from __future__ import annotations
@@ -14,28 +16,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bandpo.training import reach, task
+from bandpo.training import reach, sums, task
 
 __all__ = ["EMBEDDED_TASKS", "EmbeddedTask", "get_task"]
 
-EMBEDDED_TASKS: tuple[str, ...] = ("countdown", "reach")
+EMBEDDED_TASKS: tuple[str, ...] = ("countdown", "reach", "sums")
 
 
 @dataclass(frozen=True)
 class EmbeddedTask:
-    """The functions of one embedded task; problems have `.prompt` and `.needs_rare`."""
+    """The functions of one embedded task; problems have `.prompt` and `.needs_rare`, and `.answer` when the
+    verifier's reference is not the prompt itself."""
 
     name: str
-    rare_marker: str  # substring of a completion that uses the rare strategy
+    rare_marker: str | None  # substring of a completion that uses the rare strategy (None: no such strategy)
     answer_length: int  # characters of the longest answer
     sample_train_problems: Callable[..., list[Any]]  # (count, *, seed)
     sample_eval_problems: Callable[..., list[Any]]  # (count, *, seed)
-    sample_warmup_examples: Callable[..., list[tuple[Any, str]]]  # (count, *, seed, rare_fraction)
-    sample_check_problems: Callable[..., list[Any]]  # (count, *, seed): the warm-up's accuracy checks
+    # (count, *, seed, rare_fraction); None: no warm-up, the task needs a pretrained --model
+    sample_warmup_examples: Callable[..., list[tuple[Any, str]]] | None
+    sample_check_problems: Callable[..., list[Any]] | None  # (count, *, seed): the warm-up's accuracy checks
     is_correct: Callable[[str, Any], bool]
     version: int = (
         1  # bump when the task's prompts or warm-up examples change: it enters the warm-up cache key
     )
+    completion_length: int = 8  # default max_completion_length (tokens) of a run on this task
+
+    @property
+    def needs_pretrained(self) -> bool:
+        """True when the embedded tiny model cannot do the task (no warm-up): a run needs ``--model``."""
+        return self.sample_warmup_examples is None
 
 
 def _countdown_check_problems(count: int, *, seed: int) -> list[task.CountdownProblem]:
@@ -66,6 +76,17 @@ _TASKS: dict[str, EmbeddedTask] = {
         sample_check_problems=reach.sample_check_problems,
         is_correct=reach.is_correct,
         version=5,  # 2: targets 0-99; 3-5: 1, 3, then 2 in 10 of the warm-up's "*" examples need it
+    ),
+    "sums": EmbeddedTask(
+        name="sums",
+        rare_marker=None,
+        answer_length=3,
+        sample_train_problems=sums.sample_train_problems,
+        sample_eval_problems=sums.sample_eval_problems,
+        sample_warmup_examples=None,
+        sample_check_problems=None,
+        is_correct=sums.is_correct,
+        completion_length=sums.COMPLETION_LENGTH,
     ),
 }
 

@@ -26,7 +26,7 @@ from bandpo.training.environment import silence
 from bandpo.training.rewards import GuardedReward
 from bandpo.training.run_dir import prune_checkpoints
 
-__all__ = ["RunCallback", "RunTrainer", "build_trainer", "trl_arguments"]
+__all__ = ["RunCallback", "RunTrainer", "build_trainer", "grpo_arguments", "trl_arguments"]
 
 
 def trl_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int = 1) -> BandPOConfig:
@@ -40,57 +40,64 @@ def trl_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int 
     multiples of ``optimizer_steps_per_rl_step``. With several processes each micro-batch is split between
     them (TRL's batch sizes are per process), so the RL step and its optimiser steps stay those of one process.
     """
-    opt_steps = config.optimizer_steps_per_rl_step
-    accumulation = config.gradient_accumulation_steps
     with warnings.catch_warnings():
         # TrainConfig already warned about a one-optimiser-step schedule; BandPOConfig would repeat it
         warnings.filterwarnings("ignore", message="every method is identical", category=UserWarning)
-        arguments = BandPOConfig(
-            output_dir=str(checkpoint_dir),
+        return BandPOConfig(
             method=config.method,
             method_params=config.method_params,
-            loss_type=AGG_TO_LOSS_TYPE[config.agg],
             dual_clip_c=config.dual_clip_c,
-            beta=config.kl_coef,
-            use_bias_correction_kl=False,  # the paper's plain k3 (TRL 1.16 defaults to True)
-            entropy_coef=config.entropy_coef,
-            scale_rewards=config.scale_rewards,
-            temperature=config.temperature,
-            top_p=1.0,
-            top_k=0,
-            max_completion_length=config.resolved_max_completion_length,
-            num_generations=config.num_generations,
-            per_device_train_batch_size=config.resolved_micro_batch_size // world_size,
-            gradient_accumulation_steps=accumulation,
-            steps_per_generation=config.minibatches * accumulation,
-            num_iterations=config.num_iterations,
-            learning_rate=config.learning_rate,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            weight_decay=0.0,
-            optim="adamw_torch",
-            max_grad_norm=config.max_grad_norm,
-            max_steps=config.trl_max_steps,
-            logging_strategy="steps",
-            logging_steps=opt_steps,
-            save_strategy="steps",
-            save_steps=config.save_every * opt_steps,
-            save_total_limit=None,
-            seed=config.seed,
-            data_seed=config.seed,
-            report_to=[],
-            disable_tqdm=True,
-            log_completions=False,
-            disable_dropout=True,
-            use_cpu=not torch.cuda.is_available(),
-            # TRL defaults to recomputing activations in the backward pass, which only saves memory; the
-            # embedded model's activations are a few MB, so it only cost a forward pass per update (same numbers)
-            gradient_checkpointing=config.model is not None,
-            dataloader_num_workers=0,
-            shuffle_dataset=True,
-            remove_unused_columns=False,
+            **grpo_arguments(config, checkpoint_dir, world_size=world_size),
         )
-    return arguments
+
+
+def grpo_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int = 1) -> dict[str, Any]:
+    """The `GRPOConfig` fields of `trl_arguments` (everything but the bound method and the dual clip), so a
+    stock `GRPOTrainer` can run with the same settings (benchmarks/trl_overhead.py)."""
+    opt_steps = config.optimizer_steps_per_rl_step
+    accumulation = config.gradient_accumulation_steps
+    return dict(
+        output_dir=str(checkpoint_dir),
+        loss_type=AGG_TO_LOSS_TYPE[config.agg],
+        beta=config.kl_coef,
+        use_bias_correction_kl=False,  # the paper's plain k3 (TRL 1.16 defaults to True)
+        entropy_coef=config.entropy_coef,
+        scale_rewards=config.scale_rewards,
+        temperature=config.temperature,
+        top_p=1.0,
+        top_k=0,
+        max_completion_length=config.resolved_max_completion_length,
+        num_generations=config.num_generations,
+        per_device_train_batch_size=config.resolved_micro_batch_size // world_size,
+        gradient_accumulation_steps=accumulation,
+        steps_per_generation=config.minibatches * accumulation,
+        num_iterations=config.num_iterations,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        optim="adamw_torch",
+        max_grad_norm=config.max_grad_norm,
+        max_steps=config.trl_max_steps,
+        logging_strategy="steps",
+        logging_steps=opt_steps,
+        save_strategy="steps",
+        save_steps=config.save_every * opt_steps,
+        save_total_limit=None,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to=[],
+        disable_tqdm=True,
+        log_completions=False,
+        disable_dropout=True,
+        use_cpu=not torch.cuda.is_available(),
+        # TRL defaults to recomputing activations in the backward pass, which only saves memory; the
+        # embedded model's activations are a few MB, so it only cost a forward pass per update (same numbers)
+        gradient_checkpointing=config.model is not None,
+        dataloader_num_workers=0,
+        shuffle_dataset=True,
+        remove_unused_columns=False,
+    )
 
 
 class RunTrainer(BandPOTrainer):

@@ -61,6 +61,10 @@ class WarmupConfig:
             raise ValueError(
                 f"warmup task={self.task!r} is not an embedded task; use one of {list(EMBEDDED_TASKS)}"
             )
+        if get_task(self.task).needs_pretrained:
+            raise ValueError(
+                f"warmup task={self.task!r} has no warm-up: it needs a pretrained model (--model)"
+            )
         if not 0.0 <= self.rare_fraction <= 1.0:
             raise ValueError(f"warmup rare_fraction must lie in [0, 1], got {self.rare_fraction!r}")
         if not 0.0 < self.target_accuracy <= 1.0:

@@ -1,0 +1,187 @@
+"""Stock verl `main_ppo` with SmolLM2 on the CPU, `loss_mode=vanilla` and `loss_mode=bandpo` side by side:
+``update_actor`` time per step, with the whole step for scale.
+
+Runs in the verl environment (``.venv-verl``), through the CPU fixture of the test suite
+(`tests/integrations/verl_cpu/`: a CPU platform and an HF-sampling rollout loaded by verl's
+``VERL_USE_EXTERNAL_MODULES`` hook), on the cached SmolLM2 checkpoint (`bandpo prepare-model`; the
+safetensors folder loads without ``gguf``) and Sums prompts in verl's parquet schema, rewarded by the Sums
+verifier (`compute_score` below, verl's ``reward.custom_reward_function``). GRPO, 4 prompts x 4 samples,
+prompts up to 64 tokens, responses up to 16, 2 minibatches, ``--steps`` steps per run; the two runs one
+after the other. verl logs ``timing_s/update_actor`` and ``timing_s/step`` per step; the first step (warm-up)
+is left out of the means.
+
+What it costs: two Ray start-ups and about 30 s per step with a 135M model on 2 cores: 6 minutes for the
+default 3 steps per run on a machine with a load average of 5 (20 minutes beside another heavy job).
+
+    PYTHONPATH=src .venv-verl/bin/python benchmarks/verl_smollm2.py
+    PYTHONPATH=src .venv-verl/bin/python benchmarks/verl_smollm2.py --steps 4 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+FIXTURE = REPO / "tests" / "integrations" / "verl_cpu"
+DATA_SOURCE = "bandpo_sums"
+
+
+def compute_score(
+    data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None
+) -> float:
+    """verl's custom reward: the Sums verifier (1 when the reply's last number is the sum)."""
+    from bandpo.training.sums import score
+
+    return score("", solution_str, ground_truth)
+
+
+def build_data(path: Path, rows: int, seed: int) -> None:
+    import pandas as pd
+
+    from bandpo.training.sums import sample_train_problems
+
+    records = [
+        {
+            "data_source": DATA_SOURCE,
+            "prompt": [{"role": "user", "content": problem.prompt}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": problem.answer},
+            "extra_info": {"index": index, "split": path.stem},
+        }
+        for index, problem in enumerate(sample_train_problems(rows, seed=seed))
+    ]
+    random.Random(seed).shuffle(records)
+    pd.DataFrame.from_records(records).to_parquet(path)
+
+
+def run_main_ppo(model: Path, data: dict[str, Path], out: Path, loss_mode: str, steps: int) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    pythonpath = os.pathsep.join([str(REPO / "src"), str(FIXTURE), os.environ.get("PYTHONPATH", "")])
+    fixture_env = {
+        "VERL_USE_EXTERNAL_MODULES": "verl_cpu_backend",
+        "VERL_PLATFORM": "cpu",
+        "VERL_ENGINE_DEVICE": "cuda",
+        "PYTHONPATH": pythonpath,
+        "OMP_NUM_THREADS": "1",
+    }
+    ray_env = "+ray_kwargs.ray_init.runtime_env.env_vars"
+    command = [
+        sys.executable,
+        "-m",
+        "verl.trainer.main_ppo",
+        "algorithm.adv_estimator=grpo",
+        "algorithm.use_kl_in_reward=False",
+        f"data.train_files={data['train']}",
+        f"data.val_files={data['val']}",
+        "data.train_batch_size=4",
+        "data.max_prompt_length=64",
+        "data.max_response_length=16",
+        "data.dataloader_num_workers=0",
+        f"actor_rollout_ref.model.path={model}",
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+        "actor_rollout_ref.model.use_remove_padding=False",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=False",
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.actor.fsdp_config.strategy=fsdp2",
+        "actor_rollout_ref.actor.use_torch_compile=False",
+        "actor_rollout_ref.actor.optim.lr=1e-6",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+        "actor_rollout_ref.actor.use_kl_loss=False",
+        f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}",
+        "actor_rollout_ref.rollout.name=hf_cpu",
+        "actor_rollout_ref.rollout.n=4",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.rollout.calculate_log_probs=True",
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        "reward.num_workers=1",
+        f"reward.custom_reward_function.path={Path(__file__).resolve()}",
+        "reward.custom_reward_function.name=compute_score",
+        "trainer.device=cpu",
+        "trainer.n_gpus_per_node=1",
+        "trainer.nnodes=1",
+        "trainer.logger=[console,file]",
+        "trainer.val_before_train=False",
+        "trainer.test_freq=-1",
+        "trainer.save_freq=-1",
+        f"trainer.total_training_steps={steps}",
+        "trainer.total_epochs=1",
+        f"trainer.default_local_dir={out / 'checkpoints'}",
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+        "+ray_kwargs.ray_init.num_cpus=16",
+        "+ray_kwargs.ray_init.num_gpus=1",
+        *(f"{ray_env}.{key}='{value}'" for key, value in fixture_env.items()),
+    ]
+    env = {
+        **os.environ,
+        **fixture_env,
+        "VERL_FILE_LOGGER_PATH": str(out / "metrics.jsonl"),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_DEDUP_LOGS": "0",
+    }
+    result = subprocess.run(command, capture_output=True, text=True, cwd=out, env=env, check=False)
+    (out / "stdout.log").write_text(result.stdout)
+    (out / "stderr.log").write_text(result.stderr)
+    if result.returncode != 0:
+        raise SystemExit(f"main_ppo {loss_mode} failed:\n{(result.stdout + result.stderr)[-3000:]}")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [row["data"] for row in sorted(rows, key=lambda row: row["step"])]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    from profile_train import cpu_model
+
+    from bandpo.training.pretrained import resolve_model
+
+    model = resolve_model(args.model)
+    command = "PYTHONPATH=src .venv-verl/bin/python benchmarks/verl_smollm2.py " + shlex.join(sys.argv[1:])
+    report: dict = {"command": command, "cpu": cpu_model(), "steps": args.steps, "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="verl-smollm2-") as scratch:
+        root = Path(scratch)
+        data = {"train": root / "train.parquet", "val": root / "val.parquet"}
+        build_data(data["train"], 64, seed=0)
+        build_data(data["val"], 4, seed=1)
+        for loss_mode in ("vanilla", "bandpo"):
+            steps = run_main_ppo(model, data, root / loss_mode, loss_mode, args.steps)
+            timed = steps[1:] or steps
+            report["runs"][loss_mode] = {
+                "update_actor_s": [s.get("timing_s/update_actor") for s in steps],
+                "step_s": [s.get("timing_s/step") for s in steps],
+                "mean_update_actor_s": statistics.mean(s["timing_s/update_actor"] for s in timed),
+                "mean_step_s": statistics.mean(s["timing_s/step"] for s in timed),
+                "clip_frac": [s.get("actor/clip/frac", s.get("actor/pg_clipfrac")) for s in steps],
+            }
+            print(f"{loss_mode}: update_actor {report['runs'][loss_mode]['update_actor_s']} s", flush=True)
+    vanilla, bandpo = report["runs"]["vanilla"], report["runs"]["bandpo"]
+    report["update_actor_ratio"] = bandpo["mean_update_actor_s"] / vanilla["mean_update_actor_s"]
+    print(
+        f"{report['cpu']}; {command}\nupdate_actor per step (steps 2..{args.steps}): vanilla "
+        f"{vanilla['mean_update_actor_s']:.1f} s, bandpo {bandpo['mean_update_actor_s']:.1f} s (ratio "
+        f"{report['update_actor_ratio']:.3f}); whole step: {vanilla['mean_step_s']:.1f} s vs {bandpo['mean_step_s']:.1f} s"
+    )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

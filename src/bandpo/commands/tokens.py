@@ -1,0 +1,160 @@
+"""`bandpo tokens`: where the sampled tokens of a model sit (share per old-probability bin), and what each
+bound method lets them do there (ratio range, probability rise); writes report.json, report.md, tokens.png.
+
+``bandpo tokens --task countdown`` samples the embedded tiny model after its warm-up (cached);
+``bandpo tokens --model smollm2-135m-instruct --task sums --temperature 0.7`` a real one. ``--combine DIR ...``
+draws the shares of several earlier reports side by side (`bandpo.experiments.token_regime`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_METHODS = ("clip", "clip_higher", "band", "band_upper")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bandpo.training.tasks import EMBEDDED_TASKS
+
+    parser.add_argument("--model", help="short name or local checkpoint (default: the embedded tiny model)")
+    parser.add_argument("--task", choices=EMBEDDED_TASKS, default="countdown", help="embedded task's prompts")
+    parser.add_argument("--dataset", help="a local .jsonl/.json/.parquet of prompts instead of --task")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    parser.add_argument("--prompts", type=int, default=16, help="training prompts sampled (default: 16)")
+    parser.add_argument("--samples", type=int, default=4, help="completions per prompt (default: 4)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, help="tokens per completion (default: the task's, as `bandpo train`)"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        metavar="METHOD",
+        help="NAME or NAME:key=value,... (default: " + " ".join(DEFAULT_METHODS) + ")",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of prompts and sampling (default: 0)")
+    parser.add_argument("--cache-dir", help="cache (default: $BANDPO_CACHE or ~/.cache/bandpo)")
+    parser.add_argument("--num-threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/tokens"), help="where to write")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="no sampling: draw the shares of these earlier reports side by side into --output-dir",
+    )
+    parser.add_argument("--svg", action="store_true", help="also write an SVG plot")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bandpo._atomic import check_writable, write_text_atomic
+
+    check_writable(args.output_dir, "output_dir", "--output-dir")
+    from bandpo.experiments import token_regime
+
+    if args.combine:
+        reports = {folder.name: token_regime.load_report(folder) for folder in args.combine}
+        cpus = sorted({report.get("cpu", "?") for report in reports.values()})
+        note = (
+            "bandpo tokens --combine "
+            + " ".join(str(f) for f in args.combine)
+            + "; sampled on "
+            + ", ".join(cpus)
+        )
+        path_out = args.output_dir / "tokens_combined.png"
+        for path in token_regime.plot_regime(reports, path_out, note=note, svg=args.svg):
+            print(f"wrote {path}")
+        return 0
+    report = _sample(args)
+    write_text_atomic(args.output_dir / "report.json", json.dumps(report, indent=2))
+    title = f"Where the sampled tokens sit: {report['source']}"
+    preamble = (
+        f"`{report['command']}`, {report['cpu']}, {report['seconds']:.0f} s. {args.prompts} training prompts x "
+        f"{args.samples} samples, temperature {args.temperature}, top-k 0, top-p 1, at most "
+        f"{report['max_new_tokens']} new tokens; p = the sampled token's probability under softmax(logits / T)."
+    )
+    write_text_atomic(args.output_dir / "report.md", token_regime.regime_markdown(report, title, preamble))
+    note = f"{report['command']}; {report['cpu']}"
+    plots = token_regime.plot_regime(
+        {report["source"]: report}, args.output_dir / "tokens.png", note=note, svg=args.svg
+    )
+    print(token_regime.regime_markdown(report, title))
+    for path in [args.output_dir / "report.json", args.output_dir / "report.md", *plots]:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> dict:
+    import platform
+    import time
+
+    from bandpo.experiments import token_regime
+    from bandpo.experiments.methods_spec import parse_method_specs
+    from bandpo.training.config import TrainConfig
+    from bandpo.training.data import adapt_rows, read_run_rows
+    from bandpo.training.environment import offline_environment, quiet_and_threads
+    from bandpo.training.evaluate import _prompt_ids
+    from bandpo.training.policy import load_policy
+
+    specs = parse_method_specs(args.methods)
+    methods = [(spec.label, spec.build()) for spec in specs]
+    config = TrainConfig(
+        model=args.model,
+        task=args.task,
+        dataset=args.dataset,
+        temperature=args.temperature,
+        max_completion_length=args.max_new_tokens,
+        max_steps=1,
+        prompts_per_step=args.prompts,
+        eval_prompts=1,
+        minibatches=1,
+        num_iterations=2,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        num_threads=args.num_threads,
+    )
+    start = time.perf_counter()
+    with offline_environment(), quiet_and_threads(args.num_threads):
+        model, tokenizer, _ = load_policy(config, progress=True)
+        train_rows, _ = read_run_rows(config)
+        rows = adapt_rows(train_rows, tokenizer, use_chat_template=config.use_chat_template)
+        old_logp = token_regime.sample_old_logp(
+            model,
+            tokenizer,
+            [_prompt_ids(tokenizer, row.prompt) for row in rows],
+            samples=args.samples,
+            temperature=args.temperature,
+            max_new_tokens=config.resolved_max_completion_length,
+            seed=args.seed,
+            batch_size=256 if args.model is None else 32,
+        )
+    report = token_regime.regime_report(old_logp, methods)
+    source = args.model or "embedded tiny model (warmed up)"
+    report.update(
+        {
+            "source": f"{source}, {args.dataset or args.task}, T = {args.temperature:g}",
+            "command": "bandpo tokens "
+            + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["tokens"] else sys.argv[1:]),
+            "cpu": _cpu_model() or platform.processor(),
+            "seconds": time.perf_counter() - start,
+            "max_new_tokens": config.resolved_max_completion_length,
+            "temperature": args.temperature,
+            "prompts": args.prompts,
+            "samples": args.samples,
+        }
+    )
+    return report
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
