@@ -55,6 +55,19 @@ def _stopped_on_exit() -> set[int]:
     return {child.pid for child in multiprocessing.active_children() if child.daemon and child.pid}
 
 
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny causal LM and its character tokenizer saved as a model folder (no warm-up, trains in seconds)."""
+    from bandpo.training.model import build_tiny_model
+    from bandpo.training.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    model_dir = tmp_path_factory.mktemp("model") / "tiny"
+    build_tiny_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, seed=1).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gc.collect()  # objects that own a worker close it when collected
     deadline = time.monotonic() + GRACE_S

@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from bandpo._lifetime import FolderLock, FolderLocked, Terminated, terminate_raises
+from process_helpers import alive, gone_within, has_open
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics")
 
@@ -24,19 +24,6 @@ lock = FolderLock(Path(sys.argv[1]), what="folder", fix="wait")
 print("held", flush=True)
 time.sleep(600)
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _has_open(pid: int, path: Path) -> bool:
-    folder = Path(f"/proc/{pid}/fd")
-    return any(os.readlink(fd) == str(path) for fd in folder.iterdir())
 
 
 def test_a_lock_refuses_a_second_holder_and_dies_with_the_first(tmp_path):
@@ -68,12 +55,12 @@ def test_a_forked_child_does_not_keep_the_lock(tmp_path):
         os._exit(0)
     try:
         deadline = time.monotonic() + 5  # the child closes its copy as it starts (an at-fork handler)
-        while _has_open(pid, path) and time.monotonic() < deadline:
+        while has_open(pid, path) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not _has_open(pid, path)
+        assert not has_open(pid, path)
         lock.release()
         FolderLock(path, what="folder", fix="wait").release()  # free although the child still runs
-        assert _alive(pid)
+        assert alive(pid)
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -100,10 +87,7 @@ def test_a_child_dies_with_its_parent_killed_with_sigkill():
         time.sleep(1.0)  # the child has armed its parent-death signal
         parent.kill()
         parent.wait()
-        deadline = time.monotonic() + 10
-        while _alive(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(child)
+        assert gone_within(child, 10)
     finally:
         parent.kill()
         parent.wait()

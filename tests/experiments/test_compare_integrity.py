@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,55 +20,9 @@ from bandpo.cli import main
 from bandpo.experiments.lm_compare import DONE_MARKER, QUICK_SETTINGS, run_lm_compare
 from bandpo.experiments.lm_plan import build_config, plan_runs
 from bandpo.experiments.methods_spec import parse_method_specs
+from process_helpers import alive, children, gone_within, holders, start_cli
 
 pytest.importorskip("trl")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from bandpo.training.model import build_tiny_model
-    from bandpo.training.tokenizer import build_char_tokenizer
-
-    tokenizer = build_char_tokenizer()
-    model_dir = tmp_path_factory.mktemp("model") / "tiny"
-    build_tiny_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, seed=1).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    return model_dir
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _holders(path: Path) -> list[int]:
-    """The processes that have `path` open."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if any(os.readlink(fd) == str(path) for fd in (entry / "fd").iterdir()):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def _compare_argv(model_dir: Path, output_dir: Path, steps: int) -> list[str]:
@@ -85,9 +37,7 @@ def test_killing_compare_ends_its_runs_and_a_second_compare_is_refused(tiny_mode
     output_dir = tmp_path / "cmp"
     run_dir = output_dir / "runs" / "clip-seed0"
     argv = _compare_argv(tiny_model_dir, output_dir, 2000)
-    compare = subprocess.Popen(
-        [sys.executable, "-m", "bandpo", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    compare = start_cli(argv)
     try:
         deadline = time.monotonic() + 240
         while not (
@@ -97,9 +47,9 @@ def test_killing_compare_ends_its_runs_and_a_second_compare_is_refused(tiny_mode
             assert compare.poll() is None, compare.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the run did not start training"
             time.sleep(0.2)
-        (child,) = _children(compare.pid)  # the run's training process
-        assert _alive(child)
-        descendants = [child, *_children(child)]  # the training process and its reward worker
+        (child,) = children(compare.pid)  # the run's training process
+        assert alive(child)
+        descendants = [child, *children(child)]  # the training process and its reward worker
         assert len(descendants) >= 2
         if sig == signal.SIGTERM:  # a second compare on the same folder, while the first runs
             assert main(argv) == 2
@@ -110,11 +60,8 @@ def test_killing_compare_ends_its_runs_and_a_second_compare_is_refused(tiny_mode
     finally:
         compare.kill()
         compare.wait()
-    deadline = time.monotonic() + 15
-    while any(_alive(pid) for pid in descendants) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(pid) for pid in descendants), f"compare's runs outlived it ({sig!r})"
-    assert not _holders(run_dir / "run.lock"), "a process still holds the run's lock"
+    assert gone_within(descendants, 15), f"compare's runs outlived it ({sig!r})"
+    assert not holders(run_dir / "run.lock"), "a process still holds the run's lock"
     if sig == signal.SIGKILL:
         assert compare.returncode == -signal.SIGKILL
     else:

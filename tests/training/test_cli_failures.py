@@ -54,18 +54,6 @@ def read_only(monkeypatch):
     return blocked
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from bandpo.training.model import build_tiny_model
-    from bandpo.training.tokenizer import build_char_tokenizer
-
-    tokenizer = build_char_tokenizer()
-    model_dir = tmp_path_factory.mktemp("model") / "tiny"
-    build_tiny_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, seed=1).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    return model_dir
-
-
 def _copy(source: Path, destination: Path) -> Path:
     import shutil
 

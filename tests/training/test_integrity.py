@@ -11,31 +11,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bandpo.cli import main
+from process_helpers import children, gone_within, start_cli, wait_for
 
 pytest.importorskip("trl")
 
 SMALL = ["--prompts-per-step", "4", "--num-generations", "2", "--minibatches", "2", "--num-iterations", "1"]
 SMALL += ["--eval-prompts", "2", "--eval-samples", "1", "--max-completion-length", "4", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from bandpo.training.model import build_tiny_model
-    from bandpo.training.tokenizer import build_char_tokenizer
-
-    tokenizer = build_char_tokenizer()
-    model_dir = tmp_path_factory.mktemp("model") / "tiny"
-    build_tiny_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, seed=1).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    return model_dir
 
 
 def _one_line_error(argv: list[str], capsys, command: str = "train") -> str:
@@ -45,35 +31,10 @@ def _one_line_error(argv: list[str], capsys, command: str = "train") -> str:
     return err
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _wait_for(condition, seconds: float, what: str, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the process ended (exit {process.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+def _run_argv(model_dir: Path, run_dir: Path, *, max_steps: int, save_every: int) -> list[str]:
+    """`bandpo train` flags for a run of `model_dir` into `run_dir` (the SMALL flags not included)."""
+    argv = ["--model", str(model_dir), "--output-dir", str(run_dir)]
+    return [*argv, "--max-steps", str(max_steps), "--save-every", str(save_every)]
 
 
 def _training_steps(run_dir: Path) -> int:
@@ -103,20 +64,17 @@ def test_a_live_run_refuses_a_second_writer_and_a_killed_one_leaves_nothing(
     tiny_model_dir, tmp_path, sig, capsys
 ):
     run_dir = tmp_path / "run"
-    argv = ["train", "--model", str(tiny_model_dir), "--output-dir", str(run_dir), *SMALL]
-    argv += ["--max-steps", "5000", "--save-every", "2"]
-    writer = subprocess.Popen(
-        [sys.executable, "-m", "bandpo", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    argv = ["train", *_run_argv(tiny_model_dir, run_dir, max_steps=5000, save_every=2), *SMALL]
+    writer = start_cli(argv)
     try:
-        _wait_for(lambda: _training_steps(run_dir) >= 3, 180, "three training steps", writer)
+        wait_for(lambda: _training_steps(run_dir) >= 3, 180, "three training steps", writer)
         assert (run_dir / "run.lock").read_text().strip() == str(writer.pid)
         # a second writer, while the first trains: refused before it writes anything
         lines_before = (run_dir / "metrics.jsonl").read_text().count("\n")
         err = _one_line_error([*argv[1:], "--resume"], capsys)
         assert f"is being written by process {writer.pid}" in err and "--output-dir" in err
-        children = _children(writer.pid)  # its reward worker
-        assert children, "the run's reward worker should be running"
+        workers = children(writer.pid)  # its reward worker
+        assert workers, "the run's reward worker should be running"
         assert (run_dir / "metrics.jsonl").read_text().count("\n") >= lines_before
         writer.send_signal(sig)
         stderr = writer.communicate(timeout=60)[1]
@@ -129,10 +87,7 @@ def test_a_live_run_refuses_a_second_writer_and_a_killed_one_leaves_nothing(
         assert "Traceback" not in stderr
     else:
         assert writer.returncode == -signal.SIGKILL
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(pid) for pid in children), "a child of the killed run is still running"
+    assert gone_within(workers, 10), "a child of the killed run is still running"
     assert _lock_is_free(run_dir / "run.lock"), "the lock must die with its holder"
 
 
@@ -303,16 +258,7 @@ def test_a_run_that_failed_after_it_trained_is_kept_for_resume(tiny_model_dir, t
 
     monkeypatch.setattr(MetricsLog, "record_step", record_step)
     run_dir = tmp_path / "run"
-    argv = [
-        "--model",
-        str(tiny_model_dir),
-        "--output-dir",
-        str(run_dir),
-        "--max-steps",
-        "3",
-        "--save-every",
-        "5",
-    ]
+    argv = _run_argv(tiny_model_dir, run_dir, max_steps=3, save_every=5)
     assert "Input/output error" in _one_line_error([*argv, *SMALL], capsys)
     assert (run_dir / "config.json").exists() and (run_dir / "eval_before.json").exists()
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
@@ -373,16 +319,7 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_with_the_checkpoint_to_dro
     tiny_model_dir, tmp_path, capsys
 ):
     run_dir = tmp_path / "run"
-    argv = [
-        "--model",
-        str(tiny_model_dir),
-        "--output-dir",
-        str(run_dir),
-        "--max-steps",
-        "2",
-        "--save-every",
-        "1",
-    ]
+    argv = _run_argv(tiny_model_dir, run_dir, max_steps=2, save_every=1)
     assert main(["train", *argv, *SMALL]) == 0
     capsys.readouterr()
     last = run_dir / "checkpoints" / "checkpoint-4"  # 2 optimiser steps per RL step

@@ -7,12 +7,12 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from bandpo import metric_names as mn
 from bandpo.training.rewards import GuardedReward, extract_final_answer, get_verifier
+from process_helpers import alive, gone_within
 
 
 def test_countdown_reward():
@@ -180,22 +180,6 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not _alive(pid)
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
 @pytest.mark.parametrize("completion", ["ok", "hang"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGABRT])
@@ -208,11 +192,11 @@ def test_the_worker_dies_with_its_parent(completion, sig):
     )
     try:
         worker = int(parent.stdout.readline())
-        assert _alive(worker)
+        assert alive(worker)
         time.sleep(0.3)  # the parent is now idle ("ok") or waiting on the hung sample ("hang")
         parent.send_signal(sig)
         parent.wait(timeout=30)
-        assert _gone_within(worker, 10), f"the reward worker {worker} outlived its parent ({sig!r})"
+        assert gone_within(worker, 10), f"the reward worker {worker} outlived its parent ({sig!r})"
     finally:
         parent.kill()
         parent.wait()
