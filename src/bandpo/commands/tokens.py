@@ -89,11 +89,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> dict:
-    import platform
     import time
 
     from bandpo.experiments import token_regime
     from bandpo.experiments.methods_spec import parse_method_specs
+    from bandpo.experiments.report import cpu_name
     from bandpo.training.config import TrainConfig
     from bandpo.training.data import adapt_rows, read_run_rows
     from bandpo.training.environment import offline_environment, quiet_and_threads
@@ -139,7 +139,7 @@ def _sample(args: argparse.Namespace) -> dict:
             "source": f"{source}, {args.dataset or args.task}, T = {args.temperature:g}",
             "command": "bandpo tokens "
             + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["tokens"] else sys.argv[1:]),
-            "cpu": _cpu_model() or platform.processor(),
+            "cpu": cpu_name(),
             "seconds": time.perf_counter() - start,
             "max_new_tokens": config.resolved_max_completion_length,
             "temperature": args.temperature,
@@ -148,13 +148,3 @@ def _sample(args: argparse.Namespace) -> dict:
         }
     )
     return report
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""

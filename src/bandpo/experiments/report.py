@@ -18,6 +18,7 @@ from bandpo import metric_names as mn
 from bandpo.experiments.stats import mean_and_spread
 
 __all__ = [
+    "cpu_name",
     "format_mean_spread",
     "import_pyplot",
     "machine_info",
@@ -139,7 +140,8 @@ def prob_bin_headers() -> list[str]:
     return [f"{edges[i]:g}–{edges[i + 1]:g}" for i in range(len(mn.PROB_BIN_LABELS))]
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo; the platform's processor or machine name where that is absent."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -155,7 +157,7 @@ def machine_info() -> dict[str, object]:
 
     return {
         "platform": platform.platform(),
-        "processor": f"{_cpu_name()} ({os.cpu_count()} logical CPUs)",
+        "processor": f"{cpu_name()} ({os.cpu_count()} logical CPUs)",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
