@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from bandpo.training.evaluate import sample_completions
+
 __all__ = ["BIN_EDGES", "bin_labels", "plot_regime", "regime_markdown", "regime_report", "sample_old_logp"]
 
 BIN_EDGES: tuple[float, ...] = (0.0, 1e-3, 0.01, 0.1, 0.5, 0.9, 1.0)
@@ -62,36 +64,19 @@ def sample_old_logp(
             torch.manual_seed(seed)
             for start in range(0, len(expanded), batch_size):
                 rows = expanded[start : start + batch_size]
-                width = max(len(row) for row in rows)
-                input_ids = torch.full(
-                    (len(rows), width), pad_id, dtype=torch.long
-                )  # (b, width), left-padded
-                attention_mask = torch.zeros_like(input_ids)
-                for i, row in enumerate(rows):
-                    input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-                    attention_mask[i, width - len(row) :] = 1
-                output = model.generate(
-                    input_ids=input_ids.to(model.device),
-                    attention_mask=attention_mask.to(model.device),
-                    do_sample=True,
+                completion, logits, valid = sample_completions(
+                    model,
+                    tokenizer,
+                    rows,
+                    pad_id=pad_id,
                     temperature=temperature,
-                    top_k=0,
-                    top_p=1.0,
                     max_new_tokens=max_new_tokens,
-                    pad_token_id=pad_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    return_dict_in_generate=True,
-                    output_logits=True,
-                )
-                completion = output.sequences[:, width:]  # (b, t)
-                logits = torch.stack(output.logits, dim=1).double() / temperature  # (b, t, V)
+                )  # (b, t), (b, t, V), (b, t)
                 logp = (
-                    torch.log_softmax(logits, dim=-1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
+                    torch.log_softmax(logits.double() / temperature, dim=-1)
+                    .gather(-1, completion.unsqueeze(-1))
+                    .squeeze(-1)
                 )  # (b, t)
-                is_eos = completion == tokenizer.eos_token_id
-                valid = (
-                    is_eos.cumsum(dim=1) - is_eos.long()
-                ) == 0  # (b, t): up to and including the first EOS
                 out.append(logp[valid].cpu())
     finally:
         model.train(was_training)

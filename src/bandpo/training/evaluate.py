@@ -27,7 +27,7 @@ from typing import Any
 from bandpo import metric_names as mn
 from bandpo.training.rewards import GuardedReward, Verifier, completion_text
 
-__all__ = ["EvalPrompt", "EvalResult", "PromptResult", "evaluate"]
+__all__ = ["EvalPrompt", "EvalResult", "PromptResult", "evaluate", "sample_completions"]
 
 
 @dataclass(frozen=True)
@@ -143,25 +143,15 @@ def evaluate(
             torch.manual_seed(seed)
             for start in range(0, len(expanded), batch_size):
                 chunk = expanded[start : start + batch_size]
-                encoded = _left_pad(chunk, pad_id, model.device)
-                output = model.generate(
-                    **encoded,
-                    do_sample=True,
+                completion_ids, logits, valid = sample_completions(
+                    model,
+                    tokenizer,
+                    chunk,
+                    pad_id=pad_id,
                     temperature=temperature,
-                    top_k=0,
-                    top_p=1.0,
                     max_new_tokens=max_new_tokens,
-                    pad_token_id=pad_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    return_dict_in_generate=True,
-                    output_logits=True,
                 )
-                completion_ids = output.sequences[:, encoded["input_ids"].shape[1] :]  # (b, t)
-                logits = torch.stack(output.logits, dim=1).float() / temperature  # (b, t, V)
-                is_eos = completion_ids == tokenizer.eos_token_id
-                # valid = up to and including the first EOS
-                valid = (is_eos.cumsum(dim=1) - is_eos.long()) == 0  # (b, t)
-                entropy = entropy_from_logits(logits)  # (b, t)
+                entropy = entropy_from_logits(logits.float() / temperature)  # (b, t)
                 entropy_sum += float(entropy[valid].sum())
                 entropy_count += int(valid.sum())
                 samples.extend(tokenizer.batch_decode(completion_ids, skip_special_tokens=True))
@@ -215,7 +205,44 @@ def _prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:
     return list(rendered["input_ids"])
 
 
-def _left_pad(rows: list[list[int]], pad_id: int, device: Any) -> dict[str, Any]:
+def sample_completions(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    temperature: float,
+    max_new_tokens: int,
+) -> tuple[Any, Any, Any]:
+    """One completion per prompt in `rows` (token ids), sampled from the full distribution at `temperature`.
+
+    Returns:
+        completion ids (b, t), the logits of each step before the temperature (b, t, V), and the mask of the
+        tokens that count (b, t): up to and including the first EOS.
+    """
+    import torch
+
+    encoded = _left_pad(rows, pad_id, model.device)
+    output = model.generate(
+        **encoded,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_id,
+        eos_token_id=tokenizer.eos_token_id,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    completion_ids = output.sequences[:, encoded["input_ids"].shape[1] :]  # (b, t)
+    logits = torch.stack(output.logits, dim=1)  # (b, t, V)
+    is_eos = completion_ids == tokenizer.eos_token_id
+    valid = (is_eos.cumsum(dim=1) - is_eos.long()) == 0  # (b, t)
+    return completion_ids, logits, valid
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> dict[str, Any]:
     import torch
 
     width = max(len(row) for row in rows)
