@@ -32,7 +32,6 @@ import functools
 import io
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -70,16 +69,17 @@ class Phase:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; `platform.processor()` elsewhere) and its core count."""
-    name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name or platform.processor() or 'unknown CPU'} ({os.cpu_count()} CPUs)"
+    """The CPU's model name (`bandpo.experiments.report.cpu_name`) and its core count."""
+    from bandpo.experiments.report import cpu_name
+
+    return f"{cpu_name()} ({os.cpu_count()} CPUs)"
+
+
+def write_json(path: Path | None, report: dict) -> None:
+    """Write `report` to `path` as indented JSON, creating its folder; nothing when `path` is None."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 class PhaseTimer:

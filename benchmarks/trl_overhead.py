@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import json
 import os
 import shlex
 import statistics
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_train import cpu_model
+from profile_train import cpu_model, write_json
 
 
 def _clock(device: str) -> tuple[float, float]:
@@ -219,9 +218,7 @@ def main() -> int:
         f"{band_wall / grpo_wall:.3f} wall (goal <= 1.01)\n"
         f"bounds: {100 * bounds_share:.3f}% of a BandPO step; bandpo's diagnostics: {100 * metrics_share:.3f}%"
     )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
     return 0
 
 

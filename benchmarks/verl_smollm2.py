@@ -147,7 +147,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from profile_train import cpu_model
+    from profile_train import cpu_model, write_json
 
     from bandpo.training.pretrained import resolve_model
 
@@ -177,9 +177,7 @@ def main() -> int:
         f"{vanilla['mean_update_actor_s']:.1f} s, bandpo {bandpo['mean_update_actor_s']:.1f} s (ratio "
         f"{report['update_actor_ratio']:.3f}); whole step: {vanilla['mean_step_s']:.1f} s vs {bandpo['mean_step_s']:.1f} s"
     )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
     return 0
 
 
