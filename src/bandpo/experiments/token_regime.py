@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bandpo.training.evaluate import sample_completions
+from bandpo.training.evaluate import sample_completions, sampling
 
 __all__ = ["BIN_EDGES", "bin_labels", "plot_regime", "regime_markdown", "regime_report", "sample_old_logp"]
 
@@ -55,31 +55,19 @@ def sample_old_logp(
     The global RNG is left as it was. Tokens after the first EOS are dropped; the EOS itself counts.
     """
     expanded = [list(ids) for ids in prompt_ids for _ in range(samples)]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: list[torch.Tensor] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            for start in range(0, len(expanded), batch_size):
-                rows = expanded[start : start + batch_size]
-                completion, logits, valid = sample_completions(
-                    model,
-                    tokenizer,
-                    rows,
-                    pad_id=pad_id,
-                    temperature=temperature,
-                    max_new_tokens=max_new_tokens,
-                )  # (b, t), (b, t, V), (b, t)
-                logp = (
-                    torch.log_softmax(logits.double() / temperature, dim=-1)
-                    .gather(-1, completion.unsqueeze(-1))
-                    .squeeze(-1)
-                )  # (b, t)
-                out.append(logp[valid].cpu())
-    finally:
-        model.train(was_training)
+    with sampling(model, seed):
+        for start in range(0, len(expanded), batch_size):
+            rows = expanded[start : start + batch_size]
+            completion, logits, valid = sample_completions(
+                model, tokenizer, rows, temperature=temperature, max_new_tokens=max_new_tokens
+            )  # (b, t), (b, t, V), (b, t)
+            logp = (
+                torch.log_softmax(logits.double() / temperature, dim=-1)
+                .gather(-1, completion.unsqueeze(-1))
+                .squeeze(-1)
+            )  # (b, t)
+            out.append(logp[valid].cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 

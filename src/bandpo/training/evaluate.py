@@ -20,14 +20,15 @@ free-form reasoning texts almost never coincide, so the count is close to the nu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo.training.rewards import GuardedReward, Verifier, completion_text
 
-__all__ = ["EvalPrompt", "EvalResult", "PromptResult", "evaluate", "sample_completions"]
+__all__ = ["EvalPrompt", "EvalResult", "PromptResult", "evaluate", "sample_completions", "sampling"]
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,6 @@ def evaluate(
             the usage statistic.
         batch_size: completions generated per `generate` call.
     """
-    import torch
 
     from bandpo.regularizers import entropy_from_logits
 
@@ -135,28 +135,16 @@ def evaluate(
     samples: list[str] = []
     entropy_sum, entropy_count = 0.0, 0
     expanded = [ids for ids in prompt_ids for _ in range(k)]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            for start in range(0, len(expanded), batch_size):
-                chunk = expanded[start : start + batch_size]
-                completion_ids, logits, valid = sample_completions(
-                    model,
-                    tokenizer,
-                    chunk,
-                    pad_id=pad_id,
-                    temperature=temperature,
-                    max_new_tokens=max_new_tokens,
-                )
-                entropy = entropy_from_logits(logits.float() / temperature)  # (b, t)
-                entropy_sum += float(entropy[valid].sum())
-                entropy_count += int(valid.sum())
-                samples.extend(tokenizer.batch_decode(completion_ids, skip_special_tokens=True))
-    finally:
-        model.train(was_training)
+    with sampling(model, seed):
+        for start in range(0, len(expanded), batch_size):
+            chunk = expanded[start : start + batch_size]
+            completion_ids, logits, valid = sample_completions(
+                model, tokenizer, chunk, temperature=temperature, max_new_tokens=max_new_tokens
+            )
+            entropy = entropy_from_logits(logits.float() / temperature)  # (b, t)
+            entropy_sum += float(entropy[valid].sum())
+            entropy_count += int(valid.sum())
+            samples.extend(tokenizer.batch_decode(completion_ids, skip_special_tokens=True))
 
     try:  # one batch through the guard's worker process
         scored_all = guard.score_many(
@@ -205,16 +193,33 @@ def _prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:
     return list(rendered["input_ids"])
 
 
+@contextlib.contextmanager
+def sampling(model: Any, seed: int) -> Iterator[None]:
+    """Eval mode, no gradients and a private RNG seeded with `seed`; the model's mode and the global RNG are
+    restored on the way out."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            yield
+    finally:
+        model.train(was_training)
+
+
 def sample_completions(
     model: Any,
     tokenizer: Any,
     rows: Sequence[Sequence[int]],
     *,
-    pad_id: int,
     temperature: float,
     max_new_tokens: int,
 ) -> tuple[Any, Any, Any]:
     """One completion per prompt in `rows` (token ids), sampled from the full distribution at `temperature`.
+
+    Run it inside `sampling` for eval mode, no gradients and a seeded RNG.
 
     Returns:
         completion ids (b, t), the logits of each step before the temperature (b, t, V), and the mask of the
@@ -222,6 +227,7 @@ def sample_completions(
     """
     import torch
 
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = _left_pad(rows, pad_id, model.device)
     output = model.generate(
         **encoded,
