@@ -61,7 +61,10 @@ def test_killing_compare_ends_its_runs_and_a_second_compare_is_refused(tiny_mode
         compare.kill()
         compare.wait()
     assert gone_within(descendants, 15), f"compare's runs outlived it ({sig!r})"
-    assert not holders(run_dir / "run.lock"), "a process still holds the run's lock"
+    # a process forked after the snapshot above (a restarted reward worker) dies with its parent too, a moment
+    # later on a loaded machine: wait for the last holder of either lock rather than read it once
+    for lock in (run_dir / "run.lock", output_dir / "compare.lock"):
+        assert gone_within(holders(lock), 15), f"a process still holds {lock.name}: {holders(lock)}"
     if sig == signal.SIGKILL:
         assert compare.returncode == -signal.SIGKILL
     else:
