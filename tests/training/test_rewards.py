@@ -145,6 +145,9 @@ def test_math_reward_on_a_tower_of_powers_times_out():
     assert reward.score_one("q", r"\boxed{10^{10^{10}}}", "1") == (0.0, True)
     assert time.perf_counter() - start < 60  # liveness: it never returned before
     assert reward.timeouts_total == 1
+    # the guard goes on with a fresh worker; a generous limit now, so that a loaded machine (the fork and the
+    # verifier's first call) cannot turn the check of a right answer into a second timeout
+    reward.timeout_s = 30.0
     assert reward.score_one("q", r"\boxed{1}", "1") == (1.0, False)
 
 
