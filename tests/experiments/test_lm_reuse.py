@@ -114,8 +114,25 @@ def test_collect_writes_the_finished_runs_and_no_report(tmp_path: Path) -> None:
     path, table = run_lm_compare(specs, [0, 1, 2], first.parent, steps=2, train_fn=fake, collect_only=True)
     assert fake.calls == [] and table == "" and path == first
     assert not (first.parent / "report.md").exists()
-    results, header = read_per_seed(path)
-    assert len(results) == 4 and sorted(header["missing"]) == ["band_upper seed 2", "clip seed 2"]
+    results, _ = read_per_seed(path)
+    assert sorted((r.label, r.seed) for r in results) == [
+        ("band_upper", 0),
+        ("band_upper", 1),
+        ("clip", 0),
+        ("clip", 1),
+    ]
     # the collected file carries the study on: the next call trains only what is missing
     run_lm_compare(specs, [0, 1, 2], tmp_path / "next", steps=2, train_fn=fake, reuse=[path])
     assert sorted(fake.calls) == [("band_upper", 2, False), ("clip", 2, False)]
+
+
+def test_collect_keeps_whole_seeds_only(tmp_path: Path) -> None:
+    specs = parse_method_specs(["clip", "band_upper"])
+    run_lm_compare(parse_method_specs(["clip"]), [0, 1], tmp_path, steps=2, train_fn=FakeTrain())  # clip only
+    run_lm_compare(parse_method_specs(["band_upper"]), [0], tmp_path, steps=2, train_fn=FakeTrain())
+    path, _ = run_lm_compare(specs, [0, 1], tmp_path, steps=2, train_fn=FakeTrain(), collect_only=True)
+    results, _ = read_per_seed(path)
+    assert sorted((r.label, r.seed) for r in results) == [
+        ("band_upper", 0),
+        ("clip", 0),
+    ]  # seed 1 is half done

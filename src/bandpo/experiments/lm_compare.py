@@ -115,8 +115,8 @@ def run_lm_compare(
         sweep: `{"param": ..., "values": [...]}` when the arms are a sweep (adds its plot to the report).
         reuse: per_seed.json files whose finished runs stand for planned runs of the same arm, seed and
             settings (`lm_reuse`): those are not trained, and their records go into this per_seed.json.
-        collect_only: train nothing and write no report: only per_seed.json of the runs finished so far, to
-            carry a study into a later session (`--reuse`) without looking at its outcomes. Returns
+        collect_only: train nothing and write no report: only per_seed.json of the seeds whose every arm has
+            finished, to carry a study into a later session (`--reuse`) without looking at its outcomes. Returns
             (per_seed.json path, ""). It reads finished runs only, so it may run beside the compare training
             the folder.
     """
@@ -136,10 +136,20 @@ def run_lm_compare(
     # every check before the first write: a refused compare leaves no trace
     pending, _ = _pending(runs, configs, settings, None, reused)
     if collect_only:
+        # whole seeds only: a seed's arms are compared with each other, so all of them train on one machine
+        unfinished = {run.seed for _, run, _ in pending}
+        complete = [run for run in runs if run.seed not in unfinished]
+        if not complete:
+            raise ValueError(f"--collect: no seed of {output_dir} has every arm finished yet")
         output_dir.mkdir(parents=True, exist_ok=True)
-        path = write_lm_report(runs, output_dir, settings=settings, jobs=jobs, reused=reused, report=False)[0]
+        path = write_lm_report(
+            complete, output_dir, settings=settings, jobs=jobs, reused=reused, report=False, plan=plan
+        )[0]
         if progress:
-            progress(f"{len(runs) - len(pending)} of {len(runs)} runs finished; wrote {path} (no report)")
+            seeds = sorted({run.seed for run in complete})
+            progress(
+                f"seeds {seeds} have every arm finished ({len(complete)} runs); wrote {path} (no report)"
+            )
         return path, ""
     if progress and quick:
         progress(f"note: {quick_note(settings)}")
@@ -208,9 +218,11 @@ def write_lm_report(
     jobs: int | None = None,
     reused: dict[str, SeedResult] | None = None,
     report: bool = True,
+    plan: dict[str, Any] | None = None,
 ) -> tuple[Path, str]:
     """Read the finished run directories (and the `reused` records of runs without one), write per_seed.json,
-    report.md and the plots; returns (path, table). `report=False`: per_seed.json alone, (its path, "")."""
+    report.md and the plots; returns (path, table). `report=False`: per_seed.json alone, (its path, "").
+    `plan`: the plan record of these runs (default: the folder's compare.json)."""
     output_dir = Path(output_dir)
     reused = reused or {}
     results, records, missing, run_dirs = [], [], [], {}
@@ -228,7 +240,8 @@ def write_lm_report(
     if not results:
         raise ValueError(f"no finished run under {output_dir / 'runs'}: nothing to report")
     plan_path = output_dir / "compare.json"
-    plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
+    if plan is None:
+        plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
     first_dir = next((run.run_dir for run in runs if (run.run_dir / "summary.json").exists()), None)
     first = {}
     if first_dir is not None:
