@@ -124,8 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--collect",
         action="store_true",
-        help="LM tasks: train nothing and write no report, only per_seed.json of the runs finished so far (to carry "
-        "a preregistered study into a later session with --reuse without looking at its outcomes)",
+        help="LM tasks: train nothing and write no report, only per_seed.json of the seeds whose every arm finished "
+        "(to carry a preregistered study into a later session with --reuse without looking at its outcomes)",
     )
     parser.add_argument(
         "--confirmatory",
@@ -238,7 +238,7 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
         extra_settings=extra_settings,
     )
     if args.collect:
-        print(f"wrote {report} (finished runs only; no report)")
+        print(f"wrote {report} (whole seeds only; no report)")
         return 0
     print(table)
     print(f"\nwrote {report}")
