@@ -100,3 +100,35 @@ def test_sigterm_raises_terminated_inside_the_block_only():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises before this ends
     assert signal.getsignal(signal.SIGTERM) == previous
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_lock_recorded_for_a_dead_process_is_waited_for_not_refused(tmp_path):
+    """Linux releases a killed holder's flock a moment after the process is gone: the next taker waits for it
+    (up to DEAD_HOLDER_GRACE_S) instead of refusing a writer that no longer exists."""
+    import fcntl
+    import threading
+
+    from bandpo._lifetime import DEAD_HOLDER_GRACE_S, FolderLock, FolderLocked
+
+    path = tmp_path / "run.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"{_dead_pid()}\n".encode())  # the recorded holder is dead, its lock not yet released
+    threading.Timer(0.3, os.close, args=(fd,)).start()
+    with FolderLock(path, what="x", fix="y"):
+        pass
+    # a lock that stays held is refused once the grace is over
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"{_dead_pid()}\n".encode())
+    start = time.monotonic()
+    with pytest.raises(FolderLocked):
+        FolderLock(path, what="x", fix="y")
+    assert time.monotonic() - start >= DEAD_HOLDER_GRACE_S
+    os.close(fd)

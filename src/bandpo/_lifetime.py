@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "PARENT_PID_VARIABLE",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+DEAD_HOLDER_GRACE_S = 2.0  # how long a lock recorded for a dead process may take to be released
 # set by a parent for a child it starts: the pid the child must outlive no longer than a moment
 PARENT_PID_VARIABLE = "BANDPO_PARENT_PID"
 
@@ -124,7 +126,7 @@ class FolderLock:
             fcntl = None
         try:
             if fcntl is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._flock(fcntl)
         except BlockingIOError:
             holder = _read_pid(self._fd)
             os.close(self._fd)
@@ -138,6 +140,21 @@ class FolderLock:
         os.ftruncate(self._fd, 0)
         os.write(self._fd, f"{os.getpid()}\n".encode())
         _HELD.add(self._fd)
+
+    def _flock(self, fcntl: Any) -> None:
+        """flock, waiting up to `DEAD_HOLDER_GRACE_S` when the recorded holder is already dead: Linux drops a
+        killed process's lock a moment after the process is gone (its files are released by a deferred task),
+        so an immediate retry would otherwise be refused by a dead writer."""
+        deadline = time.monotonic() + DEAD_HOLDER_GRACE_S
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                holder = _read_pid(self._fd)
+                if holder is None or _process_alive(holder) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @property
     def held(self) -> bool:
@@ -156,6 +173,20 @@ class FolderLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: kill(0) said it exists
 
 
 def _read_pid(fd: int) -> int | None:
