@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -73,3 +74,16 @@ def test_a_folder_of_the_wrong_task_is_refused(tmp_path: Path) -> None:
     countdown = _study(tmp_path / "c", "countdown", range(24), 0.03)
     with pytest.raises(ValueError, match="not 'reach'"):
         confirmatory_report({"countdown": countdown, "reach": countdown})
+
+
+def test_a_seed_split_across_cpu_models_is_refused(tmp_path: Path) -> None:
+    countdown = _study(tmp_path / "c", "countdown", range(24), 0.03)
+    reach = _study(tmp_path / "r", "reach", range(24), 0.03)
+    path = countdown / "per_seed.json"
+    data = json.loads(path.read_text())
+    for run in data["runs"]:
+        if run["seed"] == 3:  # clip on one CPU model, band and band_upper on another
+            run["machine"] = "AMD EPYC" if run["label"] == "clip" else "Intel Xeon"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"seeds \[3\] have arms trained on different CPU models"):
+        confirmatory_report({"countdown": countdown, "reach": reach})

@@ -134,13 +134,19 @@ def confirmatory_report(folders: Mapping[str, Path], *, required: int = REQUIRED
         results, header = read_per_seed(path)
         if header.get("task") != task:
             raise ValueError(f"{path} holds task {header.get('task')!r}, not {task!r}")
-        seeds = complete_seeds(results)
+        seeds = {seed: arms for seed, arms in complete_seeds(results).items() if seed < required}
         if len(seeds) < required:
             raise ValueError(
-                f"{path}: {len(seeds)} of {required} seeds have all of {', '.join(ARMS)}; the preregistered stopping "
-                "rule computes no verdict before every seed is in"
+                f"{path}: {len(seeds)} of {required} seeds (0-{required - 1}) have all of {', '.join(ARMS)}; the "
+                "preregistered stopping rule computes no verdict before every seed is in"
             )
-        seeds_by_task[task] = dict(list(seeds.items())[:required])
+        split = [s for s, arms in seeds.items() if len({r.machine for r in arms.values() if r.machine}) > 1]
+        if split:
+            raise ValueError(
+                f"{path}: seeds {split} have arms trained on different CPU models; the preregistration reruns such "
+                "a seed, all three arms, on one"
+            )
+        seeds_by_task[task] = seeds
         sources[task] = path
     fresh = {
         task: {seed: arms for seed, arms in seeds.items() if seed in FRESH_SEEDS[task]}
