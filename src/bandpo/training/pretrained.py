@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bandpo.training.warmup import cache_root
+
 __all__ = [
     "PRETRAINED",
     "PreparedModel",
@@ -117,9 +119,7 @@ def get_source(name: str) -> PretrainedSource:
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("BANDPO_CACHE") or Path.home() / ".cache" / "bandpo")
+    return Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
 
 
 def model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
