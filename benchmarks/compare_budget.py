@@ -34,19 +34,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_train import Phase, cpu_model
+from profile_train import MODEL_PHASES, Phase, cpu_model
 
 TARGET_S = 30 * 60.0
-# profile_train phases that are the model's own arithmetic (forward, backward, sampling, optimiser): what is
-# left of an RL step if every other cost (TRL, HF Trainer, rewards, metrics, logging) took no time at all
-MODEL_PHASES: tuple[str, ...] = (
-    Phase.FORWARD,
-    Phase.BACKWARD,
-    Phase.GENERATE_ROLLOUT,
-    Phase.OLD_LOGPS,
-    Phase.OPTIMISER,
-    Phase.GRAD_CLIP,
-)
 ARMS: tuple[str, ...] = (
     "clip",
     "clip_higher",

@@ -68,6 +68,18 @@ class Phase:
     PLOTS = "plots"
 
 
+# the phases that are the model's own arithmetic (forward, backward, sampling, optimiser): what is left of an RL
+# step if every other cost (TRL, HF Trainer, rewards, metrics, logging) took no time at all
+MODEL_PHASES: tuple[str, ...] = (
+    Phase.FORWARD,
+    Phase.BACKWARD,
+    Phase.GENERATE_ROLLOUT,
+    Phase.OLD_LOGPS,
+    Phase.OPTIMISER,
+    Phase.GRAD_CLIP,
+)
+
+
 def cpu_model() -> str:
     """The CPU's model name (`bandpo.experiments.report.cpu_name`) and its core count."""
     from bandpo.experiments.report import cpu_name
@@ -279,6 +291,11 @@ def main() -> int:
     if steps:
         rl_cpu = timer.cpu.get("rl (trainer.train)", 0.0)
         print(f"per RL step: wall {rl / steps:.2f} s, CPU {rl_cpu / steps:.2f} s  [{cpu}]")
+        floor = sum(timer.cpu.get(name, 0.0) for name in MODEL_PHASES)
+        print(
+            f"model arithmetic (the floor: {', '.join(MODEL_PHASES)}): CPU {floor / steps:.2f} s per RL step, "
+            f"{100 * floor / rl_cpu if rl_cpu else 0.0:.1f}% of the step  [{cpu}]"
+        )
     print("after: " + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in after.items()))
     if op_profile is not None and op_profile:
         print(f"torch.profiler, {args.ops} RL steps (self CPU time per operator):")
