@@ -1,8 +1,9 @@
 """`bandpo train`: train a policy with BandPO or a baseline through TRL's GRPOTrainer.
 
 With no arguments it builds and warms up a tiny model on the embedded Countdown task (cached after the first
-run), runs BandPO for 250 RL steps on the CPU and prints reward, accuracy and entropy before vs after. Every
-flag left out keeps the preset's value (``--preset default`` or ``paper``); ``--resume`` reads the run's own
+run), runs BandPO on the CPU with `TrainConfig`'s defaults and prints reward, accuracy and entropy before vs
+after. The flags and their help are derived from the `TrainConfig` declarations (`SETTINGS`). Every flag
+left out keeps the preset's value (``--preset default`` or ``paper``); ``--resume`` reads the run's own
 ``config.json`` and applies only the flags given (on a directory without a run it starts one, as
 `bandpo.training.train` does, and says so).
 """
@@ -46,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = groups[spec.section]
         flags = (spec.flag or "--" + name.replace("_", "-"), *spec.aliases)
         if name == "preset":
-            group.add_argument(*flags, choices=spec.valid_choices(), default="default", help=spec.help)
+            group.add_argument(
+                *flags, choices=spec.valid_choices(), default=TrainConfig.preset, help=spec.help
+            )
         elif name == "resume":
             group.add_argument(*flags, action="store_true", help=spec.help)
         elif spec.kind is bool:
