@@ -8,22 +8,17 @@ help (`bandpo.commands.train`), and the field list appended to this class's docs
 band's, their help and valid values the methods', and a registered method's own parameter that has no field
 here goes in ``method_options``.
 
-The defaults are the embedded CPU run (docs/experiments.md, "The embedded tasks"): the tiny Countdown
-policy, BandPO (KL, δ = 0.05, ratio cap 10), 32 prompts × 8 samples per RL step, 2 iterations × 4 minibatches
-(8 Adam steps per rollout batch), GRPO advantages with std, seq-mean-token-mean, dual-clip, no KL, no entropy
-bonus, temperature 1.
+The defaults are the embedded CPU run (docs/experiments.md, "The embedded tasks"); the class docstring lists
+them.
 
 A *step* here is one RL step: one generation batch and its ``num_iterations × minibatches`` optimiser steps
 (TRL counts optimiser steps; ``trl_max_steps`` converts).
 
 Presets (`PRESETS`, applied with `TrainConfig.from_preset`): ``default`` (the declared defaults) and ``paper``:
-the paper's algorithm on a real model: KL 0.001 (k3) to the reference, lr 1e-6, 256 prompts × 16 samples in
-4 minibatches of 64 prompts, one iteration, 1020 steps, 32 evaluation samples, micro-batches of 16
-completions (a minibatch of 1024 completions is accumulated over 64 forward/backward passes, so 16
-completions of 4k tokens must fit the accelerator's memory at once; lower ``--micro-batch-size`` if not); the
-rest is the default (advantages, aggregation, dual-clip, temperature, δ). Use it with ``--model`` and
-``--dataset`` (and ``--max-completion-length 4096`` for the paper's response length; left unset, the length
-fits the reward: 8 tokens for Countdown, 1024 for math).
+the paper's algorithm on a real model (its values are ``PRESETS["paper"]``, shown beside each default by the
+class docstring and ``bandpo train --help``; the rest is the default). Its micro-batches of 16 completions of
+up to 4k tokens must fit the accelerator's memory at once (lower ``--micro-batch-size`` if not). Use it with
+``--model`` and ``--dataset`` (and ``--max-completion-length 4096`` for the paper's response length).
 
 Derived values are properties (`resolved_reward`, `resolved_max_completion_length`, ...): the fields keep
 what the user gave (None = "the default for this task"), so ``config.replace(dataset=...)`` re-derives them.
