@@ -1,6 +1,6 @@
 """Held-out pass@8 of a model on the embedded Sums task before any RL, at one or more temperatures.
 
-The calibration behind the Sums task (`bandpo.training.sums`): RL needs a task the model sometimes, not
+The calibration behind the Sums task (`bandpo.training.tasks.sums`): RL needs a task the model sometimes, not
 always, solves, so its held-out pass@8 should lie between 0.2 and 0.8. This samples k completions per
 held-out prompt exactly as a run's evaluation does (`bandpo.training.evaluate`, the chat template, the Sums
 verifier, ``top_k`` 0, ``top_p`` 1) and prints, per temperature, mean@k (= sampled pass@1) and pass@k over
@@ -41,7 +41,7 @@ def main() -> int:
     from bandpo.training.evaluate import EvalPrompt, evaluate
     from bandpo.training.pretrained import resolve_model
     from bandpo.training.rewards import get_verifier
-    from bandpo.training.sums import sample_eval_problems
+    from bandpo.training.tasks.sums import sample_eval_problems
 
     command = "PYTHONPATH=src .venv/bin/python benchmarks/sums_calibration.py " + shlex.join(sys.argv[1:])
     with offline_environment(), quiet_and_threads(1):

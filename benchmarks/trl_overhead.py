@@ -1,7 +1,7 @@
 """What BandPO costs over stock TRL at a real vocabulary: `BandPOTrainer` vs `GRPOTrainer`, same settings, time
 per RL step with SmolLM2-135M-Instruct (49,152 tokens), side by side in one process, and the bounds' share.
 
-Both trainers get the same TRL arguments (`bandpo.training.trainer.grpo_arguments`: the same sampling,
+Both trainers get the same TRL arguments (`bandpo.training.trl_args.grpo_arguments`: the same sampling,
 schedule, optimiser, dual-clip ``delta``), the same Sums prompts and verifier, and fresh copies of the same
 weights; they differ only in the ratio bounds (stock: clip ε = 0.2; bandpo: ``--method``, default band). They
 run in rounds, ABBA (stock, bandpo, bandpo, stock, ...), so drift in the machine's load hits both alike;
@@ -65,7 +65,7 @@ def main() -> int:
     from bandpo.training.environment import offline_environment, quiet_and_threads, silence
     from bandpo.training.pretrained import resolve_model
     from bandpo.training.rewards import GuardedReward, get_verifier
-    from bandpo.training.trainer import grpo_arguments, trl_arguments
+    from bandpo.training.trl_args import grpo_arguments, trl_arguments
 
     command = "PYTHONPATH=src .venv/bin/python benchmarks/trl_overhead.py " + shlex.join(sys.argv[1:])
     config = TrainConfig(

@@ -40,7 +40,7 @@ def compute_score(
     data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None
 ) -> float:
     """verl's custom reward: the Sums verifier (1 when the reply's last number is the sum)."""
-    from bandpo.training.sums import score
+    from bandpo.training.tasks.sums import score
 
     return score("", solution_str, ground_truth)
 
@@ -48,7 +48,7 @@ def compute_score(
 def build_data(path: Path, rows: int, seed: int) -> None:
     import pandas as pd
 
-    from bandpo.training.sums import sample_train_problems
+    from bandpo.training.tasks.sums import sample_train_problems
 
     records = [
         {

@@ -7,6 +7,7 @@ collecting this file without verl works.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import math
 import os
@@ -15,12 +16,16 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 import torch
 
 import bandpo
+from bandpo import methods
 from bandpo import metric_names as mn
+from bandpo.method_params import param
+from bandpo.methods import DeclaredMethod
 
 pytestmark = pytest.mark.verl
 
@@ -366,6 +371,34 @@ def test_dual_clip_c_comes_from_clip_ratio_c_unless_set(verl_api):
     torch.testing.assert_close(from_actor, ref3.loss)
     torch.testing.assert_close(from_field, ref10.loss)
     torch.testing.assert_close(disabled, ref_off.loss)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Widened(DeclaredMethod):
+    """A user method with a parameter of its own (no BandPOPolicyLossConfig field holds `widen`)."""
+
+    name: ClassVar[str] = "widened"
+    widen: float = param(0.1, "half-width of the fixed interval", low=0.0, high=1.0)
+
+    def compute_bounds(self, old_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full_like(old_logp, 1 - self.widen), torch.full_like(old_logp, 1 + self.widen)
+
+
+def test_a_registered_methods_own_parameter_is_read_from_the_config(verl_api, monkeypatch):
+    """A user-registered method's parameter is set from the policy_loss mapping under its own name, or from
+    method_options with the BandPOPolicyLossConfig _target_."""
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    methods.register_method("widened", Widened)
+    read = verl_api.integration.resolve_loss_settings
+    method, _ = read({"policy_loss": {"method": "widened", "widen": 0.3}, "clip_ratio_c": 10.0})
+    assert method == Widened(widen=0.3)
+    config = verl_api.actor_config(
+        {"method": "widened", "method_options": {"widen": 0.25}}, clip_ratio_c=10.0
+    )
+    method, c = read(config)
+    assert method == Widened(widen=0.25) and c == 10.0
+    with pytest.raises(ValueError, match="widen"):
+        verl_api.integration.BandPOPolicyLossConfig(method="band", method_options={"widen": 0.2})
 
 
 # --- config validation ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Checkpoints without private overrides: what the run relies on from the HF Trainer, pinned.
 
 `bandpo.training.run_dir` counts a checkpoint as complete once it holds ``trainer_state.json``, and
-`bandpo.training.trainer.RunCallback` prunes old checkpoints in ``on_save``. Both rest on the HF Trainer
+`bandpo.training.trl_args.RunCallback` prunes old checkpoints in ``on_save``. Both rest on the HF Trainer
 writing ``trainer_state.json`` after the weights, optimiser, scheduler and RNG state, and calling
 ``on_save`` after the whole checkpoint is written. If a transformers release changes that, these tests fail.
 """

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bandpo.training import task
 from bandpo.training.data import load_prompt_rows, schedule_rows, split_rows
+from bandpo.training.tasks import countdown
 
 
 def _jsonl(path, rows):
@@ -81,7 +81,7 @@ def test_split_is_disjoint_and_schedule_replays(tmp_path):
     train, held_out = split_rows(rows, eval_prompts=1000)
     assert held_out and train
     assert {r.text for r in train}.isdisjoint({r.text for r in held_out})
-    assert all(task.is_held_out(r.text) for r in held_out)
+    assert all(countdown.is_held_out(r.text) for r in held_out)
     assert len(split_rows(rows, eval_prompts=3)[1]) == 3
     schedule = schedule_rows(train, 1000, seed=0)
     assert len(schedule) == 1000 and schedule == schedule_rows(train, 1000, seed=0)

@@ -389,7 +389,7 @@ def test_a_key_given_twice_is_refused(tmp_path, name):
 
 
 def test_too_many_eval_prompts_names_the_true_pool_size():
-    from bandpo.training.task import sample_eval_problems
+    from bandpo.training.tasks.countdown import sample_eval_problems
 
     with pytest.raises(
         ValueError, match=r"eval_prompts=500 .*\((\d+) distinct prompts\); use at most \1"

@@ -19,7 +19,8 @@ import sys
 import pytest
 
 from bandpo import metric_names as mn
-from bandpo.training import pretrained, sums
+from bandpo.training import pretrained
+from bandpo.training.tasks import sums
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

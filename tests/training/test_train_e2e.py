@@ -329,9 +329,9 @@ def test_summary_reports_the_mean_reward_of_the_first_and_last_steps(finished_ru
 
 def _train_rewards(cache_dir: Path, run_dir: Path, learning_rate: float) -> list[float]:
     """Training reward of each of 24 RL steps on 4 fixed prompts seen every step."""
-    from bandpo.training import task
+    from bandpo.training.tasks import countdown
 
-    problems = task.sample_train_problems(4, seed=0)
+    problems = countdown.sample_train_problems(4, seed=0)
     dataset = run_dir.parent / f"{run_dir.name}-prompts.jsonl"
     dataset.write_text("".join(json.dumps({"prompt": p.prompt, "answer": p.prompt}) + "\n" for p in problems))
     config = _small_config(

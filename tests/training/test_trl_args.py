@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("trl")
 
 from bandpo.training import TrainConfig
-from bandpo.training.trainer import trl_arguments as _trl_config
+from bandpo.training.trl_args import trl_arguments as _trl_config
 
 
 def test_micro_batching_keeps_minibatches_optimiser_steps_per_generation_batch(tmp_path):

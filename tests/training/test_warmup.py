@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from bandpo.training import task
+from bandpo.training.tasks import countdown
 from bandpo.training.tokenizer import build_char_tokenizer
 from bandpo.training.warmup import WarmupConfig, _examples_dataset
 
@@ -16,7 +16,7 @@ def test_examples_dataset_matches_one_tokenizer_call_per_string() -> None:
     config = WarmupConfig(num_examples=64, seed=3, rare_fraction=0.25)
     tokenizer = build_char_tokenizer()
     expected = []
-    for problem, answer in task.sample_warmup_examples(64, seed=3, rare_fraction=0.25):
+    for problem, answer in countdown.sample_warmup_examples(64, seed=3, rare_fraction=0.25):
         prompt_ids = tokenizer(problem.prompt)["input_ids"]
         answer_ids = [*tokenizer(answer)["input_ids"], tokenizer.eos_token_id]
         expected.append(

@@ -1,8 +1,9 @@
 """`bandpo train`: train a policy with BandPO or a baseline through TRL's GRPOTrainer.
 
 With no arguments it builds and warms up a tiny model on the embedded Countdown task (cached after the first
-run), runs BandPO for 250 RL steps on the CPU and prints reward, accuracy and entropy before vs after. Every
-flag left out keeps the preset's value (``--preset default`` or ``paper``); ``--resume`` reads the run's own
+run), runs BandPO on the CPU with `TrainConfig`'s defaults and prints reward, accuracy and entropy before vs
+after. The flags and their help are derived from the `TrainConfig` declarations (`SETTINGS`). Every flag
+left out keeps the preset's value (``--preset default`` or ``paper``); ``--resume`` reads the run's own
 ``config.json`` and applies only the flags given (on a directory without a run it starts one, as
 `bandpo.training.train` does, and says so).
 """
@@ -18,115 +19,87 @@ from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo.training.config import AGG_MODES, PRESETS, REWARD_NAMES, SCALE_REWARDS
-from bandpo.training.tasks import EMBEDDED_TASKS
+from bandpo.training.config import (
+    METHOD_FIELDS,
+    SETTINGS,
+    TrainConfig,
+    default_text,
+    settable_method_parameters,
+)
+
+CLI_ONLY_FLAGS = {"preset", "resume"}
+"""Fields whose flag is not a plain "value or keep the preset's": the base preset itself, and a switch."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bandpo.losses import DUAL_CLIP_C
-    from bandpo.methods import list_methods, method_parameter_specs, parameter_help
-    from bandpo.training.config import METHOD_FIELDS
+    """One flag per `TrainConfig` field and per settable method parameter, from their declarations.
 
-    method = parser.add_argument_group("method (per-token ratio bounds)")
-    method.add_argument("--method", choices=list_methods(), help="bound method (default: band)")
-    # one flag per method parameter; type, choices and help (with each method's default) from its declaration
-    specs = {spec.name: spec for spec in method_parameter_specs("band")}
-    for name in METHOD_FIELDS:
-        spec, flag = specs[name], "--" + name.replace("_", "-")
-        if spec.kind is bool:
-            method.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=parameter_help(name)
+    Every value flag defaults to None (= keep the preset's value); its help shows the declared default.
+    """
+    from bandpo.methods import parameter_help
+
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, spec in SETTINGS.items():
+        if spec.flag == "":  # not on the command line
+            continue
+        if spec.section not in groups:
+            groups[spec.section] = parser.add_argument_group(spec.section)
+        group = groups[spec.section]
+        flags = (spec.flag or "--" + name.replace("_", "-"), *spec.aliases)
+        if name == "preset":
+            group.add_argument(
+                *flags, choices=spec.valid_choices(), default=TrainConfig.preset, help=spec.help
+            )
+        elif name == "resume":
+            group.add_argument(*flags, action="store_true", help=spec.help)
+        elif spec.kind is bool:
+            group.add_argument(
+                *flags,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{spec.help} (default: {default_text(name)})",
             )
         else:
-            method.add_argument(flag, type=spec.kind, choices=spec.choices, help=parameter_help(name))
-    loss = parser.add_argument_group("loss")
-    loss.add_argument(
-        "--dual-clip-c",
-        type=_dual_clip_c,
-        metavar="C",
-        help="dual-clip constant c > 1 (TRL's delta); 'off' or inf disables it, written as null in "
-        f"config.json (default: {DUAL_CLIP_C:g})",
+            group.add_argument(
+                *flags,
+                dest=name,
+                type=_dual_clip_c if name == "dual_clip_c" else spec.kind,
+                choices=spec.valid_choices(),
+                metavar=spec.metavar,
+                help=f"{spec.help} (default: {default_text(name)})",
+            )
+        if name == "method":  # its parameters follow: every registered method's, with each one's default
+            parameters = settable_method_parameters()
+            for parameter_name in sorted(set(parameters) - set(SETTINGS), key=_method_flag_order):
+                _add_method_flag(group, parameters[parameter_name], parameter_help(parameter_name))
+    groups[RUN_SECTION].add_argument("--no-progress", action="store_true", help="no progress bars")
+    groups[RUN_SECTION].add_argument(
+        "--json", action="store_true", help="print the summary as JSON instead of a table"
     )
-    loss.add_argument(
-        "--agg",
-        choices=AGG_MODES,
-        help="loss aggregation (default: seq_mean_token_mean)",
-    )
-    loss.add_argument(
-        "--kl-coef", type=float, help="k3 KL weight to the initial policy (default: 0; paper 0.001)"
-    )
-    loss.add_argument("--entropy-coef", type=float, help="entropy bonus (default: 0)")
-    loss.add_argument("--scale-rewards", choices=SCALE_REWARDS, help="advantage scaling (default: group)")
-    schedule = parser.add_argument_group("schedule (a step is one rollout batch)")
-    schedule.add_argument("--max-steps", type=int, help="RL steps (default: 250)")
-    schedule.add_argument("--prompts-per-step", type=int, help="prompts per rollout batch (default: 32)")
-    schedule.add_argument("--num-generations", type=int, help="samples per prompt (default: 8)")
-    schedule.add_argument("--num-iterations", type=int, help="passes over each rollout batch (default: 2)")
-    schedule.add_argument("--minibatches", type=int, help="optimiser steps per pass (default: 4)")
-    schedule.add_argument(
-        "--micro-batch-size",
-        type=int,
-        help="completions per forward/backward pass, accumulated into a minibatch; must divide it "
-        "(default: the whole minibatch; paper preset 16)",
-    )
-    schedule.add_argument(
-        "--learning-rate", "--lr", dest="learning_rate", type=float, help="Adam lr (default: 3e-4)"
-    )
-    schedule.add_argument("--temperature", type=float, help="sampling temperature (default: 1.0)")
-    schedule.add_argument(
-        "--max-completion-length", type=int, help="tokens per completion (default: 8 / 1024)"
-    )
-    data = parser.add_argument_group("model and data (local files only; nothing is downloaded)")
-    data.add_argument(
-        "--model",
-        help="local HF checkpoint directory, or smollm2-135m-instruct (prepared once by `bandpo prepare-model`; "
-        "default: the embedded tiny model)",
-    )
-    data.add_argument("--dataset", help="local .jsonl/.json/.parquet with prompt and answer columns")
-    data.add_argument(
-        "--task",
-        choices=EMBEDDED_TASKS,
-        help="embedded task without --dataset (default: countdown; sums needs --model)",
-    )
-    data.add_argument("--prompt-column", help="prompt column (default: prompt; also problem, question)")
-    data.add_argument("--answer-column", help="answer column (default: answer; also solution, ground_truth)")
-    data.add_argument("--reward", choices=REWARD_NAMES, help="verifier (default: countdown / math)")
-    data.add_argument(
-        "--reward-timeout", dest="reward_timeout_s", type=float, help="seconds per sample (default: 5)"
-    )
-    data.add_argument(
-        "--chat-template",
-        dest="use_chat_template",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="wrap prompts in the tokenizer's chat template when it has one (default: on)",
-    )
-    evaluation = parser.add_argument_group("evaluation (held-out prompts, before and after)")
-    evaluation.add_argument("--eval-prompts", type=int, help="held-out prompts (default: 256)")
-    evaluation.add_argument("--eval-samples", type=int, help="k samples per prompt (default: 16)")
-    evaluation.add_argument("--eval-every", type=int, help="also evaluate every N steps (default: 0, off)")
-    run = parser.add_argument_group("run")
-    run.add_argument("--preset", choices=tuple(PRESETS), default="default", help="base settings")
-    run.add_argument("--output-dir", help="run directory (default: runs/<method>-seed<seed>-<time>)")
-    run.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --output-dir from its last checkpoint (no run there: start one)",
-    )
-    run.add_argument("--save-every", type=int, help="RL steps between checkpoints (default: 25)")
-    run.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (default: 2)")
-    run.add_argument("--seed", type=int, help="seed of data, warm-up, sampling and init (default: 0)")
-    run.add_argument("--num-threads", type=int, help="torch CPU threads (default: 1)")
-    run.add_argument("--cache-dir", help="warm-up cache (default: $BANDPO_CACHE or ~/.cache/bandpo)")
-    run.add_argument(
-        "--tensorboard",
-        dest="report_tensorboard",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write TensorBoard events (default: on)",
-    )
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+
+
+RUN_SECTION = SETTINGS["output_dir"].section
+
+
+def _method_flag_order(name: str) -> tuple[int, str]:
+    """TrainConfig's method fields first, in field order, then other registered methods' parameters.
+
+    A parameter named like another TrainConfig field (``seed``) has no flag: set it in method_options.
+    """
+    return (METHOD_FIELDS.index(name), "") if name in METHOD_FIELDS else (len(METHOD_FIELDS), name)
+
+
+def _add_method_flag(group: argparse._ArgumentGroup, parameter: Any, help_text: str) -> None:
+    """``--<parameter>`` of a bound method: type and choices from the method's declaration."""
+    flag = "--" + parameter.name.replace("_", "-")
+    if parameter.kind is bool:
+        group.add_argument(
+            flag, dest=parameter.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+        )
+    else:  # a plain factory's parameter with a None default has no type: take the text
+        kind = parameter.kind if parameter.kind in (float, str) else str
+        group.add_argument(flag, dest=parameter.name, type=kind, choices=parameter.choices, help=help_text)
 
 
 DUAL_CLIP_OFF = ("off", "none", "inf", "+inf", "infinity")
@@ -148,14 +121,20 @@ def build_config(args: argparse.Namespace) -> Any:
     ``--resume`` on a directory without a run (no config.json: never started, or killed at once) builds the
     config from the preset and the flags and starts the run there, as `train(config)` with ``resume=True``.
     """
-    from bandpo.training import TrainConfig
-
     # every flag is named after its TrainConfig field and defaults to None (= keep the preset's value)
-    overrides = {
+    overrides: dict[str, Any] = {
         field.name: getattr(args, field.name)
         for field in dataclasses.fields(TrainConfig)
-        if field.name not in {"preset", "resume"} and getattr(args, field.name, None) is not None
+        if field.name not in CLI_ONLY_FLAGS and getattr(args, field.name, None) is not None
     }
+    # a registered method's own parameters (no TrainConfig field): its method_options
+    options = {
+        name: getattr(args, name)
+        for name in set(settable_method_parameters()) - set(METHOD_FIELDS) - set(SETTINGS)
+        if getattr(args, name, None) is not None
+    }
+    if options:
+        overrides["method_options"] = options
     if args.output_dir is not None and not args.output_dir.strip():
         raise ValueError("--output-dir is empty; pass a folder for the run, or leave the flag out")
     if args.resume:

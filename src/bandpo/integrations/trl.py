@@ -160,11 +160,14 @@ class BandPOConfig(GRPOConfig):
             clip_higher, dcpo, ...
         method_params: its parameters with the registry's names, e.g. ``{"divergence": "kl", "delta": 0.05,
             "ratio_max": 10.0}`` (a dict or a JSON string). The band radius is ``method_params["delta"]``.
-        dual_clip_c: the dual-clip constant c > 1 (paper: 10); None or ``math.inf``: off. TRL calls it
-            ``delta``: `BandPOConfig` sets TRL's ``delta`` from it (leave ``delta`` unset; a ``delta`` that
-            disagrees with ``dual_clip_c`` is refused).
+        dual_clip_c: the dual-clip constant c > 1 (`bandpo.losses.DUAL_CLIP_C`, the paper's 10); None or
+            ``math.inf``: off.
 
-    Changed defaults (paper): ``loss_type="grpo"`` (seq-mean-token-mean), ``dual_clip_c=10.0``,
+    ``delta`` (inherited from `GRPOConfig`) is TRL's dual-clip cap, **not** Band's trust-region radius δ
+    (that is ``method_params["delta"]``): `BandPOConfig` sets it from ``dual_clip_c``; leave it unset (a
+    ``delta`` that disagrees with ``dual_clip_c`` is refused).
+
+    Changed defaults (paper): ``loss_type="grpo"`` (seq-mean-token-mean), ``dual_clip_c=DUAL_CLIP_C``,
     ``beta=0.001`` with ``use_bias_correction_kl=False`` (plain k3 KL to the reference, the paper's
     ``low_var_kl``; TRL's default True multiplies it by the ratio), ``learning_rate=1e-6``, 16 samples per
     prompt, and 4 optimiser steps per generation batch: 256 prompts × 16 samples in minibatches of 64
@@ -182,7 +185,10 @@ class BandPOConfig(GRPOConfig):
         default=None, metadata={"help": "bound method parameters (registry names), dict or JSON string"}
     )
     dual_clip_c: float | None = field(
-        default=DUAL_CLIP_C, metadata={"help": "dual-clip constant c > 1 (paper: 10); None or inf: off"}
+        default=DUAL_CLIP_C,
+        metadata={
+            "help": f"dual-clip constant c > 1 (default: {DUAL_CLIP_C:g}, the paper's); None or inf: off"
+        },
     )
     delta: float | None = field(
         default=math.nan,

@@ -50,7 +50,15 @@ from torch import Tensor
 
 from bandpo import metric_names as mn
 from bandpo.losses import check_dual_clip_c, per_token_policy_loss, policy_metrics
-from bandpo.methods import BoundMethod, RatioBounds, compute_dtype, get_method, method_parameters
+from bandpo.methods import (
+    BoundMethod,
+    RatioBounds,
+    compute_dtype,
+    get_method,
+    list_methods,
+    method_defaults_table,
+    method_parameters,
+)
 
 try:
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
@@ -73,8 +81,10 @@ __all__ = [
 LOSS_NAME = "bandpo"
 """The `policy_loss.loss_mode` that selects BandPO in verl."""
 
-METHOD_PARAM_FIELDS: tuple[str, ...] = method_parameters("band")
-"""Fields of `BandPOPolicyLossConfig` passed to `bandpo.get_method` when set (None = the method's default)."""
+METHOD_PARAM_FIELDS: tuple[str, ...] = tuple(method_defaults_table()["band"])
+"""Fields of `BandPOPolicyLossConfig` passed to `bandpo.get_method` when set (None = the method's default):
+band's parameters, which cover every built-in method's. Another registered method's own parameters are read
+from the policy_loss mapping under their own names, or from `BandPOPolicyLossConfig.method_options`."""
 
 # verl's own metric names for the clipped surrogate (logged by its `vanilla` loss)
 VERL_PG_CLIPFRAC = "actor/pg_clipfrac"
@@ -96,6 +106,8 @@ class BandPOPolicyLossConfig(PolicyLossConfig):
         divergence, delta, ratio_max, relax, eps_low, eps_high, lower_side, upper_side: parameters of the
             method (see `bandpo.methods`); None keeps the method's own default
             (`bandpo.method_defaults_table()` lists them). Setting one the method does not take is an error.
+        method_options: parameters of a registered method that have no field here (a user-registered
+            method's own), as {name: value}.
         dual_clip_c: dual-clip constant c > 1 for A < 0 tokens; None uses the actor's `clip_ratio_c`
             (verl's field; the paper sets it to 10), `inf` disables dual-clip (`bandpo.check_dual_clip_c`).
 
@@ -113,6 +125,7 @@ class BandPOPolicyLossConfig(PolicyLossConfig):
     eps_high: float | None = None
     lower_side: str | None = None
     upper_side: str | None = None
+    method_options: dict[str, Any] | None = None
     dual_clip_c: float | None = None
 
     def __post_init__(self) -> None:
@@ -133,9 +146,15 @@ def _read(config: Any, key: str) -> Any:
     return getattr(config, key, None)
 
 
+def _settable_parameters() -> tuple[str, ...]:
+    """Every registered method's parameter names (read when called: a method registered later counts)."""
+    return tuple(dict.fromkeys(name for method in list_methods() for name in method_parameters(method)))
+
+
 def _method_params(policy_loss_config: Any) -> tuple[tuple[str, Any], ...]:
-    params = ((key, _read(policy_loss_config, key)) for key in METHOD_PARAM_FIELDS)
-    return tuple((key, value) for key, value in params if value is not None)
+    params = {key: _read(policy_loss_config, key) for key in _settable_parameters()}
+    params.update(dict(_read(policy_loss_config, "method_options") or {}))
+    return tuple((key, value) for key, value in params.items() if value is not None)
 
 
 @functools.lru_cache(maxsize=64)

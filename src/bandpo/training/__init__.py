@@ -10,9 +10,9 @@ Submodules: `task` (Countdown generator and verifier), `reach` and `sums` (the o
 for a real model), `tasks` (their registry), `tokenizer`, `model`, `warmup` (cached supervised warm-up),
 `pretrained` (real checkpoints by short name: download, check, GGUF conversion, cache), `data` (dataset
 files), `rewards` (verifiers and the failure guard), `evaluate`, `plots`; a run is
-`runner` (the steps, top to bottom) over `run_dir` (files, checks, checkpoints), `policy` (model loading),
-`trainer` (TRL arguments and callback), `metrics_log`, `summary` and `environment` (offline, threads,
-quiet). Importing this package is cheap; TRL and transformers load when a run starts.
+`runner` (the steps, top to bottom, and the `TrainSummary` it returns) over `run_dir` (files, checks,
+checkpoints), `policy` (model loading), `trl_args` (TRL arguments and callback), `metrics_log` and
+`environment` (offline, threads, quiet). Importing this package is cheap; TRL and transformers load when a run starts.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = ["EvalResult", "PromptResult", "TrainConfig", "TrainSummary", "train"]
 _EXPORTS = {
     "TrainConfig": "bandpo.training.config",
     "train": "bandpo.training.runner",
-    "TrainSummary": "bandpo.training.summary",
+    "TrainSummary": "bandpo.training.runner",
     "EvalResult": "bandpo.training.evaluate",
     "PromptResult": "bandpo.training.evaluate",
 }
@@ -41,5 +41,4 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # pragma: no cover
     from bandpo.training.config import TrainConfig
     from bandpo.training.evaluate import EvalResult, PromptResult
-    from bandpo.training.runner import train
-    from bandpo.training.summary import TrainSummary
+    from bandpo.training.runner import TrainSummary, train

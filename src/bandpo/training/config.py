@@ -1,21 +1,24 @@
-"""`TrainConfig`: every setting of a `bandpo train` run, validated, with presets.
+"""`TrainConfig`: every setting of a `bandpo train` run, declared once, validated, with presets.
 
-The defaults are the embedded CPU run (docs/experiments.md, "The embedded tasks"): the tiny Countdown
-policy, BandPO (KL, δ = 0.05, ratio cap 10), 32 prompts × 8 samples per RL step, 2 iterations × 4 minibatches
-(8 Adam steps per rollout batch, lr 3e-4), 250 RL steps, GRPO advantages with std, seq-mean-token-mean,
-dual-clip c = 10, no KL, no entropy bonus, temperature 1.
+Each field is declared with `setting` (its default, one line of help, its valid values and its CLI flag), the
+way a method's parameters are declared with `bandpo.method_params.param`. Everything that shows or checks a
+field reads that declaration (`SETTINGS`): `TrainConfig.__post_init__`, the ``bandpo train`` flags and their
+help (`bandpo.commands.train`), and the field list appended to this class's docstring. The bound-method fields
+(``divergence``, ``delta``, ...) are declared by the methods themselves (`bandpo.methods`): their defaults are
+band's, their help and valid values the methods', and a registered method's own parameter that has no field
+here goes in ``method_options``.
+
+The defaults are the embedded CPU run (docs/experiments.md, "The embedded tasks"); the class docstring lists
+them.
 
 A *step* here is one RL step: one generation batch and its ``num_iterations × minibatches`` optimiser steps
 (TRL counts optimiser steps; ``trl_max_steps`` converts).
 
-Presets (`PRESETS`, applied with `TrainConfig.from_preset`): ``default`` (the above) and ``paper``: the
-paper's algorithm on a real model: KL 0.001 (k3) to the reference, lr 1e-6, 256 prompts × 16 samples in
-4 minibatches of 64 prompts, one iteration, 1020 steps, 32 evaluation samples, micro-batches of 16
-completions (a minibatch of 1024 completions is accumulated over 64 forward/backward passes, so 16
-completions of 4k tokens must fit the accelerator's memory at once; lower ``--micro-batch-size`` if not); the
-rest is shared with ``default`` (advantages, aggregation, dual-clip, temperature, δ). Use it with ``--model``
-and ``--dataset`` (and ``--max-completion-length 4096`` for the paper's response length; left unset, the
-length fits the reward: 8 tokens for Countdown, 1024 for math).
+Presets (`PRESETS`, applied with `TrainConfig.from_preset`): ``default`` (the declared defaults) and ``paper``:
+the paper's algorithm on a real model (its values are ``PRESETS["paper"]``, shown beside each default by the
+class docstring and ``bandpo train --help``; the rest is the default). Its micro-batches of 16 completions of
+up to 4k tokens must fit the accelerator's memory at once (lower ``--micro-batch-size`` if not). Use it with
+``--model`` and ``--dataset`` (and ``--max-completion-length 4096`` for the paper's response length).
 
 Derived values are properties (`resolved_reward`, `resolved_max_completion_length`, ...): the fields keep
 what the user gave (None = "the default for this task"), so ``config.replace(dataset=...)`` re-derives them.
@@ -26,193 +29,331 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 from bandpo.losses import AGG_MODES as LOSS_AGG_MODES
 from bandpo.losses import DUAL_CLIP_C, check_dual_clip_c
-from bandpo.methods import list_methods, method_defaults_table, method_parameters
+from bandpo.method_params import MethodParameter
+from bandpo.methods import list_methods, method_defaults_table, method_parameter_specs, method_parameters
 from bandpo.training.pretrained import PRETRAINED, resolve_model
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
-__all__ = ["AGG_MODES", "PRESETS", "REWARD_NAMES", "SCALE_REWARDS", "TrainConfig"]
+__all__ = [
+    "AGG_MODES",
+    "PRESETS",
+    "REWARD_NAMES",
+    "SCALE_REWARDS",
+    "SETTINGS",
+    "Setting",
+    "TrainConfig",
+    "settable_method_parameters",
+]
 
 AGG_MODES: tuple[str, ...] = tuple(mode for mode in LOSS_AGG_MODES if mode in AGG_TO_LOSS_TYPE)
 """The aggregations `bandpo train` offers: `bandpo.losses.AGG_MODES` (the one list) less those TRL, which runs
 the training loop, has no ``loss_type`` for (``seq_mean_token_sum``)."""
 REWARD_NAMES: tuple[str, ...] = (*EMBEDDED_TASKS, "math")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
-METHOD_FIELDS: tuple[str, ...] = method_parameters("band")
+METHOD_FIELDS: tuple[str, ...] = tuple(method_defaults_table()["band"])
+"""TrainConfig fields that are bound-method parameters (passed when the method accepts them): band's, which
+cover every built-in method's. Other registered methods' parameters go in ``method_options``."""
 _BAND_DEFAULTS: dict[str, Any] = method_defaults_table()["band"]  # the method's declaration is the one source
 RUN_INDEPENDENT_FIELDS: frozenset[str] = frozenset(
     {"resume", "output_dir", "num_threads", "report_tensorboard", "cache_dir"}
 )
 """Fields that do not change what a run computes: a resumed or re-planned run may differ in them."""
-"""TrainConfig fields that are bound-method parameters (passed when the method accepts them)."""
+
+# the sections of the field list and of `bandpo train --help`
+METHOD = "method (per-token ratio bounds)"
+LOSS = "loss"
+SCHEDULE = "schedule (a step is one rollout batch)"
+DATA = "model and data (local files only; nothing is downloaded)"
+EVALUATION = "evaluation (held-out prompts, before and after)"
+RUN = "run"
+WARMUP = "warm-up of the embedded model"
+
+
+def settable_method_parameters() -> dict[str, MethodParameter]:
+    """{parameter: its declaration} over every registered method (the first method's, for a shared name).
+
+    The union, read when called: a method registered after import (`bandpo.register_method`) has its own
+    parameters settable from `TrainConfig.method_options` and the CLI.
+    """
+    out: dict[str, MethodParameter] = {}
+    for method in list_methods():
+        for spec in method_parameter_specs(method):
+            out.setdefault(spec.name, spec)
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setting:
+    """The declaration of one `TrainConfig` field: help, valid values and CLI flag (its default is the field's).
+
+    Attributes:
+        help: what the field does, one line (the CLI help and the class docstring show it).
+        section: where the field is listed (``METHOD``, ``LOSS``, ...).
+        kind: int, float, str or bool (int values are accepted for a float).
+        optional: None is valid (it means ``default_text``).
+        low, high, low_open: the valid range of a number (closed unless `low_open`).
+        choices: the valid values of a str, or a function returning them (read when checked).
+        fix: the advice of the error for a bad value (default: the valid range or choices).
+        default_text: the default in words where the default is None or needs explaining.
+        flag: the CLI flag ("" for none; default ``--`` + the name with dashes); `aliases` more of them.
+        metavar: the CLI's placeholder for the value.
+    """
+
+    help: str
+    section: str
+    kind: type
+    optional: bool = False
+    low: float | None = None
+    high: float = math.inf
+    low_open: bool = False
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    fix: str | None = None
+    default_text: str | None = None
+    flag: str | None = None
+    aliases: tuple[str, ...] = ()
+    metavar: str | None = None
+
+    def valid_choices(self) -> tuple[str, ...] | None:
+        return self.choices() if callable(self.choices) else self.choices
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise a one-line ValueError naming the field, the bad value and the fix."""
+        if value is None and self.optional:
+            return
+        choices = self.valid_choices()
+        if choices is not None:
+            if value not in choices:
+                raise ValueError(f"{name}={value!r} is not valid; use one of {list(choices)}")
+        elif self.kind is int:
+            low = 0 if self.low is None else self.low
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} is not valid; {self.fix or f'use an integer >= {low}'}")
+        elif self.kind is float:
+            low = -math.inf if self.low is None else self.low
+            ok = not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
+            ok = ok and (value > low if self.low_open else value >= low) and value <= self.high
+            if not ok:
+                interval = f"{'(' if self.low_open else '['}{low}, {self.high}]"
+                raise ValueError(
+                    f"{name}={value!r} is not valid; {self.fix or f'use a number in {interval}'}"
+                )
+        elif self.kind is str and (not isinstance(value, str) or not value):
+            raise ValueError(f"{name}={value!r} is not valid; {self.fix or 'use a non-empty string'}")
+
+
+def setting(default: Any, help: str, section: str, *, kind: type | None = None, **declaration: Any) -> Any:
+    """A `TrainConfig` field: its default plus the `Setting` that everything else reads.
+
+    The kind is the default's type unless given (it must be, for a None default, which makes the field
+    optional).
+
+    Example:
+        max_steps: int = setting(250, "RL steps", SCHEDULE, low=1)
+    """
+    if default is None:
+        declaration["optional"] = True
+    spec = Setting(help=help, section=section, kind=kind or type(default), **declaration)
+    return field(default=default, metadata={_SETTING_KEY: spec})
+
+
+_SETTING_KEY = "bandpo_setting"
+
+
+def _method_field(name: str, *, per_method: bool = False) -> Any:
+    """A bound-method field: band's default (None if `per_method`: each method's own); its help and valid values
+    are the methods' declaration (`settable_method_parameters`), checked by the method itself."""
+    return field(default=None if per_method else _BAND_DEFAULTS[name], metadata={_METHOD_KEY: name})
+
+
+_METHOD_KEY = "bandpo_method_parameter"
+
+
+def _completion_length_text() -> str:
+    by_length: dict[int, list[str]] = {}
+    for name in EMBEDDED_TASKS:
+        by_length.setdefault(get_task(name).completion_length, []).append(name)
+    tasks = "; ".join(f"{length} for {', '.join(names)}" for length, names in by_length.items())
+    return f"the task's: {tasks}; 1024 with --dataset"
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One training run. Frozen and keyword-only; invalid values raise a one-line ValueError naming the field.
 
-    Method (the ratio bounds; `bandpo.list_methods()`):
-        method: band, band_upper, band_lower, clip, clip_higher, dcpo, ...
-        divergence, delta, ratio_max, relax, lower_side, upper_side: Band's parameters.
-        eps_low, eps_high: fixed-clip epsilons; None keeps the method's own default
-            (`bandpo.methods.method_defaults_table()`; ``bandpo train --help`` lists them). The other method
-            fields default to band's declared defaults.
-        A parameter set away from its default for a method that does not take it (``delta`` for clip,
-        ``upper_side`` for band_upper) is an error, so config.json never shows a setting that had no effect.
-    Loss:
-        agg: seq_mean_token_mean (GRPO, paper), token_mean, or seq_mean_token_sum_norm (Dr.GRPO).
-        dual_clip_c: dual-clip constant c (TRL's delta); None disables it (math.inf is read as None).
-        kl_coef: weight of the k3 KL to the initial policy (0 skips the reference model).
-        entropy_coef: entropy bonus weight (paper: 0).
-        scale_rewards: GRPO advantage scaling: group (std per group, paper), batch, none (Dr.GRPO).
-    Schedule:
-        max_steps: RL steps (generation batches).
-        prompts_per_step, num_generations: prompts per generation batch and samples per prompt.
-        num_iterations, minibatches: passes over each generation batch and optimiser steps per pass.
-        micro_batch_size: completions per forward/backward pass; each minibatch is accumulated over
-            ``minibatch_samples / micro_batch_size`` passes (must divide it). None: the whole minibatch at once.
-            Same update for seq_mean_token_mean and seq_mean_token_sum_norm; token_mean (TRL's bnpo) then
-            averages tokens per micro-batch.
-        learning_rate, max_grad_norm, temperature, max_completion_length (None: 8 tokens for Countdown,
-            1024 otherwise; `resolved_max_completion_length`).
-    Data and model:
-        model: local HF checkpoint directory, or a short name prepared by ``bandpo prepare-model``
-            (``smollm2-135m-instruct``, `bandpo.training.pretrained`); None builds and warms up the embedded
-            tiny model.
-        dataset: local .jsonl/.json/.parquet file with `prompt_column` and `answer_column`; None uses the
-            embedded task `task`.
-        task: the embedded task without a dataset, countdown (default), reach, or sums (a real model's;
-            needs ``model``) (`bandpo.training.tasks`).
-        reward: countdown, reach or math (None: the embedded task's, math with a dataset;
-            `resolved_reward`); reward_timeout_s: per-sample limit (a timeout scores 0 and is counted).
-        use_chat_template: wrap prompts as a user message when the tokenizer has a chat template.
-    Evaluation (before and after training, held-out prompts):
-        eval_prompts, eval_samples (k of mean@k, pass@k, maj@k), eval_every (RL steps; 0: only before/after).
-    Run directory and checkpoints:
-        output_dir: None: runs/<method>-seed<seed>-<time>. save_every: RL steps between checkpoints;
-        keep_checkpoints: how many to keep. resume: continue from the last checkpoint in output_dir (a
-        directory without a run starts one).
-    Warm-up of the embedded model: warmup_target_accuracy, warmup_max_steps, warmup_rare_fraction,
-        cache_dir (default $BANDPO_CACHE or ~/.cache/bandpo).
-    Other: seed, num_threads (torch CPU threads), report_tensorboard.
+    The fields, their defaults and valid values are declared once, below (`SETTINGS`); the list after this
+    paragraph is generated from those declarations, as is ``bandpo train --help``. A method parameter set away
+    from its default for a method that does not take it (``delta`` for clip, ``upper_side`` for band_upper) is
+    an error, so config.json never shows a setting that had no effect. ``micro_batch_size`` gives the same
+    update for seq_mean_token_mean and seq_mean_token_sum_norm; token_mean (TRL's bnpo) then averages tokens
+    per micro-batch.
     """
 
-    # method
-    method: str = "band"
-    divergence: str = _BAND_DEFAULTS["divergence"]
-    delta: float = _BAND_DEFAULTS["delta"]
-    ratio_max: float = _BAND_DEFAULTS["ratio_max"]
-    relax: bool = _BAND_DEFAULTS["relax"]
-    eps_low: float | None = None
-    eps_high: float | None = None
-    lower_side: str = _BAND_DEFAULTS["lower_side"]
-    upper_side: str = _BAND_DEFAULTS["upper_side"]
+    # method (the bound-method fields are declared by the methods, `bandpo.methods`)
+    method: str = setting("band", "bound method", METHOD, choices=list_methods)
+    divergence: str = _method_field("divergence")
+    delta: float = _method_field("delta")
+    ratio_max: float = _method_field("ratio_max")
+    relax: bool = _method_field("relax")
+    eps_low: float | None = _method_field("eps_low", per_method=True)
+    eps_high: float | None = _method_field("eps_high", per_method=True)
+    lower_side: str = _method_field("lower_side")
+    upper_side: str = _method_field("upper_side")
+    method_options: dict[str, Any] | None = field(default=None, metadata={_METHOD_KEY: "*"})
     # loss
-    agg: str = "seq_mean_token_mean"
-    dual_clip_c: float | None = DUAL_CLIP_C
-    kl_coef: float = 0.0
-    entropy_coef: float = 0.0
-    scale_rewards: str = "group"
+    agg: str = setting(
+        "seq_mean_token_mean",
+        "loss aggregation: seq_mean_token_mean (GRPO, paper), token_mean, seq_mean_token_sum_norm (Dr.GRPO)",
+        LOSS,
+        choices=AGG_MODES,
+    )
+    dual_clip_c: float | None = setting(
+        DUAL_CLIP_C,
+        "dual-clip constant c > 1 (TRL's delta); 'off' or inf disables it, written as null in config.json",
+        LOSS,
+        optional=True,
+        low=1.0,
+        low_open=True,
+        metavar="C",
+    )
+    kl_coef: float = setting(
+        0.0, "k3 KL weight to the initial policy (0 skips the reference model)", LOSS, low=0.0
+    )
+    entropy_coef: float = setting(0.0, "entropy bonus", LOSS, low=0.0)
+    scale_rewards: str = setting(
+        "group",
+        "advantage scaling: group (std per group, paper), batch, none (Dr.GRPO)",
+        LOSS,
+        choices=SCALE_REWARDS,
+    )
     # schedule
-    max_steps: int = 250
-    prompts_per_step: int = 32
-    num_generations: int = 8
-    num_iterations: int = 2
-    minibatches: int = 4
-    micro_batch_size: int | None = None
-    learning_rate: float = 3e-4
-    max_grad_norm: float = 1.0
-    temperature: float = 1.0
-    max_completion_length: int | None = None
-    # data and model
-    model: str | None = None
-    dataset: str | None = None
-    task: str = "countdown"
-    prompt_column: str = "prompt"
-    answer_column: str = "answer"
-    reward: str | None = None
-    reward_timeout_s: float | None = 5.0
-    use_chat_template: bool = True
+    max_steps: int = setting(250, "RL steps (generation batches)", SCHEDULE, low=1)
+    prompts_per_step: int = setting(32, "prompts per rollout batch", SCHEDULE, low=1)
+    num_generations: int = setting(
+        8, "samples per prompt", SCHEDULE, low=2, fix="GRPO needs at least 2 samples per prompt"
+    )
+    num_iterations: int = setting(2, "passes over each rollout batch", SCHEDULE, low=1)
+    minibatches: int = setting(4, "optimiser steps per pass", SCHEDULE, low=1)
+    micro_batch_size: int | None = setting(
+        None,
+        "completions per forward/backward pass, accumulated into a minibatch; must divide it",
+        SCHEDULE,
+        kind=int,
+        low=1,
+        fix="use an integer >= 1 or None (the default)",
+        default_text="the whole minibatch",
+    )
+    learning_rate: float = setting(3e-4, "Adam lr", SCHEDULE, low=0.0, low_open=True, aliases=("--lr",))
+    max_grad_norm: float = setting(
+        1.0, "gradient-norm clip", SCHEDULE, low=0.0, fix="use a value >= 0 (0 disables clipping)", flag=""
+    )
+    temperature: float = setting(1.0, "sampling temperature", SCHEDULE, low=0.0, low_open=True)
+    max_completion_length: int | None = setting(
+        None,
+        "tokens per completion",
+        SCHEDULE,
+        kind=int,
+        low=1,
+        fix="use an integer >= 1 or None (the default)",
+        default_text=_completion_length_text(),
+    )
+    # model and data
+    model: str | None = setting(
+        None,
+        f"local HF checkpoint directory, or a short name prepared once by `bandpo prepare-model` "
+        f"({', '.join(sorted(PRETRAINED))})",
+        DATA,
+        kind=str,
+        default_text="the embedded tiny model",
+    )
+    dataset: str | None = setting(
+        None,
+        "local .jsonl/.json/.parquet with prompt and answer columns",
+        DATA,
+        kind=str,
+        default_text="the embedded task",
+    )
+    task: str = setting(
+        "countdown", "embedded task without --dataset (sums needs --model)", DATA, choices=EMBEDDED_TASKS
+    )
+    prompt_column: str = setting(
+        "prompt", "prompt column (also problem, question)", DATA, fix="use a non-empty column name"
+    )
+    answer_column: str = setting(
+        "answer", "answer column (also solution, ground_truth)", DATA, fix="use a non-empty column name"
+    )
+    reward: str | None = setting(
+        None,
+        "verifier",
+        DATA,
+        kind=str,
+        choices=REWARD_NAMES,
+        default_text="the embedded task's; math with --dataset",
+    )
+    reward_timeout_s: float | None = setting(
+        5.0,
+        "seconds per sample (a timeout scores 0 and is counted)",
+        DATA,
+        optional=True,
+        low=0.0,
+        low_open=True,
+        fix="use seconds > 0 or None",
+        flag="--reward-timeout",
+    )
+    use_chat_template: bool = setting(
+        True, "wrap prompts in the tokenizer's chat template when it has one", DATA, flag="--chat-template"
+    )
     # evaluation
-    eval_prompts: int = 256
-    eval_samples: int = 16
-    eval_every: int = 0
+    eval_prompts: int = setting(256, "held-out prompts", EVALUATION, low=1)
+    eval_samples: int = setting(16, "k samples per prompt (k of mean@k, pass@k, maj@k)", EVALUATION, low=1)
+    eval_every: int = setting(0, "also evaluate every N steps (0: only before and after)", EVALUATION, low=0)
     # run directory
-    output_dir: str | None = None
-    save_every: int = 25
-    keep_checkpoints: int = 2
-    resume: bool = False
+    output_dir: str | None = setting(
+        None, "run directory", RUN, kind=str, default_text="runs/<method>-seed<seed>-<time>"
+    )
+    save_every: int = setting(25, "RL steps between checkpoints", RUN, low=1)
+    keep_checkpoints: int = setting(2, "checkpoints kept", RUN, low=1)
+    resume: bool = setting(
+        False, "continue the run in --output-dir from its last checkpoint (no run there: start one)", RUN
+    )
     # warm-up of the embedded model
-    warmup_target_accuracy: float = 0.35
-    warmup_max_steps: int = 1500
-    warmup_rare_fraction: float = 0.01
-    cache_dir: str | None = None
+    warmup_target_accuracy: float = setting(
+        0.35, "held-out accuracy the warm-up stops at", WARMUP, low=0.0, low_open=True, high=1.0, flag=""
+    )
+    warmup_max_steps: int = setting(1500, "warm-up steps at most", WARMUP, low=1, flag="")
+    warmup_rare_fraction: float = setting(
+        0.01, "share of warm-up problems needing the rare operator", WARMUP, low=0.0, high=1.0, flag=""
+    )
+
+    cache_dir: str | None = setting(
+        None, "warm-up cache", RUN, kind=str, default_text="$BANDPO_CACHE or ~/.cache/bandpo"
+    )
     # other
-    seed: int = 0
-    num_threads: int = 1
-    report_tensorboard: bool = True
-    preset: str = "default"
+    seed: int = setting(0, "seed of data, warm-up, sampling and init", RUN, low=0)
+    num_threads: int = setting(1, "torch CPU threads", RUN, low=1)
+    report_tensorboard: bool = setting(True, "write TensorBoard events", RUN, flag="--tensorboard")
+    preset: str = setting("default", "base settings", RUN, choices=lambda: tuple(PRESETS))
 
     def __post_init__(self) -> None:
-
         if self.method not in list_methods():
             raise ValueError(f"method={self.method!r} is unknown; use one of {list(list_methods())}")
         self._check_method_fields()
         self.bound_method()  # validates the method parameters, naming the bad one
-        _choice("agg", self.agg, AGG_MODES)
-        if self.reward is not None:
-            _choice("reward", self.reward, REWARD_NAMES)
-        _choice("task", self.task, EMBEDDED_TASKS)
+        # inf is stored as None, the one "off" value, so config.json never holds the non-standard Infinity
+        object.__setattr__(self, "dual_clip_c", check_dual_clip_c(self.dual_clip_c))
+        for name, spec in SETTINGS.items():
+            spec.check(name, getattr(self, name))
         if self.dataset is not None and self.task != "countdown":
             raise ValueError(
                 f"task={self.task!r} is an embedded task; drop task (or dataset={self.dataset!r})"
             )
-        _choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
-        _choice("preset", self.preset, tuple(PRESETS))
-        # inf is stored as None, the one "off" value, so config.json never holds the non-standard Infinity
-        object.__setattr__(self, "dual_clip_c", check_dual_clip_c(self.dual_clip_c))
-        _number("kl_coef", self.kl_coef, low=0.0)
-        _number("entropy_coef", self.entropy_coef, low=0.0)
-        _number("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        _number("max_grad_norm", self.max_grad_norm, low=0.0, fix="use a value >= 0 (0 disables clipping)")
-        _number("temperature", self.temperature, low=0.0, low_open=True)
-        _number("warmup_target_accuracy", self.warmup_target_accuracy, low=0.0, low_open=True, high=1.0)
-        _number("warmup_rare_fraction", self.warmup_rare_fraction, low=0.0, high=1.0)
-        if self.reward_timeout_s is not None:
-            _number(
-                "reward_timeout_s",
-                self.reward_timeout_s,
-                low=0.0,
-                low_open=True,
-                fix="use seconds > 0 or None",
-            )
-        for name in (
-            "max_steps",
-            "prompts_per_step",
-            "num_iterations",
-            "minibatches",
-            "eval_samples",
-            "save_every",
-            "keep_checkpoints",
-            "warmup_max_steps",
-            "num_threads",
-        ):
-            _integer(name, getattr(self, name), low=1)
-        _integer(
-            "num_generations", self.num_generations, low=2, fix="GRPO needs at least 2 samples per prompt"
-        )
-        for name in ("max_completion_length", "micro_batch_size"):
-            if getattr(self, name) is not None:
-                _integer(name, getattr(self, name), low=1, fix="use an integer >= 1 or None (the default)")
-        _integer("eval_prompts", self.eval_prompts, low=1)
-        _integer("eval_every", self.eval_every, low=0)
-        _integer("seed", self.seed, low=0)
         if self.prompts_per_step % self.minibatches:
             raise ValueError(
                 f"prompts_per_step={self.prompts_per_step} must be divisible by minibatches={self.minibatches} "
@@ -252,9 +393,6 @@ class TrainConfig:
             raise ValueError(
                 f"reward={self.reward!r} needs --dataset (the embedded task {self.task!r} uses reward={self.task!r})"
             )
-        for name in ("prompt_column", "answer_column"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty column name")
 
     def _check_method_fields(self) -> None:
         """A method field away from its default for a method that does not take it is an error."""
@@ -268,6 +406,26 @@ class TrainConfig:
                     f"{list(accepted)}; drop {name} (leave it at {defaults[name]!r}) or use a method that takes "
                     f"it: {_methods_taking(name)}"
                 )
+        options = self.method_options or {}
+        if not isinstance(options, dict):
+            raise ValueError(
+                f"method_options={options!r} is not valid; use a dict of method parameters (or None)"
+            )
+        for name, value in options.items():
+            if name in METHOD_FIELDS:
+                raise ValueError(
+                    f"method_options has {name!r}, a TrainConfig field of its own; set {name}={value!r} instead"
+                )
+            if name not in settable_method_parameters():
+                raise ValueError(
+                    f"method_options has {name!r}, which no registered method takes; register the method first "
+                    f"or use one of {sorted(set(settable_method_parameters()) - set(METHOD_FIELDS))}"
+                )
+            if name not in accepted:
+                raise ValueError(
+                    f"method_options {name}={value!r} has no effect with method={self.method!r}, which takes "
+                    f"only {list(accepted)}; drop {name} or use a method that takes it: {_methods_taking(name)}"
+                )
 
     # -- derived values ---------------------------------------------------------------------------------
     @property
@@ -275,6 +433,7 @@ class TrainConfig:
         """Parameters passed to `bandpo.get_method(self.method, ...)`: those the method accepts."""
         accepted = method_parameters(self.method)
         params = {name: getattr(self, name) for name in METHOD_FIELDS if name in accepted}
+        params.update(self.method_options or {})
         return {name: value for name, value in params.items() if value is not None}
 
     @property
@@ -352,9 +511,15 @@ class TrainConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as given, plus ``"resolved"``: the derived values the run uses (ignored by from_dict)."""
+        """The fields as given, plus ``"resolved"``: the derived values the run uses (ignored by from_dict).
+
+        ``method_options`` is left out when unset, so a built-in method's config.json is as before it existed.
+        """
+        values = asdict(self)
+        if values["method_options"] is None:  # only a user-registered method's parameters need it
+            del values["method_options"]
         return {
-            **asdict(self),
+            **values,
             "resolved": {
                 "reward": self.resolved_reward,
                 "max_completion_length": self.resolved_max_completion_length,
@@ -380,15 +545,8 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "paper": {
-        "method": "band",
-        **{name: _BAND_DEFAULTS[name] for name in ("divergence", "delta", "ratio_max", "relax")},
-        "agg": "seq_mean_token_mean",
-        "dual_clip_c": DUAL_CLIP_C,
+    "paper": {  # the rest (method, δ, advantages, aggregation, dual-clip, temperature) is the default
         "kl_coef": 0.001,
-        "entropy_coef": 0.0,
-        "scale_rewards": "group",
-        "temperature": 1.0,
         "learning_rate": 1e-6,
         "prompts_per_step": 256,
         "num_generations": 16,
@@ -400,32 +558,62 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+SETTINGS: dict[str, Setting] = {
+    f.name: f.metadata[_SETTING_KEY] for f in fields(TrainConfig) if _SETTING_KEY in f.metadata
+}
+"""{field: its declaration} for every TrainConfig field but the bound-method ones (declared by the methods)."""
+
+
+def _check_presets() -> None:
+    """Each preset names fields and valid values (checked at import, not when a user first picks it)."""
+    for name, values in PRESETS.items():
+        unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
+        if unknown:
+            raise ValueError(f"preset {name!r} sets unknown TrainConfig field(s) {unknown}")
+        for key, value in values.items():
+            if key in SETTINGS:
+                SETTINGS[key].check(f"preset {name!r}: {key}", value)
+
+
+def default_text(name: str) -> str:
+    """The default of field `name` in words, with the paper preset's value where it differs."""
+    spec, default = SETTINGS[name], TrainConfig.__dataclass_fields__[name].default
+    if spec.default_text is not None:
+        text = spec.default_text
+    elif isinstance(default, bool):
+        text = "on" if default else "off"
+    else:
+        text = f"{default:g}" if isinstance(default, float) else str(default)
+    paper = PRESETS["paper"].get(name, default)
+    return text if paper == default else f"{text}; paper preset {paper:g}"
+
+
+def _fields_doc() -> str:
+    """The field list of the docstring, from the declarations (`SETTINGS` and the methods')."""
+    methods = settable_method_parameters()
+    sections: dict[str, list[str]] = {}
+    for f in fields(TrainConfig):
+        if f.name in SETTINGS:
+            spec = SETTINGS[f.name]
+            line = f"{f.name}: {spec.help} (default: {default_text(f.name)})."
+            sections.setdefault(spec.section, []).append(line)
+        elif f.name in methods:
+            sections.setdefault(METHOD, []).append(f"{f.name}: {methods[f.name].help}.")
+        else:  # method_options
+            sections.setdefault(METHOD, []).append(
+                f"{f.name}: parameters of a registered method that have no field here (a user-registered "
+                "method's own), as {name: value}; None: none."
+            )
+    lines = ["", "", "    Fields (generated from the declarations):"]
+    for section, entries in sections.items():
+        lines.append(f"        {section[0].upper()}{section[1:]}:")
+        lines += [f"            {entry}" for entry in entries]
+    return "\n".join(lines) + "\n"
+
+
+_check_presets()
+TrainConfig.__doc__ = (TrainConfig.__doc__ or "").rstrip() + _fields_doc()
+
 
 def _methods_taking(name: str) -> list[str]:
     return [method for method in list_methods() if name in method_parameters(method)]
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; use one of {list(choices)}")
-
-
-def _number(
-    name: str,
-    value: Any,
-    *,
-    low: float = -math.inf,
-    high: float = math.inf,
-    low_open: bool = False,
-    fix: str | None = None,
-) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise ValueError(f"{name}={value!r} is not valid; {fix or f'use a number in {interval}'}")
-
-
-def _integer(name: str, value: Any, *, low: int, fix: str | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r} is not valid; {fix or f'use an integer >= {low}'}")

@@ -10,7 +10,7 @@ layouts are recognised without flags:
 
 A bad file or row raises a one-line ValueError naming the row (1-based) and the fix. Prompts are split into
 held-out evaluation rows and training rows by a stable hash of their text (about 10%, see
-`task.is_held_out`), so evaluation prompts never appear in training; the training rows are then laid out, in
+`countdown.is_held_out`), so evaluation prompts never appear in training; the training rows are then laid out, in
 a seeded order, exactly as the run will consume them (one pass over the returned list), which is what
 makes a resumed run see the same prompts as an uninterrupted one.
 """
@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bandpo.training import task
 from bandpo.training.config import TrainConfig
-from bandpo.training.tasks import get_task
+from bandpo.training.tasks import countdown, get_task
 
 __all__ = [
     "PromptRow",
@@ -236,7 +235,7 @@ def split_rows(rows: list[PromptRow], *, eval_prompts: int) -> tuple[list[Prompt
     """
     train, held_out = [], []
     for row in rows:
-        (held_out if task.is_held_out(row.text) else train).append(row)
+        (held_out if countdown.is_held_out(row.text) else train).append(row)
     if not train:
         raise ValueError(
             "the dataset has no training rows after holding out the evaluation prompts; add rows"
@@ -271,16 +270,16 @@ def read_run_rows(config: TrainConfig) -> tuple[list[PromptRow], list[PromptRow]
 
 
 def check_embedded_alphabet(rows: list[PromptRow], dataset: str) -> None:
-    """Refuse prompts the embedded model cannot read: its tokenizer knows only `task.ALPHABET` and would map
+    """Refuse prompts the embedded model cannot read: its tokenizer knows only `countdown.ALPHABET` and would map
     every other character to padding, so the run would train on noise."""
-    known = set(task.ALPHABET)
+    known = set(countdown.ALPHABET)
     for row in rows:
         unknown = sorted(set(row.text) - known)
         if unknown:
             shown = "".join(unknown[:10])
             raise ValueError(
                 f"dataset {dataset!r}: the embedded tiny model reads only the characters "
-                f"{''.join(task.ALPHABET)!r}, and a prompt holds others ({shown!r}); pass --model with a "
+                f"{''.join(countdown.ALPHABET)!r}, and a prompt holds others ({shown!r}); pass --model with a "
                 "local HF checkpoint whose tokenizer covers the dataset"
             )
 

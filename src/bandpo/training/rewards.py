@@ -2,8 +2,8 @@
 
 Two verifiers ship:
 
-- ``countdown``: the embedded task (`bandpo.training.task`); 1 when the completion is a correct expression.
-  ``reach`` and ``sums`` likewise for the other embedded tasks (`bandpo.training.reach`, `.sums`).
+- ``countdown``: the embedded task (`bandpo.training.tasks.countdown`); 1 when the completion is a correct expression.
+  ``reach`` and ``sums`` likewise for the other embedded tasks (`bandpo.training.tasks.reach`, `.sums`).
 - ``math``: math-verify equivalence between the completion's final answer and the reference. The final answer
   is the last ``\\boxed{...}`` of the completion, else the text after the last ``Answer:`` (the DAPO prompt
   format); a completion with neither scores 0. The reference may be plain (DAPO-Math: ``"34"``), a MATH
@@ -32,7 +32,7 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo._lifetime import die_with_parent, watch_parent
-from bandpo.training import reach, sums, task
+from bandpo.training.tasks import countdown, reach, sums
 
 __all__ = [
     "REWARDS",
@@ -84,19 +84,19 @@ def completion_text(value: Any) -> str:
 # --- countdown -------------------------------------------------------------------------------------
 
 
-def _countdown_problem(prompt: str, answer: str | None) -> task.CountdownProblem:
-    return task.parse_prompt(answer if answer else prompt[-8:])
+def _countdown_problem(prompt: str, answer: str | None) -> countdown.CountdownProblem:
+    return countdown.parse_prompt(answer if answer else prompt[-8:])
 
 
 def _countdown_score(prompt: str, completion: str, answer: str | None) -> float:
-    return 1.0 if task.is_correct(completion, _countdown_problem(prompt, answer)) else 0.0
+    return 1.0 if countdown.is_correct(completion, _countdown_problem(prompt, answer)) else 0.0
 
 
 def _countdown_key(prompt: str, completion: str, answer: str | None) -> str:
     """Votes count values: every correct expression of one prompt shares the key ``str(target)``."""
     problem = _countdown_problem(prompt, answer)
     expression = completion.strip()
-    value = task.evaluate_expression(expression)
+    value = countdown.evaluate_expression(expression)
     uses_digits = sorted(expression[0::2]) == sorted(str(d) for d in problem.digits)
     return str(value) if value is not None and uses_digits else f"invalid:{expression}"
 

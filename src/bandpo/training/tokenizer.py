@@ -1,6 +1,6 @@
 """A character-level tokenizer for the embedded task, built locally with the `tokenizers` library.
 
-One token per character of `task.ALPHABET`, plus ``<pad>`` and ``<eos>``. It is wrapped in a
+One token per character of `countdown.ALPHABET`, plus ``<pad>`` and ``<eos>``. It is wrapped in a
 `transformers.PreTrainedTokenizerFast`, so TRL, `save_pretrained` and `from_pretrained` treat it like any
 Hub tokenizer; nothing is downloaded. It has no chat template (the embedded prompts are plain text).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bandpo.training.task import ALPHABET
+from bandpo.training.tasks.countdown import ALPHABET
 
 __all__ = ["EOS_TOKEN", "PAD_TOKEN", "build_char_tokenizer"]
 

@@ -1,7 +1,7 @@
 """Supervised warm-up of the embedded policy (HF `Trainer`), cached on disk.
 
 RL needs a policy that is right part of the time: a random model never earns a reward. The warm-up trains the
-tiny model (`bandpo.training.model`) on examples of the embedded task with a biased prior (e.g. `task.sample_warmup_examples`:
+tiny model (`bandpo.training.model`) on examples of the embedded task with a biased prior (e.g. `countdown.sample_warmup_examples`:
 about 1% of them use ``*``), and stops as soon as the sampled accuracy (pass@1 at temperature 1) on prompts
 from the RL distribution reaches `target_accuracy` (default 0.35), or after `max_steps`.
 

@@ -1,14 +1,14 @@
-"""The Sums task (`bandpo.training.sums`): prompts, the verifier, the held-out split, and its use in a run's
+"""The Sums task (`bandpo.training.tasks.sums`): prompts, the verifier, the held-out split, and its use in a run's
 config (it needs a pretrained model)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bandpo.training import TrainConfig, sums
+from bandpo.training import TrainConfig
 from bandpo.training.data import countdown_rows
 from bandpo.training.rewards import get_verifier
-from bandpo.training.tasks import get_task
+from bandpo.training.tasks import get_task, sums
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import random
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -34,6 +35,7 @@ __all__ = [
     "OPERATORS",
     "RARE_OPERATOR",
     "CountdownProblem",
+    "DigitsProblem",
     "evaluate_expression",
     "format_prompt",
     "is_correct",
@@ -55,10 +57,13 @@ MAX_TARGET = 999
 
 
 @dataclass(frozen=True)
-class CountdownProblem:
-    """One prompt: three digits and a target, with every correct answer precomputed."""
+class DigitsProblem:
+    """A prompt of the digit tasks (Countdown, Reach): digits and a target, ``xyz|ttt:``.
 
-    digits: tuple[int, int, int]
+    Subclasses give `solutions` (every correct answer, sorted); the prompt and `needs_rare` follow from it.
+    """
+
+    digits: tuple[int, ...]
     target: int
 
     @property
@@ -67,8 +72,7 @@ class CountdownProblem:
 
     @property
     def solutions(self) -> tuple[str, ...]:
-        """Every distinct correct answer, sorted."""
-        return solutions(self.digits, self.target)
+        raise NotImplementedError
 
     @property
     def needs_rare(self) -> bool:
@@ -76,8 +80,21 @@ class CountdownProblem:
         return all(RARE_OPERATOR in s for s in self.solutions)
 
 
-def format_prompt(digits: tuple[int, int, int] | list[int], target: int) -> str:
-    return f"{digits[0]}{digits[1]}{digits[2]}|{target:03d}:"
+@dataclass(frozen=True)
+class CountdownProblem(DigitsProblem):
+    """One prompt: three digits and a target, with every correct answer precomputed."""
+
+    digits: tuple[int, int, int]
+
+    @property
+    def solutions(self) -> tuple[str, ...]:
+        """Every distinct correct answer, sorted."""
+        return solutions(self.digits, self.target)
+
+
+def format_prompt(digits: Sequence[int], target: int) -> str:
+    """``xyz|ttt:``: the digits, a bar, the target in three digits, a colon (Countdown's and Reach's)."""
+    return "".join(map(str, digits)) + f"|{target:03d}:"
 
 
 def parse_prompt(prompt: str) -> CountdownProblem:

@@ -1,11 +1,11 @@
 """The embedded tasks, by name: what the warm-up, training and evaluation need from each.
 
-- ``countdown`` (`bandpo.training.task`, the default): three given digits, use each once.
-- ``reach`` (`bandpo.training.reach`): four allowed digits, any two or three of them, repeats allowed.
-- ``sums`` (`bandpo.training.sums`): small additions in plain English, for a real pretrained model
+- ``countdown`` (`bandpo.training.tasks.countdown`, the default): three given digits, use each once.
+- ``reach`` (`bandpo.training.tasks.reach`): four allowed digits, any two or three of them, repeats allowed.
+- ``sums`` (`bandpo.training.tasks.sums`): small additions in plain English, for a real pretrained model
   (``--model smollm2-135m-instruct``); it has no warm-up, since the tiny model cannot read it.
 
-Countdown and Reach use the same character alphabet (`task.ALPHABET`), so the same tokenizer and tiny model,
+Countdown and Reach use the same character alphabet (`countdown.ALPHABET`), so the same tokenizer and tiny model,
 and make the multiplication operator the rare strategy that a known share of prompts needs.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bandpo.training import reach, sums, task
+from bandpo.training.tasks import countdown, reach, sums
 
 __all__ = ["EMBEDDED_TASKS", "EmbeddedTask", "get_task"]
 
@@ -48,9 +48,9 @@ class EmbeddedTask:
         return self.sample_warmup_examples is None
 
 
-def _countdown_check_problems(count: int, *, seed: int) -> list[task.CountdownProblem]:
+def _countdown_check_problems(count: int, *, seed: int) -> list[countdown.CountdownProblem]:
     return [
-        task.make_problem(random.Random(f"countdown-warmup-check-{seed}-{i}"), held_out=False)
+        countdown.make_problem(random.Random(f"countdown-warmup-check-{seed}-{i}"), held_out=False)
         for i in range(count)
     ]
 
@@ -58,13 +58,13 @@ def _countdown_check_problems(count: int, *, seed: int) -> list[task.CountdownPr
 _TASKS: dict[str, EmbeddedTask] = {
     "countdown": EmbeddedTask(
         name="countdown",
-        rare_marker=task.RARE_OPERATOR,
-        answer_length=task.ANSWER_LENGTH,
-        sample_train_problems=task.sample_train_problems,
-        sample_eval_problems=task.sample_eval_problems,
-        sample_warmup_examples=task.sample_warmup_examples,
+        rare_marker=countdown.RARE_OPERATOR,
+        answer_length=countdown.ANSWER_LENGTH,
+        sample_train_problems=countdown.sample_train_problems,
+        sample_eval_problems=countdown.sample_eval_problems,
+        sample_warmup_examples=countdown.sample_warmup_examples,
         sample_check_problems=_countdown_check_problems,
-        is_correct=task.is_correct,
+        is_correct=countdown.is_correct,
     ),
     "reach": EmbeddedTask(
         name="reach",

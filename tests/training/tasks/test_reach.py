@@ -7,10 +7,9 @@ import itertools
 
 import pytest
 
-from bandpo.training import reach
 from bandpo.training.rewards import get_verifier
-from bandpo.training.task import ALPHABET
-from bandpo.training.tasks import EMBEDDED_TASKS, get_task
+from bandpo.training.tasks import EMBEDDED_TASKS, get_task, reach
+from bandpo.training.tasks.countdown import ALPHABET
 
 
 def test_evaluate_expression_uses_standard_precedence() -> None:

@@ -26,9 +26,17 @@ from __future__ import annotations
 
 import itertools
 import random
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+
+from bandpo.training.tasks.countdown import (
+    HELD_OUT_BUCKETS,
+    OPERATORS,
+    RARE_OPERATOR,
+    DigitsProblem,
+    format_prompt,
+    is_held_out,
+)
 
 __all__ = [
     "DIGITS",
@@ -49,10 +57,7 @@ __all__ = [
     "solutions",
 ]
 
-OPERATORS: tuple[str, ...] = ("+", "-", "*")
-RARE_OPERATOR = "*"
 DIGITS = "123456789"
-HELD_OUT_BUCKETS = 10  # of 100: about 10% of the prompts are reserved for evaluation
 RARE_SHARE = 0.5  # of RL and evaluation prompts need the rare operator
 MAX_TARGET = 99
 NEEDS_RARE_IN_RARE = 0.2  # of the warm-up's "*" examples answer a prompt that needs "*"
@@ -62,29 +67,13 @@ PROMPT_LENGTH = ALLOWED + 5  # ``abcd|ttt:``
 
 
 @dataclass(frozen=True)
-class ReachProblem:
+class ReachProblem(DigitsProblem):
     """One prompt: the allowed digits (distinct, increasing) and the target."""
-
-    digits: tuple[int, ...]
-    target: int
-
-    @property
-    def prompt(self) -> str:
-        return format_prompt(self.digits, self.target)
 
     @property
     def solutions(self) -> tuple[str, ...]:
         """Every correct answer, sorted."""
         return solutions(self.digits, self.target)
-
-    @property
-    def needs_rare(self) -> bool:
-        """True when every correct answer uses the rare operator ``*``."""
-        return all(RARE_OPERATOR in s for s in self.solutions)
-
-
-def format_prompt(digits: tuple[int, ...], target: int) -> str:
-    return "".join(map(str, digits)) + f"|{target:03d}:"
 
 
 def parse_prompt(prompt: str) -> ReachProblem:
@@ -155,11 +144,6 @@ def is_correct(completion: str, problem: ReachProblem) -> bool:
     value = evaluate_expression(expression)
     allowed = {str(d) for d in problem.digits}
     return value == problem.target and set(expression[0::2]) <= allowed
-
-
-def is_held_out(prompt: str) -> bool:
-    """Whether `prompt` belongs to the evaluation pool (stable across seeds, Python versions and runs)."""
-    return zlib.crc32(prompt.encode()) % 100 < HELD_OUT_BUCKETS
 
 
 @lru_cache(maxsize=1)
