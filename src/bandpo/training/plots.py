@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
+from bandpo.training.metrics_log import read_metrics
 
-__all__ = ["plot_run", "read_metrics"]
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a `metrics.jsonl` file.
-
-    A torn last line (a run killed while appending) is skipped; any other line that is not UTF-8 JSON is
-    refused with one line naming the file and the line.
-    """
-    lines = Path(path).read_bytes().splitlines()
-    records = []
-    for number, raw in enumerate(lines, start=1):
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            if number == len(lines):
-                continue  # torn by a kill while it was written
-            reason = "not UTF-8" if isinstance(error, UnicodeDecodeError) else f"not JSON: {error.msg}"
-            raise ValueError(
-                f"{path} line {number} is corrupt ({reason}); delete that line, or the run directory to "
-                "train the run again"
-            ) from None
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+__all__ = ["plot_run"]
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
