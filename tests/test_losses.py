@@ -15,6 +15,7 @@ from bandpo.losses import (
     PolicyLossOutput,
     aggregate_loss,
     band_metrics,
+    bound_metrics,
     check_dual_clip_c,
     per_token_policy_loss,
     policy_loss,
@@ -417,13 +418,13 @@ def test_metrics_on_a_hand_made_batch() -> None:
     )
 
 
-def test_metrics_per_bin_split_and_band_metrics_agree() -> None:
+def test_metrics_per_bin_split_and_bound_metrics_agree() -> None:
     logp, old_logp, advantages, mask = make_batch(seed=8, batch=16, length=32)
     bounds = get_method("clip")(old_logp)
     out = policy_loss(logp, old_logp, advantages, mask, bounds=bounds)
-    standalone = band_metrics(logp, old_logp, advantages, mask, bounds)
+    standalone = bound_metrics(logp, old_logp, advantages, mask, bounds)
     assert set(standalone) == (ALL_METRIC_KEYS - {mn.LOSS_POLICY}) | set(mn.CLIP_TOKENS_BINS)
-    assert not set(mn.CLIP_TOKENS_BINS) & set(out.metrics)  # counts are band_metrics' own
+    assert not set(mn.CLIP_TOKENS_BINS) & set(out.metrics)  # counts are bound_metrics' own
     for key, value in standalone.items():
         if key not in mn.CLIP_TOKENS_BINS:
             assert torch.equal(value, out.metrics[key]), key
@@ -440,12 +441,12 @@ def test_metrics_per_bin_split_and_band_metrics_agree() -> None:
     assert out.metrics[mn.CLIP_FRAC_UP].item() > 0
 
 
-def test_band_metrics_bin_counts_tell_an_empty_bin_from_an_unclipped_one() -> None:
+def test_bound_metrics_bin_counts_tell_an_empty_bin_from_an_unclipped_one() -> None:
     """An empty p_old bin reports fraction 0.0 (documented) and count 0; a populated one its count."""
     logp = torch.log(torch.tensor([[0.5, 0.5, 0.5, 0.5]], dtype=torch.float64))
     old_logp = torch.log(torch.tensor([[0.2, 0.3, 0.95, 0.2]], dtype=torch.float64))  # bins p01_05, p09_1
     mask = torch.tensor([[True, True, True, False]])
-    m = band_metrics(logp, old_logp, torch.tensor([1.0]), mask, (0.8, 1.2))
+    m = bound_metrics(logp, old_logp, torch.tensor([1.0]), mask, (0.8, 1.2))
     counts = {label: m[mn.clip_tokens_bin(label)].item() for label in mn.PROB_BIN_LABELS}
     assert counts == {"p0_001": 0.0, "p001_01": 0.0, "p01_05": 2.0, "p05_09": 0.0, "p09_1": 1.0}
     assert m[mn.clip_frac_up_bin("p01_05")].item() == 1.0  # ratios 2.5 and 1.67 > 1.2
@@ -570,3 +571,9 @@ def test_a_ratio_inside_the_float32_bound_is_not_clipped(dtype: torch.dtype) -> 
     assert out.metrics[mn.CLIP_FRAC_UP].item() == 0.0
     out.loss.backward()
     assert logp.grad.item() == pytest.approx(-math.exp(0.046875), rel=1e-2)  # d(-A·r)/d logp, not 0
+
+
+def test_band_metrics_is_the_former_name_of_bound_metrics() -> None:
+    import bandpo
+
+    assert band_metrics is bound_metrics and bandpo.band_metrics is bandpo.bound_metrics is bound_metrics

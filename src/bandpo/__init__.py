@@ -32,7 +32,8 @@ _EXPORTS: dict[str, str] = {
     "per_token_policy_loss": "bandpo.losses",
     "policy_metrics": "bandpo.losses",
     "aggregate_loss": "bandpo.losses",
-    "band_metrics": "bandpo.losses",
+    "band_metrics": "bandpo.losses",  # the former name of bound_metrics, kept as an alias
+    "bound_metrics": "bandpo.losses",
     "check_dual_clip_c": "bandpo.losses",
     "kl_penalty": "bandpo.regularizers",
     "entropy_from_logits": "bandpo.regularizers",
@@ -40,9 +41,9 @@ _EXPORTS: dict[str, str] = {
     "grpo_advantages": "bandpo.advantages",
     "dr_grpo_advantages": "bandpo.advantages",
     "rloo_advantages": "bandpo.advantages",
-    "mean_at_k": "bandpo.evaluation",
-    "pass_at_k": "bandpo.evaluation",
-    "maj_at_k": "bandpo.evaluation",
+    "mean_at_k": "bandpo.estimators",
+    "pass_at_k": "bandpo.estimators",
+    "maj_at_k": "bandpo.estimators",
 }
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "aggregate_loss",
     "band_bounds",
     "band_metrics",
+    "bound_metrics",
     "check_dual_clip_c",
     "compute_advantages",
     "dr_grpo_advantages",
@@ -102,12 +104,13 @@ if TYPE_CHECKING:  # pragma: no cover - static view of the lazy exports
         list_divergences,
         register_divergence,
     )
-    from bandpo.evaluation import maj_at_k, mean_at_k, pass_at_k
+    from bandpo.estimators import maj_at_k, mean_at_k, pass_at_k
     from bandpo.losses import (
         PerTokenPolicyLoss,
         PolicyLossOutput,
         aggregate_loss,
         band_metrics,
+        bound_metrics,
         check_dual_clip_c,
         per_token_policy_loss,
         policy_loss,

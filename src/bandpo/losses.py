@@ -46,6 +46,7 @@ __all__ = [
     "PolicyLossOutput",
     "aggregate_loss",
     "band_metrics",
+    "bound_metrics",
     "check_dual_clip_c",
     "per_token_policy_loss",
     "policy_loss",
@@ -118,7 +119,7 @@ class PerTokenPolicyLoss:
 def check_dual_clip_c(value: float | None, name: str = "dual_clip_c") -> float | None:
     """The one validator of the dual-clip constant c: a number > 1, or None to disable dual-clip.
 
-    Every place that takes c (`policy_loss`, `band_metrics`, `TrainConfig`, the TRL and verl configs) calls
+    Every place that takes c (`policy_loss`, `bound_metrics`, `TrainConfig`, the TRL and verl configs) calls
     this, so they all accept the same values and share one "off" value: None (JSON null). `math.inf` (a cap
     that never binds, and how a command line spells "off") is accepted and returned as None, so it is never
     written to a JSON file as the non-standard `Infinity`.
@@ -288,7 +289,7 @@ def policy_loss(
 
     Returns:
         PolicyLossOutput with the scalar loss, the (B, T) per-token loss (0 where masked), the metrics
-        (see `band_metrics`, plus `loss/policy`) and the bounds used.
+        (see `bound_metrics`, plus `loss/policy`) and the bounds used.
     """
     if agg not in AGG_MODES:
         raise ValueError(f"unknown aggregation {agg!r}; valid modes: {list(AGG_MODES)}")
@@ -380,7 +381,7 @@ def policy_metrics(terms: PerTokenPolicyLoss, *, bin_counts: bool = False) -> di
 
 
 @torch.no_grad()
-def band_metrics(
+def bound_metrics(
     logp: Tensor,
     old_logp: Tensor,
     advantages: Tensor,
@@ -390,7 +391,8 @@ def band_metrics(
     dual_clip_c: float | None = DUAL_CLIP_C,
     validate: bool = True,
 ) -> dict[str, Tensor]:
-    """The clipping diagnostics of `policy_loss`, for callers that compute the loss themselves (e.g. TRL).
+    """The clipping diagnostics of `policy_loss` under any method's bounds, for callers that compute the loss
+    themselves (e.g. TRL). `band_metrics` is its former name, kept as an alias.
 
     `policy_metrics(per_token_policy_loss(...), bin_counts=True)` without a graph: the keys of
     `policy_loss`'s metrics (less `loss/policy`) plus the per-bin token counts `clip/tokens_<bin>`. A
@@ -400,3 +402,6 @@ def band_metrics(
         logp.detach(), old_logp, advantages, mask, bounds, dual_clip_c=dual_clip_c, validate=validate
     )
     return policy_metrics(terms, bin_counts=True)
+
+
+band_metrics = bound_metrics  # the former name (it works for any method, not Band only)

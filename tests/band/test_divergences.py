@@ -18,7 +18,7 @@ from bandpo.band import (
 )
 from bandpo.band import generator as generator_module
 from bandpo.band.generator import solve_p_one_limit
-from bandpo.band.solver import solve_bounds
+from bandpo.band.generic_solver import solve_bounds
 
 BUILTINS = ["kl", "reverse_kl", "tv", "chi2", "neyman_chi2", "hellinger", "js"]
 
@@ -233,10 +233,10 @@ def test_p_one_limit_is_solved_once_per_divergence_and_delta(monkeypatch: pytest
 
 
 def test_solvers_share_one_floor_and_one_log1mexp() -> None:
-    from bandpo.band import kl, solver
+    from bandpo.band import generic_solver, kl
     from bandpo.band._numerics import LOG_FLOOR, log1mexp
 
-    assert solver.X_MAX == -LOG_FLOOR
+    assert generic_solver.X_MAX == -LOG_FLOOR
     x = torch.tensor([-1e-300, -1e-20, -0.5, -math.log(2.0), -1.0, -50.0, -800.0], dtype=torch.float64)
     with mpmath.workdps(50):
         expected = [float(mpmath.log(-mpmath.expm1(mpmath.mpf(v)))) for v in x.tolist()]
@@ -245,7 +245,7 @@ def test_solvers_share_one_floor_and_one_log1mexp() -> None:
     logp = torch.tensor([LOG_FLOOR * (1 + 1e-12), LOG_FLOOR * (1 - 1e-12)], dtype=torch.float64)
     for lower, upper in (
         kl.kl_bounds_newton(logp, 0.05),
-        solver.solve_bounds(get_divergence("kl"), logp, 0.05),
+        generic_solver.solve_bounds(get_divergence("kl"), logp, 0.05),
     ):
         assert lower[0] == 0 and upper[0] == math.inf and math.isfinite(upper[1].item())
 

@@ -18,9 +18,9 @@ from band_reference import DELTAS, MP_GENERATORS, p_grid, reference_bounds, refe
 
 from bandpo.band import DELTA_MAX, DELTA_MIN, band_bounds, get_divergence
 from bandpo.band._numerics import LOG_FLOOR, round_once
+from bandpo.band.generic_solver import solve_bounds
 from bandpo.band.kl import NEWTON_STEPS, P_ONE_LOGP, kl_bounds_newton, kl_bounds_table
 from bandpo.band.reference import reference_bounds as naive_bounds
-from bandpo.band.solver import solve_bounds
 
 NAMES = list(MP_GENERATORS)  # every built-in plus four members of the α-family
 

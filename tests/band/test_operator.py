@@ -70,6 +70,7 @@ torch.save({n: [(b.lower, b.upper) for b in v] for n, v in out.items()}, sys.arg
 """
 
 
+@pytest.mark.slow  # two fresh interpreters solve every divergence on a grid: over a minute on 2 busy cores
 def test_scalar_and_vector_kernels_agree_within_ulps(tmp_path) -> None:
     """The same grid solved with torch's scalar kernels only (ATEN_CPU_CAPABILITY=default, what an old or
     unusual CPU gets) and with this CPU's vector kernels: equal within `ULPS`, for every path."""

@@ -90,6 +90,7 @@ def test_off_policy_methods_differ_in_the_trap() -> None:
     assert not torch.equal(clip.best_prob, band.best_prob)
 
 
+@pytest.mark.slow  # two methods x two seeds of the trap: over a minute on 2 busy cores
 def test_band_upper_finds_the_rare_best_action_where_clip_does_not() -> None:
     """The mechanism, on a shortened trap (deterministic given the seeds): Band's upper side lets pi(best) grow."""
     scenario = get_scenario("trap").replace(steps=20, contexts=8)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from bandpo.experiments.arms import parse_method_spec, parse_method_specs
 from bandpo.experiments.bandit_compare import (
     headline_table,
     run_bandit_compare,
     scenario_tables,
     write_bandit_report,
 )
-from bandpo.experiments.methods_spec import parse_method_spec, parse_method_specs
 from bandpo.experiments.report import (
     format_mean_spread,
     markdown_table,

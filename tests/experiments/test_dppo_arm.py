@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from bandpo.experiments.methods_spec import parse_method_specs
+from bandpo.experiments.arms import parse_method_specs
 from bandpo.losses import policy_loss
 
 
@@ -22,7 +22,7 @@ def _dppo_kl_valid_mask(old_logp, logp, advantages, delta: float):
 
 
 def test_dppo_arm_parses_with_an_infinite_cap_and_its_own_dual_clip(tmp_path) -> None:
-    from bandpo.experiments.lm_plan import build_config
+    from bandpo.experiments.lm_runs import build_config
 
     (spec,) = parse_method_specs(["band:ratio_max=inf,dual_clip_c=20"])
     assert spec.name == "band" and spec.params == {"ratio_max": math.inf, "dual_clip_c": 20}

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from bandpo import metric_names as mn
+from bandpo.experiments.arms import parse_method_specs
 from bandpo.experiments.lm_compare import (
     DONE_MARKER,
     QUICK_SETTINGS,
     WALL_LOG,
-    _effective,
     plan_runs,
     run_lm_compare,
 )
-from bandpo.experiments.methods_spec import parse_method_specs
+from bandpo.experiments.lm_runs import effective
 from bandpo.experiments.stats import STATS_RULE
 
 PASS_K = {"clip": 0.50, "band_upper": 0.60}  # base pass@k after training, + 0.1 per seed
@@ -161,7 +161,7 @@ def test_record_of_an_older_trainer_still_counts_as_finished(tmp_path: Path) -> 
     again = FakeTrain()
     _compare(tmp_path, again)
     assert again.calls == []
-    assert _effective({"a": None, "b": 1, "resolved": {"a": 8, "c": 2}}) == {"a": 8, "b": 1}
+    assert effective({"a": None, "b": 1, "resolved": {"a": 8, "c": 2}}) == {"a": 8, "b": 1}
 
 
 def test_settings_and_method_params_reach_the_train_config(tmp_path: Path) -> None:
@@ -323,15 +323,6 @@ def test_paired_table_and_report_state_the_t_rule(tmp_path: Path) -> None:
     assert STATS_RULE in text and "Holm-Bonferroni" in text
 
 
-def test_metrics_reader_skips_a_torn_line_and_a_missing_file(tmp_path: Path) -> None:
-    from bandpo.experiments.lm_compare import _read_jsonl
-
-    path = tmp_path / "metrics.jsonl"
-    assert _read_jsonl(path) == []
-    path.write_text('{"train/step": 1}\n{"train/st')
-    assert _read_jsonl(path) == [{"train/step": 1}]
-
-
 def test_compare_json_records_the_task_and_every_resolved_parameter(tmp_path: Path) -> None:
     specs = parse_method_specs(["clip", "band_upper:delta=0.1"])
     run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=FakeTrain())
@@ -388,7 +379,7 @@ def test_quick_report_says_the_quick_budget_ranks_noise(tmp_path: Path) -> None:
 
 
 def test_sweep_expands_the_arms_and_plots_against_the_parameter(tmp_path: Path) -> None:
-    from bandpo.experiments.lm_sweep import expand_sweep, parse_sweep
+    from bandpo.experiments.arms import expand_sweep, parse_sweep
 
     param, values = parse_sweep("delta=0.02,0.05,0.1,0.2")
     assert (param, values) == ("delta", [0.02, 0.05, 0.1, 0.2])

@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("trl")
 
 from bandpo import metric_names as mn
+from bandpo.experiments.arms import parse_method_specs
 from bandpo.experiments.lm_compare import DONE_MARKER, run_lm_compare
-from bandpo.experiments.methods_spec import parse_method_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

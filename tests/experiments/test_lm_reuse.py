@@ -10,9 +10,9 @@ import pytest
 from test_lm_compare import FakeTrain
 
 from bandpo.cli import main
+from bandpo.experiments.arms import parse_method_specs
 from bandpo.experiments.lm_compare import report_only, run_lm_compare
 from bandpo.experiments.lm_results import read_per_seed
-from bandpo.experiments.methods_spec import parse_method_specs
 
 
 def _first_study(tmp_path: Path) -> Path:

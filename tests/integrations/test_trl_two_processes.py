@@ -19,7 +19,7 @@ pytest.importorskip("trl")
 import bandpo
 from bandpo import metric_names as mn
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # two ranks under a launcher: minutes
 
 HERE = Path(__file__).resolve().parent
 

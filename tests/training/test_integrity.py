@@ -345,7 +345,7 @@ def test_only_the_first_process_prints_an_error(monkeypatch, capsys):
 
 
 def test_a_corrupt_byte_in_metrics_names_the_file_and_line(tmp_path):
-    from bandpo.training.plots import read_metrics
+    from bandpo.training.metrics_log import read_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"train/step": 1}\n{"train/step": \xff2}\n{"train/step": 3}\n{"train/st')
@@ -353,6 +353,10 @@ def test_a_corrupt_byte_in_metrics_names_the_file_and_line(tmp_path):
         read_metrics(path)
     path.write_bytes(b'{"train/step": 1}\n{"train/st')  # a torn last line is a kill, not corruption
     assert read_metrics(path) == [{"train/step": 1}]
+    path.unlink()
+    assert read_metrics(path, missing_ok=True) == []  # a run that has not written it yet
+    with pytest.raises(FileNotFoundError):
+        read_metrics(path)
 
 
 # --- bounds on input -------------------------------------------------------------------------------------

@@ -183,6 +183,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow  # six children killed and waited for
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
 @pytest.mark.parametrize("completion", ["ok", "hang"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGABRT])

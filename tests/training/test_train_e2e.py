@@ -23,7 +23,7 @@ pytest.importorskip("trl")
 from bandpo import metric_names as mn
 from bandpo.cli import main
 from bandpo.training import TrainConfig, train
-from bandpo.training.plots import read_metrics
+from bandpo.training.metrics_log import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

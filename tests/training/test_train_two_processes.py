@@ -22,7 +22,7 @@ from bandpo import metric_names as mn
 from bandpo.training import TrainConfig
 from bandpo.training.run_dir import find_last_checkpoint
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # two processes under a launcher: minutes
 
 STEPS = 4
 FLAGS = ["--max-steps", str(STEPS), "--prompts-per-step", "8", "--num-generations", "4", "--minibatches", "2"]

@@ -12,8 +12,8 @@ path is a field of the `Divergence` record (`float32_path`, `closed_form`). The 
 tested against is `bandpo.band.reference.reference_bounds`, a plain float64 bisection of the two-point
 constraint. Theory: docs/theory.md.
 
-Imports point one way: `_numerics` ← `kl`, `closed_forms`, `generator` ← `divergences` ← `solver`, `reference` ←
-`operator` ← this package.
+Imports point one way: `_numerics` ← `kl`, `closed_forms`, `generator` ← `divergences` ← `generic_solver`,
+`reference` ← `operator` ← this package.
 """
 
 from bandpo.band.divergences import alpha_divergence, get_divergence, list_divergences, register_divergence

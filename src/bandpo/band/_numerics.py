@@ -1,7 +1,7 @@
-"""Numerical helpers shared by the Band solvers (`bandpo.band.kl`, `bandpo.band.solver`).
+"""Numerical helpers shared by the Band solvers (`bandpo.band.kl`, `bandpo.band.generic_solver`).
 
 `LOG_FLOOR` is the one cut-off both solvers use: a probability p or a complement 1 − p below e^−700 ≈ 1e−304
-is read as exactly 0. It is also the end of the generic solver's logit bracket (`solver.X_MAX = −LOG_FLOOR`),
+is read as exactly 0. It is also the end of the generic solver's logit bracket (`generic_solver.X_MAX = −LOG_FLOOR`),
 and the two must agree: for logp, log(1 − p) ≥ LOG_FLOOR, logit p = logp − log(1 − p) lies in
 [LOG_FLOOR, −LOG_FLOOR], so the bracket [logit p, X_MAX] is never inverted, while σ(±700) is 1 to float64
 precision and e^−700 is a normal float64 (no subnormal precision loss).

@@ -12,7 +12,7 @@ Paths (all fixed work, no host sync inside), chosen by the `Divergence` record's
 float32 input with a `float32_path` (KL: a cached float64-built table, `kl.kl_bounds_table`, the default in
 training) uses it; otherwise the input is converted to float64 and solved by the record's `closed_form` (KL:
 monotone Newton, `kl.kl_bounds_newton`; TV, χ², Neyman χ², Hellinger: `closed_forms`) or, without one, the
-generic float64 solver (`solver.solve_bounds`), then clamped into the invariant and rounded once to the input
+generic float64 solver (`generic_solver.solve_bounds`), then clamped into the invariant and rounded once to the input
 dtype. The naive equivalent of all of them is `bandpo.band.reference.reference_bounds`.
 """
 
@@ -27,7 +27,7 @@ from torch import Tensor
 from bandpo.band._numerics import round_once
 from bandpo.band.divergences import get_divergence
 from bandpo.band.generator import Divergence
-from bandpo.band.solver import solve_bounds
+from bandpo.band.generic_solver import solve_bounds
 
 __all__ = [
     "DELTA_MAX",
@@ -133,7 +133,7 @@ def band_bounds(
         device by the float64 Newton solver) with linear interpolation; KL otherwise uses monotone Newton in
         log variables (`bandpo.band.kl`); TV, χ², Neyman χ² and Hellinger use closed forms
         (`bandpo.band.closed_forms`); every other divergence uses the generic float64 bisection/regula-falsi
-        solver (`bandpo.band.solver`). All have a fixed amount of work: no host sync inside the solver.
+        solver (`bandpo.band.generic_solver`). All have a fixed amount of work: no host sync inside the solver.
         bfloat16/float16 inputs are solved in float64 and rounded once (`round_once`; torch's own conversion
         rounds twice, through float32), so they equal the exact interval rounded to their dtype; float64 is
         solved in float64; the float32 KL table interpolates in float64 and rounds once. Every path ends by
@@ -146,7 +146,7 @@ def band_bounds(
         r*, the root of f(r) + (1 − r)·f'(∞) = δ (KL: e^−δ, TV: 1 − δ, χ²: 1); p = 1 gives (r*, 1) exactly.
         Float64 logp within rounding of 0 is read as p = 1 where the exact interval equals (r*, 1) in float64
         (KL: logp > −1e−20; the generic solver: 1 − p < 1e−304, where reverse KL is off by ≤ δ/700, see
-        `bandpo.band.solver`); otherwise there is no hand overwrite near 1, so the bounds are continuous.
+        `bandpo.band.generic_solver`); otherwise there is no hand overwrite near 1, so the bounds are continuous.
     """
     if not isinstance(old_logp, Tensor):
         raise ValueError(f"old_logp must be a torch.Tensor, got {type(old_logp).__name__}")

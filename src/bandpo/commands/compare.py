@@ -21,7 +21,7 @@ DEFAULT_SEEDS = {"lm": 3, "bandit": 6}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bandpo.experiments.methods_spec import DEFAULT_METHODS
+    from bandpo.experiments.arms import DEFAULT_METHODS
     from bandpo.experiments.scenarios import DEFAULT_SCENARIOS, list_scenarios
 
     parser.add_argument(
@@ -154,7 +154,7 @@ def _progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bandpo.experiments.methods_spec import parse_method_specs
+    from bandpo.experiments.arms import parse_method_specs
 
     if args.report_only is not None:
         return _report_only(args)
@@ -211,7 +211,7 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
 
     sweep = None
     if args.sweep:
-        from bandpo.experiments.lm_sweep import expand_sweep, parse_sweep
+        from bandpo.experiments.arms import expand_sweep, parse_sweep
 
         param, values = parse_sweep(args.sweep)
         specs = expand_sweep(specs, param, values)
@@ -262,7 +262,7 @@ def _parse_settings(items: list[str]) -> dict[str, object]:
     """``--set FIELD=VALUE ...`` as TrainConfig overrides (values read as bool, int, float or text)."""
     from dataclasses import fields
 
-    from bandpo.experiments.methods_spec import _parse_value
+    from bandpo.experiments.arms import parse_value
     from bandpo.training import TrainConfig
 
     known = {field.name for field in fields(TrainConfig)}
@@ -277,7 +277,7 @@ def _parse_settings(items: list[str]) -> dict[str, object]:
             )
         if name in fixed:
             raise ValueError(f"--set {name}: set by the comparison itself; use its own flag (or --methods)")
-        settings[name] = _parse_value(value.strip())
+        settings[name] = parse_value(value.strip())
     return settings
 
 

@@ -92,7 +92,7 @@ def _sample(args: argparse.Namespace) -> dict:
     import time
 
     from bandpo.experiments import token_regime
-    from bandpo.experiments.methods_spec import parse_method_specs
+    from bandpo.experiments.arms import parse_method_specs
     from bandpo.experiments.report import cpu_name
     from bandpo.training.config import TrainConfig
     from bandpo.training.data import adapt_rows, read_run_rows

@@ -172,7 +172,7 @@ def _fmt(value: Any) -> str:
 
 def format_summary(summary: Any) -> str:
     """The short before/after table printed at the end of a run."""
-    from bandpo.training.plots import read_metrics
+    from bandpo.training.metrics_log import read_metrics
 
     config = summary.config
     rewards = [r[mn.TRAIN_REWARD] for r in read_metrics(summary.paths["metrics"]) if mn.TRAIN_REWARD in r]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from bandpo.experiments.arms import MethodSpec
 from bandpo.experiments.bandit import BanditRun, run_bandit
-from bandpo.experiments.methods_spec import MethodSpec
 from bandpo.experiments.report import (
     format_values,
     import_pyplot,

@@ -13,8 +13,9 @@ Layout of `output_dir`::
     report.md, compare_*.png    the comparison (sweep_<param>.png for a sweep)
     compare.lock                flock-ed by the compare writing the folder (one at a time; its pid)
 
-One module per job: `lm_plan` (which runs, which are done), `lm_execute` (training them under one progress
-bar), `lm_results` (per_seed.json), `lm_reuse` (--reuse), `lm_report` (report.md, with `stats`), `lm_sweep`.
+One module per job: `lm_runs` (which runs, which are done, training them under one progress bar),
+`lm_results` (per_seed.json and --reuse), `lm_report` (report.md with `stats`, and the sweep's plot); the arms
+come from `arms` (method specs, --sweep).
 
 Resuming: a run with a completion marker is skipped (its settings must match the plan, else the command stops
 and says so); a run directory without one is continued from its last checkpoint (`TrainConfig(resume=True)`);
@@ -32,8 +33,18 @@ from typing import Any
 
 from bandpo._atomic import write_text_atomic
 from bandpo._lifetime import FolderLock
-from bandpo.experiments.lm_execute import execute, read_jsonl
-from bandpo.experiments.lm_plan import (
+from bandpo.experiments.arms import MethodSpec
+from bandpo.experiments.lm_report import render_report
+from bandpo.experiments.lm_results import (
+    PER_SEED_FILE,
+    SeedResult,
+    clip_logging,
+    load_run,
+    read_per_seed,
+    reused_results,
+    write_per_seed,
+)
+from bandpo.experiments.lm_runs import (
     DONE_MARKER,
     FULL_SETTINGS,
     QUICK_NOTE,
@@ -43,23 +54,12 @@ from bandpo.experiments.lm_plan import (
     build_config,
     check_resumable,
     comparable,
-    effective,
+    execute,
     is_done,
     plan_record,
     plan_runs,
     quick_note,
 )
-from bandpo.experiments.lm_report import render_report
-from bandpo.experiments.lm_results import (
-    PER_SEED_FILE,
-    SeedResult,
-    clip_logging,
-    load_run,
-    read_per_seed,
-    write_per_seed,
-)
-from bandpo.experiments.lm_reuse import reused_results
-from bandpo.experiments.methods_spec import MethodSpec
 from bandpo.experiments.report import machine_info
 from bandpo.training.run_dir import read_json
 
@@ -80,8 +80,6 @@ __all__ = [
 
 Progress = Callable[[str], None]
 TrainFunction = Callable[..., Any]
-_effective = effective  # the name older tests and scripts import
-_read_jsonl = read_jsonl
 COMPARE_LOCK = "compare.lock"  # flock-ed by the compare writing this folder; holds its pid
 
 
@@ -114,7 +112,7 @@ def run_lm_compare(
         train_fn: `train_fn(config, progress=...)`, a stand-in for training (tests), run in threads.
         sweep: `{"param": ..., "values": [...]}` when the arms are a sweep (adds its plot to the report).
         reuse: per_seed.json files whose finished runs stand for planned runs of the same arm, seed and
-            settings (`lm_reuse`): those are not trained, and their records go into this per_seed.json.
+            settings (`lm_results.reused_results`): those are not trained, and their records go into this per_seed.json.
         collect_only: train nothing and write no report: only per_seed.json of the seeds whose every arm has
             finished, to carry a study into a later session (`--reuse`) without looking at its outcomes. Returns
             (per_seed.json path, ""). It reads finished runs only, so it may run beside the compare training

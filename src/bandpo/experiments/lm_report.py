@@ -1,4 +1,5 @@
-"""report.md of an LM comparison, from per-seed results: tables, paired verdicts, plots.
+"""report.md of an LM comparison, from per-seed results: tables, paired verdicts, plots (and, for a sweep,
+sweep_<param>.png: accuracy, diversity and entropy against the swept parameter).
 
 The tables need only the per-seed results (`lm_results.SeedResult`, kept in per_seed.json); the training-curve
 plots need the run directories and are redrawn only where those exist.
@@ -13,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo.experiments.lm_execute import read_jsonl
-from bandpo.experiments.lm_plan import quick_note
 from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, training_records
+from bandpo.experiments.lm_runs import quick_note
 from bandpo.experiments.report import (
     format_values,
     import_pyplot,
@@ -27,8 +27,17 @@ from bandpo.experiments.report import (
     save_figure,
 )
 from bandpo.experiments.stats import STATS_RULE, holm_verdicts, paired_difference
+from bandpo.training.metrics_log import read_metrics
 
-__all__ = ["EVAL_COLUMNS", "PAIRED_METRICS", "group_by_label", "lm_tables", "render_report"]
+__all__ = [
+    "EVAL_COLUMNS",
+    "PAIRED_METRICS",
+    "SWEEP_PANELS",
+    "group_by_label",
+    "lm_tables",
+    "plot_sweep",
+    "render_report",
+]
 
 # table columns: (metric key in the evaluation after training, header, digits)
 EVAL_COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -50,6 +59,14 @@ PAIRED_METRICS: tuple[tuple[str, str], ...] = (
     (mn.EVAL_ENTROPY, "final entropy"),
 )
 REFERENCE = "clip"
+# (metric, title): accuracy, diversity, entropy
+SWEEP_PANELS: tuple[tuple[str, str], ...] = (
+    (mn.EVAL_MEAN_AT_K, "accuracy: mean@{k} (= pass@1)"),
+    (mn.EVAL_PASS_AT_K, "pass@{k}"),
+    (mn.EVAL_DISTINCT_CORRECT, "diversity: distinct correct answers / prompt"),
+    (mn.EVAL_RARE_PASS_AT_K, "pass@{k}, prompts needing the rare strategy"),
+    (mn.EVAL_ENTROPY, "final entropy (eval, nats/token)"),
+)
 
 
 def group_by_label(results: Sequence[SeedResult]) -> dict[str, list[SeedResult]]:
@@ -223,8 +240,6 @@ def render_report(
     ]
     sweep = header.get("sweep")
     if sweep:
-        from bandpo.experiments.lm_sweep import plot_sweep
-
         plot_sweep(results, sweep["param"], output_dir, k=k, svg=svg)
         lines += ["", f"## Sweep over {sweep['param']}", "", f"![sweep over {sweep['param']}](sweep_{sweep['param']}.png)"]  # fmt: skip
     if run_dirs is not None:
@@ -232,7 +247,7 @@ def render_report(
     if (output_dir / "compare_training.png").exists():
         lines += ["", "## Training curves", "", "![training curves](compare_training.png)"]
     if run_dirs is not None and any(
-        sum(mn.EVAL_PASS_AT_K in r for r in read_jsonl(d / "metrics.jsonl")) > 2
+        sum(mn.EVAL_PASS_AT_K in r for r in read_metrics(d / "metrics.jsonl", missing_ok=True)) > 2
         for ds in run_dirs.values()
         for d in ds
     ):
@@ -285,7 +300,7 @@ def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, 
         for label, dirs in run_dirs.items():
             series = []
             for run_dir in dirs:
-                records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if key in r]
+                records = [r for r in read_metrics(run_dir / "metrics.jsonl", missing_ok=True) if key in r]
                 series.append({int(r[mn.TRAIN_STEP]): float(r[key]) for r in records})
             steps = sorted({step for points in series for step in points})
             curves[label] = (steps, [[points.get(step, math.nan) for step in steps] for points in series])
@@ -296,3 +311,64 @@ def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, 
     fig.suptitle("held-out evaluation during training: mean ± s.e. over seeds", y=1.02)
     fig.tight_layout()
     save_figure(fig, output_dir / "compare_eval.png", svg=svg)
+
+
+def _sweep_series(results: Sequence[SeedResult], param: str, key: str) -> dict[str, dict[float, list[float]]]:
+    """Swept arms: group name -> {parameter value: values over seeds}."""
+    groups: dict[str, dict[float, list[float]]] = {}
+    for result in results:
+        if param not in result.given:
+            continue
+        rest = {name: value for name, value in result.given.items() if name != param}
+        group = result.method + ("" if not rest else ":" + ",".join(f"{n}={v}" for n, v in rest.items()))
+        groups.setdefault(group, {}).setdefault(float(result.given[param]), []).append(result.value(key))
+    return groups
+
+
+def plot_sweep(
+    results: Sequence[SeedResult], param: str, output_dir: Path, *, k: int | None, svg: bool = False
+) -> list[Path]:
+    """sweep_<param>.png: one panel per metric of `SWEEP_PANELS` against the parameter (log scale), mean ± s.e.
+    over seeds per swept method, and the arms that do not take the parameter as horizontal lines."""
+    plt = import_pyplot()
+    fig, axes = plt.subplots(1, len(SWEEP_PANELS), figsize=(4.2 * len(SWEEP_PANELS), 4.2))
+    references: dict[str, list[SeedResult]] = {}
+    for result in results:
+        if param not in result.given:
+            references.setdefault(result.label, []).append(result)
+    for ax, (key, title) in zip(axes, SWEEP_PANELS, strict=True):
+        series = _sweep_series(results, param, key)
+        for index, (group, by_value) in enumerate(series.items()):
+            xs = sorted(by_value)
+            stats = [mean_and_spread(by_value[x]) for x in xs]
+            means = [mean for mean, _ in stats]
+            errors = [0.0 if not math.isfinite(spread) else spread for _, spread in stats]
+            dodge = 1.0 + 0.04 * (index - (len(series) - 1) / 2)  # side by side, so error bars do not overlap
+            ax.errorbar(
+                [x * dodge for x in xs],
+                means,
+                yerr=errors,
+                marker="o",
+                capsize=3,
+                color=f"C{index}",
+                label=group,
+            )
+        for index, (label, runs) in enumerate(references.items()):
+            mean, spread = mean_and_spread([run.value(key) for run in runs])
+            if not math.isfinite(mean):
+                continue
+            color = f"C{(index + 5) % 10}"
+            ax.axhline(mean, color=color, linestyle="--", linewidth=1.2, label=label)
+            if math.isfinite(spread):
+                ax.axhspan(mean - spread, mean + spread, color=color, alpha=0.12, linewidth=0)
+        ax.set_xscale("log")
+        values = sorted({float(r.given[param]) for r in results if param in r.given})
+        ax.set_xticks(values, [f"{value:g}" for value in values])
+        ax.minorticks_off()
+        ax.set_xlabel(param)
+        ax.set_title(title.format(k=k or "k"), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"held-out evaluation after training against {param}: mean ± s.e. over seeds", y=1.02)
+    fig.tight_layout()
+    return save_figure(fig, Path(output_dir) / f"sweep_{param}.png", svg=svg)

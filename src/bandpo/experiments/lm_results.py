@@ -1,9 +1,17 @@
-"""The results of an LM comparison, one record per run: read from the run directories, kept in per_seed.json.
+"""The results of an LM comparison, one record per run: read from the run directories, kept in per_seed.json,
+and carried over from another comparison's per_seed.json (`bandpo compare --reuse FILE`).
 
 per_seed.json is small (a few hundred bytes per run) and holds everything report.md's tables are computed
 from: each run's held-out evaluation before and after RL, its wall time and its clip fractions by p_old bin.
 Committed next to report.md, it lets anyone recompute every verdict without the run directories
 (`bandpo compare --report-only DIR`).
+
+Reuse: a study larger than one sitting, or one that adds seeds to a committed comparison, needs the runs
+already finished elsewhere without their run directories (which are never committed). A per_seed.json record
+stands for a planned run when its arm (label, method, given parameters) and seed are the run's, and the file's
+shared settings are the plan's: the task, the budget and every training field except the ones an arm or a
+seed sets. A record that matches the arm and seed but not the settings is refused with the field named:
+silently mixing budgets would corrupt the comparison.
 """
 
 from __future__ import annotations
@@ -17,11 +25,21 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
-from bandpo.experiments.lm_execute import interrupted_calls, read_jsonl
-from bandpo.experiments.lm_plan import DONE_MARKER, PlannedRun
+from bandpo.experiments.arms import LOSS_PARAMS
+from bandpo.experiments.lm_runs import DONE_MARKER, PlannedRun, comparable, effective, interrupted_calls
 from bandpo.experiments.report import machine_info
+from bandpo.methods import list_methods, method_parameters
+from bandpo.training.metrics_log import read_metrics
 
-__all__ = ["PER_SEED_FILE", "SeedResult", "clip_rule", "load_run", "read_per_seed", "write_per_seed"]
+__all__ = [
+    "PER_SEED_FILE",
+    "SeedResult",
+    "clip_rule",
+    "load_run",
+    "read_per_seed",
+    "reused_results",
+    "write_per_seed",
+]
 
 PER_SEED_FILE = "per_seed.json"
 PER_SEED_FORMAT = 1
@@ -76,7 +94,9 @@ def mean_over_steps(records: list[dict[str, Any]], key: str, weight_key: str | N
 
 def training_records(run_dir: Path) -> list[dict[str, Any]]:
     """The training records (those with a reward) of a run's metrics.jsonl, in step order."""
-    records = [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if mn.TRAIN_REWARD in r]
+    records = [
+        r for r in read_metrics(Path(run_dir) / "metrics.jsonl", missing_ok=True) if mn.TRAIN_REWARD in r
+    ]
     return sorted(records, key=lambda r: r.get(mn.TRAIN_STEP, 0))
 
 
@@ -268,3 +288,75 @@ def read_per_seed(path: Path) -> tuple[list[SeedResult], dict[str, Any]]:
         run["wall_time_s"] = number(run.get("wall_time_s"))
         results.append(SeedResult(**run))
     return results, data
+
+
+ARM_FIELDS = frozenset({"method", "seed", *LOSS_PARAMS})  # besides every method's parameters
+
+
+def _arm_fields() -> frozenset[str]:
+    return ARM_FIELDS | {name for method in list_methods() for name in method_parameters(method)}
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _settings_difference(stored: dict[str, Any], planned: dict[str, Any]) -> list[str]:
+    """Fields both configs hold with different values, arm and seed fields left out (`lm_runs.is_done`'s rule:
+    a field the older record lacks is not compared)."""
+    skip = _arm_fields()
+    return sorted(
+        key
+        for key in planned
+        if key not in skip and key in stored and not _same_number(stored[key], planned[key])
+    )
+
+
+def _given(value: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(value, default=str))  # inf and floats compare as they were written
+
+
+def reused_results(
+    paths: Sequence[Path], runs: Sequence[PlannedRun], configs: Sequence[Any]
+) -> dict[str, SeedResult]:
+    """The planned runs (by `run.name`) that a record of one of `paths` stands for, with its `source` and
+    `machine` set; the first file that has a run wins.
+
+    Raises:
+        ValueError: a file that cannot be read as per_seed.json, or a record of a planned arm and seed whose
+            file was made with other settings (the file and the field named).
+    """
+    found: dict[str, SeedResult] = {}
+    for path in paths:
+        results, header = read_per_seed(Path(path))
+        stored = effective(header.get("config") or {})
+        machine = (header.get("machine") or {}).get("processor")
+        by_arm = {
+            (r.label, r.method, json.dumps(_given(r.given), sort_keys=True), r.seed): r for r in results
+        }
+        for run, config in zip(runs, configs, strict=True):
+            if run.name in found:
+                continue
+            key = (
+                run.spec.label,
+                run.spec.name,
+                json.dumps(_given(dict(run.spec.params)), sort_keys=True),
+                run.seed,
+            )
+            record = by_arm.get(key)
+            if record is None:
+                continue
+            planned = effective(comparable(config.to_dict()))
+            different = _settings_difference(stored, planned)
+            if different:
+                details = ", ".join(f"{k}: {stored[k]!r} there, {planned[k]!r} now" for k in different[:4])
+                raise ValueError(
+                    f"--reuse {path}: its run {run.name} was trained with other settings ({details}); reuse only "
+                    "runs of the same budget and task"
+                )
+            record.source = str(path)
+            record.machine = record.machine or machine
+            found[run.name] = record
+    return found

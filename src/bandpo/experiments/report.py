@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bandpo import metric_names as mn
 from bandpo.experiments.stats import mean_and_spread
+from bandpo.training.plots import moving_average
 
 __all__ = [
     "cpu_name",
@@ -117,21 +118,6 @@ def save_figure(fig, path: Path, *, svg: bool = False) -> list[Path]:
         fig.savefig(written[1], bbox_inches="tight")
     plt.close(fig)
     return written
-
-
-def moving_average(values: Sequence[float], window: int) -> list[float]:
-    """Trailing mean over the last `window` points (fewer at the start), skipping non-finite values.
-
-    A point whose window holds no finite value is nan (a gap in a plot).
-    """
-    values = [float(value) for value in values]
-    if window <= 1:
-        return values
-    out = []
-    for index in range(len(values)):
-        chunk = [value for value in values[max(0, index - window + 1) : index + 1] if math.isfinite(value)]
-        out.append(sum(chunk) / len(chunk) if chunk else math.nan)
-    return out
 
 
 def prob_bin_headers() -> list[str]:

@@ -77,7 +77,7 @@ class EvalResult:
 
 
 def _summarise(results: list[PromptResult], k: int, entropy: float) -> dict[str, float]:
-    from bandpo.evaluation import distinct_correct, maj_at_k, mean_at_k, pass_at_k_from_correct
+    from bandpo.estimators import distinct_correct, maj_at_k, mean_at_k, pass_at_k_from_correct
 
     if not results:
         return {}

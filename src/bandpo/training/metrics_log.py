@@ -1,4 +1,5 @@
-"""The run's metric sink: one JSON record per RL step in ``metrics.jsonl``, mirrored to TensorBoard.
+"""The run's metric sink: one JSON record per RL step in ``metrics.jsonl``, mirrored to TensorBoard, and its
+reader (`read_metrics`), which everything that reads the file uses.
 
 TRL's logged names are mapped to the catalogued keys of `bandpo.metric_names` (`TRL_TO_CATALOGUE`); every
 other TRL key is kept as ``trl/<name>``. On resume the file is cut back to the checkpoint's step and
@@ -17,7 +18,7 @@ from typing import Any
 from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
 
-__all__ = ["CATALOGUED", "TRL_TO_CATALOGUE", "MetricsLog", "catalogue"]
+__all__ = ["CATALOGUED", "TRL_TO_CATALOGUE", "MetricsLog", "catalogue", "read_metrics"]
 
 # TRL's metric names -> catalogued keys; every other TRL key is kept as "trl/<name>"
 TRL_TO_CATALOGUE: dict[str, str] = {
@@ -50,6 +51,33 @@ def catalogue(logs: dict[str, Any]) -> dict[str, float]:
         for key, value in logs.items()
         if value is not None and not isinstance(value, str)
     }
+
+
+def read_metrics(path: str | Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """The records of a `metrics.jsonl` file ([] for a file not written yet when `missing_ok`).
+
+    A torn last line (a run killed while appending) is skipped; any other line that is not UTF-8 JSON is
+    refused with one line naming the file and the line.
+    """
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return []
+    lines = path.read_bytes().splitlines()
+    records = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            if number == len(lines):
+                continue  # torn by a kill while it was written
+            reason = "not UTF-8" if isinstance(error, UnicodeDecodeError) else f"not JSON: {error.msg}"
+            raise ValueError(
+                f"{path} line {number} is corrupt ({reason}); delete that line, or the run directory to "
+                "train the run again"
+            ) from None
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 class MetricsLog:
@@ -118,7 +146,6 @@ class MetricsLog:
     def _truncate(self, rl_step: int, max_steps: int) -> None:
         if not self.path.exists():
             return
-        from bandpo.training.plots import read_metrics
 
         def keep(record: dict[str, Any]) -> bool:
             step = record.get(mn.TRAIN_STEP, 0)

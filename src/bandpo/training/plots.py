@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
+from bandpo.training.metrics_log import read_metrics
 
-__all__ = ["plot_run", "read_metrics"]
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a `metrics.jsonl` file.
-
-    A torn last line (a run killed while appending) is skipped; any other line that is not UTF-8 JSON is
-    refused with one line naming the file and the line.
-    """
-    lines = Path(path).read_bytes().splitlines()
-    records = []
-    for number, raw in enumerate(lines, start=1):
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            if number == len(lines):
-                continue  # torn by a kill while it was written
-            reason = "not UTF-8" if isinstance(error, UnicodeDecodeError) else f"not JSON: {error.msg}"
-            raise ValueError(
-                f"{path} line {number} is corrupt ({reason}); delete that line, or the run directory to "
-                "train the run again"
-            ) from None
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+__all__ = ["moving_average", "plot_run"]
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -45,14 +23,18 @@ def _bin_text(index: int) -> str:
     return f"p_old in [{lo:g}, {hi:g})"
 
 
-def _moving_average(values: list[float], window: int) -> list[float]:
-    """Trailing mean over `window` points (shorter at the start)."""
-    out, total = [], 0.0
-    for i, value in enumerate(values):
-        total += value
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` points (fewer at the start), skipping non-finite values.
+
+    A point whose window holds no finite value is nan (a gap in a plot).
+    """
+    values = [float(value) for value in values]
+    if window <= 1:
+        return values
+    out = []
+    for index in range(len(values)):
+        chunk = [value for value in values[max(0, index - window + 1) : index + 1] if math.isfinite(value)]
+        out.append(sum(chunk) / len(chunk) if chunk else math.nan)
     return out
 
 
@@ -92,7 +74,7 @@ def plot_run(metrics_path: str | Path, out_dir: str | Path, *, title: str = "") 
         for key, label in keys:
             steps, values = _series(records, key)
             if steps:
-                axis.plot(steps, _moving_average(values, window), label=label, linewidth=1.2)
+                axis.plot(steps, moving_average(values, window), label=label, linewidth=1.2)
         if name == "reward" and evaluations:
             steps, values = _series(evaluations, mn.EVAL_MEAN_AT_K)
             axis.plot(steps, values, "o--", label="held-out mean@k", markersize=4, linewidth=0.8)

@@ -362,7 +362,7 @@ def _summarize(
     reward_failures: dict[str, Any] | None = None,
 ) -> TrainSummary:
     """The run's `TrainSummary`, its training records read back from ``metrics.jsonl``."""
-    from bandpo.training.plots import read_metrics
+    from bandpo.training.metrics_log import read_metrics
 
     records = [r for r in read_metrics(paths.metrics) if mn.TRAIN_REWARD in r]
     return TrainSummary(

@@ -1,6 +1,11 @@
-"""Training the planned runs of an LM comparison, `jobs` at a time, under one progress bar for the whole plan.
+"""The runs of an LM comparison: which runs, with which `TrainConfig`, which of them already finished, and
+training the others, `jobs` at a time, under one progress bar for the whole plan.
 
-Each run trains in its own Python process (`python -m bandpo.experiments.lm_execute CONFIG_JSON`, started with
+Every run gets the same `TrainConfig` except the method and the seed (equal budget: steps, prompts, samples,
+optimiser, evaluation). Seed k warms up (or loads the cached warm-up of) the embedded model with seed k, so
+methods with the same seed start from the same policy and see the same prompts.
+
+Each run trains in its own Python process (`python -m bandpo.experiments.lm_runs CONFIG_JSON`, started with
 `subprocess`), watched by a thread of a `concurrent.futures.ThreadPoolExecutor`; a stand-in `train_fn` (tests)
 runs in the thread itself. The progress bar counts RL steps over every run of the plan, read from the runs'
 metrics.jsonl, so its rate and ETA cover the whole comparison.
@@ -13,6 +18,7 @@ the run's `WALL_LOG`.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import dataclasses
 import json
 import math
 import os
@@ -20,17 +26,227 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
 from bandpo._lifetime import PARENT_PID_VARIABLE, die_with_parent, stop_process_group, watch_parent
-from bandpo.experiments.lm_plan import DONE_MARKER, WALL_LOG, PlannedRun, comparable
-from bandpo.training.run_dir import read_json
+from bandpo.experiments.arms import LOSS_PARAMS, MethodSpec
+from bandpo.training.config import RUN_INDEPENDENT_FIELDS
+from bandpo.training.metrics_log import read_metrics
+from bandpo.training.run_dir import read_json, to_json
 
-__all__ = ["RunFailed", "execute", "interrupted_calls", "last_step", "read_jsonl"]
+__all__ = [
+    "DONE_MARKER",
+    "FULL_SETTINGS",
+    "QUICK_NOTE",
+    "QUICK_SETTINGS",
+    "WALL_LOG",
+    "PlannedRun",
+    "RunFailed",
+    "build_config",
+    "check_resumable",
+    "comparable",
+    "effective",
+    "execute",
+    "interrupted_calls",
+    "is_done",
+    "last_step",
+    "plan_record",
+    "plan_runs",
+    "quick_note",
+]
+
+DONE_MARKER = "compare_done.json"
+WALL_LOG = "compare_wall.json"  # {"interrupted_calls_s": [...]}: time of calls that did not finish the run
+
+# Shared settings of every run (on top of TrainConfig's "default" preset). The full comparison keeps the
+# default budget (250 RL steps of 32 prompts x 8 samples); --quick trades steps and evaluation prompts for time.
+FULL_SETTINGS: dict[str, Any] = {"eval_every": 50}
+QUICK_SETTINGS: dict[str, Any] = {"max_steps": 60, "eval_prompts": 128, "eval_every": 30, "save_every": 20}
+
+
+def quick_note(settings: dict[str, Any]) -> str:
+    """The warning of a --quick comparison, with the budget it actually ran (``--steps`` changes it)."""
+    steps = settings.get("max_steps", QUICK_SETTINGS["max_steps"])
+    prompts = settings.get("eval_prompts", QUICK_SETTINGS["eval_prompts"])
+    return (
+        f"quick budget ({steps} RL steps, {prompts} evaluation prompts, 3 seeds by default): a smoke test of the "
+        "pipeline, not evidence. At this budget the ranking of the methods is noise (it changes from one "
+        "machine to another); compare methods with the default budget and 8 seeds."
+    )
+
+
+QUICK_NOTE = quick_note(QUICK_SETTINGS)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: MethodSpec
+    seed: int
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.label} seed {self.seed}"
+
+
+def build_config(
+    spec: MethodSpec, seed: int, run_dir: Path, settings: dict[str, Any], *, resume: bool = False
+):
+    """The `TrainConfig` of one run: the shared settings, the method and its parameters, the seed."""
+    from bandpo.training import TrainConfig
+
+    overlap = sorted(set(spec.params) & set(settings))
+    if overlap:
+        raise ValueError(f"method {spec.label!r} sets {overlap}, which the comparison fixes for every method")
+    try:
+        return TrainConfig.from_preset(
+            "default",
+            **settings,
+            **spec.params,
+            method=spec.name,
+            seed=seed,
+            output_dir=str(run_dir),
+            resume=resume,
+        )
+    except ValueError as error:
+        raise ValueError(f"method {spec.label!r}: {error}") from None
+
+
+def plan_runs(specs: Sequence[MethodSpec], seeds: Sequence[int], output_dir: Path) -> list[PlannedRun]:
+    """Seed-major order, so that an interrupted compare already has every method for the first seeds."""
+    return [
+        PlannedRun(spec=spec, seed=seed, run_dir=Path(output_dir) / "runs" / f"{spec.slug}-seed{seed}")
+        for seed in seeds
+        for spec in specs
+    ]
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields that define what a run measures (not where it is written or how many threads it uses)."""
+    return {key: value for key, value in config.items() if key not in RUN_INDEPENDENT_FIELDS}
+
+
+def effective(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run actually uses: a field left to its automatic value (e.g. `max_completion_length`
+    None) takes the value of the config's `resolved` entry, which older run records wrote as the field itself."""
+    resolved = config.get("resolved") or {}
+    values = {key: value for key, value in config.items() if key != "resolved"}
+    for key, value in resolved.items():
+        if key in values:
+            values[key] = value
+    return values
+
+
+def is_done(run: PlannedRun, config: Any) -> bool:
+    """Whether the run finished; an error if it finished with other settings.
+
+    Settings are compared after resolving automatic values (`effective`). A field the finished run's record
+    lacks (added to `TrainConfig` after it ran) is not compared: the run used the behaviour before that field
+    existed, which the field's default keeps.
+    """
+    marker = run.run_dir / DONE_MARKER
+    if not marker.exists() or not (run.run_dir / "summary.json").exists():
+        return False
+    again = (
+        f"delete it and run the same compare again (the run {run.run_dir} resumes from its last checkpoint)"
+    )
+    record = read_json(marker, fix=again)
+    read_json(run.run_dir / "summary.json", fix=f"{again}; or delete that run directory to train it anew")
+    if not isinstance(record, dict) or not isinstance(record.get("config", {}), dict):
+        raise ValueError(f"{marker} does not hold a finished run's record; {again}")
+    _check_same_settings(run, "finished", effective(record.get("config", {})), config)
+    return True
+
+
+def check_resumable(run: PlannedRun, config: Any) -> None:
+    """An interrupted run (config.json, no completion marker) resumes only with the settings it started with:
+    checked here, before any run of the comparison starts, with the file and the fix named."""
+    path = run.run_dir / "config.json"
+    stored = read_json(
+        path, fix=f"delete the run directory {run.run_dir} (that run is trained again from the start)"
+    )
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path} does not hold a run's settings; delete the run directory {run.run_dir}")
+    # a field added after the run started: the run used its default, which `bandpo train --resume` assumes too
+    defaults = json.loads(to_json(dataclasses.asdict(type(config)())))
+    stored = {**{key: value for key, value in defaults.items() if key not in stored}, **stored}
+    _check_same_settings(run, "interrupted", effective(comparable(stored)), config)
+
+
+def _check_same_settings(run: PlannedRun, state: str, stored: dict[str, Any], config: Any) -> None:
+    """A field the stored record lacks (added to `TrainConfig` after the run started) is not compared: the
+    run used the behaviour before that field existed, which the field's default keeps."""
+    planned = effective(comparable(config.to_dict()))
+    different = sorted(key for key in planned if key in stored and stored[key] != planned[key])
+    if different:
+        details = ", ".join(
+            f"{key}: {stored.get(key)!r} there, {planned[key]!r} now" for key in different[:4]
+        )
+        raise ValueError(
+            f"{run.run_dir} holds an {state} run with other settings ({details}); run the compare with the "
+            "settings it was started with, use another --output-dir, or remove that run directory"
+            if state == "interrupted"
+            else f"{run.run_dir} holds a {state} run with other settings ({details}); use another --output-dir "
+            "or remove that run directory"
+        )
+
+
+def task_of(config: Any) -> str:
+    """The task a config trains on: the embedded task's name, or the dataset file."""
+    if getattr(config, "dataset", None):
+        return f"dataset:{config.dataset}"
+    return getattr(config, "task", "countdown")
+
+
+def plan_record(
+    specs: Sequence[MethodSpec],
+    seeds: Sequence[int],
+    configs: Sequence[Any],
+    *,
+    settings: dict[str, Any],
+    quick: bool,
+    jobs: int,
+    sweep: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """compare.json: the task, every arm with all its method parameters resolved, the seeds, the settings."""
+    arms = []
+    for index, spec in enumerate(specs):
+        method = spec.build()
+        loss = {name: getattr(configs[index], name) for name in LOSS_PARAMS} if configs else {}
+        fields = dataclasses.asdict(method) if dataclasses.is_dataclass(method) else {}
+        arms.append(
+            {
+                "label": spec.label,
+                "method": spec.name,
+                "given": spec.params,  # what --methods set
+                "params": method.params,  # get_method(method, **params) rebuilds the arm
+                "resolved": {key: value for key, value in fields.items() if key != "name"} or method.params,
+                "loss": loss,  # the loss settings an arm may set for itself (`arms.LOSS_PARAMS`)
+            }
+        )
+    record: dict[str, Any] = {
+        "task": task_of(configs[0]) if configs else None,
+        "methods": [spec.label for spec in specs],
+        "arms": arms,
+        "seeds": list(seeds),
+        "settings": settings,
+        "quick": quick,
+        "jobs": jobs,
+        "config": comparable(configs[0].to_dict()) if configs else {},
+    }
+    if quick:
+        record["note"] = quick_note(settings)
+    if sweep:
+        record["sweep"] = sweep
+    return record
+
+
+# ---- training the pending runs
 
 Progress = Callable[[str], None]
 TrainFunction = Callable[..., Any]
@@ -39,16 +255,10 @@ STOP_GRACE_S = 10.0  # seconds a stopped run gets between SIGTERM and SIGKILL
 WORKER_ERROR_PREFIX = "bandpo compare: run error:"  # a run's one-line error, on its last line
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl (`bandpo.training.plots.read_metrics`: a torn last line is skipped); [] for
-    a run that has not written one yet."""
-    from bandpo.training.plots import read_metrics
-
-    return read_metrics(path) if path.exists() else []
-
-
 def last_step(run: PlannedRun) -> int:
-    records = [r for r in read_jsonl(run.run_dir / "metrics.jsonl") if mn.TRAIN_REWARD in r]
+    records = [
+        r for r in read_metrics(run.run_dir / "metrics.jsonl", missing_ok=True) if mn.TRAIN_REWARD in r
+    ]
     return int(records[-1][mn.TRAIN_STEP]) if records else 0
 
 
@@ -120,7 +330,7 @@ class _Subprocesses:
 
     def train(self, config: Any) -> dict[str, Any]:
         """Train `config` in a fresh interpreter and wait for it; its summary.json is the result."""
-        command = [sys.executable, "-m", "bandpo.experiments.lm_execute", config.to_json()]
+        command = [sys.executable, "-m", "bandpo.experiments.lm_runs", config.to_json()]
         env = {**os.environ, PARENT_PID_VARIABLE: str(os.getpid())}
         with self._lock:
             if self.stopping:
@@ -275,7 +485,7 @@ def execute(
 
 
 def _worker(argv: list[str]) -> int:
-    """`python -m bandpo.experiments.lm_execute CONFIG_JSON`: one run, without progress bars.
+    """`python -m bandpo.experiments.lm_runs CONFIG_JSON`: one run, without progress bars.
 
     It dies with the compare that started it (`bandpo._lifetime.die_with_parent`); a bad input or state is
     reported as one last line, ``WORKER_ERROR_PREFIX`` and the cause, with exit status 2.
@@ -286,7 +496,7 @@ def _worker(argv: list[str]) -> int:
     from bandpo.training import TrainConfig, train
 
     if len(argv) != 1:
-        print("usage: python -m bandpo.experiments.lm_execute CONFIG_JSON", file=sys.stderr)
+        print("usage: python -m bandpo.experiments.lm_runs CONFIG_JSON", file=sys.stderr)
         return 2
     try:
         train(TrainConfig.from_dict(json.loads(argv[0])), progress=False)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from bandpo.evaluation import distinct_correct, maj_at_k, mean_at_k, pass_at_k, pass_at_k_from_correct
+from bandpo.estimators import distinct_correct, maj_at_k, mean_at_k, pass_at_k, pass_at_k_from_correct
 
 
 @pytest.mark.parametrize(
