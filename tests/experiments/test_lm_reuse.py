@@ -45,6 +45,16 @@ def test_reused_runs_are_not_trained_and_are_named(tmp_path: Path) -> None:
     assert rebuilt.read_text() == text
 
 
+def test_a_study_made_only_of_reused_runs_draws_no_empty_training_figure(tmp_path: Path) -> None:
+    first = _first_study(tmp_path)
+    fake = FakeTrain()
+    specs = parse_method_specs(["clip", "band_upper"])
+    report, _ = run_lm_compare(specs, [0, 1], tmp_path / "gathered", steps=2, train_fn=fake, reuse=[first])
+    assert fake.calls == []
+    assert not (tmp_path / "gathered" / "compare_training.png").exists()
+    assert "Training curves" not in report.read_text()
+
+
 def test_reuse_with_another_budget_is_refused(tmp_path: Path) -> None:
     first = _first_study(tmp_path)
     specs = parse_method_specs(["clip"])

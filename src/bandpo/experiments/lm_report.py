@@ -260,6 +260,9 @@ def render_report(
 
 
 def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool) -> None:
+    records = {label: [training_records(d) for d in dirs] for label, dirs in run_dirs.items()}
+    if not any(run for runs in records.values() for run in runs):
+        return  # every run reused from another study (no metrics.jsonl here): no empty figure
     plt = import_pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     panels = (
@@ -268,7 +271,6 @@ def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bo
         (axes[1, 0], mn.CLIP_FRAC_UP, "clipped up (A > 0, ratio > high)", "fraction of tokens"),
         (axes[1, 1], mn.CLIP_FRAC_DOWN, "clipped down (A < 0, ratio < low)", "fraction of tokens"),
     )
-    records = {label: [training_records(d) for d in dirs] for label, dirs in run_dirs.items()}
     steps_all = sorted({int(r[mn.TRAIN_STEP]) for runs in records.values() for run in runs for r in run})
     window = max(1, len(steps_all) // 25)
     for ax, key, title, ylabel in panels:
