@@ -78,6 +78,7 @@ __all__ = [
     "parameter_help",
     "register_method",
     "resolve_method",
+    "settable_parameters",
 ]
 
 
@@ -371,6 +372,19 @@ def method_parameter_specs(name: str) -> tuple[MethodParameter, ...]:
 def method_parameters(name: str) -> tuple[str, ...]:
     """Names of the parameters the registered method `name` accepts."""
     return tuple(spec.name for spec in method_parameter_specs(name))
+
+
+def settable_parameters() -> dict[str, MethodParameter]:
+    """{parameter: its declaration} over every registered method (the first method's, for a shared name).
+
+    The union, read when called, so a method registered later (`register_method`) has its own parameters
+    settable too: the one list the CLI, `TrainConfig` and the verl plugin accept.
+    """
+    out: dict[str, MethodParameter] = {}
+    for name in _REGISTRY:
+        for spec in method_parameter_specs(name):
+            out.setdefault(spec.name, spec)
+    return out
 
 
 def method_defaults_table() -> dict[str, dict[str, Any]]:

@@ -55,9 +55,8 @@ from bandpo.methods import (
     RatioBounds,
     compute_dtype,
     get_method,
-    list_methods,
     method_defaults_table,
-    method_parameters,
+    settable_parameters,
 )
 
 try:
@@ -146,13 +145,8 @@ def _read(config: Any, key: str) -> Any:
     return getattr(config, key, None)
 
 
-def _settable_parameters() -> tuple[str, ...]:
-    """Every registered method's parameter names (read when called: a method registered later counts)."""
-    return tuple(dict.fromkeys(name for method in list_methods() for name in method_parameters(method)))
-
-
 def _method_params(policy_loss_config: Any) -> tuple[tuple[str, Any], ...]:
-    params = {key: _read(policy_loss_config, key) for key in _settable_parameters()}
+    params = {key: _read(policy_loss_config, key) for key in settable_parameters()}
     params.update(dict(_read(policy_loss_config, "method_options") or {}))
     return tuple((key, value) for key, value in params.items() if value is not None)
 

@@ -37,8 +37,8 @@ from typing import Any
 from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 from bandpo.losses import AGG_MODES as LOSS_AGG_MODES
 from bandpo.losses import DUAL_CLIP_C, check_dual_clip_c
-from bandpo.method_params import MethodParameter
-from bandpo.methods import list_methods, method_defaults_table, method_parameter_specs, method_parameters
+from bandpo.methods import list_methods, method_defaults_table, method_parameters
+from bandpo.methods import settable_parameters as settable_method_parameters
 from bandpo.training.pretrained import PRETRAINED, resolve_model
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
@@ -75,19 +75,6 @@ DATA = "model and data (local files only; nothing is downloaded)"
 EVALUATION = "evaluation (held-out prompts, before and after)"
 RUN = "run"
 WARMUP = "warm-up of the embedded model"
-
-
-def settable_method_parameters() -> dict[str, MethodParameter]:
-    """{parameter: its declaration} over every registered method (the first method's, for a shared name).
-
-    The union, read when called: a method registered after import (`bandpo.register_method`) has its own
-    parameters settable from `TrainConfig.method_options` and the CLI.
-    """
-    out: dict[str, MethodParameter] = {}
-    for method in list_methods():
-        for spec in method_parameter_specs(method):
-            out.setdefault(spec.name, spec)
-    return out
 
 
 @dataclass(frozen=True, kw_only=True)
