@@ -55,7 +55,7 @@ from bandpo.methods import (
     RatioBounds,
     compute_dtype,
     get_method,
-    method_defaults_table,
+    method_parameters,
     settable_parameters,
 )
 
@@ -80,7 +80,7 @@ __all__ = [
 LOSS_NAME = "bandpo"
 """The `policy_loss.loss_mode` that selects BandPO in verl."""
 
-METHOD_PARAM_FIELDS: tuple[str, ...] = tuple(method_defaults_table()["band"])
+METHOD_PARAM_FIELDS: tuple[str, ...] = method_parameters("band")
 """Fields of `BandPOPolicyLossConfig` passed to `bandpo.get_method` when set (None = the method's default):
 band's parameters, which cover every built-in method's. Another registered method's own parameters are read
 from the policy_loss mapping under their own names, or from `BandPOPolicyLossConfig.method_options`."""

@@ -58,10 +58,10 @@ AGG_MODES: tuple[str, ...] = tuple(mode for mode in LOSS_AGG_MODES if mode in AG
 the training loop, has no ``loss_type`` for (``seq_mean_token_sum``)."""
 REWARD_NAMES: tuple[str, ...] = (*EMBEDDED_TASKS, "math")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
-METHOD_FIELDS: tuple[str, ...] = tuple(method_defaults_table()["band"])
+_BAND_DEFAULTS: dict[str, Any] = method_defaults_table()["band"]  # the method's declaration is the one source
+METHOD_FIELDS: tuple[str, ...] = tuple(_BAND_DEFAULTS)
 """TrainConfig fields that are bound-method parameters (passed when the method accepts them): band's, which
 cover every built-in method's. Other registered methods' parameters go in ``method_options``."""
-_BAND_DEFAULTS: dict[str, Any] = method_defaults_table()["band"]  # the method's declaration is the one source
 RUN_INDEPENDENT_FIELDS: frozenset[str] = frozenset(
     {"resume", "output_dir", "num_threads", "report_tensorboard", "cache_dir"}
 )
