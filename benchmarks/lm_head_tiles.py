@@ -33,8 +33,7 @@ def main() -> int:
     import torch
     from trl.trainer.utils import add_fused_lm_head
 
-    from bandpo.training.model import build_tiny_model, narrow_logprob_tiles
-    from bandpo.training.tokenizer import build_char_tokenizer
+    from bandpo.training.model import build_char_tokenizer, build_tiny_model, narrow_logprob_tiles
 
     torch.set_num_threads(1)
     tokenizer = build_char_tokenizer()

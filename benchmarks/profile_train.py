@@ -213,7 +213,7 @@ def instrument(timer: PhaseTimer) -> None:
     timer.wrap_any(
         [(runner, "_save_pretrained_atomic"), (runner, "save_pretrained_atomic")], Phase.SAVE_MODEL
     )
-    from bandpo.training import plots
+    from bandpo.training import metrics_log as plots
 
     timer.wrap(plots, "plot_run", Phase.PLOTS)
 

@@ -37,9 +37,9 @@ def main() -> int:
 
     from bandpo import metric_names as mn
     from bandpo.training.data import adapt_rows, countdown_rows
-    from bandpo.training.environment import offline_environment, quiet_and_threads
     from bandpo.training.evaluate import EvalPrompt, evaluate
     from bandpo.training.pretrained import resolve_model
+    from bandpo.training.processes import offline_environment, quiet_and_threads
     from bandpo.training.rewards import get_verifier
     from bandpo.training.tasks.sums import sample_eval_problems
 

@@ -62,8 +62,8 @@ def main() -> int:
     from bandpo.integrations.trl import BandPOTrainer
     from bandpo.training.config import TrainConfig
     from bandpo.training.data import adapt_rows, read_run_rows
-    from bandpo.training.environment import offline_environment, quiet_and_threads, silence
     from bandpo.training.pretrained import resolve_model
+    from bandpo.training.processes import offline_environment, quiet_and_threads, silence
     from bandpo.training.rewards import GuardedReward, get_verifier
     from bandpo.training.trl_args import grpo_arguments, trl_arguments
 

@@ -11,7 +11,7 @@ if [ -x .venv-verl/bin/python ]; then
   # data), doctor's plugin checks, then stock `main_ppo` end to end (three Ray runs on CPU, about 5 min here).
   # Ray's own daemons are Ray's to stop: leftovers are listed here, not (yet) a failure
   BANDPO_LEFTOVER_PROCESSES=report .venv-verl/bin/python -m pytest -m verl tests/integrations/test_verl_on_cpu.py \
-    tests/integrations/test_verl_recipe_on_cpu.py tests/commands/test_doctor.py \
+    tests/integrations/test_verl_recipe_on_cpu.py tests/cli/test_doctor.py \
     tests/integrations/test_verl_e2e_on_cpu.py
 else
   echo "test.sh: .venv-verl is missing, so the verl tests did not run (scripts/setup.sh creates it)" >&2

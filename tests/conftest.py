@@ -58,8 +58,7 @@ def _stopped_on_exit() -> set[int]:
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny causal LM and its character tokenizer saved as a model folder (no warm-up, trains in seconds)."""
-    from bandpo.training.model import build_tiny_model
-    from bandpo.training.tokenizer import build_char_tokenizer
+    from bandpo.training.model import build_char_tokenizer, build_tiny_model
 
     tokenizer = build_char_tokenizer()
     model_dir = tmp_path_factory.mktemp("model") / "tiny"

@@ -45,7 +45,7 @@ if [[ "$method" == bandpo ]]; then
   # plugin check of `bandpo doctor`, which says why and how to fix it (the rest of doctor is about TRL)
   "$python" -c "
 import sys
-from bandpo.commands.doctor import check_verl_plugin
+from bandpo.cli.doctor import check_verl_plugin
 check = check_verl_plugin()
 if check.status != 'ok':
     sys.exit(f'error: {check.detail}; fix: {check.fix or \"pip install bandpo[verl] in this environment\"}')

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bandpo import cli
-from bandpo.commands.compare import _parse_settings
+from bandpo.cli.compare import _parse_settings
 
 
 def test_settings_are_typed_train_config_fields():

@@ -38,8 +38,7 @@ def test_report_shares_and_bounds_match_the_methods():
 
 
 def test_sampled_old_logp_are_seeded_log_probs():
-    from bandpo.training.model import build_tiny_model
-    from bandpo.training.tokenizer import build_char_tokenizer
+    from bandpo.training.model import build_char_tokenizer, build_tiny_model
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(tokenizer, seed=3)
@@ -59,8 +58,7 @@ def test_sampled_old_logp_are_seeded_log_probs():
 
 
 def test_sampled_old_logp_match_forward_pass_of_each_sequence(monkeypatch):
-    from bandpo.training.model import build_tiny_model
-    from bandpo.training.tokenizer import build_char_tokenizer
+    from bandpo.training.model import build_char_tokenizer, build_tiny_model
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(tokenizer, seed=3)

@@ -27,8 +27,7 @@ from bandpo.integrations.trl import (
 from bandpo.losses import aggregate_loss, band_metrics, policy_loss
 from bandpo.methods import get_method
 from bandpo.regularizers import kl_penalty
-from bandpo.training.model import build_tiny_model
-from bandpo.training.tokenizer import build_char_tokenizer
+from bandpo.training.model import build_char_tokenizer, build_tiny_model
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,7 @@ from datasets import Dataset
 
 from bandpo.integrations.trl import BandPOConfig, BandPOTrainer
 from bandpo.methods import BoundMethod
-from bandpo.training.model import build_tiny_model
-from bandpo.training.tokenizer import build_char_tokenizer
+from bandpo.training.model import build_char_tokenizer, build_tiny_model
 
 FLOAT32_EPS = torch.finfo(torch.float32).eps
 BOUND_ULPS = 2

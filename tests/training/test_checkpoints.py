@@ -28,8 +28,7 @@ def _tiny_trainer(tmp_path: Path, callbacks: list) -> object:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from bandpo.training.model import build_tiny_model
-    from bandpo.training.tokenizer import build_char_tokenizer
+    from bandpo.training.model import build_char_tokenizer, build_tiny_model
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, seed=0)

@@ -242,7 +242,7 @@ def test_torch_reporting_a_full_disk_is_translated(tmp_path):
 def test_dual_clip_off_is_standard_json_and_reads_back(tmp_path):
     import argparse
 
-    from bandpo.commands.train import add_arguments, build_config
+    from bandpo.cli.train import add_arguments, build_config
     from bandpo.training import TrainConfig
     from bandpo.training.run_dir import to_json
 

@@ -92,7 +92,7 @@ def test_split_is_disjoint_and_schedule_replays(tmp_path):
 def test_chat_template_wraps_plain_prompts_and_messages_need_one(tmp_path):
     from bandpo.training import TrainConfig
     from bandpo.training.data import prompt_rows as _prompt_rows
-    from bandpo.training.tokenizer import build_char_tokenizer
+    from bandpo.training.model import build_char_tokenizer
 
     path = _jsonl(tmp_path / "d.jsonl", [{"prompt": f"question {i}", "answer": str(i)} for i in range(50)])
     config = TrainConfig(dataset=str(path), max_steps=2, prompts_per_step=4, minibatches=2)

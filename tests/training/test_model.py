@@ -7,8 +7,11 @@ import pytest
 torch = pytest.importorskip("torch")
 trl_utils = pytest.importorskip("trl.trainer.utils")
 
-from bandpo.training.model import build_tiny_model, narrow_logprob_tiles  # noqa: E402
-from bandpo.training.tokenizer import build_char_tokenizer  # noqa: E402
+from bandpo.training.model import (  # noqa: E402
+    build_char_tokenizer,
+    build_tiny_model,
+    narrow_logprob_tiles,
+)
 
 FLOAT32_ULP = torch.finfo(torch.float32).eps
 

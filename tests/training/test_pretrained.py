@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bandpo import cli
-from bandpo.commands import doctor
+from bandpo.cli import doctor
 from bandpo.training import TrainConfig, pretrained
 from bandpo.training.pretrained import PretrainedSource
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bandpo import metric_names as mn
-from bandpo.training.environment import offline_environment
+from bandpo.training.processes import offline_environment
 from bandpo.training.runner import mean_present as _mean_present
 
 

@@ -204,8 +204,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, match, capsys):
 
 def test_local_model_and_math_dataset_with_chat_template(tmp_path, capsys):
     """--model PATH --dataset PATH --reward math: chat template applied, answers verified, a row of errors."""
-    from bandpo.training.model import build_tiny_model
-    from bandpo.training.tokenizer import build_char_tokenizer
+    from bandpo.training.model import build_char_tokenizer, build_tiny_model
 
     tokenizer = build_char_tokenizer()
     tokenizer.chat_template = (
@@ -316,7 +315,7 @@ def test_cli_resume_without_a_run_starts_one_and_drops_stale_events(
 
 
 def test_summary_reports_the_mean_reward_of_the_first_and_last_steps(finished_run):
-    from bandpo.commands.train import format_summary
+    from bandpo.cli.train import format_summary
 
     _, summary = finished_run
     rewards = [r[mn.TRAIN_REWARD] for r in read_metrics(summary.paths["metrics"]) if mn.TRAIN_REWARD in r]

@@ -31,8 +31,7 @@ FLAGS += ["--eval-prompts", "8", "--eval-samples", "2", "--save-every", "2", "--
 
 def _plant_warmup(cache_dir: Path, config: TrainConfig) -> None:
     """An untrained tiny model as the cached warm-up of `config` (what `load_policy` looks up)."""
-    from bandpo.training.model import build_tiny_model
-    from bandpo.training.tokenizer import build_char_tokenizer
+    from bandpo.training.model import build_char_tokenizer, build_tiny_model
     from bandpo.training.warmup import WarmupConfig
 
     key = WarmupConfig(

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
+from bandpo.training.model import build_char_tokenizer
 from bandpo.training.tasks import countdown
-from bandpo.training.tokenizer import build_char_tokenizer
 from bandpo.training.warmup import WarmupConfig, _examples_dataset
 
 

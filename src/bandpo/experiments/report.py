@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bandpo import metric_names as mn
 from bandpo.experiments.stats import mean_and_spread
-from bandpo.training.plots import moving_average
+from bandpo.training.metrics_log import moving_average
 
 __all__ = [
     "cpu_name",

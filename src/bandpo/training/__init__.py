@@ -6,13 +6,13 @@ Public API (stable; `bandpo compare` builds on it):
 - `train(config, *, progress=True) -> TrainSummary`: runs it and writes the run directory.
 - `TrainSummary`, `EvalResult`, `PromptResult`: what a run returns, with per-prompt evaluation results.
 
-Submodules: `task` (Countdown generator and verifier), `reach` and `sums` (the other embedded tasks; `sums` is
-for a real model), `tasks` (their registry), `tokenizer`, `model`, `warmup` (cached supervised warm-up),
-`pretrained` (real checkpoints by short name: download, check, GGUF conversion, cache), `data` (dataset
-files), `rewards` (verifiers and the failure guard), `evaluate`, `plots`; a run is
-`runner` (the steps, top to bottom, and the `TrainSummary` it returns) over `run_dir` (files, checks,
-checkpoints), `policy` (model loading), `trl_args` (TRL arguments and callback), `metrics_log` and
-`environment` (offline, threads, quiet). Importing this package is cheap; TRL and transformers load when a run starts.
+Submodules: `tasks` (the embedded tasks: Countdown, Reach, and Sums for a real model, with their registry),
+`model` (the tiny model and its tokenizer), `warmup` (cached supervised warm-up), `pretrained` (real checkpoints
+by short name: download, check, GGUF conversion, cache), `data` (dataset files), `rewards` (verifiers and the
+failure guard), `evaluate`; a run is `runner` (the steps, top to bottom, and the `TrainSummary` it returns) over
+`config`, `run_dir` (files, checks, checkpoints), `policy` (model loading), `trl_args` (TRL arguments and
+callback), `metrics_log` (metrics.jsonl: written, read, plotted) and `processes` (several processes; offline,
+threads, quiet). Importing this package is cheap; TRL and transformers load when a run starts.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each field is declared with `setting` (its default, one line of help, its valid values and its CLI flag), the
 way a method's parameters are declared with `bandpo.method_params.param`. Everything that shows or checks a
 field reads that declaration (`SETTINGS`): `TrainConfig.__post_init__`, the ``bandpo train`` flags and their
-help (`bandpo.commands.train`), and the field list appended to this class's docstring. The bound-method fields
+help (`bandpo.cli.train`), and the field list appended to this class's docstring. The bound-method fields
 (``divergence``, ``delta``, ...) are declared by the methods themselves (`bandpo.methods`): their defaults are
 band's, their help and valid values the methods', and a registered method's own parameter that has no field
 here goes in ``method_options``.

@@ -1,8 +1,13 @@
-"""The embedded policy: a tiny Qwen2 causal LM built locally from a config (no weights downloaded).
+"""The embedded policy: a tiny Qwen2 causal LM and its character tokenizer, built locally (nothing downloaded).
 
 Width 64 and 2 layers (about 0.1M parameters): in our first experiments this size learned the embedded task
 in about a minute on one CPU core, where larger models were too slow or unstable. Any `transformers` causal LM works
 with the trainer; Qwen2 is used because it is the architecture of the models the paper trains.
+
+The tokenizer (`build_char_tokenizer`) has one token per character of `countdown.ALPHABET`, plus ``<pad>`` and
+``<eos>``, built with the `tokenizers` library and wrapped in a `transformers.PreTrainedTokenizerFast`, so TRL,
+`save_pretrained` and `from_pretrained` treat it like any Hub tokenizer. It has no chat template (the embedded
+prompts are plain text).
 """
 
 from __future__ import annotations
@@ -11,7 +16,16 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["build_tiny_model", "count_parameters", "narrow_logprob_tiles"]
+from bandpo.training.tasks.countdown import ALPHABET
+
+__all__ = [
+    "EOS_TOKEN",
+    "PAD_TOKEN",
+    "build_char_tokenizer",
+    "build_tiny_model",
+    "count_parameters",
+    "narrow_logprob_tiles",
+]
 
 
 def build_tiny_model(
@@ -81,3 +95,25 @@ def narrow_logprob_tiles(model: Any) -> Iterator[None]:
         yield
     finally:
         trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = previous
+
+
+PAD_TOKEN = "<pad>"
+EOS_TOKEN = "<eos>"
+
+
+def build_char_tokenizer() -> Any:
+    """Return a `PreTrainedTokenizerFast` with one id per character of `ALPHABET` (pad = 0, eos = 1)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {PAD_TOKEN: 0, EOS_TOKEN: 1}
+    for character in ALPHABET:
+        vocab[character] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD_TOKEN))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
+    core.decoder = decoders.Fuse()  # join characters back without spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN, unk_token=PAD_TOKEN
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bandpo.training.config import TrainConfig
-from bandpo.training.environment import progress_bar
 from bandpo.training.pretrained import resolve_model
+from bandpo.training.processes import progress_bar
 from bandpo.training.run_dir import read_json
 
 __all__ = ["check_checkpoint_folder", "check_loaded_policy", "load_policy"]

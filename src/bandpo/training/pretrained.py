@@ -274,7 +274,7 @@ def convert_gguf(gguf_path: Path, destination: Path) -> dict[str, Any]:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bandpo.training.environment import offline_environment
+    from bandpo.training.processes import offline_environment
 
     transformers.logging.disable_progress_bar()  # only the CLI prints
     try:

@@ -1,4 +1,4 @@
-"""A run in several processes (``torchrun`` / ``accelerate launch``): who writes, who waits, and the warm-up.
+"""The processes of a run: several of them (``torchrun`` / ``accelerate launch``), and each one's settings.
 
 Every process trains (TRL and accelerate split each generation batch between them); only the main process
 (accelerate's ``PartialState().is_main_process``) writes the run directory, evaluates and prints, while the
@@ -8,20 +8,37 @@ processes), and the others load it from the cache once it is there.
 
 In one process (no launcher) nothing here starts a process group: `Processes.single()` is what a plain
 ``bandpo train`` gets, and every method is then a no-op.
+
+Each process runs with Hugging Face offline (`offline_environment`), a set number of torch threads and no
+library chatter (`quiet_and_threads`; `silence` drops the HF Trainer's printing callbacks): only the CLI prints,
+and the run's own progress bar (`progress_bar`) shows the steps.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pickle
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAUNCHER_VARIABLES", "WAIT_LIMIT", "Processes", "warm_up_in_child"]
+__all__ = [
+    "LAUNCHER_VARIABLES",
+    "OFFLINE_VARIABLES",
+    "WAIT_LIMIT",
+    "Processes",
+    "offline_environment",
+    "quiet_and_threads",
+    "silence",
+    "warm_up_in_child",
+]
 
 # how long a process waits at a barrier (or any collective) for the others: the main process's warm-up or
 # evaluation runs meanwhile (torch's own default, 10 minutes with NCCL, is too short for the paper preset)
@@ -120,7 +137,7 @@ def warm_up_in_child(config: Any, progress: bool) -> dict[str, Any] | None:
         "import pickle, sys\n"
         "from bandpo._lifetime import die_with_parent\n"
         "die_with_parent()\n"  # a killed launcher process takes its warm-up with it
-        "from bandpo.training.environment import offline_environment, quiet_and_threads\n"
+        "from bandpo.training.processes import offline_environment, quiet_and_threads\n"
         "from bandpo.training.policy import load_policy\n"
         "config, progress = pickle.loads(sys.stdin.buffer.read())\n"
         "try:\n"
@@ -146,3 +163,70 @@ def warm_up_in_child(config: Any, progress: bool) -> dict[str, Any] | None:
         f"the warm-up of the embedded model failed in its child process (exit status {done.returncode}; "
         "its error is printed above)"
     )
+
+
+OFFLINE_VARIABLES: tuple[str, ...] = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+)
+
+
+@contextlib.contextmanager
+def offline_environment() -> Iterator[None]:
+    """Hugging Face libraries offline (and tokenizers single-threaded) for the block; restored afterwards."""
+    saved = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
+    for name in OFFLINE_VARIABLES[:3]:
+        os.environ[name] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def quiet_and_threads(num_threads: int) -> Iterator[None]:
+    """`num_threads` torch threads and no library chatter for the block; restored afterwards."""
+    import torch
+    import transformers
+
+    previous_threads = torch.get_num_threads()
+    previous_verbosity = transformers.logging.get_verbosity()
+    torch.set_num_threads(num_threads)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    with warnings.catch_warnings():
+        for module in ("transformers", "trl", "accelerate", "torch"):
+            warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+            warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", message=".*TRL currently only supports.*")
+        logging.getLogger("math_verify").setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous_threads)
+            transformers.logging.set_verbosity(previous_verbosity)
+            transformers.logging.enable_progress_bar()
+
+
+def silence(trainer: Any) -> None:
+    """Drop the HF Trainer's printing callbacks: only the CLI prints."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def progress_bar(enabled: bool, **kwargs: Any) -> Any:
+    """A tqdm bar on stderr, or None when progress is off."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(dynamic_ncols=True, leave=True, **kwargs)

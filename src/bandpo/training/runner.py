@@ -57,12 +57,17 @@ from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
 from bandpo.training import data as data_module
 from bandpo.training.config import TrainConfig
-from bandpo.training.environment import offline_environment, progress_bar, quiet_and_threads
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
 from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
 from bandpo.training.policy import load_policy
-from bandpo.training.processes import Processes, warm_up_in_child
+from bandpo.training.processes import (
+    Processes,
+    offline_environment,
+    progress_bar,
+    quiet_and_threads,
+    warm_up_in_child,
+)
 from bandpo.training.rewards import (
     REWARD_CHECK_STEPS,
     GuardedReward,
@@ -332,7 +337,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                 log.append({mn.TRAIN_STEP: config.max_steps, **after.metrics})
 
         if main:
-            from bandpo.training.plots import plot_run
+            from bandpo.training.metrics_log import plot_run
 
             plot_run(paths.metrics, paths.plots, title=config.method)
             summary = _summarize(

@@ -22,7 +22,7 @@ from bandpo.integrations.trl import BandPOConfig, BandPOTrainer
 from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 from bandpo.training import data as data_module
 from bandpo.training.config import TrainConfig
-from bandpo.training.environment import silence
+from bandpo.training.processes import silence
 from bandpo.training.rewards import GuardedReward
 from bandpo.training.run_dir import prune_checkpoints
 

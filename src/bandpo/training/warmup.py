@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bandpo._atomic import check_writable
-from bandpo.training.environment import silence
+from bandpo.training.processes import silence
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
 __all__ = ["WarmupConfig", "WarmupResult", "cache_root", "load_or_warm_up", "sampled_accuracy"]
@@ -171,8 +171,7 @@ def _warm_up(config: WarmupConfig, destination: Path, progress: Callable[[int, f
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from bandpo.training.model import build_tiny_model, count_parameters
-    from bandpo.training.tokenizer import build_char_tokenizer
+    from bandpo.training.model import build_char_tokenizer, build_tiny_model, count_parameters
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(

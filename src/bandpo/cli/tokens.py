@@ -96,9 +96,9 @@ def _sample(args: argparse.Namespace) -> dict:
     from bandpo.experiments.report import cpu_name
     from bandpo.training.config import TrainConfig
     from bandpo.training.data import adapt_rows, read_run_rows
-    from bandpo.training.environment import offline_environment, quiet_and_threads
     from bandpo.training.evaluate import _prompt_ids
     from bandpo.training.policy import load_policy
+    from bandpo.training.processes import offline_environment, quiet_and_threads
 
     specs = parse_method_specs(args.methods)
     methods = [(spec.label, spec.build()) for spec in specs]

@@ -14,7 +14,7 @@ import pytest
 from packaging.specifiers import SpecifierSet
 
 from bandpo import cli
-from bandpo.commands import doctor
+from bandpo.cli import doctor
 
 
 def _by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:

@@ -218,7 +218,7 @@ def format_summary(summary: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bandpo.training.environment import offline_environment
+    from bandpo.training.processes import offline_environment
 
     with offline_environment():  # before transformers is imported: nothing reaches the network
         from bandpo.training import train

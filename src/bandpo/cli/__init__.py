@@ -1,4 +1,4 @@
-"""The `bandpo` console script: one entry point, one module per subcommand under `bandpo.commands`.
+"""The `bandpo` console script: one entry point, one module per subcommand in this package.
 
 Each command module exposes `add_arguments(parser)` and `run(args) -> int`. Only the CLI prints; a failure
 exits non-zero with a one-line cause (a file that cannot be written says which, and a full disk says so).
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "describe_os_error", "main"]
 
-# subcommand -> (module under bandpo.commands, one-line help)
+# subcommand -> (its module in this package, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "bounds": ("bounds", "print Band ratio bounds and probability margins beside clip and Clip-Higher"),
     "train": ("train", "train a policy with BandPO or a baseline (embedded CPU default, or your model)"),
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"bandpo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(f"bandpo.commands.{module_name}")
+        module = importlib.import_module(f"bandpo.cli.{module_name}")
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
@@ -112,7 +112,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(error: object) -> str:
     return " ".join(str(error).split())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

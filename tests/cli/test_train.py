@@ -10,7 +10,7 @@ import torch
 
 from bandpo import methods
 from bandpo.cli import build_parser
-from bandpo.commands.train import build_config
+from bandpo.cli.train import build_config
 from bandpo.method_params import param
 from bandpo.methods import DeclaredMethod
 from bandpo.training import TrainConfig

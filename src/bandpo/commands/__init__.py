@@ -1,1 +1,0 @@
-"""Subcommands of the `bandpo` console script (see `bandpo.cli`)."""
