@@ -122,7 +122,7 @@ def main() -> int:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         tokenizer.padding_side = "left"
         base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
-        train_rows, _ = read_run_rows(config)
+        train_rows, _ = read_run_rows(config.prompt_source)
         rows = adapt_rows(train_rows, tokenizer, use_chat_template=True)
         from datasets import Dataset
 

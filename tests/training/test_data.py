@@ -97,17 +97,20 @@ def test_chat_template_wraps_plain_prompts_and_messages_need_one(tmp_path):
     path = _jsonl(tmp_path / "d.jsonl", [{"prompt": f"question {i}", "answer": str(i)} for i in range(50)])
     config = TrainConfig(dataset=str(path), max_steps=2, prompts_per_step=4, minibatches=2)
     tokenizer = build_char_tokenizer()
-    train, _ = _prompt_rows(config, tokenizer)
+    train, _ = _prompt_rows(config.prompt_source, tokenizer)
     assert all(isinstance(r.prompt, str) for r in train)  # no template: plain text
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    train, held_out = _prompt_rows(config, tokenizer)
+    train, held_out = _prompt_rows(config.prompt_source, tokenizer)
     assert train[0].prompt == [{"role": "user", "content": train[0].text}]
     assert len(train) == 8 and all(isinstance(r.prompt, list) for r in held_out)
-    assert train == _prompt_rows(config.replace(seed=0), tokenizer)[0]  # replayable
-    plain = _prompt_rows(config.replace(use_chat_template=False), tokenizer)[0]
+    assert train == _prompt_rows(config.replace(seed=0).prompt_source, tokenizer)[0]  # replayable
+    plain = _prompt_rows(config.replace(use_chat_template=False).prompt_source, tokenizer)[0]
     assert all(isinstance(r.prompt, str) for r in plain)
     chat = _jsonl(
         tmp_path / "chat.jsonl", [{"prompt": [{"role": "user", "content": "hi"}], "answer": "1"}] * 3
     )
     with pytest.raises(ValueError, match="chat template"):
-        _prompt_rows(TrainConfig(dataset=str(chat), max_steps=1, prompts_per_step=4), build_char_tokenizer())
+        _prompt_rows(
+            TrainConfig(dataset=str(chat), max_steps=1, prompts_per_step=4).prompt_source,
+            build_char_tokenizer(),
+        )

@@ -119,7 +119,7 @@ def test_the_warm_up_child_trains_alone_under_a_launcher(tmp_path, monkeypatch):
     monkeypatch.setenv("MASTER_PORT", "1")  # nothing listens there: joining a group would fail
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     config = TrainConfig(cache_dir=str(tmp_path), warmup_max_steps=1)
-    info = warm_up_in_child(config, progress=False)
+    info = warm_up_in_child(config.policy_source, progress=False)
     assert info is not None and info["from_cache"] is False and info["steps"] == 1
     assert (Path(info["path"]) / "warmup.json").is_file()
 
@@ -130,4 +130,4 @@ def test_a_failing_warm_up_child_raises_its_error_here(tmp_path):
     (tmp_path / "file").write_text("")
     config = TrainConfig(cache_dir=str(tmp_path / "file" / "cache"), warmup_max_steps=1)
     with pytest.raises(ValueError, match="cache_dir"):
-        warm_up_in_child(config, progress=False)
+        warm_up_in_child(config.policy_source, progress=False)

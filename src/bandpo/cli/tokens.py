@@ -119,8 +119,8 @@ def _sample(args: argparse.Namespace) -> dict:
     )
     start = time.perf_counter()
     with offline_environment(), quiet_and_threads(args.num_threads):
-        model, tokenizer, _ = load_policy(config, progress=True)
-        train_rows, _ = read_run_rows(config)
+        model, tokenizer, _ = load_policy(config.policy_source, progress=True)
+        train_rows, _ = read_run_rows(config.prompt_source)
         rows = adapt_rows(train_rows, tokenizer, use_chat_template=config.use_chat_template)
         old_logp = token_regime.sample_old_logp(
             model,

@@ -24,6 +24,7 @@ from bandpo.training.config import (
     SETTINGS,
     TrainConfig,
     default_text,
+    method_option_names,
     settable_method_parameters,
 )
 
@@ -71,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
         if name == "method":  # its parameters follow: every registered method's, with each one's default
             parameters = settable_method_parameters()
-            for parameter_name in sorted(set(parameters) - set(SETTINGS), key=_method_flag_order):
+            for parameter_name in [*METHOD_FIELDS, *_option_flags()]:
                 _add_method_flag(group, parameters[parameter_name], parameter_help(parameter_name))
     groups[RUN_SECTION].add_argument("--no-progress", action="store_true", help="no progress bars")
     groups[RUN_SECTION].add_argument(
@@ -82,12 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 RUN_SECTION = SETTINGS["output_dir"].section
 
 
-def _method_flag_order(name: str) -> tuple[int, str]:
-    """TrainConfig's method fields first, in field order, then other registered methods' parameters.
-
-    A parameter named like another TrainConfig field (``seed``) has no flag: set it in method_options.
-    """
-    return (METHOD_FIELDS.index(name), "") if name in METHOD_FIELDS else (len(METHOD_FIELDS), name)
+def _option_flags() -> list[str]:
+    """The method options with a flag of their own: a parameter named like another TrainConfig field
+    (``seed``) has none (set it in method_options)."""
+    return [name for name in method_option_names() if name not in SETTINGS]
 
 
 def _add_method_flag(group: argparse._ArgumentGroup, parameter: Any, help_text: str) -> None:
@@ -128,11 +127,7 @@ def build_config(args: argparse.Namespace) -> Any:
         if field.name not in CLI_ONLY_FLAGS and getattr(args, field.name, None) is not None
     }
     # a registered method's own parameters (no TrainConfig field): its method_options
-    options = {
-        name: getattr(args, name)
-        for name in set(settable_method_parameters()) - set(METHOD_FIELDS) - set(SETTINGS)
-        if getattr(args, name, None) is not None
-    }
+    options = {name: getattr(args, name) for name in _option_flags() if getattr(args, name, None) is not None}
     if options:
         overrides["method_options"] = options
     if args.output_dir is not None and not args.output_dir.strip():

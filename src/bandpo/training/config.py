@@ -41,6 +41,7 @@ from bandpo.methods import list_methods, method_defaults_table, method_parameter
 from bandpo.methods import settable_parameters as settable_method_parameters
 from bandpo.training.pretrained import PRETRAINED, resolve_model
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
+from bandpo.training.warmup import WarmupConfig
 
 __all__ = [
     "AGG_MODES",
@@ -48,8 +49,11 @@ __all__ = [
     "REWARD_NAMES",
     "SCALE_REWARDS",
     "SETTINGS",
+    "PolicySource",
+    "PromptSource",
     "Setting",
     "TrainConfig",
+    "method_option_names",
     "settable_method_parameters",
 ]
 
@@ -172,6 +176,30 @@ def _completion_length_text() -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PromptSource:
+    """The slice of a `TrainConfig` that reads a run's prompts (`bandpo.training.data.read_run_rows`)."""
+
+    task: str
+    dataset: str | None
+    prompt_column: str
+    answer_column: str
+    use_chat_template: bool
+    train_prompts: int  # in consumption order: max_steps x prompts_per_step
+    eval_prompts: int
+    seed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicySource:
+    """The slice of a `TrainConfig` that loads a run's policy (`bandpo.training.policy.load_policy`)."""
+
+    model: str | None
+    cache_dir: str | None
+    warmup: WarmupConfig | None  # the embedded model's warm-up; None with a model
+    num_threads: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One training run. Frozen and keyword-only; invalid values raise a one-line ValueError naming the field.
 
@@ -195,12 +223,6 @@ class TrainConfig:
     upper_side: str = _method_field("upper_side")
     method_options: dict[str, Any] | None = field(default=None, metadata={_METHOD_KEY: "*"})
     # loss
-    agg: str = setting(
-        "seq_mean_token_mean",
-        "loss aggregation: seq_mean_token_mean (GRPO, paper), token_mean, seq_mean_token_sum_norm (Dr.GRPO)",
-        LOSS,
-        choices=AGG_MODES,
-    )
     dual_clip_c: float | None = setting(
         DUAL_CLIP_C,
         "dual-clip constant c > 1 (TRL's delta); 'off' or inf disables it, written as null in config.json",
@@ -209,6 +231,12 @@ class TrainConfig:
         low=1.0,
         low_open=True,
         metavar="C",
+    )
+    agg: str = setting(
+        "seq_mean_token_mean",
+        "loss aggregation: seq_mean_token_mean (GRPO, paper), token_mean, seq_mean_token_sum_norm (Dr.GRPO)",
+        LOSS,
+        choices=AGG_MODES,
     )
     kl_coef: float = setting(
         0.0, "k3 KL weight to the initial policy (0 skips the reference model)", LOSS, low=0.0
@@ -301,15 +329,22 @@ class TrainConfig:
     eval_prompts: int = setting(256, "held-out prompts", EVALUATION, low=1)
     eval_samples: int = setting(16, "k samples per prompt (k of mean@k, pass@k, maj@k)", EVALUATION, low=1)
     eval_every: int = setting(0, "also evaluate every N steps (0: only before and after)", EVALUATION, low=0)
-    # run directory
+    # run
+    preset: str = setting("default", "base settings", RUN, choices=lambda: tuple(PRESETS))
     output_dir: str | None = setting(
         None, "run directory", RUN, kind=str, default_text="runs/<method>-seed<seed>-<time>"
     )
-    save_every: int = setting(25, "RL steps between checkpoints", RUN, low=1)
-    keep_checkpoints: int = setting(2, "checkpoints kept", RUN, low=1)
     resume: bool = setting(
         False, "continue the run in --output-dir from its last checkpoint (no run there: start one)", RUN
     )
+    save_every: int = setting(25, "RL steps between checkpoints", RUN, low=1)
+    keep_checkpoints: int = setting(2, "checkpoints kept", RUN, low=1)
+    seed: int = setting(0, "seed of data, warm-up, sampling and init", RUN, low=0)
+    num_threads: int = setting(1, "torch CPU threads", RUN, low=1)
+    cache_dir: str | None = setting(
+        None, "warm-up cache", RUN, kind=str, default_text="$BANDPO_CACHE or ~/.cache/bandpo"
+    )
+    report_tensorboard: bool = setting(True, "write TensorBoard events", RUN, flag="--tensorboard")
     # warm-up of the embedded model
     warmup_target_accuracy: float = setting(
         0.35, "held-out accuracy the warm-up stops at", WARMUP, low=0.0, low_open=True, high=1.0, flag=""
@@ -318,15 +353,6 @@ class TrainConfig:
     warmup_rare_fraction: float = setting(
         0.01, "share of warm-up problems needing the rare operator", WARMUP, low=0.0, high=1.0, flag=""
     )
-
-    cache_dir: str | None = setting(
-        None, "warm-up cache", RUN, kind=str, default_text="$BANDPO_CACHE or ~/.cache/bandpo"
-    )
-    # other
-    seed: int = setting(0, "seed of data, warm-up, sampling and init", RUN, low=0)
-    num_threads: int = setting(1, "torch CPU threads", RUN, low=1)
-    report_tensorboard: bool = setting(True, "write TensorBoard events", RUN, flag="--tensorboard")
-    preset: str = setting("default", "base settings", RUN, choices=lambda: tuple(PRESETS))
 
     def __post_init__(self) -> None:
         if self.method not in list_methods():
@@ -406,7 +432,7 @@ class TrainConfig:
             if name not in settable_method_parameters():
                 raise ValueError(
                     f"method_options has {name!r}, which no registered method takes; register the method first "
-                    f"or use one of {sorted(set(settable_method_parameters()) - set(METHOD_FIELDS))}"
+                    f"or use one of {list(method_option_names())}"
                 )
             if name not in accepted:
                 raise ValueError(
@@ -480,6 +506,34 @@ class TrainConfig:
         """True when the run uses the built-in tiny model and Countdown task."""
         return self.model is None and self.dataset is None
 
+    @property
+    def prompt_source(self) -> PromptSource:
+        return PromptSource(
+            task=self.task,
+            dataset=self.dataset,
+            prompt_column=self.prompt_column,
+            answer_column=self.answer_column,
+            use_chat_template=self.use_chat_template,
+            train_prompts=self.max_steps * self.prompts_per_step,
+            eval_prompts=self.eval_prompts,
+            seed=self.seed,
+        )
+
+    @property
+    def policy_source(self) -> PolicySource:
+        warmup = None
+        if self.model is None:
+            warmup = WarmupConfig(
+                seed=self.seed,
+                task=self.task,
+                target_accuracy=self.warmup_target_accuracy,
+                max_steps=self.warmup_max_steps,
+                rare_fraction=self.warmup_rare_fraction,
+            )
+        return PolicySource(
+            model=self.model, cache_dir=self.cache_dir, warmup=warmup, num_threads=self.num_threads
+        )
+
     # -- construction and serialisation ----------------------------------------------------------------
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides: Any) -> TrainConfig:
@@ -549,6 +603,12 @@ SETTINGS: dict[str, Setting] = {
     f.name: f.metadata[_SETTING_KEY] for f in fields(TrainConfig) if _SETTING_KEY in f.metadata
 }
 """{field: its declaration} for every TrainConfig field but the bound-method ones (declared by the methods)."""
+
+
+def method_option_names() -> tuple[str, ...]:
+    """The registered methods' parameters that are no `METHOD_FIELDS` field: set in ``method_options`` (on the
+    command line, those not named like another TrainConfig field)."""
+    return tuple(sorted(set(settable_method_parameters()) - set(METHOD_FIELDS)))
 
 
 def _check_presets() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bandpo.training.config import TrainConfig
+from bandpo.training.config import PromptSource
 from bandpo.training.tasks import countdown, get_task
 
 __all__ = [
@@ -254,19 +254,19 @@ def schedule_rows(rows: list[PromptRow], count: int, *, seed: int) -> list[Promp
     return out
 
 
-def read_run_rows(config: TrainConfig) -> tuple[list[PromptRow], list[PromptRow]]:
+def read_run_rows(source: PromptSource) -> tuple[list[PromptRow], list[PromptRow]]:
     """(training rows in consumption order, held-out evaluation rows) of a run, before any chat template."""
-    count = config.max_steps * config.prompts_per_step
-    if config.dataset is None:
-        embedded = get_task(config.task)
-        train_rows = countdown_rows(embedded.sample_train_problems(count, seed=config.seed))
-        eval_rows = countdown_rows(embedded.sample_eval_problems(config.eval_prompts, seed=config.seed))
+    count, seed = source.train_prompts, source.seed
+    if source.dataset is None:
+        embedded = get_task(source.task)
+        train_rows = countdown_rows(embedded.sample_train_problems(count, seed=seed))
+        eval_rows = countdown_rows(embedded.sample_eval_problems(source.eval_prompts, seed=seed))
         return train_rows, eval_rows
     rows = load_prompt_rows(
-        config.dataset, prompt_column=config.prompt_column, answer_column=config.answer_column
+        source.dataset, prompt_column=source.prompt_column, answer_column=source.answer_column
     )
-    train_pool, eval_rows = split_rows(rows, eval_prompts=config.eval_prompts)
-    return schedule_rows(train_pool, count, seed=config.seed), eval_rows
+    train_pool, eval_rows = split_rows(rows, eval_prompts=source.eval_prompts)
+    return schedule_rows(train_pool, count, seed=seed), eval_rows
 
 
 def check_embedded_alphabet(rows: list[PromptRow], dataset: str) -> None:
@@ -304,10 +304,10 @@ def adapt_rows(rows: list[PromptRow], tokenizer: Any, *, use_chat_template: bool
     return [adapt(row) for row in rows]
 
 
-def prompt_rows(config: TrainConfig, tokenizer: Any) -> tuple[list[PromptRow], list[PromptRow]]:
+def prompt_rows(source: PromptSource, tokenizer: Any) -> tuple[list[PromptRow], list[PromptRow]]:
     """(training rows in consumption order, held-out evaluation rows), adapted to `tokenizer`."""
-    train_rows, eval_rows = read_run_rows(config)
-    wrap = config.use_chat_template
+    train_rows, eval_rows = read_run_rows(source)
+    wrap = source.use_chat_template
     return adapt_rows(train_rows, tokenizer, use_chat_template=wrap), adapt_rows(
         eval_rows, tokenizer, use_chat_template=wrap
     )

@@ -14,10 +14,11 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from bandpo.training.config import TrainConfig
+from bandpo.training.config import PolicySource
 from bandpo.training.pretrained import resolve_model
 from bandpo.training.processes import progress_bar
 from bandpo.training.run_dir import read_json
+from bandpo.training.warmup import WarmupConfig, load_or_warm_up
 
 __all__ = ["check_checkpoint_folder", "check_loaded_policy", "load_policy"]
 
@@ -87,17 +88,17 @@ def _check_safetensors(path: Path) -> None:
         raise ValueError(f"{path} is truncated ({size} of {expected} bytes); {fix}")
 
 
-def load_policy(config: TrainConfig, progress: bool) -> tuple[Any, Any, dict[str, Any] | None]:
-    """(model, tokenizer, warm-up info) from ``config.model`` or from the cached warm-up of the embedded model.
+def load_policy(source: PolicySource, progress: bool) -> tuple[Any, Any, dict[str, Any] | None]:
+    """(model, tokenizer, warm-up info) from ``source.model`` or from the cached warm-up of the embedded model.
 
     The tokenizer pads on the left (generation) with EOS when it has no pad token.
     """
     warmup_info = None
-    if config.model is None:
-        path, warmup_info = _warmed_up_model(config, progress)
+    if source.warmup is not None:
+        path, warmup_info = _warmed_up_model(source.warmup, source.cache_dir, progress)
     else:
         # a short name (smollm2-135m-instruct) is its prepared checkpoint in the cache; a folder is itself
-        path = resolve_model(config.model, config.cache_dir)
+        path = resolve_model(source.model, source.cache_dir)
         check_checkpoint_folder(path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -110,7 +111,7 @@ def load_policy(config: TrainConfig, progress: bool) -> tuple[Any, Any, dict[str
             f"model={str(path)!r} is not a loadable local HF checkpoint ({type(error).__name__}: {first_line}); "
             f"{SAVE_FIX}"
         ) from None
-    if config.model is not None:
+    if source.warmup is None:
         check_loaded_policy(model, tokenizer, path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -144,30 +145,20 @@ def check_loaded_policy(model: Any, tokenizer: Any, path: Path) -> None:
                 )
 
 
-def _warmed_up_model(config: TrainConfig, progress: bool) -> tuple[Path, dict[str, Any]]:
-    from bandpo.training.warmup import WarmupConfig, load_or_warm_up
-
+def _warmed_up_model(
+    warmup: WarmupConfig, cache_dir: str | None, progress: bool
+) -> tuple[Path, dict[str, Any]]:
     bars: list[Any] = []  # created on the first report, so a cached warm-up shows no bar
 
     def report(step: int, accuracy: float) -> None:
         if progress and not bars:
-            bars.append(progress_bar(True, total=config.warmup_max_steps, desc="warm-up", unit="step"))
+            bars.append(progress_bar(True, total=warmup.max_steps, desc="warm-up", unit="step"))
         if bars:
             bars[0].update(step - bars[0].n)
             bars[0].set_postfix(pass_at_1=f"{accuracy:.3f}")
 
     try:
-        result = load_or_warm_up(
-            WarmupConfig(
-                seed=config.seed,
-                task=config.task,
-                target_accuracy=config.warmup_target_accuracy,
-                max_steps=config.warmup_max_steps,
-                rare_fraction=config.warmup_rare_fraction,
-            ),
-            cache_dir=config.cache_dir,
-            progress=report,
-        )
+        result = load_or_warm_up(warmup, cache_dir=cache_dir, progress=report)
     finally:
         for bar in bars:
             bar.close()

@@ -123,8 +123,9 @@ class Processes:
             self.state.wait_for_everyone()
 
 
-def warm_up_in_child(config: Any, progress: bool) -> dict[str, Any] | None:
-    """Warm up (or find cached) the embedded model of `config` in a one-process child Python; its warm-up info.
+def warm_up_in_child(source: Any, progress: bool) -> dict[str, Any] | None:
+    """Warm up (or find cached) the embedded model of `source` (a `config.PolicySource`) in a one-process child
+    Python; its warm-up info.
 
     The child runs `bandpo.training.policy.load_policy` without the launcher's variables, so the warm-up's
     HF Trainer trains alone; its progress bar goes to this process's stderr. The child's error (a ValueError
@@ -139,17 +140,17 @@ def warm_up_in_child(config: Any, progress: bool) -> dict[str, Any] | None:
         "die_with_parent()\n"  # a killed launcher process takes its warm-up with it
         "from bandpo.training.processes import offline_environment, quiet_and_threads\n"
         "from bandpo.training.policy import load_policy\n"
-        "config, progress = pickle.loads(sys.stdin.buffer.read())\n"
+        "source, progress = pickle.loads(sys.stdin.buffer.read())\n"
         "try:\n"
-        "    with offline_environment(), quiet_and_threads(config.num_threads):\n"
-        "        info = load_policy(config, progress)[2]\n"
+        "    with offline_environment(), quiet_and_threads(source.num_threads):\n"
+        "        info = load_policy(source, progress)[2]\n"
         "except Exception as error:\n"
         "    sys.stdout.buffer.write(pickle.dumps(error))\n"
         "    sys.exit(1)\n"
         "sys.stdout.buffer.write(pickle.dumps(info))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], input=pickle.dumps((config, progress)), stdout=subprocess.PIPE, env=env
+        [sys.executable, "-c", code], input=pickle.dumps((source, progress)), stdout=subprocess.PIPE, env=env
     )
     try:
         result = pickle.loads(done.stdout)

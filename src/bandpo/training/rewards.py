@@ -439,17 +439,18 @@ class GuardedReward:
         return rewards
 
 
-def check_rewards_work(config: Any, rows: Sequence[Any], *, count: int = 8) -> None:
+def check_rewards_work(
+    name: str, rows: Sequence[Any], *, timeout_s: float | None, source: str, count: int = 8
+) -> None:
     """Before the first write: refuse a shipped reward that raises on every one of the first `count` rows.
 
     Each row is scored with an empty completion, which a working verifier scores 0; one that raises on every
     row cannot read the prompts or answers at all (``--reward countdown`` on a math dataset), and the run
-    would train on zeros.
+    would train on zeros. `source` names where the rows come from, for the error.
     """
-    name = config.resolved_reward
     if name not in REWARDS or not rows:
         return
-    guard = GuardedReward(get_verifier(name).score, timeout_s=config.reward_timeout_s, name=name)
+    guard = GuardedReward(get_verifier(name).score, timeout_s=timeout_s, name=name)
     try:
         sample = list(rows[:count])
         scored = guard.score_many(
@@ -458,7 +459,6 @@ def check_rewards_work(config: Any, rows: Sequence[Any], *, count: int = 8) -> N
     finally:
         guard.close()
     if all(failed for _, failed in scored):
-        source = config.dataset or f"the embedded {config.task} task"
         raise RewardFailure(
             f"reward={name!r} fails on every one of the first {len(sample)} prompts of {source} "
             f"(last error: {guard.last_error}); choose the --reward that fits the dataset (one of "

@@ -206,14 +206,19 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         # everything is checked before the first write, by every process
         _check_world_size(config, processes.world_size)
         check_run_dir(paths, config)
-        raw_train_rows, raw_eval_rows = data_module.read_run_rows(config)
+        raw_train_rows, raw_eval_rows = data_module.read_run_rows(config.prompt_source)
         checkpoint = find_last_checkpoint(paths.checkpoints) if config.resume else None
         if checkpoint is not None:
             check_checkpoint_files(checkpoint, world_size=processes.world_size)
         resumed_step = checkpoint_step(checkpoint) // config.optimizer_steps_per_rl_step if checkpoint else 0
         if config.model is None and config.dataset is not None:  # the embedded model reads its alphabet only
             data_module.check_embedded_alphabet(raw_train_rows + raw_eval_rows, config.dataset)
-        check_rewards_work(config, raw_train_rows)
+        check_rewards_work(
+            config.resolved_reward,
+            raw_train_rows,
+            timeout_s=config.reward_timeout_s,
+            source=config.dataset or f"the embedded {config.task} task",
+        )
         stored_before = None
         if config.resume and paths.eval_before.exists():
             fix = "delete it to evaluate again"
@@ -245,9 +250,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         warmup_info = None
         if config.model is None and processes.world_size > 1:
             # once, on the main process, outside the process group; the others load it from the cache
-            warmup_info = warm_up_in_child(config, show) if main else None
+            warmup_info = warm_up_in_child(config.policy_source, show) if main else None
             processes.wait()
-        model, tokenizer, loaded_info = load_policy(config, show)
+        model, tokenizer, loaded_info = load_policy(config.policy_source, show)
         warmup_info = warmup_info or loaded_info
         wrap = config.use_chat_template
         train_rows = data_module.adapt_rows(raw_train_rows, tokenizer, use_chat_template=wrap)
