@@ -27,7 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bandpo.training.config import PolicySource
 
 __all__ = [
     "LAUNCHER_VARIABLES",
@@ -123,17 +126,16 @@ class Processes:
             self.state.wait_for_everyone()
 
 
-def warm_up_in_child(source: Any, progress: bool) -> dict[str, Any] | None:
-    """Warm up (or find cached) the embedded model of `source` (a `config.PolicySource`) in a one-process child
-    Python; its warm-up info.
+def warm_up_in_child(source: PolicySource, progress: bool) -> dict[str, Any] | None:
+    """Warm up (or find cached) the embedded model of `source` in a one-process child Python; its warm-up info.
 
     The child runs `bandpo.training.policy.load_policy` without the launcher's variables, so the warm-up's
     HF Trainer trains alone; its progress bar goes to this process's stderr. The child's error (a ValueError
     naming the cache folder, say) is raised here again.
     """
     env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_VARIABLES}
-    source = str(Path(__file__).resolve().parents[2])  # the folder holding the bandpo package
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the bandpo package
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     code = (
         "import pickle, sys\n"
         "from bandpo._lifetime import die_with_parent\n"
