@@ -223,6 +223,12 @@ class TrainConfig:
     upper_side: str = _method_field("upper_side")
     method_options: dict[str, Any] | None = field(default=None, metadata={_METHOD_KEY: "*"})
     # loss
+    agg: str = setting(
+        "seq_mean_token_mean",
+        "loss aggregation: seq_mean_token_mean (GRPO, paper), token_mean, seq_mean_token_sum_norm (Dr.GRPO)",
+        LOSS,
+        choices=AGG_MODES,
+    )
     dual_clip_c: float | None = setting(
         DUAL_CLIP_C,
         "dual-clip constant c > 1 (TRL's delta); 'off' or inf disables it, written as null in config.json",
@@ -231,12 +237,6 @@ class TrainConfig:
         low=1.0,
         low_open=True,
         metavar="C",
-    )
-    agg: str = setting(
-        "seq_mean_token_mean",
-        "loss aggregation: seq_mean_token_mean (GRPO, paper), token_mean, seq_mean_token_sum_norm (Dr.GRPO)",
-        LOSS,
-        choices=AGG_MODES,
     )
     kl_coef: float = setting(
         0.0, "k3 KL weight to the initial policy (0 skips the reference model)", LOSS, low=0.0
@@ -329,22 +329,15 @@ class TrainConfig:
     eval_prompts: int = setting(256, "held-out prompts", EVALUATION, low=1)
     eval_samples: int = setting(16, "k samples per prompt (k of mean@k, pass@k, maj@k)", EVALUATION, low=1)
     eval_every: int = setting(0, "also evaluate every N steps (0: only before and after)", EVALUATION, low=0)
-    # run
-    preset: str = setting("default", "base settings", RUN, choices=lambda: tuple(PRESETS))
+    # run directory
     output_dir: str | None = setting(
         None, "run directory", RUN, kind=str, default_text="runs/<method>-seed<seed>-<time>"
     )
+    save_every: int = setting(25, "RL steps between checkpoints", RUN, low=1)
+    keep_checkpoints: int = setting(2, "checkpoints kept", RUN, low=1)
     resume: bool = setting(
         False, "continue the run in --output-dir from its last checkpoint (no run there: start one)", RUN
     )
-    save_every: int = setting(25, "RL steps between checkpoints", RUN, low=1)
-    keep_checkpoints: int = setting(2, "checkpoints kept", RUN, low=1)
-    seed: int = setting(0, "seed of data, warm-up, sampling and init", RUN, low=0)
-    num_threads: int = setting(1, "torch CPU threads", RUN, low=1)
-    cache_dir: str | None = setting(
-        None, "warm-up cache", RUN, kind=str, default_text="$BANDPO_CACHE or ~/.cache/bandpo"
-    )
-    report_tensorboard: bool = setting(True, "write TensorBoard events", RUN, flag="--tensorboard")
     # warm-up of the embedded model
     warmup_target_accuracy: float = setting(
         0.35, "held-out accuracy the warm-up stops at", WARMUP, low=0.0, low_open=True, high=1.0, flag=""
@@ -353,6 +346,15 @@ class TrainConfig:
     warmup_rare_fraction: float = setting(
         0.01, "share of warm-up problems needing the rare operator", WARMUP, low=0.0, high=1.0, flag=""
     )
+
+    cache_dir: str | None = setting(
+        None, "warm-up cache", RUN, kind=str, default_text="$BANDPO_CACHE or ~/.cache/bandpo"
+    )
+    # other
+    seed: int = setting(0, "seed of data, warm-up, sampling and init", RUN, low=0)
+    num_threads: int = setting(1, "torch CPU threads", RUN, low=1)
+    report_tensorboard: bool = setting(True, "write TensorBoard events", RUN, flag="--tensorboard")
+    preset: str = setting("default", "base settings", RUN, choices=lambda: tuple(PRESETS))
 
     def __post_init__(self) -> None:
         if self.method not in list_methods():
