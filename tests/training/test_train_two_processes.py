@@ -111,7 +111,7 @@ def test_metrics_have_each_step_once_with_catalogued_keys(two_process_run):
 def test_the_warm_up_child_trains_alone_under_a_launcher(tmp_path, monkeypatch):
     """Under torchrun's variables the child still warms up in one process (else its HF Trainer would wait
     for a rank that never comes) and fills the cache the other processes then read."""
-    from bandpo.training.processes import warm_up_in_child
+    from bandpo.training.policy import warm_up_in_child
 
     for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(name, value)
@@ -125,7 +125,7 @@ def test_the_warm_up_child_trains_alone_under_a_launcher(tmp_path, monkeypatch):
 
 
 def test_a_failing_warm_up_child_raises_its_error_here(tmp_path):
-    from bandpo.training.processes import warm_up_in_child
+    from bandpo.training.policy import warm_up_in_child
 
     (tmp_path / "file").write_text("")
     config = TrainConfig(cache_dir=str(tmp_path / "file" / "cache"), warmup_max_steps=1)

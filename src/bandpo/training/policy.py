@@ -1,6 +1,8 @@
 """The policy a run starts from: a local HF checkpoint (``--model``, a folder or a short name such as
 ``smollm2-135m-instruct`` that `bandpo.training.pretrained` prepared in the cache), or the embedded tiny
-model warmed up once and cached (`bandpo.training.warmup`).
+model warmed up once and cached (`bandpo.training.warmup`). Under a launcher the warm-up runs once, on the main
+process, in a child Python that sees no launcher variables (`warm_up_in_child`: the warm-up's HF Trainer would
+otherwise wait for the other processes).
 
 A local checkpoint is checked before anything is loaded, so a bad folder fails with one line naming the file
 and the fix: the folder exists and holds ``config.json`` (valid JSON) and weights, and every
@@ -10,17 +12,21 @@ and the fix: the folder exists and holds ``config.json`` (valid JSON) and weight
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from bandpo.training.config import PolicySource
 from bandpo.training.pretrained import resolve_model
-from bandpo.training.processes import progress_bar
+from bandpo.training.processes import LAUNCHER_VARIABLES, progress_bar
 from bandpo.training.run_dir import read_json
 from bandpo.training.warmup import WarmupConfig, load_or_warm_up
 
-__all__ = ["check_checkpoint_folder", "check_loaded_policy", "load_policy"]
+__all__ = ["check_checkpoint_folder", "check_loaded_policy", "load_policy", "warm_up_in_child"]
 
 WEIGHT_FILES: tuple[str, ...] = (
     "model.safetensors",
@@ -170,3 +176,45 @@ def _warmed_up_model(
         "from_cache": result.from_cache,
     }
     return result.path, info
+
+
+def warm_up_in_child(source: PolicySource, progress: bool) -> dict[str, Any] | None:
+    """Warm up (or find cached) the embedded model of `source` in a one-process child Python; its warm-up info.
+
+    The child runs `bandpo.training.policy.load_policy` without the launcher's variables, so the warm-up's
+    HF Trainer trains alone; its progress bar goes to this process's stderr. The child's error (a ValueError
+    naming the cache folder, say) is raised here again.
+    """
+    env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_VARIABLES}
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the bandpo package
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    code = (
+        "import pickle, sys\n"
+        "from bandpo._lifetime import die_with_parent\n"
+        "die_with_parent()\n"  # a killed launcher process takes its warm-up with it
+        "from bandpo.training.processes import offline_environment, quiet_and_threads\n"
+        "from bandpo.training.policy import load_policy\n"
+        "source, progress = pickle.loads(sys.stdin.buffer.read())\n"
+        "try:\n"
+        "    with offline_environment(), quiet_and_threads(source.num_threads):\n"
+        "        info = load_policy(source, progress)[2]\n"
+        "except Exception as error:\n"
+        "    sys.stdout.buffer.write(pickle.dumps(error))\n"
+        "    sys.exit(1)\n"
+        "sys.stdout.buffer.write(pickle.dumps(info))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps((source, progress)), stdout=subprocess.PIPE, env=env
+    )
+    try:
+        result = pickle.loads(done.stdout)
+    except Exception:  # killed, or an error that does not unpickle: its traceback is on stderr above
+        result = None
+    if done.returncode == 0:
+        return result
+    if isinstance(result, Exception):
+        raise result
+    raise RuntimeError(
+        f"the warm-up of the embedded model failed in its child process (exit status {done.returncode}; "
+        "its error is printed above)"
+    )

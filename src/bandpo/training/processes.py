@@ -2,9 +2,8 @@
 
 Every process trains (TRL and accelerate split each generation batch between them); only the main process
 (accelerate's ``PartialState().is_main_process``) writes the run directory, evaluates and prints, while the
-others wait at a barrier. The embedded model's warm-up runs once, on the main process, in a child Python
-process that sees no launcher variables (the warm-up's HF Trainer would otherwise wait for the other
-processes), and the others load it from the cache once it is there.
+others wait at a barrier. The embedded model's warm-up runs once, on the main process, outside the process
+group (`bandpo.training.policy.warm_up_in_child`), and the others load it from the cache.
 
 In one process (no launcher) nothing here starts a process group: `Processes.single()` is what a plain
 ``bandpo train`` gets, and every method is then a no-op.
@@ -19,18 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from bandpo.training.config import PolicySource
+from typing import Any
 
 __all__ = [
     "LAUNCHER_VARIABLES",
@@ -40,7 +32,6 @@ __all__ = [
     "offline_environment",
     "quiet_and_threads",
     "silence",
-    "warm_up_in_child",
 ]
 
 # how long a process waits at a barrier (or any collective) for the others: the main process's warm-up or
@@ -124,48 +115,6 @@ class Processes:
         """Barrier: every process waits here until all of them arrive (nothing in one process)."""
         if self.state is not None:
             self.state.wait_for_everyone()
-
-
-def warm_up_in_child(source: PolicySource, progress: bool) -> dict[str, Any] | None:
-    """Warm up (or find cached) the embedded model of `source` in a one-process child Python; its warm-up info.
-
-    The child runs `bandpo.training.policy.load_policy` without the launcher's variables, so the warm-up's
-    HF Trainer trains alone; its progress bar goes to this process's stderr. The child's error (a ValueError
-    naming the cache folder, say) is raised here again.
-    """
-    env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_VARIABLES}
-    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the bandpo package
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    code = (
-        "import pickle, sys\n"
-        "from bandpo._lifetime import die_with_parent\n"
-        "die_with_parent()\n"  # a killed launcher process takes its warm-up with it
-        "from bandpo.training.processes import offline_environment, quiet_and_threads\n"
-        "from bandpo.training.policy import load_policy\n"
-        "source, progress = pickle.loads(sys.stdin.buffer.read())\n"
-        "try:\n"
-        "    with offline_environment(), quiet_and_threads(source.num_threads):\n"
-        "        info = load_policy(source, progress)[2]\n"
-        "except Exception as error:\n"
-        "    sys.stdout.buffer.write(pickle.dumps(error))\n"
-        "    sys.exit(1)\n"
-        "sys.stdout.buffer.write(pickle.dumps(info))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], input=pickle.dumps((source, progress)), stdout=subprocess.PIPE, env=env
-    )
-    try:
-        result = pickle.loads(done.stdout)
-    except Exception:  # killed, or an error that does not unpickle: its traceback is on stderr above
-        result = None
-    if done.returncode == 0:
-        return result
-    if isinstance(result, Exception):
-        raise result
-    raise RuntimeError(
-        f"the warm-up of the embedded model failed in its child process (exit status {done.returncode}; "
-        "its error is printed above)"
-    )
 
 
 OFFLINE_VARIABLES: tuple[str, ...] = (

@@ -60,13 +60,12 @@ from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
 from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
-from bandpo.training.policy import load_policy
+from bandpo.training.policy import load_policy, warm_up_in_child
 from bandpo.training.processes import (
     Processes,
     offline_environment,
     progress_bar,
     quiet_and_threads,
-    warm_up_in_child,
 )
 from bandpo.training.rewards import (
     REWARD_CHECK_STEPS,
