@@ -20,12 +20,9 @@ default 3 steps per run on a machine with a load average of 5 (20 minutes beside
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -65,79 +62,21 @@ def build_data(path: Path, rows: int, seed: int) -> None:
 
 
 def run_main_ppo(model: Path, data: dict[str, Path], out: Path, loss_mode: str, steps: int) -> list[dict]:
-    out.mkdir(parents=True, exist_ok=True)
-    pythonpath = os.pathsep.join([str(REPO / "src"), str(FIXTURE), os.environ.get("PYTHONPATH", "")])
-    fixture_env = {
-        "VERL_USE_EXTERNAL_MODULES": "verl_cpu_backend",
-        "VERL_PLATFORM": "cpu",
-        "VERL_ENGINE_DEVICE": "cuda",
-        "PYTHONPATH": pythonpath,
-        "OMP_NUM_THREADS": "1",
-    }
-    ray_env = "+ray_kwargs.ray_init.runtime_env.env_vars"
-    command = [
-        sys.executable,
-        "-m",
-        "verl.trainer.main_ppo",
-        "algorithm.adv_estimator=grpo",
-        "algorithm.use_kl_in_reward=False",
-        f"data.train_files={data['train']}",
-        f"data.val_files={data['val']}",
-        "data.train_batch_size=4",
-        "data.max_prompt_length=64",
-        "data.max_response_length=16",
-        "data.dataloader_num_workers=0",
-        f"actor_rollout_ref.model.path={model}",
-        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-        "actor_rollout_ref.model.use_remove_padding=False",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=False",
-        "actor_rollout_ref.actor.strategy=fsdp2",
-        "actor_rollout_ref.actor.fsdp_config.strategy=fsdp2",
-        "actor_rollout_ref.actor.use_torch_compile=False",
-        "actor_rollout_ref.actor.optim.lr=1e-6",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=2",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
-        "actor_rollout_ref.actor.use_kl_loss=False",
-        f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}",
-        "actor_rollout_ref.rollout.name=hf_cpu",
-        "actor_rollout_ref.rollout.n=4",
-        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
-        "actor_rollout_ref.rollout.calculate_log_probs=True",
-        "actor_rollout_ref.rollout.agent.num_workers=1",
-        "reward.num_workers=1",
-        f"reward.custom_reward_function.path={Path(__file__).resolve()}",
-        "reward.custom_reward_function.name=compute_score",
-        "trainer.device=cpu",
-        "trainer.n_gpus_per_node=1",
-        "trainer.nnodes=1",
-        "trainer.logger=[console,file]",
-        "trainer.val_before_train=False",
-        "trainer.test_freq=-1",
-        "trainer.save_freq=-1",
-        f"trainer.total_training_steps={steps}",
-        "trainer.total_epochs=1",
-        f"trainer.default_local_dir={out / 'checkpoints'}",
-        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-        "+ray_kwargs.ray_init.num_cpus=16",
-        "+ray_kwargs.ray_init.num_gpus=1",
-        *(f"{ray_env}.{key}='{value}'" for key, value in fixture_env.items()),
-    ]
-    env = {
-        **os.environ,
-        **fixture_env,
-        "VERL_FILE_LOGGER_PATH": str(out / "metrics.jsonl"),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAY_DEDUP_LOGS": "0",
-    }
-    result = subprocess.run(command, capture_output=True, text=True, cwd=out, env=env, check=False)
-    (out / "stdout.log").write_text(result.stdout)
-    (out / "stderr.log").write_text(result.stderr)
+    from verl_cpu_run import main_ppo_on_cpu, read_step_metrics
+
+    result = main_ppo_on_cpu(
+        model=model,
+        data=data,
+        reward=Path(__file__).resolve(),
+        out=out,
+        steps=steps,
+        learning_rate=1e-6,
+        max_prompt_length=64,
+        overrides=[f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}"],
+    )
     if result.returncode != 0:
         raise SystemExit(f"main_ppo {loss_mode} failed:\n{(result.stdout + result.stderr)[-3000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [row["data"] for row in sorted(rows, key=lambda row: row["step"])]
+    return read_step_metrics(out)
 
 
 def main() -> int:
@@ -146,7 +85,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
+    sys.path[:0] = [str(HERE), str(FIXTURE)]
     from profile_train import cpu_model, write_json
 
     from bandpo.training.pretrained import resolve_model

@@ -23,18 +23,14 @@ here, most of it Ray start-up. Marked `verl` and `slow`: `scripts/test.sh` runs 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytestmark = [pytest.mark.verl, pytest.mark.slow, pytest.mark.integration]
 
-REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).resolve().parent / "verl_cpu"
 STEPS = 3
 RUN_TIMEOUT_S = 900
@@ -44,14 +40,15 @@ CLIP_EPS = 0.02
 VERL_RUNTIME_MODULES = ("transfer_queue", "cachetools", "uvicorn", "fastapi", "zmq", "msgspec")
 
 
-def _load_assets_module():
-    spec = importlib.util.spec_from_file_location("verl_cpu_assets", FIXTURE / "verl_cpu_assets.py")
+def _load_fixture_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, FIXTURE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-verl_cpu_assets = _load_assets_module()
+verl_cpu_assets = _load_fixture_module("verl_cpu_assets")
+verl_cpu_run = _load_fixture_module("verl_cpu_run")
 
 
 @pytest.fixture(scope="module")
@@ -70,86 +67,22 @@ def _main_ppo(
     steps: int = STEPS,
 ) -> subprocess.CompletedProcess[str]:
     """Run stock `python -m verl.trainer.main_ppo` with the CPU fixture; metrics go to out/metrics.jsonl."""
-    out.mkdir(parents=True, exist_ok=True)
-    pythonpath = os.pathsep.join([str(REPO / "src"), str(FIXTURE), os.environ.get("PYTHONPATH", "")])
-    fixture_env = {
-        "VERL_USE_EXTERNAL_MODULES": "verl_cpu_backend",  # verl's hook: the CPU platform and rollout
-        "VERL_PLATFORM": "cpu",
-        "VERL_ENGINE_DEVICE": "cuda",  # verl/workers/engine/base.py: select the FSDP engine on the CPU platform
-        "PYTHONPATH": pythonpath,
-        "OMP_NUM_THREADS": "1",
-        **(env or {}),
-    }
-    ray_env = "+ray_kwargs.ray_init.runtime_env.env_vars"
-    command = [
-        sys.executable,
-        "-m",
-        "verl.trainer.main_ppo",
-        "algorithm.adv_estimator=grpo",
-        "algorithm.use_kl_in_reward=False",
-        f"data.train_files={assets['train']}",
-        f"data.val_files={assets['val']}",
-        "data.train_batch_size=4",
-        "data.max_prompt_length=32",
-        "data.max_response_length=16",
-        "data.dataloader_num_workers=0",
-        f"actor_rollout_ref.model.path={assets['model']}",
-        f"actor_rollout_ref.model.tokenizer_path={assets['tokenizer']}",  # transformers 5 would load Qwen2's
-        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",  # no FlashAttention on CPU
-        "actor_rollout_ref.model.use_remove_padding=False",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=False",
-        "actor_rollout_ref.actor.strategy=fsdp2",
-        "actor_rollout_ref.actor.fsdp_config.strategy=fsdp2",
-        "actor_rollout_ref.actor.use_torch_compile=False",
-        "actor_rollout_ref.actor.optim.lr=1e-3",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=2",  # 2 updates per step: the second sees ratio ≠ 1
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
-        "actor_rollout_ref.actor.use_kl_loss=False",
-        "actor_rollout_ref.rollout.name=hf_cpu",
-        "actor_rollout_ref.rollout.n=4",
-        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
-        "actor_rollout_ref.rollout.calculate_log_probs=True",
-        "actor_rollout_ref.rollout.agent.num_workers=1",
-        "reward.num_workers=1",
-        f"reward.custom_reward_function.path={FIXTURE / 'verl_cpu_assets.py'}",
-        "reward.custom_reward_function.name=compute_score",
-        "trainer.device=cpu",
-        "trainer.n_gpus_per_node=1",
-        "trainer.nnodes=1",
-        "trainer.logger=[console,file]",
-        "trainer.val_before_train=False",
-        "trainer.test_freq=-1",
-        "trainer.save_freq=-1",
-        f"trainer.total_training_steps={steps}",
-        "trainer.total_epochs=1",
-        f"trainer.default_local_dir={out / 'checkpoints'}",
-        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",  # 8 storage actors hang 2 cores
-        "+ray_kwargs.ray_init.num_cpus=16",  # logical CPUs for verl's many small actors
-        "+ray_kwargs.ray_init.num_gpus=1",  # a logical "GPU" slot: verl's resource pools count GPUs only
-        *(f"{ray_env}.{key}='{value}'" for key, value in fixture_env.items()),
-        *overrides,
-    ]
-    run_env = {
-        **os.environ,
-        **fixture_env,
-        "VERL_FILE_LOGGER_PATH": str(out / "metrics.jsonl"),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAY_DEDUP_LOGS": "0",
-    }
-    result = subprocess.run(
-        command, capture_output=True, text=True, cwd=out, env=run_env, timeout=RUN_TIMEOUT_S, check=False
+    return verl_cpu_run.main_ppo_on_cpu(
+        model=assets["model"],
+        data=assets,
+        reward=FIXTURE / "verl_cpu_assets.py",
+        out=out,
+        steps=steps,
+        learning_rate=1e-3,
+        max_prompt_length=32,
+        # transformers 5 would load Qwen2's tokenizer for the tiny Qwen2 model without it
+        overrides=[f"actor_rollout_ref.model.tokenizer_path={assets['tokenizer']}", *overrides],
+        env=env,
+        timeout_s=RUN_TIMEOUT_S,
     )
-    (out / "stdout.log").write_text(result.stdout)
-    (out / "stderr.log").write_text(result.stderr)
-    return result
 
 
-def _metrics(out: Path) -> list[dict[str, float]]:
-    path = out / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    return [row["data"] for row in sorted(rows, key=lambda row: row["step"])]
+_metrics = verl_cpu_run.read_step_metrics
 
 
 def _tail(result: subprocess.CompletedProcess[str]) -> str:
