@@ -32,7 +32,6 @@ __all__ = [
     "check_embedded_alphabet",
     "countdown_rows",
     "load_prompt_rows",
-    "prompt_rows",
     "read_run_rows",
     "schedule_rows",
     "split_rows",
@@ -302,12 +301,3 @@ def adapt_rows(rows: list[PromptRow], tokenizer: Any, *, use_chat_template: bool
         return row
 
     return [adapt(row) for row in rows]
-
-
-def prompt_rows(source: PromptSource, tokenizer: Any) -> tuple[list[PromptRow], list[PromptRow]]:
-    """(training rows in consumption order, held-out evaluation rows), adapted to `tokenizer`."""
-    train_rows, eval_rows = read_run_rows(source)
-    wrap = source.use_chat_template
-    return adapt_rows(train_rows, tokenizer, use_chat_template=wrap), adapt_rows(
-        eval_rows, tokenizer, use_chat_template=wrap
-    )
