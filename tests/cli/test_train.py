@@ -100,3 +100,11 @@ def test_flags_set_their_field():
     assert parse("--relax").relax is True
     assert parse() == TrainConfig()  # no flag: every field keeps its default
     assert parse("--preset", "paper") == TrainConfig.from_preset("paper")
+
+
+def test_a_switch_is_three_way_keep_on_off():
+    assert (
+        parse().gradient_checkpointing is None
+    )  # the default: on for a real model, off for the embedded one
+    assert parse("--gradient-checkpointing").gradient_checkpointing is True
+    assert parse("--no-gradient-checkpointing").gradient_checkpointing is False

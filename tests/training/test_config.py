@@ -74,6 +74,8 @@ def test_method_params_only_those_the_method_takes():
         ({"reward_timeout_s": -1.0}, "reward_timeout_s"),
         ({"eval_every": -1}, "eval_every"),
         ({"seed": True}, "seed"),
+        ({"use_chat_template": "false"}, "use_chat_template"),
+        ({"gradient_checkpointing": 1}, "gradient_checkpointing"),
     ],
 )
 def test_bad_values_name_the_field(overrides, field):

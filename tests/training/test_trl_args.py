@@ -56,3 +56,10 @@ def test_embedded_model_is_trained_without_activation_checkpointing(tmp_path):
 def test_a_users_model_keeps_trls_activation_checkpointing(tmp_path):
     config = TrainConfig(model=str(tmp_path))  # any existing path: the config only checks it exists
     assert _trl_config(config, tmp_path / "checkpoints").gradient_checkpointing is True
+
+
+@pytest.mark.parametrize("model", [False, True])
+@pytest.mark.parametrize("wanted", [False, True])
+def test_gradient_checkpointing_set_either_way_overrides_the_default(tmp_path, model, wanted):
+    config = TrainConfig(model=str(tmp_path) if model else None, gradient_checkpointing=wanted)
+    assert _trl_config(config, tmp_path / "checkpoints").gradient_checkpointing is wanted

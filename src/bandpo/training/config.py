@@ -136,6 +136,8 @@ class Setting:
                 raise ValueError(
                     f"{name}={value!r} is not valid; {self.fix or f'use a number in {interval}'}"
                 )
+        elif self.kind is bool and not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} is not valid; {self.fix or 'use true or false'}")
         elif self.kind is str and (not isinstance(value, str) or not value):
             raise ValueError(f"{name}={value!r} is not valid; {self.fix or 'use a non-empty string'}")
 
@@ -264,6 +266,13 @@ class TrainConfig:
         low=1,
         fix="use an integer >= 1 or None (the default)",
         default_text="the whole minibatch",
+    )
+    gradient_checkpointing: bool | None = setting(
+        None,
+        "recompute activations in the backward pass: less memory, one more forward pass per update",
+        SCHEDULE,
+        kind=bool,
+        default_text="on with --model (TRL's default), off for the embedded model",
     )
     learning_rate: float = setting(3e-4, "Adam lr", SCHEDULE, low=0.0, low_open=True, aliases=("--lr",))
     max_grad_norm: float = setting(

@@ -93,7 +93,11 @@ def grpo_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int
         use_cpu=not torch.cuda.is_available(),
         # TRL defaults to recomputing activations in the backward pass, which only saves memory; the
         # embedded model's activations are a few MB, so it only cost a forward pass per update (same numbers)
-        gradient_checkpointing=config.model is not None,
+        gradient_checkpointing=(
+            config.model is not None
+            if config.gradient_checkpointing is None
+            else config.gradient_checkpointing
+        ),
         dataloader_num_workers=0,
         shuffle_dataset=True,
         remove_unused_columns=False,
