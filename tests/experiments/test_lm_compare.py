@@ -23,7 +23,7 @@ from bandpo.experiments.lm_compare import (
     plan_runs,
     run_lm_compare,
 )
-from bandpo.experiments.lm_runs import effective
+from bandpo.experiments.lm_results import effective
 from bandpo.experiments.stats import STATS_RULE
 
 PASS_K = {"clip": 0.50, "band_upper": 0.60}  # base pass@k after training, + 0.1 per seed

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, training_records
-from bandpo.experiments.lm_runs import quick_note
+from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, quick_note, training_records
 from bandpo.experiments.report import (
     format_values,
     import_pyplot,
