@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bandpo.experiments.arms import parse_method_spec, parse_method_specs
-from bandpo.experiments.bandit_compare import (
+from bandpo.experiments.bandit import (
     headline_table,
     run_bandit_compare,
     scenario_tables,
