@@ -36,9 +36,11 @@ import torch
 
 from bandpo.experiments.arms import MethodSpec
 from bandpo.experiments.report import (
+    clip_cell,
     format_values,
     import_pyplot,
     machine_info,
+    machine_text,
     markdown_table,
     mean_and_spread,
     plot_curves,
@@ -448,10 +450,8 @@ def scenario_tables(name: str, result: dict[str, object]) -> str:
         )
     clip_rows = []
     for label, summary in result["methods"].items():
-        cells = []
-        for up, down in zip(summary["clip_up_by_bin"], summary["clip_down_by_bin"], strict=True):
-            cells.append("–" if up is None else f"{up:.3f}/{down:.3f}")
-        clip_rows.append([label, *cells])
+        pairs = zip(summary["clip_up_by_bin"], summary["clip_down_by_bin"], strict=True)
+        clip_rows.append([label, *(clip_cell(up, down) for up, down in pairs)])
     first = next(iter(result["methods"].values()))
     first_label = next(iter(result["methods"]))
     clip_rows.append(
@@ -525,8 +525,7 @@ def write_bandit_report(results: dict[str, object], output_dir: Path, *, svg: bo
         "Tabular softmax GRPO testbed (`bandpo.experiments.bandit`): independent logits per context, GRPO groups,",
         "several SGD minibatch updates per batch through `bandpo.losses.policy_loss`. Figures are the mean ± "
         f"standard error over {len(seeds)} seeds ({', '.join(map(str, seeds))}); each seed has its own contexts.",
-        f"Machine: {results['machine']['processor']}, {results['machine']['platform']}, torch "
-        f"{results['machine']['torch']}; total wall time {results.get('wall_time_s', math.nan):.1f} s.",
+        f"{machine_text(results['machine'])}; total wall time {results.get('wall_time_s', math.nan):.1f} s.",
         "",
         "## Fraction of contexts that found the best action",
         "",

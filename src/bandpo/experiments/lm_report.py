@@ -16,8 +16,10 @@ from typing import Any
 from bandpo import metric_names as mn
 from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, quick_note, training_records
 from bandpo.experiments.report import (
+    clip_cell,
     format_values,
     import_pyplot,
+    machine_text,
     markdown_table,
     mean_and_spread,
     moving_average,
@@ -141,7 +143,7 @@ def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
         for key in (ALL_TOKENS, *mn.PROB_BIN_LABELS):
             up = mean_and_spread([run.clip.get(key, [math.nan, math.nan])[0] for run in runs])[0]
             down = mean_and_spread([run.clip.get(key, [math.nan, math.nan])[1] for run in runs])[0]
-            cells.append("–" if not math.isfinite(up) else f"{up:.3f}/{down:.3f}")
+            cells.append(clip_cell(up, down))
         clip_rows.append([label, *cells])
     clip = markdown_table(["method", "all tokens", *prob_bin_headers()], clip_rows)
     return main, paired, clip
@@ -216,7 +218,7 @@ def render_report(
         lines.append(f"Settings shared by every run: `{json.dumps(header['settings'], default=str)}`.")
     machine, jobs = header.get("machine") or {}, header.get("jobs")
     lines.append(
-        f"Machine: {machine.get('processor')}, {machine.get('platform')}, torch {machine.get('torch')}"
+        machine_text(machine)
         + (f"; {jobs} run(s) trained at a time, so wall times include that contention." if jobs else ".")
         + " Runs are deterministic on one CPU, not across CPU models."
     )
