@@ -18,7 +18,8 @@ from test_lm_compare import FakeTrain
 
 from bandpo.cli import main
 from bandpo.experiments.arms import parse_method_specs
-from bandpo.experiments.lm_compare import DONE_MARKER, QUICK_SETTINGS, build_config, plan_runs, run_lm_compare
+from bandpo.experiments.lm_compare import build_config, plan_runs, run_lm_compare
+from bandpo.experiments.lm_results import DONE_MARKER, QUICK_SETTINGS, quick_note
 from process_helpers import alive, children, gone_within, holders, start_cli
 
 pytest.importorskip("trl")
@@ -159,8 +160,6 @@ def test_the_done_marker_records_machine_and_version(tmp_path):
 
 
 def test_the_quick_note_states_the_budget_that_ran(tmp_path):
-    from bandpo.experiments.lm_results import quick_note
-
     assert quick_note({**QUICK_SETTINGS, "max_steps": 4}).startswith(
         "quick budget (4 RL steps, 128 evaluation"
     )

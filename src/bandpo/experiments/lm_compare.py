@@ -84,12 +84,6 @@ from bandpo.experiments.report import machine_info
 from bandpo.training.run_dir import read_json, to_json
 
 __all__ = [
-    "DONE_MARKER",
-    "FULL_SETTINGS",
-    "PER_SEED_FILE",
-    "QUICK_SETTINGS",
-    "WALL_LOG",
-    "PlannedRun",
     "RunFailed",
     "build_config",
     "check_resumable",

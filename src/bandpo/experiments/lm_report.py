@@ -82,27 +82,32 @@ def _k_text(data: dict[str, list[SeedResult]]) -> str:
     return str(k) if k else "k"
 
 
+def _reference(data: dict[str, list[SeedResult]]) -> str:
+    """The arm every other is paired with: clip where it is compared, else the first arm."""
+    return REFERENCE if REFERENCE in data else next(iter(data))
+
+
 def paired_table(data: dict[str, list[SeedResult]]) -> tuple[str, str]:
     """(reference label, Markdown table of paired differences with Holm-corrected verdicts); ("", "") for 1 arm."""
     labels = list(data)
     if len(labels) < 2:
         return "", ""
-    reference = REFERENCE if REFERENCE in data else labels[0]
+    reference = _reference(data)
     k_text = _k_text(data)
     ref_by_seed = {run.seed: run for run in data[reference]}
-    cells = []  # (row, column, PairedDifference)
     others = [label for label in labels if label != reference]
-    for row, label in enumerate(others):
+    differences = []  # row by row: one per arm and metric
+    for label in others:
         paired = [run for run in data[label] if run.seed in ref_by_seed]
-        for column, (key, _) in enumerate(PAIRED_METRICS):
-            difference = paired_difference(
+        differences += [
+            paired_difference(
                 [run.value(key) for run in paired], [ref_by_seed[run.seed].value(key) for run in paired]
             )
-            cells.append((row, column, difference))
-    texts, family_size = holm_verdicts([cell[2] for cell in cells])
-    rows = [[label] + [""] * len(PAIRED_METRICS) for label in others]
-    for (row, column, _), text in zip(cells, texts, strict=True):
-        rows[row][column + 1] = text
+            for key, _ in PAIRED_METRICS
+        ]
+    texts, family_size = holm_verdicts(differences)
+    width = len(PAIRED_METRICS)
+    rows = [[label, *texts[row * width : (row + 1) * width]] for row, label in enumerate(others)]
     headers = ["method", *(f"Δ {name.format(k=k_text)} vs {reference}" for _, name in PAIRED_METRICS)]
     family = f"{family_size} tested difference(s) in the Holm family"
     return reference, markdown_table(headers, rows) + f"\n\n{family}."
@@ -227,8 +232,7 @@ def render_report(
         lines += ["", f"**Missing (not finished): {', '.join(missing)}.**"]
     lines += ["", "## Held-out evaluation after training", "", main]
     if paired:
-        lines += ["", f"Paired differences against {REFERENCE if REFERENCE in data else next(iter(data))}: "
-                  f"{STATS_RULE}.", "", paired]  # fmt: skip
+        lines += ["", f"Paired differences against {_reference(data)}: {STATS_RULE}.", "", paired]
     logging = header.get("clip_logging") or {}
     lines += [
         "",
