@@ -406,7 +406,7 @@ def write_lm_report(
     write_per_seed(output_dir / PER_SEED_FILE, results, header)
     if not report:
         return output_dir / PER_SEED_FILE, ""
-    return render_report(results, header, output_dir, run_dirs=run_dirs, missing=missing, svg=svg)
+    return render_report(results, header, output_dir, run_dirs=run_dirs, svg=svg)
 
 
 def report_only(output_dir: Path, *, svg: bool = False) -> tuple[Path, str]:
@@ -421,9 +421,7 @@ def report_only(output_dir: Path, *, svg: bool = False) -> tuple[Path, str]:
             run_dirs = None
             break
         run_dirs.setdefault(result.label, []).append(run_dir)
-    return render_report(
-        results, header, output_dir, run_dirs=run_dirs, missing=header.get("missing") or (), svg=svg
-    )
+    return render_report(results, header, output_dir, run_dirs=run_dirs, svg=svg)
 
 
 # ---- training the pending runs

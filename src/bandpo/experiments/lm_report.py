@@ -188,13 +188,13 @@ def render_report(
     output_dir: Path,
     *,
     run_dirs: dict[str, list[Path]] | None = None,
-    missing: Sequence[str] = (),
     svg: bool = False,
 ) -> tuple[Path, str]:
     """Write report.md (and the plots) into `output_dir`; returns (path, main table).
 
     Args:
-        header: per_seed.json's header: task, config, settings, machine, jobs, quick, clip logging, sweep.
+        header: per_seed.json's header: task, config, settings, machine, jobs, quick, clip logging, sweep and
+            the runs missing (not finished).
         run_dirs: label -> run directories, for the training-curve plots (None: keep the plots already there).
     """
     output_dir = Path(output_dir)
@@ -228,8 +228,8 @@ def render_report(
         + " Runs are deterministic on one CPU, not across CPU models."
     )
     lines += _provenance(results)
-    if missing:
-        lines += ["", f"**Missing (not finished): {', '.join(missing)}.**"]
+    if header.get("missing"):
+        lines += ["", f"**Missing (not finished): {', '.join(header['missing'])}.**"]
     lines += ["", "## Held-out evaluation after training", "", main]
     if paired:
         lines += ["", f"Paired differences against {_reference(data)}: {STATS_RULE}.", "", paired]
@@ -249,14 +249,9 @@ def render_report(
         lines += ["", f"## Sweep over {sweep['param']}", "", f"![sweep over {sweep['param']}](sweep_{sweep['param']}.png)"]  # fmt: skip
     if run_dirs is not None:
         _plot_training(run_dirs, output_dir, svg=svg)
+        _plot_eval(run_dirs, output_dir, svg=svg, k=k)
     if (output_dir / "compare_training.png").exists():
         lines += ["", "## Training curves", "", "![training curves](compare_training.png)"]
-    if run_dirs is not None and any(
-        sum(mn.EVAL_PASS_AT_K in r for r in read_metrics(d / "metrics.jsonl", missing_ok=True)) > 2
-        for ds in run_dirs.values()
-        for d in ds
-    ):
-        _plot_eval(run_dirs, output_dir, svg=svg, k=k)
     if (output_dir / "compare_eval.png").exists():
         lines += ["", "![held-out evaluation during training](compare_eval.png)"]
     path = output_dir / "report.md"
@@ -295,6 +290,12 @@ def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bo
 
 
 def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, k: int | None) -> None:
+    metrics = {
+        label: [read_metrics(d / "metrics.jsonl", missing_ok=True) for d in dirs]
+        for label, dirs in run_dirs.items()
+    }
+    if not any(sum(mn.EVAL_PASS_AT_K in r for r in run) > 2 for runs in metrics.values() for run in runs):
+        return  # no run evaluated more than twice: no curve worth drawing
     plt = import_pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     k_text = k or "k"
@@ -304,11 +305,8 @@ def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, 
         (axes[2], mn.EVAL_DISTINCT_CORRECT, "distinct correct answers per prompt"),
     ):
         curves = {}
-        for label, dirs in run_dirs.items():
-            series = []
-            for run_dir in dirs:
-                records = [r for r in read_metrics(run_dir / "metrics.jsonl", missing_ok=True) if key in r]
-                series.append({int(r[mn.TRAIN_STEP]): float(r[key]) for r in records})
+        for label, runs in metrics.items():
+            series = [{int(r[mn.TRAIN_STEP]): float(r[key]) for r in run if key in r} for run in runs]
             steps = sorted({step for points in series for step in points})
             curves[label] = (steps, [[points.get(step, math.nan) for step in steps] for points in series])
         plot_curves(
