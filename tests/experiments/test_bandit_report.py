@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from bandpo.experiments.arms import parse_method_spec, parse_method_specs
-from bandpo.experiments.bandit_compare import (
+from bandpo.experiments.bandit import (
     headline_table,
     run_bandit_compare,
     scenario_tables,
     write_bandit_report,
 )
 from bandpo.experiments.report import (
+    clip_cell,
     format_mean_spread,
     markdown_table,
     mean_and_spread,
@@ -58,6 +59,11 @@ def test_moving_average_skips_missing_points() -> None:
 
 def test_prob_bin_headers_follow_the_metric_bins() -> None:
     assert prob_bin_headers() == ["0–0.01", "0.01–0.1", "0.1–0.5", "0.5–0.9", "0.9–1"]
+
+
+def test_clip_cell_shows_a_dash_where_nothing_was_measured() -> None:
+    assert clip_cell(0.5, 0.125) == "0.500/0.125"
+    assert clip_cell(None, None) == clip_cell(math.nan, math.nan) == "–"
 
 
 def test_markdown_table_and_row_check() -> None:

@@ -18,8 +18,8 @@ from test_lm_compare import FakeTrain
 
 from bandpo.cli import main
 from bandpo.experiments.arms import parse_method_specs
-from bandpo.experiments.lm_compare import DONE_MARKER, QUICK_SETTINGS, run_lm_compare
-from bandpo.experiments.lm_runs import build_config, plan_runs
+from bandpo.experiments.lm_compare import build_config, plan_runs, run_lm_compare
+from bandpo.experiments.lm_results import DONE_MARKER, QUICK_SETTINGS, quick_note
 from process_helpers import alive, children, gone_within, holders, start_cli
 
 pytest.importorskip("trl")
@@ -137,7 +137,7 @@ def test_a_truncated_summary_or_marker_names_the_file(tmp_path, damaged):
 
 
 def test_an_interrupted_run_from_before_a_field_existed_resumes(tiny_model_dir, tmp_path):
-    from bandpo.experiments.lm_runs import check_resumable
+    from bandpo.experiments.lm_compare import check_resumable
 
     run_dir = _plant(tmp_path, tiny_model_dir, 4)
     stored = json.loads((run_dir / "config.json").read_text())
@@ -160,8 +160,6 @@ def test_the_done_marker_records_machine_and_version(tmp_path):
 
 
 def test_the_quick_note_states_the_budget_that_ran(tmp_path):
-    from bandpo.experiments.lm_runs import quick_note
-
     assert quick_note({**QUICK_SETTINGS, "max_steps": 4}).startswith(
         "quick budget (4 RL steps, 128 evaluation"
     )

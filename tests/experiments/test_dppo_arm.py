@@ -22,7 +22,7 @@ def _dppo_kl_valid_mask(old_logp, logp, advantages, delta: float):
 
 
 def test_dppo_arm_parses_with_an_infinite_cap_and_its_own_dual_clip(tmp_path) -> None:
-    from bandpo.experiments.lm_runs import build_config
+    from bandpo.experiments.lm_compare import build_config
 
     (spec,) = parse_method_specs(["band:ratio_max=inf,dual_clip_c=20"])
     assert spec.name == "band" and spec.params == {"ratio_max": math.inf, "dual_clip_c": 20}

@@ -16,14 +16,8 @@ import pytest
 
 from bandpo import metric_names as mn
 from bandpo.experiments.arms import parse_method_specs
-from bandpo.experiments.lm_compare import (
-    DONE_MARKER,
-    QUICK_SETTINGS,
-    WALL_LOG,
-    plan_runs,
-    run_lm_compare,
-)
-from bandpo.experiments.lm_runs import effective
+from bandpo.experiments.lm_compare import plan_runs, run_lm_compare
+from bandpo.experiments.lm_results import DONE_MARKER, QUICK_SETTINGS, WALL_LOG, effective
 from bandpo.experiments.stats import STATS_RULE
 
 PASS_K = {"clip": 0.50, "band_upper": 0.60}  # base pass@k after training, + 0.1 per seed
@@ -338,7 +332,8 @@ def test_compare_json_records_the_task_and_every_resolved_parameter(tmp_path: Pa
 
 
 def test_per_seed_file_holds_every_final_evaluation_and_rebuilds_the_report(tmp_path: Path) -> None:
-    from bandpo.experiments.lm_compare import PER_SEED_FILE, report_only
+    from bandpo.experiments.lm_compare import report_only
+    from bandpo.experiments.lm_results import PER_SEED_FILE
 
     PASS_K.setdefault("band", 0.55)  # FakeTrain keys on the method name
     specs = parse_method_specs(["clip", "band_upper", "band:ratio_max=inf"])

@@ -11,7 +11,8 @@ pytest.importorskip("trl")
 
 from bandpo import metric_names as mn
 from bandpo.experiments.arms import parse_method_specs
-from bandpo.experiments.lm_compare import DONE_MARKER, run_lm_compare
+from bandpo.experiments.lm_compare import run_lm_compare
+from bandpo.experiments.lm_results import DONE_MARKER
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

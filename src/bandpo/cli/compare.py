@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_bandit(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path) -> int:
     import torch
 
-    from bandpo.experiments.bandit_compare import headline_table, run_bandit_compare, scenario_tables
+    from bandpo.experiments.bandit import headline_table, run_bandit_compare, scenario_tables
     from bandpo.experiments.scenarios import DEFAULT_SCENARIOS, get_scenario
 
     if args.model or args.dataset:
@@ -286,7 +286,7 @@ def _report_only(args: argparse.Namespace) -> int:
     if bandit_results.exists() and not (args.report_only / "per_seed.json").exists():
         import json
 
-        from bandpo.experiments.bandit_compare import write_bandit_report
+        from bandpo.experiments.bandit import write_bandit_report
 
         report = write_bandit_report(json.loads(bandit_results.read_text()), args.report_only, svg=args.svg)
         print(f"wrote {report}")

@@ -1,10 +1,11 @@
 """Experiment tooling: compare methods at equal budget and show what Band does.
 
-- `bandit`, `scenarios`, `bandit_compare`: the tabular softmax GRPO testbed (`bandpo compare --task bandit`).
-- `lm_compare`: methods x seeds through `bandpo.training.train`, with a resumable plan (`bandpo compare`),
-  built from `lm_runs` (the runs, which are done, training the others under one progress bar),
-  `lm_results` (per_seed.json, validated, and `--reuse` of another per_seed.json's finished runs) and
-  `lm_report` (report.md, and the plot of a `--sweep PARAM=...`).
+- `bandit`: the tabular softmax GRPO testbed, its simulation and `bandpo compare --task bandit` with its report;
+  `scenarios`: its scenario catalogue (no torch: the command line lists the names).
+- `lm_compare`: methods x seeds through `bandpo.training.train` (`bandpo compare`): the resumable plan, and
+  training the runs not finished yet under one progress bar, each in its own process; with `lm_results` (each
+  run's records: completion marker, settings against the plan's, per_seed.json, validated, and `--reuse` of
+  another per_seed.json's finished runs) and `lm_report` (report.md, and the plot of a `--sweep PARAM=...`).
 - `stats`: every report's statistics: paired t and exact Wilcoxon signed-rank tests, exact Student-t
   intervals, Holm-Bonferroni per test.
 - `confirmatory`: the preregistered confirmatory test of docs/experiments.md (`bandpo compare --confirmatory`).

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, training_records
-from bandpo.experiments.lm_runs import quick_note
+from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, quick_note, training_records
 from bandpo.experiments.report import (
+    clip_cell,
     format_values,
     import_pyplot,
+    machine_text,
     markdown_table,
     mean_and_spread,
     moving_average,
@@ -81,27 +82,32 @@ def _k_text(data: dict[str, list[SeedResult]]) -> str:
     return str(k) if k else "k"
 
 
+def _reference(data: dict[str, list[SeedResult]]) -> str:
+    """The arm every other is paired with: clip where it is compared, else the first arm."""
+    return REFERENCE if REFERENCE in data else next(iter(data))
+
+
 def paired_table(data: dict[str, list[SeedResult]]) -> tuple[str, str]:
     """(reference label, Markdown table of paired differences with Holm-corrected verdicts); ("", "") for 1 arm."""
     labels = list(data)
     if len(labels) < 2:
         return "", ""
-    reference = REFERENCE if REFERENCE in data else labels[0]
+    reference = _reference(data)
     k_text = _k_text(data)
     ref_by_seed = {run.seed: run for run in data[reference]}
-    cells = []  # (row, column, PairedDifference)
     others = [label for label in labels if label != reference]
-    for row, label in enumerate(others):
+    differences = []  # row by row: one per arm and metric
+    for label in others:
         paired = [run for run in data[label] if run.seed in ref_by_seed]
-        for column, (key, _) in enumerate(PAIRED_METRICS):
-            difference = paired_difference(
+        differences += [
+            paired_difference(
                 [run.value(key) for run in paired], [ref_by_seed[run.seed].value(key) for run in paired]
             )
-            cells.append((row, column, difference))
-    texts, family_size = holm_verdicts([cell[2] for cell in cells])
-    rows = [[label] + [""] * len(PAIRED_METRICS) for label in others]
-    for (row, column, _), text in zip(cells, texts, strict=True):
-        rows[row][column + 1] = text
+            for key, _ in PAIRED_METRICS
+        ]
+    texts, family_size = holm_verdicts(differences)
+    width = len(PAIRED_METRICS)
+    rows = [[label, *texts[row * width : (row + 1) * width]] for row, label in enumerate(others)]
     headers = ["method", *(f"Δ {name.format(k=k_text)} vs {reference}" for _, name in PAIRED_METRICS)]
     family = f"{family_size} tested difference(s) in the Holm family"
     return reference, markdown_table(headers, rows) + f"\n\n{family}."
@@ -142,7 +148,7 @@ def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
         for key in (ALL_TOKENS, *mn.PROB_BIN_LABELS):
             up = mean_and_spread([run.clip.get(key, [math.nan, math.nan])[0] for run in runs])[0]
             down = mean_and_spread([run.clip.get(key, [math.nan, math.nan])[1] for run in runs])[0]
-            cells.append("–" if not math.isfinite(up) else f"{up:.3f}/{down:.3f}")
+            cells.append(clip_cell(up, down))
         clip_rows.append([label, *cells])
     clip = markdown_table(["method", "all tokens", *prob_bin_headers()], clip_rows)
     return main, paired, clip
@@ -182,13 +188,13 @@ def render_report(
     output_dir: Path,
     *,
     run_dirs: dict[str, list[Path]] | None = None,
-    missing: Sequence[str] = (),
     svg: bool = False,
 ) -> tuple[Path, str]:
     """Write report.md (and the plots) into `output_dir`; returns (path, main table).
 
     Args:
-        header: per_seed.json's header: task, config, settings, machine, jobs, quick, clip logging, sweep.
+        header: per_seed.json's header: task, config, settings, machine, jobs, quick, clip logging, sweep and
+            the runs missing (not finished).
         run_dirs: label -> run directories, for the training-curve plots (None: keep the plots already there).
     """
     output_dir = Path(output_dir)
@@ -217,17 +223,16 @@ def render_report(
         lines.append(f"Settings shared by every run: `{json.dumps(header['settings'], default=str)}`.")
     machine, jobs = header.get("machine") or {}, header.get("jobs")
     lines.append(
-        f"Machine: {machine.get('processor')}, {machine.get('platform')}, torch {machine.get('torch')}"
+        machine_text(machine)
         + (f"; {jobs} run(s) trained at a time, so wall times include that contention." if jobs else ".")
         + " Runs are deterministic on one CPU, not across CPU models."
     )
     lines += _provenance(results)
-    if missing:
-        lines += ["", f"**Missing (not finished): {', '.join(missing)}.**"]
+    if header.get("missing"):
+        lines += ["", f"**Missing (not finished): {', '.join(header['missing'])}.**"]
     lines += ["", "## Held-out evaluation after training", "", main]
     if paired:
-        lines += ["", f"Paired differences against {REFERENCE if REFERENCE in data else next(iter(data))}: "
-                  f"{STATS_RULE}.", "", paired]  # fmt: skip
+        lines += ["", f"Paired differences against {_reference(data)}: {STATS_RULE}.", "", paired]
     logging = header.get("clip_logging") or {}
     lines += [
         "",
@@ -244,14 +249,9 @@ def render_report(
         lines += ["", f"## Sweep over {sweep['param']}", "", f"![sweep over {sweep['param']}](sweep_{sweep['param']}.png)"]  # fmt: skip
     if run_dirs is not None:
         _plot_training(run_dirs, output_dir, svg=svg)
+        _plot_eval(run_dirs, output_dir, svg=svg, k=k)
     if (output_dir / "compare_training.png").exists():
         lines += ["", "## Training curves", "", "![training curves](compare_training.png)"]
-    if run_dirs is not None and any(
-        sum(mn.EVAL_PASS_AT_K in r for r in read_metrics(d / "metrics.jsonl", missing_ok=True)) > 2
-        for ds in run_dirs.values()
-        for d in ds
-    ):
-        _plot_eval(run_dirs, output_dir, svg=svg, k=k)
     if (output_dir / "compare_eval.png").exists():
         lines += ["", "![held-out evaluation during training](compare_eval.png)"]
     path = output_dir / "report.md"
@@ -290,6 +290,12 @@ def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bo
 
 
 def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, k: int | None) -> None:
+    metrics = {
+        label: [read_metrics(d / "metrics.jsonl", missing_ok=True) for d in dirs]
+        for label, dirs in run_dirs.items()
+    }
+    if not any(sum(mn.EVAL_PASS_AT_K in r for r in run) > 2 for runs in metrics.values() for run in runs):
+        return  # no run evaluated more than twice: no curve worth drawing
     plt = import_pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     k_text = k or "k"
@@ -299,11 +305,8 @@ def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, 
         (axes[2], mn.EVAL_DISTINCT_CORRECT, "distinct correct answers per prompt"),
     ):
         curves = {}
-        for label, dirs in run_dirs.items():
-            series = []
-            for run_dir in dirs:
-                records = [r for r in read_metrics(run_dir / "metrics.jsonl", missing_ok=True) if key in r]
-                series.append({int(r[mn.TRAIN_STEP]): float(r[key]) for r in records})
+        for label, runs in metrics.items():
+            series = [{int(r[mn.TRAIN_STEP]): float(r[key]) for r in run if key in r} for run in runs]
             steps = sorted({step for points in series for step in points})
             curves[label] = (steps, [[points.get(step, math.nan) for step in steps] for points in series])
         plot_curves(

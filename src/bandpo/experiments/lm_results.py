@@ -1,5 +1,9 @@
-"""The results of an LM comparison, one record per run: read from the run directories, kept in per_seed.json,
-and carried over from another comparison's per_seed.json (`bandpo compare --reuse FILE`).
+"""The records of an LM comparison's runs: where a run lives (`PlannedRun`), its completion marker and wall-time
+log, the settings it ran with against the plan's, and its results: read from the run directories, kept in
+per_seed.json, and carried over from another comparison's per_seed.json (`bandpo compare --reuse FILE`).
+
+Every run of a comparison shares one budget: `FULL_SETTINGS`, or `QUICK_SETTINGS` with its warning
+(`quick_note`, said by the command and written at the top of report.md).
 
 per_seed.json is small (a few hundred bytes per run) and holds everything report.md's tables are computed
 from: each run's held-out evaluation before and after RL, its wall time and its clip fractions by p_old bin.
@@ -25,25 +29,118 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
-from bandpo.experiments.arms import LOSS_PARAMS
-from bandpo.experiments.lm_runs import DONE_MARKER, PlannedRun, comparable, effective, interrupted_calls
+from bandpo.experiments.arms import LOSS_PARAMS, MethodSpec
 from bandpo.experiments.report import machine_info
 from bandpo.methods import list_methods, method_parameters
+from bandpo.training.config import RUN_INDEPENDENT_FIELDS
 from bandpo.training.metrics_log import read_metrics
 
 __all__ = [
+    "DONE_MARKER",
+    "FULL_SETTINGS",
     "PER_SEED_FILE",
+    "QUICK_SETTINGS",
+    "WALL_LOG",
+    "PlannedRun",
     "SeedResult",
     "clip_rule",
+    "comparable",
+    "effective",
+    "interrupted_calls",
     "load_run",
+    "quick_note",
     "read_per_seed",
     "reused_results",
+    "settings_difference",
     "write_per_seed",
 ]
 
+DONE_MARKER = "compare_done.json"
+WALL_LOG = "compare_wall.json"  # {"interrupted_calls_s": [...]}: time of calls that did not finish the run
 PER_SEED_FILE = "per_seed.json"
 PER_SEED_FORMAT = 1
 ALL_TOKENS = "all"  # key of the clip fractions over every token, beside the p_old bins
+
+# Shared settings of every run (on top of TrainConfig's "default" preset). The full comparison keeps the
+# default budget (250 RL steps of 32 prompts x 8 samples); --quick trades steps and evaluation prompts for time.
+FULL_SETTINGS: dict[str, Any] = {"eval_every": 50}
+QUICK_SETTINGS: dict[str, Any] = {"max_steps": 60, "eval_prompts": 128, "eval_every": 30, "save_every": 20}
+
+
+def quick_note(settings: dict[str, Any]) -> str:
+    """The warning of a --quick comparison, with the budget it actually ran (``--steps`` changes it)."""
+    steps = settings.get("max_steps", QUICK_SETTINGS["max_steps"])
+    prompts = settings.get("eval_prompts", QUICK_SETTINGS["eval_prompts"])
+    return (
+        f"quick budget ({steps} RL steps, {prompts} evaluation prompts, 3 seeds by default): a smoke test of the "
+        "pipeline, not evidence. At this budget the ranking of the methods is noise (it changes from one "
+        "machine to another); compare methods with the default budget and 8 seeds."
+    )
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: MethodSpec
+    seed: int
+    run_dir: Path
+
+    @classmethod
+    def under(cls, output_dir: Path, spec: MethodSpec, seed: int) -> PlannedRun:
+        """The run of `spec` and `seed` in the comparison folder `output_dir` (runs/<slug>-seed<k>)."""
+        return cls(spec=spec, seed=seed, run_dir=Path(output_dir) / "runs" / f"{spec.slug}-seed{seed}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.label} seed {self.seed}"
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields that define what a run measures (not where it is written or how many threads it uses)."""
+    return {key: value for key, value in config.items() if key not in RUN_INDEPENDENT_FIELDS}
+
+
+def effective(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run actually uses: a field left to its automatic value (e.g. `max_completion_length`
+    None) takes the value of the config's `resolved` entry, which older run records wrote as the field itself."""
+    resolved = config.get("resolved") or {}
+    values = {key: value for key, value in config.items() if key != "resolved"}
+    for key, value in resolved.items():
+        if key in values:
+            values[key] = value
+    return values
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def settings_difference(stored: dict[str, Any], config: Any, *, skip: frozenset[str] = frozenset()) -> str:
+    """The fields (but `skip`) in which a run's `stored` settings differ from the planned `config`, both resolved
+    by `effective`, as `field: stored there, planned now` (the first four); "" when none does.
+
+    A field the stored record lacks (added to `TrainConfig` after it was written) is not compared: the run used
+    the behaviour before that field existed, which the field's default keeps.
+    """
+    planned = effective(comparable(config.to_dict()))
+    different = sorted(
+        key
+        for key in planned
+        if key not in skip and key in stored and not _same_number(stored[key], planned[key])
+    )
+    return ", ".join(f"{key}: {stored[key]!r} there, {planned[key]!r} now" for key in different[:4])
+
+
+def interrupted_calls(run: PlannedRun) -> list[float]:
+    """The seconds of the calls that stopped before the run finished (its `WALL_LOG`)."""
+    path = run.run_dir / WALL_LOG
+    if not path.exists():
+        return []
+    try:
+        return [float(value) for value in json.loads(path.read_text()).get("interrupted_calls_s", [])]
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return []
 
 
 @dataclass
@@ -297,23 +394,6 @@ def _arm_fields() -> frozenset[str]:
     return ARM_FIELDS | {name for method in list_methods() for name in method_parameters(method)}
 
 
-def _same_number(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return a == b
-
-
-def _settings_difference(stored: dict[str, Any], planned: dict[str, Any]) -> list[str]:
-    """Fields both configs hold with different values, arm and seed fields left out (`lm_runs.is_done`'s rule:
-    a field the older record lacks is not compared)."""
-    skip = _arm_fields()
-    return sorted(
-        key
-        for key in planned
-        if key not in skip and key in stored and not _same_number(stored[key], planned[key])
-    )
-
-
 def _given(value: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(value, default=str))  # inf and floats compare as they were written
 
@@ -348,10 +428,8 @@ def reused_results(
             record = by_arm.get(key)
             if record is None:
                 continue
-            planned = effective(comparable(config.to_dict()))
-            different = _settings_difference(stored, planned)
-            if different:
-                details = ", ".join(f"{k}: {stored[k]!r} there, {planned[k]!r} now" for k in different[:4])
+            details = settings_difference(stored, config, skip=_arm_fields())
+            if details:
                 raise ValueError(
                     f"--reuse {path}: its run {run.name} was trained with other settings ({details}); reuse only "
                     "runs of the same budget and task"

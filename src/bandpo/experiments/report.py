@@ -19,10 +19,12 @@ from bandpo.experiments.stats import mean_and_spread
 from bandpo.training.metrics_log import moving_average
 
 __all__ = [
+    "clip_cell",
     "cpu_name",
     "format_mean_spread",
     "import_pyplot",
     "machine_info",
+    "machine_text",
     "markdown_table",
     "mean_and_spread",
     "moving_average",
@@ -126,6 +128,12 @@ def prob_bin_headers() -> list[str]:
     return [f"{edges[i]:g}–{edges[i + 1]:g}" for i in range(len(mn.PROB_BIN_LABELS))]
 
 
+def clip_cell(up: float | None, down: float | None) -> str:
+    """A clip-fraction table's cell of one p_old bin, `upward/downward` (`0.012/0.034`); `–` where none was
+    measured (None or nan)."""
+    return "–" if up is None or not math.isfinite(up) else f"{up:.3f}/{down:.3f}"
+
+
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo; the platform's processor or machine name where that is absent."""
     try:
@@ -148,3 +156,8 @@ def machine_info() -> dict[str, object]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def machine_text(machine: Mapping[str, object]) -> str:
+    """A report's line on a `machine_info` record: `Machine: CPU, platform, torch version`."""
+    return f"Machine: {machine.get('processor')}, {machine.get('platform')}, torch {machine.get('torch')}"
