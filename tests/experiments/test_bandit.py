@@ -7,8 +7,15 @@ import math
 import pytest
 import torch
 
-from bandpo.experiments.bandit import make_environment, run_bandit, sample_actions, update_logits
-from bandpo.experiments.scenarios import BanditScenario, get_scenario, list_scenarios
+from bandpo.experiments.bandit import (
+    BanditScenario,
+    get_scenario,
+    list_scenarios,
+    make_environment,
+    run_bandit,
+    sample_actions,
+    update_logits,
+)
 from bandpo.methods import get_method
 
 TINY = dict(num_actions=12, contexts=3, steps=6, group_size=4)

@@ -11,6 +11,7 @@ import pytest
 
 from bandpo.experiments.arms import parse_method_spec, parse_method_specs
 from bandpo.experiments.bandit import (
+    get_scenario,
     headline_table,
     run_bandit_compare,
     scenario_tables,
@@ -24,7 +25,6 @@ from bandpo.experiments.report import (
     moving_average,
     prob_bin_headers,
 )
-from bandpo.experiments.scenarios import get_scenario
 from bandpo.experiments.stats import STATS_RULE
 
 

@@ -22,7 +22,7 @@ DEFAULT_SEEDS = {"lm": 3, "bandit": 6}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bandpo.experiments.arms import DEFAULT_METHODS
-    from bandpo.experiments.scenarios import DEFAULT_SCENARIOS, list_scenarios
+    from bandpo.experiments.bandit import DEFAULT_SCENARIOS, list_scenarios
 
     parser.add_argument(
         "--task",
@@ -180,8 +180,13 @@ def run(args: argparse.Namespace) -> int:
 def _run_bandit(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path) -> int:
     import torch
 
-    from bandpo.experiments.bandit import headline_table, run_bandit_compare, scenario_tables
-    from bandpo.experiments.scenarios import DEFAULT_SCENARIOS, get_scenario
+    from bandpo.experiments.bandit import (
+        DEFAULT_SCENARIOS,
+        get_scenario,
+        headline_table,
+        run_bandit_compare,
+        scenario_tables,
+    )
 
     if args.model or args.dataset:
         raise ValueError("--model and --dataset apply to --task lm (or another LM task) only")

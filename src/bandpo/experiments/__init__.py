@@ -1,7 +1,7 @@
 """Experiment tooling: compare methods at equal budget and show what Band does.
 
-- `bandit`: the tabular softmax GRPO testbed, its simulation and `bandpo compare --task bandit` with its report;
-  `scenarios`: its scenario catalogue (no torch: the command line lists the names).
+- `bandit`: the tabular softmax GRPO testbed: its scenarios, the simulation and `bandpo compare --task bandit`
+  with its report.
 - `lm_compare`: methods x seeds through `bandpo.training.train` (`bandpo compare`): the resumable plan, and
   training the runs not finished yet under one progress bar, each in its own process; with `lm_results` (each
   run's records: completion marker, settings against the plan's, per_seed.json, validated, and `--reuse` of
