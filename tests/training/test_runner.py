@@ -1,4 +1,4 @@
-"""Small pieces of the run (`summary`, `environment`): missing metrics stay missing; the environment is restored."""
+"""Small pieces of the run (its summary, the process settings): missing metrics stay missing; the environment is restored."""
 
 from __future__ import annotations
 
