@@ -213,7 +213,8 @@ class TrainConfig:
     per micro-batch.
     """
 
-    # method (the bound-method fields are declared by the methods, `bandpo.methods`)
+    # The field order is config.json's key order (`to_dict`): a new field goes where it belongs, the others
+    # keep their places. method (the bound-method fields are declared by the methods, `bandpo.methods`)
     method: str = setting("band", "bound method", METHOD, choices=list_methods)
     divergence: str = _method_field("divergence")
     delta: float = _method_field("delta")
@@ -355,7 +356,6 @@ class TrainConfig:
     warmup_rare_fraction: float = setting(
         0.01, "share of warm-up problems needing the rare operator", WARMUP, low=0.0, high=1.0, flag=""
     )
-
     cache_dir: str | None = setting(
         None, "warm-up cache", RUN, kind=str, default_text="$BANDPO_CACHE or ~/.cache/bandpo"
     )
@@ -366,8 +366,9 @@ class TrainConfig:
     preset: str = setting("default", "base settings", RUN, choices=lambda: tuple(PRESETS))
 
     def __post_init__(self) -> None:
-        if self.method not in list_methods():
-            raise ValueError(f"method={self.method!r} is unknown; use one of {list(list_methods())}")
+        SETTINGS["method"].check(
+            "method", self.method
+        )  # first: the method fields' checks need a known method
         self._check_method_fields()
         self.bound_method()  # validates the method parameters, naming the bad one
         # inf is stored as None, the one "off" value, so config.json never holds the non-standard Infinity
