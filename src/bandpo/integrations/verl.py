@@ -55,7 +55,6 @@ from bandpo.methods import (
     RatioBounds,
     compute_dtype,
     get_method,
-    method_parameters,
     settable_parameters,
 )
 
@@ -70,7 +69,6 @@ except ImportError as err:  # pragma: no cover - exercised only without verl
 
 __all__ = [
     "LOSS_NAME",
-    "METHOD_PARAM_FIELDS",
     "BandPOPolicyLossConfig",
     "compute_policy_loss_bandpo",
     "register_bandpo_loss",
@@ -79,11 +77,6 @@ __all__ = [
 
 LOSS_NAME = "bandpo"
 """The `policy_loss.loss_mode` that selects BandPO in verl."""
-
-METHOD_PARAM_FIELDS: tuple[str, ...] = method_parameters("band")
-"""Fields of `BandPOPolicyLossConfig` passed to `bandpo.get_method` when set (None = the method's default):
-band's parameters, which cover every built-in method's. Another registered method's own parameters are read
-from the policy_loss mapping under their own names, or from `BandPOPolicyLossConfig.method_options`."""
 
 # verl's own metric names for the clipped surrogate (logged by its `vanilla` loss)
 VERL_PG_CLIPFRAC = "actor/pg_clipfrac"
@@ -146,6 +139,8 @@ def _read(config: Any, key: str) -> Any:
 
 
 def _method_params(policy_loss_config: Any) -> tuple[tuple[str, Any], ...]:
+    """The method parameters set in `policy_loss_config` (None = the method's default): any registered method's
+    (`settable_parameters`), read under their own names, then those of ``method_options``."""
     params = {key: _read(policy_loss_config, key) for key in settable_parameters()}
     params.update(dict(_read(policy_loss_config, "method_options") or {}))
     return tuple((key, value) for key, value in params.items() if value is not None)
