@@ -13,6 +13,7 @@ from bandpo.experiments.arms import parse_method_spec, parse_method_specs
 from bandpo.experiments.bandit import (
     get_scenario,
     headline_table,
+    read_bandit_results,
     run_bandit_compare,
     scenario_tables,
     write_bandit_report,
@@ -161,9 +162,41 @@ def test_run_bandit_compare_end_to_end(tmp_path: Path) -> None:
     messages: list[str] = []
     results = run_bandit_compare(scenarios, specs, [0, 1], tmp_path, progress=messages.append, svg=True)
     assert results["scenarios"]["on_policy"]["all_methods_identical"] is True
-    stored = json.loads((tmp_path / "results.json").read_text())
+    stored = read_bandit_results(tmp_path / "results.json")
     assert set(stored["scenarios"]) == {"on_policy", "trap"}
     assert len(stored["scenarios"]["trap"]["methods"]["band"]["entropy"]) == 2  # seeds
     assert len(stored["scenarios"]["trap"]["methods"]["band"]["entropy"][0]) == 4  # steps + 1
     assert (tmp_path / "bandit_trap.svg").stat().st_size > 0
     assert any("band" in message for message in messages)
+
+
+def test_read_bandit_results_names_what_is_wrong(tmp_path: Path) -> None:
+    """--report-only on a folder holding another kind of results.json (a benchmark's) or a torn one gets an
+    error naming the file and the problem, not a KeyError; the file `run_bandit_compare` writes reads back."""
+    path = tmp_path / "results.json"
+    good = _synthetic_results()
+    path.write_text(json.dumps(good))
+    assert read_bandit_results(path)["seeds"] == good["seeds"]
+    cases = [
+        ('{"task": "bandit", "seeds": [0', "not valid JSON"),
+        (json.dumps({"command": "sums_learning", "arms": {}}), "task None, expected 'bandit'"),
+        (json.dumps({**good, "seeds": []}), "'seeds' must be a non-empty list"),
+        (json.dumps({**good, "scenarios": {}}), "'scenarios' must be a non-empty object"),
+    ]
+    trap = json.loads(json.dumps(good["scenarios"]["trap"]))
+    del trap["methods"]["band_upper"]["entropy"]
+    cases.append((json.dumps({**good, "scenarios": {"trap": trap}}), "method 'band_upper' lacks entropy"))
+    for text, message in cases:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message) as error:
+            read_bandit_results(path)
+        assert str(path) in str(error.value)
+
+
+def test_report_only_refuses_a_results_json_of_another_kind(tmp_path: Path, capsys) -> None:
+    from bandpo.cli import main
+
+    (tmp_path / "results.json").write_text(json.dumps({"command": "sums_learning", "arms": {}}))
+    assert main(["compare", "--report-only", str(tmp_path)]) == 2
+    assert "not the results.json of `bandpo compare --task bandit`" in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()

@@ -289,11 +289,9 @@ def _parse_settings(items: list[str]) -> dict[str, object]:
 def _report_only(args: argparse.Namespace) -> int:
     bandit_results = args.report_only / "results.json"
     if bandit_results.exists() and not (args.report_only / "per_seed.json").exists():
-        import json
+        from bandpo.experiments.bandit import read_bandit_results, write_bandit_report
 
-        from bandpo.experiments.bandit import write_bandit_report
-
-        report = write_bandit_report(json.loads(bandit_results.read_text()), args.report_only, svg=args.svg)
+        report = write_bandit_report(read_bandit_results(bandit_results), args.report_only, svg=args.svg)
         print(f"wrote {report}")
         return 0
     from bandpo.experiments.lm_compare import report_only

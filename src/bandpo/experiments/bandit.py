@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from bandpo._atomic import write_text_atomic
 from bandpo.experiments.arms import MethodSpec
 from bandpo.experiments.report import (
     clip_cell,
@@ -67,6 +68,7 @@ __all__ = [
     "get_scenario",
     "list_scenarios",
     "make_environment",
+    "read_bandit_results",
     "run_bandit",
     "run_bandit_compare",
     "sample_actions",
@@ -534,7 +536,7 @@ def run_bandit_compare(
             "all_methods_identical": identical,
         }
     results["wall_time_s"] = time.perf_counter() - start
-    (output_dir / "results.json").write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
+    write_text_atomic(output_dir / "results.json", json.dumps(results, indent=1, allow_nan=True) + "\n")
     write_bandit_report(results, output_dir, svg=svg)
     return results
 
@@ -707,5 +709,62 @@ def write_bandit_report(results: dict[str, object], output_dir: Path, *, svg: bo
         fig.suptitle(f"bandit scenario '{name}' (mean ± s.e. over {len(seeds)} seeds)", y=1.02)
         save_figure(fig, output_dir / f"bandit_{name}.png", svg=svg)
     path = output_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+# what the report reads of each method's summary (`summarize_run`)
+SUMMARY_KEYS = (
+    "found",
+    "final_expected_reward",
+    "locked_wrong",
+    "median_steps_to_find",
+    "entropy",
+    "found_curve",
+    "expected_reward",
+    "clip_up_by_bin",
+    "clip_down_by_bin",
+    "wall_time_s",
+)
+
+
+def read_bandit_results(path: Path) -> dict[str, object]:
+    """A bandit comparison's results.json, checked before a report is built from it: a file of another kind
+    (a benchmark's results.json, a truncated write) is named with what is wrong, not met as a KeyError."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(results, dict) or results.get("task") != "bandit":
+        found = results.get("task") if isinstance(results, dict) else type(results).__name__
+        raise ValueError(
+            f"{path}: not the results.json of `bandpo compare --task bandit` (task {found!r}, expected 'bandit')"
+        )
+    seeds, scenarios = results.get("seeds"), results.get("scenarios")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(seed, int) for seed in seeds):
+        raise ValueError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    if not isinstance(scenarios, dict) or not scenarios:
+        raise ValueError(f"{path}: 'scenarios' must be a non-empty object of scenario results")
+    for name, result in scenarios.items():
+        methods = result.get("methods") if isinstance(result, dict) else None
+        if (
+            not isinstance(methods, dict)
+            or not methods
+            or not isinstance(result.get("scenario"), dict)
+            or "all_methods_identical" not in result
+        ):
+            raise ValueError(
+                f"{path}: scenario {name!r} needs its 'scenario' settings, 'methods' results and "
+                "'all_methods_identical'"
+            )
+        for label, summary in methods.items():
+            missing = [key for key in SUMMARY_KEYS if not isinstance(summary, dict) or key not in summary]
+            if missing:
+                raise ValueError(f"{path}: scenario {name!r}, method {label!r} lacks {', '.join(missing)}")
+            if len(summary["found"]) != len(seeds):
+                raise ValueError(
+                    f"{path}: scenario {name!r}, method {label!r} has {len(summary['found'])} seeds' results "
+                    f"for {len(seeds)} seeds"
+                )
+    return results
