@@ -552,10 +552,7 @@ class TrainConfig:
         """The preset's values, then `overrides` (None values are ignored, so CLI defaults pass through)."""
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r} is unknown; use one of {sorted(PRESETS)}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(known)}")
+        _check_field_names(overrides)
         values = {**PRESETS[preset], "preset": preset}
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
@@ -589,11 +586,16 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """The config of `to_dict` output (its derived ``"resolved"`` entry is recomputed, not read)."""
         values = {key: value for key, value in values.items() if key != "resolved"}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(known)}")
+        _check_field_names(values)
         return cls(**values)
+
+
+def _check_field_names(values: dict[str, Any]) -> None:
+    """Refuse a name that is no TrainConfig field, listing the valid ones (before the dataclass's TypeError)."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(known)}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
