@@ -186,6 +186,9 @@ def test_read_bandit_results_names_what_is_wrong(tmp_path: Path) -> None:
     trap = json.loads(json.dumps(good["scenarios"]["trap"]))
     del trap["methods"]["band_upper"]["entropy"]
     cases.append((json.dumps({**good, "scenarios": {"trap": trap}}), "method 'band_upper' lacks entropy"))
+    one_seed = json.loads(json.dumps(good["scenarios"]["trap"]))
+    one_seed["methods"]["clip"]["found"] = [0.5]
+    cases.append((json.dumps({**good, "scenarios": {"trap": one_seed}}), "one value per seed \\(2\\)"))
     for text, message in cases:
         path.write_text(text)
         with pytest.raises(ValueError, match=message) as error:

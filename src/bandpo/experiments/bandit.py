@@ -762,9 +762,10 @@ def read_bandit_results(path: Path) -> dict[str, object]:
             missing = [key for key in SUMMARY_KEYS if not isinstance(summary, dict) or key not in summary]
             if missing:
                 raise ValueError(f"{path}: scenario {name!r}, method {label!r} lacks {', '.join(missing)}")
-            if len(summary["found"]) != len(seeds):
+            found = summary["found"]
+            if not isinstance(found, list) or len(found) != len(seeds):
                 raise ValueError(
-                    f"{path}: scenario {name!r}, method {label!r} has {len(summary['found'])} seeds' results "
-                    f"for {len(seeds)} seeds"
+                    f"{path}: scenario {name!r}, method {label!r}: 'found' must hold one value per seed "
+                    f"({len(seeds)}), got {found!r}"
                 )
     return results
