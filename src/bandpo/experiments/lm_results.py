@@ -31,7 +31,7 @@ from bandpo import metric_names as mn
 from bandpo._atomic import write_text_atomic
 from bandpo.experiments.arms import LOSS_PARAMS, MethodSpec
 from bandpo.experiments.report import machine_info
-from bandpo.methods import list_methods, method_parameters
+from bandpo.methods import settable_parameters
 from bandpo.training.config import RUN_INDEPENDENT_FIELDS
 from bandpo.training.metrics_log import read_metrics
 
@@ -390,12 +390,10 @@ def read_per_seed(path: Path) -> tuple[list[SeedResult], dict[str, Any]]:
 ARM_FIELDS = frozenset({"method", "seed", *LOSS_PARAMS})  # besides every method's parameters
 
 
-def _arm_fields() -> frozenset[str]:
-    return ARM_FIELDS | {name for method in list_methods() for name in method_parameters(method)}
-
-
-def _given(value: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(value, default=str))  # inf and floats compare as they were written
+def _arm_key(label: str, method: str, given: dict[str, Any], seed: int) -> tuple[str, str, str, int]:
+    """What a record and a planned run must share to be the same run; the parameters as JSON text, so inf and
+    floats compare as they were written."""
+    return label, method, json.dumps(json.loads(json.dumps(given, default=str)), sort_keys=True), seed
 
 
 def reused_results(
@@ -408,27 +406,20 @@ def reused_results(
         ValueError: a file that cannot be read as per_seed.json, or a record of a planned arm and seed whose
             file was made with other settings (the file and the field named).
     """
+    arm_fields = ARM_FIELDS | set(settable_parameters())  # an arm or a seed sets these: not shared settings
     found: dict[str, SeedResult] = {}
     for path in paths:
         results, header = read_per_seed(Path(path))
         stored = effective(header.get("config") or {})
         machine = (header.get("machine") or {}).get("processor")
-        by_arm = {
-            (r.label, r.method, json.dumps(_given(r.given), sort_keys=True), r.seed): r for r in results
-        }
+        by_arm = {_arm_key(r.label, r.method, r.given, r.seed): r for r in results}
         for run, config in zip(runs, configs, strict=True):
             if run.name in found:
                 continue
-            key = (
-                run.spec.label,
-                run.spec.name,
-                json.dumps(_given(dict(run.spec.params)), sort_keys=True),
-                run.seed,
-            )
-            record = by_arm.get(key)
+            record = by_arm.get(_arm_key(run.spec.label, run.spec.name, dict(run.spec.params), run.seed))
             if record is None:
                 continue
-            details = settings_difference(stored, config, skip=_arm_fields())
+            details = settings_difference(stored, config, skip=arm_fields)
             if details:
                 raise ValueError(
                     f"--reuse {path}: its run {run.name} was trained with other settings ({details}); reuse only "
