@@ -120,7 +120,8 @@ def build_config(args: argparse.Namespace) -> Any:
     ``--resume`` on a directory without a run (no config.json: never started, or killed at once) builds the
     config from the preset and the flags and starts the run there, as `train(config)` with ``resume=True``.
     """
-    # every flag is named after its TrainConfig field and defaults to None (= keep the preset's value)
+    # every flag is named after its TrainConfig field and defaults to None (= keep the preset's value);
+    # `--dual-clip-c off` arrives as inf, which TrainConfig stores as None, its one "off" (null in config.json)
     overrides: dict[str, Any] = {
         field.name: getattr(args, field.name)
         for field in dataclasses.fields(TrainConfig)
@@ -142,13 +143,8 @@ def build_config(args: argparse.Namespace) -> Any:
             stored = read_json(stored_path, fix="delete the run directory and start again")
             if not isinstance(stored, dict):
                 raise ValueError(f"{stored_path} does not hold a run's settings; delete it and start again")
-            return _dual_clip_off(TrainConfig.from_dict({**stored, **overrides, "resume": True}))
-    return _dual_clip_off(TrainConfig.from_preset(args.preset, **overrides, resume=args.resume or None))
-
-
-def _dual_clip_off(config: Any) -> Any:
-    """``--dual-clip-c off``/``inf`` as the config's "off" (None): null in config.json, read back as off."""
-    return config.replace(dual_clip_c=None) if config.dual_clip_c == math.inf else config
+            return TrainConfig.from_dict({**stored, **overrides, "resume": True})
+    return TrainConfig.from_preset(args.preset, **overrides, resume=args.resume or None)
 
 
 def starts_fresh(args: argparse.Namespace) -> bool:

@@ -163,10 +163,7 @@ _SETTING_KEY = "bandpo_setting"
 def _method_field(name: str, *, per_method: bool = False) -> Any:
     """A bound-method field: band's default (None if `per_method`: each method's own); its help and valid values
     are the methods' declaration (`settable_method_parameters`), checked by the method itself."""
-    return field(default=None if per_method else _BAND_DEFAULTS[name], metadata={_METHOD_KEY: name})
-
-
-_METHOD_KEY = "bandpo_method_parameter"
+    return field(default=None if per_method else _BAND_DEFAULTS[name])
 
 
 def _completion_length_text() -> str:
@@ -224,7 +221,7 @@ class TrainConfig:
     eps_high: float | None = _method_field("eps_high", per_method=True)
     lower_side: str = _method_field("lower_side")
     upper_side: str = _method_field("upper_side")
-    method_options: dict[str, Any] | None = field(default=None, metadata={_METHOD_KEY: "*"})
+    method_options: dict[str, Any] | None = None
     # loss
     agg: str = setting(
         "seq_mean_token_mean",
@@ -366,9 +363,8 @@ class TrainConfig:
     preset: str = setting("default", "base settings", RUN, choices=lambda: tuple(PRESETS))
 
     def __post_init__(self) -> None:
-        SETTINGS["method"].check(
-            "method", self.method
-        )  # first: the method fields' checks need a known method
+        # the method first: the method fields' checks need a known method
+        SETTINGS["method"].check("method", self.method)
         self._check_method_fields()
         self.bound_method()  # validates the method parameters, naming the bad one
         # inf is stored as None, the one "off" value, so config.json never holds the non-standard Infinity
