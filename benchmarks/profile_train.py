@@ -173,7 +173,7 @@ def instrument(timer: PhaseTimer) -> None:
 
     from bandpo.integrations.trl import BandPOTrainer
     from bandpo.training import evaluate as evaluate_module
-    from bandpo.training import runner, warmup
+    from bandpo.training import metrics_log, runner, warmup
 
     timer.wrap(warmup, "_warm_up", Phase.WARMUP)
     # the run's own steps, under the names of either layout of bandpo.training (runner.py alone, or split
@@ -204,18 +204,14 @@ def instrument(timer: PhaseTimer) -> None:
     timer.wrap(Trainer, "_clip_grad_norm", Phase.GRAD_CLIP)
     timer.wrap(torch.optim.AdamW, "step", Phase.OPTIMISER)
     timer.wrap(Trainer, "_save_checkpoint", Phase.CHECKPOINT)
-    record_step = [(getattr(runner, "_Run", None), "record_step")]
-    with contextlib.suppress(ImportError):
-        from bandpo.training import metrics_log
-
-        record_step.append((metrics_log.MetricsLog, "record_step"))
-    timer.wrap_any(record_step, Phase.LOGGING)
+    timer.wrap_any(
+        [(getattr(runner, "_Run", None), "record_step"), (metrics_log.MetricsLog, "record_step")],
+        Phase.LOGGING,
+    )
     timer.wrap_any(
         [(runner, "_save_pretrained_atomic"), (runner, "save_pretrained_atomic")], Phase.SAVE_MODEL
     )
-    from bandpo.training import metrics_log as plots
-
-    timer.wrap(plots, "plot_run", Phase.PLOTS)
+    timer.wrap(metrics_log, "plot_run", Phase.PLOTS)
 
 
 def main() -> int:

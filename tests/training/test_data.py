@@ -92,12 +92,11 @@ def test_split_is_disjoint_and_schedule_replays(tmp_path):
 def test_chat_template_wraps_plain_prompts_and_messages_need_one(tmp_path):
     from bandpo.training import TrainConfig
     from bandpo.training.data import adapt_rows, read_run_rows
+    from bandpo.training.model import build_char_tokenizer
 
     def _prompt_rows(source, tokenizer):
         rows = read_run_rows(source)
         return [adapt_rows(part, tokenizer, use_chat_template=source.use_chat_template) for part in rows]
-
-    from bandpo.training.model import build_char_tokenizer
 
     path = _jsonl(tmp_path / "d.jsonl", [{"prompt": f"question {i}", "answer": str(i)} for i in range(50)])
     config = TrainConfig(dataset=str(path), max_steps=2, prompts_per_step=4, minibatches=2)

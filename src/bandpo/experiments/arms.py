@@ -29,9 +29,8 @@ __all__ = [
 # The comparison set of the issue: clip, Clip-Higher, DCPO, Band (KL, delta = 0.05) and Band with a fixed lower side.
 DEFAULT_METHODS: tuple[str, ...] = ("clip", "clip_higher", "dcpo", "band", "band_upper")
 
-LOSS_PARAMS: tuple[str, ...] = (
-    "dual_clip_c",
-)  # `TrainConfig` loss fields an arm may set, besides its method's
+# `TrainConfig` loss fields an arm may set, besides its method's
+LOSS_PARAMS: tuple[str, ...] = ("dual_clip_c",)
 
 _LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 

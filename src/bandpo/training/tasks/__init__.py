@@ -37,9 +37,8 @@ class EmbeddedTask:
     sample_warmup_examples: Callable[..., list[tuple[Any, str]]] | None
     sample_check_problems: Callable[..., list[Any]] | None  # (count, *, seed): the warm-up's accuracy checks
     is_correct: Callable[[str, Any], bool]
-    version: int = (
-        1  # bump when the task's prompts or warm-up examples change: it enters the warm-up cache key
-    )
+    # bump when the task's prompts or warm-up examples change: it enters the warm-up cache key
+    version: int = 1
     completion_length: int = 8  # default max_completion_length (tokens) of a run on this task
 
     @property
