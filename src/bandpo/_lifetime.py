@@ -6,7 +6,8 @@
   that started the child ends, so children are started from threads that outlive them.
 - `FolderLock`: an exclusive ``fcntl.flock`` on a lock file. The kernel releases it when the holder ends,
   however it ends (``kill -9`` included), so a crashed writer never leaves a stale lock, and a second writer
-  is refused at once with the holder's pid. Where there is no ``fcntl`` (Windows) nothing is locked.
+  is refused at once with the holder's pid, or, given `wait`, told who holds it and blocked until it is free.
+  Where there is no ``fcntl`` (Windows) nothing is locked.
 - `stop_process_group`: SIGTERM to a child's whole process group, then SIGKILL after a grace period.
 - `terminate_raises`: SIGTERM raises `Terminated` in the main thread, so ``finally`` blocks run (children
   are stopped, workers closed) and the command can exit 143 with a message.
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,27 +113,35 @@ class FolderLock:
         path: the lock file (it stays in place: removing a lock file others may have open is racy).
         what: how the error names the locked thing ("run directory runs/a").
         fix: what the error advises.
+        wait: when given, a live holder does not refuse: ``wait(message)`` is called once with "<what> is
+            being written by process N right now", then the lock is waited for (as the Hub's file locks do).
 
     Raises:
-        FolderLocked: a live process holds it (the message names its pid, written into the file).
+        FolderLocked: a live process holds it and `wait` is None (the message names its pid, written into the
+            file).
     """
 
-    def __init__(self, path: Path, *, what: str, fix: str) -> None:
+    def __init__(self, path: Path, *, what: str, fix: str, wait: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             import fcntl
         except ImportError:  # Windows: no flock; the file only records the writer's pid
             fcntl = None
         try:
             if fcntl is not None:
-                self._flock(fcntl)
+                try:
+                    self._flock(fcntl)
+                except BlockingIOError:
+                    if wait is None:
+                        raise
+                    wait(f"{what} is being written{_by(_read_pid(self._fd))} right now")
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)  # until the holder ends, however it ends
         except BlockingIOError:
             holder = _read_pid(self._fd)
             os.close(self._fd)
             self._fd = None
-            by = f" by process {holder}" if holder else ""
-            raise FolderLocked(f"{what} is being written{by} right now; {fix}") from None
+            raise FolderLocked(f"{what} is being written{_by(holder)} right now; {fix}") from None
         except BaseException:
             os.close(self._fd)
             self._fd = None
@@ -173,6 +182,10 @@ class FolderLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def _by(holder: int | None) -> str:
+    return f" by process {holder}" if holder else ""
 
 
 def _process_alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bandpo.training.config import PolicySource
-from bandpo.training.pretrained import resolve_model
+from bandpo.training.pretrained import PRETRAINED, repair_fix, resolve_model
 from bandpo.training.processes import LAUNCHER_VARIABLES, progress_bar
 from bandpo.training.run_dir import read_json
 from bandpo.training.warmup import WarmupConfig, load_or_warm_up
@@ -118,16 +118,26 @@ def load_policy(source: PolicySource, progress: bool) -> tuple[Any, Any, dict[st
             f"{SAVE_FIX}"
         ) from None
     if source.warmup is None:
-        check_loaded_policy(model, tokenizer, path)
+        check_loaded_policy(model, tokenizer, path, repair=_repair_advice(source.model))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer, warmup_info
 
 
-def check_loaded_policy(model: Any, tokenizer: Any, path: Path) -> None:
+def _repair_advice(model: str | None) -> str:
+    """How to get good weights back: convert a short name again; re-copy or re-save a folder."""
+    if model in PRETRAINED:
+        return repair_fix(model)
+    return "re-copy or re-save the checkpoint, or start from an earlier one"
+
+
+def check_loaded_policy(model: Any, tokenizer: Any, path: Path, *, repair: str | None = None) -> None:
     """One-line ValueError unless the loaded model and tokenizer can generate: a real vocabulary that fits the
-    model's embedding, and finite weights (one pass over the parameters, before the run writes anything)."""
+    model's embedding, and finite weights (one pass over the parameters, before the run writes anything).
+
+    `repair` is the advice for non-finite weights (default: re-copy or re-save the checkpoint).
+    """
     import torch
 
     where = f"model={str(path)!r}"
@@ -146,8 +156,8 @@ def check_loaded_policy(model: Any, tokenizer: Any, path: Path) -> None:
         for name, parameter in model.named_parameters():
             if not bool(torch.isfinite(parameter).all()):
                 raise ValueError(
-                    f"{where}: the weights hold NaN or inf (first in {name}); re-copy or re-save the checkpoint, "
-                    "or start from an earlier one"
+                    f"{where}: the weights hold NaN or inf (first in {name}); "
+                    f"{repair or _repair_advice(None)}"
                 )
 
 

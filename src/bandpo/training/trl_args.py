@@ -18,6 +18,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from bandpo._atomic import use_umask
 from bandpo.integrations.trl import BandPOConfig, BandPOTrainer
 from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 from bandpo.training import data as data_module
@@ -134,6 +135,9 @@ class RunCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if state.is_world_process_zero:  # the process that writes checkpoints (one of several: the main one)
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():  # safetensors writes its files 0600: readable as the umask allows
+                use_umask(checkpoint)
             prune_checkpoints(Path(args.output_dir), self.keep_checkpoints)
         return control
 

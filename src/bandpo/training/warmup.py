@@ -18,14 +18,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bandpo._atomic import check_writable
+from bandpo._atomic import check_writable, make_temporary_dir, use_umask
 from bandpo.training.processes import silence
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
@@ -266,13 +265,14 @@ def load_or_warm_up(
         if cached is not None:
             return cached
         _remove_leftovers(final)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        staging = make_temporary_dir(final.parent, f".{final.name}-")
         try:
             start = time.perf_counter()
             info = _warm_up(config, staging, progress)
             info["seconds"] = time.perf_counter() - start
             info["config"] = asdict(config)
             (staging / "warmup.json").write_text(json.dumps(info, indent=2))
+            use_umask(staging)  # safetensors writes its files 0600: a shared cache must be readable
             os.replace(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
