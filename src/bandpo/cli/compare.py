@@ -14,10 +14,15 @@ import os
 import sys
 from pathlib import Path
 
+from bandpo.training.config import SETTINGS, Setting
 from bandpo.training.tasks import EMBEDDED_TASKS
 
 TASKS = ("lm", *EMBEDDED_TASKS, "bandit")  # lm: the default embedded task (countdown)
 DEFAULT_SEEDS = {"lm": 3, "bandit": 6}
+PLAN_LIMIT = 1_000
+"""Runs (arms x seeds, times scenarios for the bandit) a comparison plans without ``--large-plan``: the
+preregistered study is 4 arms x 24 seeds per task; a plan beyond this is usually a typo in --seeds."""
+JOBS = Setting(help="runs trained at the same time", section="compare", kind=int, low=1, high=256)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,16 +142,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "confirmatory.md to --output-dir; refused before every task has its 24 complete seeds",
     )
     parser.add_argument("--svg", action="store_true", help="also write SVG plots")
+    parser.add_argument(
+        "--large-plan",
+        action="store_true",
+        help=f"run a plan of more than {PLAN_LIMIT:,} runs (refused without it: usually a typo in --seeds)",
+    )
 
 
-def parse_seeds(text: str) -> list[int]:
-    """`--seeds`: "N" is seeds 0..N-1, "A-B" seeds A..B inclusive (a comparison continued on new seeds)."""
+def parse_seeds(text: str) -> range:
+    """`--seeds`: "N" is seeds 0..N-1, "A-B" seeds A..B inclusive (a comparison continued on new seeds).
+
+    A range, not a list: nothing is made before `check_seeds` has checked it (an empty one too).
+    """
     first, dash, last = text.partition("-")
     try:
-        seeds = list(range(int(first), int(last) + 1)) if dash else list(range(int(text)))
+        return range(int(first), int(last) + 1) if dash else range(int(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected N (seeds 0..N-1) or A-B (seeds A..B)") from None
-    return seeds  # empty (0, or A > B) is refused by `run` with a one-line error
+
+
+def check_seeds(seeds: range) -> None:
+    """One line unless `seeds` is not empty and each is a valid `TrainConfig` seed (`SETTINGS["seed"]`)."""
+    if seeds.stop <= seeds.start:
+        raise ValueError("--seeds: need at least 1 seed (N for seeds 0..N-1, or A-B with A <= B)")
+    spec = SETTINGS["seed"]
+    for seed in (seeds.start, seeds.stop - 1):
+        if not spec.low <= seed <= spec.high:
+            raise ValueError(
+                f"--seeds: seed {seed} is out of range; {spec.int_range()} (N for seeds 0..N-1, or A-B)"
+            )
+
+
+def check_plan(runs: int, description: str, *, large_plan: bool) -> None:
+    """Refuse a plan of more than `PLAN_LIMIT` runs unless `large_plan` (``--large-plan``) asks for it."""
+    if runs > PLAN_LIMIT and not large_plan:
+        raise ValueError(
+            f"this comparison plans {runs:,} runs ({description}), more than {PLAN_LIMIT:,}; check --seeds, or "
+            "pass --large-plan to run it anyway"
+        )
 
 
 def _progress(message: str) -> None:
@@ -161,13 +194,11 @@ def run(args: argparse.Namespace) -> int:
     if args.confirmatory is not None:
         return _confirmatory(args)
     kind = "bandit" if args.task == "bandit" else "lm"
-    seeds = list(range(DEFAULT_SEEDS[kind])) if args.seeds is None else args.seeds
-    if not seeds:
-        raise ValueError("--seeds: need at least 1 seed (N for seeds 0..N-1, or A-B with A <= B)")
-    if args.jobs < 1:
-        raise ValueError(f"--jobs {args.jobs}: must be >= 1")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps {args.steps}: must be >= 1")
+    seeds = range(DEFAULT_SEEDS[kind]) if args.seeds is None else args.seeds
+    check_seeds(seeds)
+    JOBS.check("--jobs", args.jobs)
+    if args.steps is not None:
+        SETTINGS["max_steps"].check("--steps", args.steps)
     specs = parse_method_specs(args.methods)
     output_dir = args.output_dir or Path("runs") / f"compare-{args.task}"
     if args.task == "bandit":
@@ -177,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     return _run_lm(args, specs, seeds, output_dir)
 
 
-def _run_bandit(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path) -> int:
+def _run_bandit(args: argparse.Namespace, specs, seeds: range, output_dir: Path) -> int:
     import torch
 
     from bandpo.experiments.bandit import (
@@ -195,6 +226,9 @@ def _run_bandit(args: argparse.Namespace, specs, seeds: list[int], output_dir: P
     scenarios = [get_scenario(name) for name in dict.fromkeys(names)]
     if steps is not None:
         scenarios = [scenario.replace(steps=steps) for scenario in scenarios]
+    shape = f"{len(scenarios)} scenario(s) x {len(specs)} method(s) x {len(seeds):,} seed(s)"
+    check_plan(len(scenarios) * len(specs) * len(seeds), shape, large_plan=args.large_plan)
+    seeds = list(seeds)
     torch.set_num_threads(1)  # tiny tensors: one thread is fastest and leaves the other cores alone
     results = run_bandit_compare(scenarios, specs, seeds, output_dir, progress=_progress, svg=args.svg)
     print("fraction of contexts that found the best action (mean ± s.e. over seeds):")
@@ -209,7 +243,7 @@ def _run_bandit(args: argparse.Namespace, specs, seeds: list[int], output_dir: P
     return 0
 
 
-def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path) -> int:
+def _run_lm(args: argparse.Namespace, specs, seeds: range, output_dir: Path) -> int:
     if args.scenario:
         raise ValueError("--scenario applies to --task bandit only")
     from bandpo.experiments.lm_compare import run_lm_compare
@@ -221,6 +255,9 @@ def _run_lm(args: argparse.Namespace, specs, seeds: list[int], output_dir: Path)
         param, values = parse_sweep(args.sweep)
         specs = expand_sweep(specs, param, values)
         sweep = {"param": param, "values": values}
+    shape = f"{len(specs)} arm(s) x {len(seeds):,} seed(s)"
+    check_plan(len(specs) * len(seeds), shape, large_plan=args.large_plan)
+    seeds = list(seeds)
     task = None if args.task == "lm" else args.task
     extra_settings = _parse_settings(args.settings or [])
     if task is not None and args.dataset:

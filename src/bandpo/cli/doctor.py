@@ -225,13 +225,17 @@ def check_warmup_cache(root: Path | None = None) -> list[Check]:
     warmup = root / "warmup"
     if not warmup.is_dir():
         writable = _nearest_existing(root)
-        if not os.access(writable, os.W_OK):
+        if not os.access(writable, os.W_OK | os.X_OK):
+            if writable == root:
+                state = f"{root} is read-only and holds no warm-up"
+            else:
+                state = f"{root} does not exist and cannot be created ({writable} is read-only)"
             return [
                 Check(
                     name="warm-up cache",
                     status=FAIL,
-                    detail=f"{root} does not exist and {writable} is not writable",
-                    fix="set BANDPO_CACHE to a writable directory",
+                    detail=f"{state}: the first `bandpo train` of the embedded model needs to write one",
+                    fix="set BANDPO_CACHE to a writable directory (or make this one writable)",
                 )
             ]
         return [
@@ -284,17 +288,22 @@ def check_warmup_cache(root: Path | None = None) -> list[Check]:
 
 
 def check_pretrained_models(root: Path | None = None) -> list[Check]:
-    """Each short name of `bandpo.training.pretrained.PRETRAINED`: prepared (a note when not), and intact."""
+    """Each short name of `bandpo.training.pretrained.PRETRAINED`: prepared (a note when not), and intact: every
+    file as its conversion wrote it (`verify_prepared`: sizes and SHA-256, about a second for SmolLM2)."""
     from bandpo.training.policy import check_checkpoint_folder
-    from bandpo.training.pretrained import PRETRAINED, model_dir, prepared_info
+    from bandpo.training.pretrained import PRETRAINED, model_dir, prepared_info, verify_prepared
 
     checks = []
     for name in PRETRAINED:
         folder = model_dir(name, root)
         fix = f"bandpo prepare-model {name} --force"
+        for leftover in sorted(folder.parent.glob(f".{folder.name}-*")):
+            detail = f"{leftover}: leftover of an interrupted prepare-model (the next one removes it)"
+            checks.append(Check(name=name, status=NOTE, detail=detail))
         try:
             info = prepared_info(name, root)
             if info is not None:
+                verify_prepared(name, root)
                 check_checkpoint_folder(folder)
         except ValueError as error:
             checks.append(Check(name=name, status=FAIL, detail=str(error), fix=fix))

@@ -13,8 +13,23 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_METHODS = ("clip", "clip_higher", "band", "band_upper")
+
+
+def _counts() -> dict[str, tuple[str, Any]]:
+    """flag -> (its argparse dest, the `Setting` declaring its range): the counts are `TrainConfig`'s
+    (``--prompts`` is the rollout batch, ``--samples`` one prompt's samples, as ``eval_samples``)."""
+    from bandpo.training.config import SETTINGS
+
+    return {
+        "--prompts": ("prompts", SETTINGS["prompts_per_step"]),
+        "--samples": ("samples", SETTINGS["eval_samples"]),
+        "--max-new-tokens": ("max_new_tokens", SETTINGS["max_completion_length"]),
+        "--seed": ("seed", SETTINGS["seed"]),
+        "--num-threads": ("num_threads", SETTINGS["num_threads"]),
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from bandpo._atomic import check_writable, write_text_atomic
 
+    for flag, (dest, spec) in _counts().items():  # before any work: a count out of range is one line
+        spec.check(flag, getattr(args, dest))
     check_writable(args.output_dir, "output_dir", "--output-dir")
     from bandpo.experiments import token_regime
 

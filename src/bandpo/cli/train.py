@@ -200,10 +200,12 @@ def format_summary(summary: Any) -> str:
     if summary.before is None:
         lines.append("(no held-out prompts: evaluation skipped)")
     paths = summary.paths
+    # TensorBoard only when the run wrote its events (--no-tensorboard: none to show)
+    board = f", TensorBoard: tensorboard --logdir {paths['tensorboard']}" if config.report_tensorboard else ""
     lines += [
         f"run directory: {paths['run_dir']}",
         f"  metrics {paths['metrics']}, plots {paths['plots']}/, model {paths['model']}/",
-        f"  summary {paths['summary']}, TensorBoard: tensorboard --logdir {paths['tensorboard']}",
+        f"  summary {paths['summary']}{board}",
     ]
     return "\n".join(lines)
 

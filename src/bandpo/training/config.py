@@ -45,6 +45,10 @@ from bandpo.training.warmup import WarmupConfig
 
 __all__ = [
     "AGG_MODES",
+    "MAX_PROMPTS",
+    "MAX_SAMPLES_PER_PROMPT",
+    "MAX_SEED",
+    "MAX_STEPS",
     "PRESETS",
     "REWARD_NAMES",
     "SCALE_REWARDS",
@@ -71,6 +75,13 @@ RUN_INDEPENDENT_FIELDS: frozenset[str] = frozenset(
 )
 """Fields that do not change what a run computes: a resumed or re-planned run may differ in them."""
 
+# the limits of the counts (`Setting.high`), shared by the settings and commands that count the same thing
+MAX_STEPS = 1_000_000
+MAX_PROMPTS = 16_384  # per rollout batch
+MAX_SAMPLES_PER_PROMPT = 1_024  # num_generations, eval_samples, `bandpo tokens --samples`
+MAX_EVAL_PROMPTS = 100_000
+MAX_SEED = 2**32 - 1  # numpy's seeds (transformers' set_seed seeds numpy) are 32-bit
+
 # the sections of the field list and of `bandpo train --help`
 METHOD = "method (per-token ratio bounds)"
 LOSS = "loss"
@@ -90,7 +101,9 @@ class Setting:
         section: where the field is listed (``METHOD``, ``LOSS``, ...).
         kind: int, float, str or bool (int values are accepted for a float).
         optional: None is valid (it means ``default_text``).
-        low, high, low_open: the valid range of a number (closed unless `low_open`).
+        low, high, low_open: the valid range of a number (closed unless `low_open`). Every count has a
+            finite `high`: a value beyond what any run needs is a typo or a unit slip, refused before any work
+            rather than found by the out-of-memory killer.
         choices: the valid values of a str, or a function returning them (read when checked).
         fix: the advice of the error for a bad value (default: the valid range or choices).
         default_text: the default in words where the default is None or needs explaining.
@@ -112,6 +125,13 @@ class Setting:
     aliases: tuple[str, ...] = ()
     metavar: str | None = None
 
+    def int_range(self) -> str:
+        """The valid integers in words: "use an integer in [1, 1,024]" (or ">= low" without a limit)."""
+        low = 0 if self.low is None else self.low
+        if math.isinf(self.high):
+            return f"use an integer >= {low}"
+        return f"use an integer in [{low:,}, {int(self.high):,}]"
+
     def valid_choices(self) -> tuple[str, ...] | None:
         return self.choices() if callable(self.choices) else self.choices
 
@@ -126,7 +146,9 @@ class Setting:
         elif self.kind is int:
             low = 0 if self.low is None else self.low
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r} is not valid; {self.fix or f'use an integer >= {low}'}")
+                raise ValueError(f"{name}={value!r} is not valid; {self.fix or self.int_range()}")
+            if value > self.high:
+                raise ValueError(f"{name}={value!r} is more than bandpo allows; {self.int_range()}")
         elif self.kind is float:
             low = -math.inf if self.low is None else self.low
             ok = not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
@@ -249,19 +271,27 @@ class TrainConfig:
         choices=SCALE_REWARDS,
     )
     # schedule
-    max_steps: int = setting(250, "RL steps (generation batches)", SCHEDULE, low=1)
-    prompts_per_step: int = setting(32, "prompts per rollout batch", SCHEDULE, low=1)
+    # counts: each has a limit far above any published recipe (the paper: 1,020 steps of 256 prompts x 16
+    # samples, k = 32), so only a slip (an extra zero, a seed pasted into a count) meets it
+    max_steps: int = setting(250, "RL steps (generation batches)", SCHEDULE, low=1, high=MAX_STEPS)
+    prompts_per_step: int = setting(32, "prompts per rollout batch", SCHEDULE, low=1, high=MAX_PROMPTS)
     num_generations: int = setting(
-        8, "samples per prompt", SCHEDULE, low=2, fix="GRPO needs at least 2 samples per prompt"
+        8,
+        "samples per prompt",
+        SCHEDULE,
+        low=2,
+        high=MAX_SAMPLES_PER_PROMPT,
+        fix="GRPO needs at least 2 samples per prompt",
     )
-    num_iterations: int = setting(2, "passes over each rollout batch", SCHEDULE, low=1)
-    minibatches: int = setting(4, "optimiser steps per pass", SCHEDULE, low=1)
+    num_iterations: int = setting(2, "passes over each rollout batch", SCHEDULE, low=1, high=64)
+    minibatches: int = setting(4, "optimiser steps per pass", SCHEDULE, low=1, high=MAX_PROMPTS)
     micro_batch_size: int | None = setting(
         None,
         "completions per forward/backward pass, accumulated into a minibatch; must divide it",
         SCHEDULE,
         kind=int,
         low=1,
+        high=MAX_PROMPTS * MAX_SAMPLES_PER_PROMPT,
         fix="use an integer >= 1 or None (the default)",
         default_text="the whole minibatch",
     )
@@ -283,6 +313,7 @@ class TrainConfig:
         SCHEDULE,
         kind=int,
         low=1,
+        high=131_072,
         fix="use an integer >= 1 or None (the default)",
         default_text=_completion_length_text(),
     )
@@ -333,15 +364,23 @@ class TrainConfig:
         True, "wrap prompts in the tokenizer's chat template when it has one", DATA, flag="--chat-template"
     )
     # evaluation
-    eval_prompts: int = setting(256, "held-out prompts", EVALUATION, low=1)
-    eval_samples: int = setting(16, "k samples per prompt (k of mean@k, pass@k, maj@k)", EVALUATION, low=1)
-    eval_every: int = setting(0, "also evaluate every N steps (0: only before and after)", EVALUATION, low=0)
+    eval_prompts: int = setting(256, "held-out prompts", EVALUATION, low=1, high=MAX_EVAL_PROMPTS)
+    eval_samples: int = setting(
+        16,
+        "k samples per prompt (k of mean@k, pass@k, maj@k)",
+        EVALUATION,
+        low=1,
+        high=MAX_SAMPLES_PER_PROMPT,
+    )
+    eval_every: int = setting(
+        0, "also evaluate every N steps (0: only before and after)", EVALUATION, low=0, high=MAX_STEPS
+    )
     # run directory
     output_dir: str | None = setting(
         None, "run directory", RUN, kind=str, default_text="runs/<method>-seed<seed>-<time>"
     )
-    save_every: int = setting(25, "RL steps between checkpoints", RUN, low=1)
-    keep_checkpoints: int = setting(2, "checkpoints kept", RUN, low=1)
+    save_every: int = setting(25, "RL steps between checkpoints", RUN, low=1, high=MAX_STEPS)
+    keep_checkpoints: int = setting(2, "checkpoints kept", RUN, low=1, high=1_000)
     resume: bool = setting(
         False, "continue the run in --output-dir from its last checkpoint (no run there: start one)", RUN
     )
@@ -349,7 +388,7 @@ class TrainConfig:
     warmup_target_accuracy: float = setting(
         0.35, "held-out accuracy the warm-up stops at", WARMUP, low=0.0, low_open=True, high=1.0, flag=""
     )
-    warmup_max_steps: int = setting(1500, "warm-up steps at most", WARMUP, low=1, flag="")
+    warmup_max_steps: int = setting(1500, "warm-up steps at most", WARMUP, low=1, high=MAX_STEPS, flag="")
     warmup_rare_fraction: float = setting(
         0.01, "share of warm-up problems needing the rare operator", WARMUP, low=0.0, high=1.0, flag=""
     )
@@ -357,8 +396,8 @@ class TrainConfig:
         None, "warm-up cache", RUN, kind=str, default_text="$BANDPO_CACHE or ~/.cache/bandpo"
     )
     # other
-    seed: int = setting(0, "seed of data, warm-up, sampling and init", RUN, low=0)
-    num_threads: int = setting(1, "torch CPU threads", RUN, low=1)
+    seed: int = setting(0, "seed of data, warm-up, sampling and init", RUN, low=0, high=MAX_SEED)
+    num_threads: int = setting(1, "torch CPU threads", RUN, low=1, high=1_024)
     report_tensorboard: bool = setting(True, "write TensorBoard events", RUN, flag="--tensorboard")
     preset: str = setting("default", "base settings", RUN, choices=lambda: tuple(PRESETS))
 
