@@ -19,6 +19,7 @@ from bandpo import cli
 from bandpo.cli import doctor
 from bandpo.training import TrainConfig, pretrained
 from bandpo.training.pretrained import PretrainedSource
+from gguf_helpers import write_tiny_llama_gguf
 
 GOOD = b"GGUF" + bytes(range(60))  # a 64-byte stand-in for the real file
 
@@ -182,67 +183,11 @@ def test_doctor_reports_the_pretrained_checkpoint(tmp_path, monkeypatch):
     broken = {c.name: c for c in doctor.check_pretrained_models(tmp_path)}["fake-model"]
     assert broken.status == doctor.FAIL and broken.fix == "bandpo prepare-model fake-model --force"
     (folder / "source.json").write_text(json.dumps({"gguf_sha256": _fake_source().gguf_sha256}))
+    no_manifest = {c.name: c for c in doctor.check_pretrained_models(tmp_path)}["fake-model"]
+    assert no_manifest.status == doctor.FAIL and "has no manifest.json" in no_manifest.detail
+    pretrained.write_manifest(folder)  # its files as recorded, but no checkpoint in them
     no_weights = {c.name: c for c in doctor.check_pretrained_models(tmp_path)}["fake-model"]
     assert no_weights.status == doctor.FAIL and "config.json" in no_weights.detail
-
-
-def _write_tiny_llama_gguf(path: Path) -> None:
-    """A 3k-parameter Llama in GGUF (float32 tensors, a byte-level BPE vocabulary and a ChatML template)."""
-    import gguf
-    import numpy as np
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    vocab = [
-        "<|endoftext|>",
-        "<|im_start|>",
-        "<|im_end|>",
-        *(chr(c) for c in range(97, 123)),
-        "Ġ",
-        "Ġa",
-        "ab",
-    ]
-    dim, hidden, heads = 16, 32, 2
-    writer.add_context_length(64)
-    writer.add_embedding_length(dim)
-    writer.add_block_count(1)
-    writer.add_feed_forward_length(hidden)
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(heads)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_dimension_count(dim // heads)
-    writer.add_vocab_size(len(vocab))
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(vocab)
-    writer.add_token_types([3, 3, 3] + [1] * (len(vocab) - 3))
-    writer.add_token_merges(["Ġ a", "a b"])
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_chat_template(
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-    rng = np.random.default_rng(0)
-
-    def weights(*shape: int):
-        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
-
-    writer.add_tensor("token_embd.weight", weights(len(vocab), dim))
-    for name, shape in [
-        ("attn_q", (dim, dim)),
-        ("attn_k", (dim, dim)),
-        ("attn_v", (dim, dim)),
-        ("attn_output", (dim, dim)),
-        ("ffn_gate", (hidden, dim)),
-        ("ffn_up", (hidden, dim)),
-        ("ffn_down", (dim, hidden)),
-    ]:
-        writer.add_tensor(f"blk.0.{name}.weight", weights(*shape))
-    for name in ("blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"):
-        writer.add_tensor(name, np.ones(dim, np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 def test_a_tiny_gguf_converts_into_a_checkpoint_that_trains_like_any_folder(tmp_path, monkeypatch):
@@ -255,7 +200,7 @@ def test_a_tiny_gguf_converts_into_a_checkpoint_that_trains_like_any_folder(tmp_
     from bandpo.training.policy import load_policy
 
     gguf_path = tmp_path / "tiny.gguf"
-    _write_tiny_llama_gguf(gguf_path)
+    write_tiny_llama_gguf(gguf_path)
     data = gguf_path.read_bytes()
     source = _fake_source(gguf_bytes=len(data), gguf_sha256=hashlib.sha256(data).hexdigest())
     monkeypatch.setitem(pretrained.PRETRAINED, "fake-model", source)
