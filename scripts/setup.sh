@@ -30,7 +30,11 @@ echo "setup: .venv (bandpo[train,dev])"
 make_env .venv train,dev
 if [ "$with_model" = 1 ]; then
   echo "setup: smollm2-135m-instruct (downloaded and converted once; cached)"
-  .venv/bin/bandpo prepare-model smollm2-135m-instruct
+  # a cache made by an older bandpo (no manifest.json) or a damaged one is refused, naming why: convert again
+  if ! .venv/bin/bandpo prepare-model smollm2-135m-instruct; then
+    echo "setup: converting smollm2-135m-instruct again (the line above says why)"
+    .venv/bin/bandpo prepare-model smollm2-135m-instruct --force
+  fi
 fi
 if [ "$with_verl" = 1 ]; then
   echo "setup: .venv-verl (bandpo[verl,dev])"

@@ -28,9 +28,10 @@ exchange (Linux ``renameat2``), so ``<name>/`` never vanishes under a reader.
 Afterwards nothing touches the network: `resolve_model` maps the short name to that folder, which loads
 like any local checkpoint (without ``gguf``), once `verify_prepared` found every file as the manifest
 records it (a damaged, edited, missing or added file, or no manifest at all, is refused with
-``bandpo prepare-model <name> --force``). Hashing the 538 MB of SmolLM2 costs about a second
-(``benchmarks/verify_prepared.py``); it is done once per process and never cached on disk, so a file
-damaged without its size or time changing (a bad disk, a copy that keeps times) is still caught.
+``bandpo prepare-model <name> --force``). Hashing the 542 MB of SmolLM2 costs about half a second of
+CPU (``benchmarks/verify_prepared.py``; docs/models.md has the figures); it is done once per process and
+never cached on disk, so a file damaged without its size or time changing (a bad disk, a copy that keeps
+times) is still caught, and a read-only cache needs no write.
 transformers refuses to ``save_pretrained`` a model that still has its GGUF quantizer attached; once the
 weights are de-quantized the quantizer has nothing left to do, so `convert_gguf` detaches it before saving.
 """
@@ -225,11 +226,12 @@ def verify_prepared(name: str, cache_dir: str | Path | None = None) -> None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise ValueError(f"{where}: its {MANIFEST_FILE} is unreadable; {repair_fix(name)}") from None
     present = {path.name for path in folder.iterdir() if path.name != MANIFEST_FILE}
-    for file in sorted(set(expected) - present):
-        raise ValueError(f"{where}: {file} is missing; {repair_fix(name)}")
-    for file in sorted(present - set(expected)):
+    missing, added = sorted(set(expected) - present), sorted(present - set(expected))
+    if missing:
+        raise ValueError(f"{where}: {missing[0]} is missing; {repair_fix(name)}")
+    if added:  # transformers reads more than the weights: an adapter_config.json would load an adapter
         raise ValueError(
-            f"{where}: {file} was not written by the conversion (added by hand?); {repair_fix(name)}"
+            f"{where}: {added[0]} was not written by the conversion (added by hand?); {repair_fix(name)}"
         )
     for file, (size, _) in sorted(expected.items()):
         actual = (folder / file).stat().st_size
