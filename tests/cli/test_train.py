@@ -83,12 +83,14 @@ def test_every_field_has_one_declaration():
 
 
 def test_help_shows_the_declared_defaults():
-    """The default in the help is read from the field, so the help cannot disagree with the config."""
+    """The default and a count's limit in the help are read from the declaration, so the help cannot disagree
+    with the config."""
     text = " ".join(_help().split())
     for name, spec in SETTINGS.items():
         if spec.flag != "" and name not in {"preset", "resume"}:
-            assert f"(default: {default_text(name)})" in text, name
-    assert "RL steps (generation batches) (default: 250; paper preset 1020)" in text
+            limit = f"; at most {int(spec.high):,}" if spec.kind is int else ""
+            assert f"(default: {default_text(name)}{limit})" in text, name
+    assert "RL steps (generation batches) (default: 250; paper preset 1020; at most 1,000,000)" in text
     assert TrainConfig().max_steps == 250 and PRESETS["paper"]["max_steps"] == 1020
 
 

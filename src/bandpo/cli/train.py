@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 type=_dual_clip_c if name == "dual_clip_c" else spec.kind,
                 choices=spec.valid_choices(),
                 metavar=spec.metavar,
-                help=f"{spec.help} (default: {default_text(name)})",
+                help=f"{spec.help} (default: {default_text(name)}{_limit(spec)})",
             )
         if name == "method":  # its parameters follow: every registered method's, with each one's default
             parameters = settable_method_parameters()
@@ -81,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 RUN_SECTION = SETTINGS["output_dir"].section
+
+
+def _limit(spec: Any) -> str:
+    """A count's upper limit for its help ("; at most 1,024"), from its declaration."""
+    return f"; at most {int(spec.high):,}" if spec.kind is int and math.isfinite(spec.high) else ""
 
 
 def _option_flags() -> list[str]:
