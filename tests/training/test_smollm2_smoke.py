@@ -33,6 +33,10 @@ def test_bandpo_train_runs_smollm2_on_sums(tmp_path):
             f"{NAME} is not prepared in {pretrained.model_dir(NAME)}; run `bash scripts/setup.sh` (or "
             f"`.venv/bin/bandpo prepare-model {NAME}`) once, then rerun"
         )
+    try:  # a damaged cache, or one made by an older bandpo (no manifest), says how to convert it again
+        pretrained.verify_prepared(NAME)
+    except ValueError as error:
+        pytest.fail(str(error))
     run_dir = tmp_path / "run"
     command = [
         sys.executable,
