@@ -8,6 +8,7 @@ fixtures and tests, never at module level.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import importlib.util
@@ -112,6 +113,11 @@ ARMS: dict[str, tuple[str | None, dict[str, object]]] = {
             "reward.reward_kwargs.overlong_buffer_cfg.log": False,
             "reward.reward_kwargs.max_resp_len": 4608,
             "trainer.total_epochs": 20,
+            # verl's own keys that interpolate the ones above
+            ROLLOUT + "response_length": 4608,
+            "distillation.teacher_models.teacher_model.inference.response_length": 4608,
+            "critic.loss_agg_mode": "token-mean",
+            "critic.use_dynamic_bsz": True,
         },
     ),
     "bandpo_filter_groups": (
@@ -270,10 +276,20 @@ def _flat(node, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def _arm(recipe, arm: str, *overrides: str):
+    """The arm's composed config, with run.sh's overrides and one experiment name for every arm."""
+    return recipe.compose(f"{arm}_math", (*RUN_OVERRIDES, "trainer.experiment_name=same", *overrides))
+
+
+_RESOLVED: dict[tuple[str, ...], dict[str, object]] = {}
+
+
 def _resolved(recipe, arm: str, *overrides: str) -> dict[str, object]:
-    """The arm's config as verl resolves it, flattened, with one experiment name for every arm."""
-    cfg = recipe.compose(f"{arm}_math", (*RUN_OVERRIDES, "trainer.experiment_name=same", *overrides))
-    return _flat(recipe.OmegaConf.to_container(cfg, resolve=True))
+    """The arm's config as verl resolves it, flattened (cached: callers read it, never change it)."""
+    key = (arm, *overrides)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _flat(recipe.OmegaConf.to_container(_arm(recipe, arm, *overrides), resolve=True))
+    return _RESOLVED[key]
 
 
 _MISSING = "<missing>"
@@ -309,12 +325,49 @@ def test_each_arm_differs_from_its_parent_exactly_as_the_papers_scripts_do(recip
         assert _differences(_resolved(recipe, parent), resolved) == changes
 
 
+def test_the_shared_settings_are_the_papers(recipe):
+    """The settings of the paper's scripts (docs/verl.md, "Example: the paper's math runs"), which every arm
+    but `dapo` keeps (the arm table above says what each arm changes)."""
+    band = _resolved(recipe, "bandpo")
+    expected = {
+        "data.train_batch_size": 256,
+        "data.max_prompt_length": 1024,
+        "data.max_response_length": 4096,
+        "data.shuffle": True,
+        "data.seed": 1,
+        ROLLOUT + "n": 16,
+        ROLLOUT + "temperature": 1.0,
+        ROLLOUT + "top_p": 1.0,
+        ROLLOUT + "top_k": -1,
+        ROLLOUT + "val_kwargs.n": 32,
+        ROLLOUT + "calculate_log_probs": False,
+        ACTOR + "ppo_mini_batch_size": 64,
+        ACTOR + "ppo_micro_batch_size_per_gpu": 8,
+        ACTOR + "ppo_epochs": 1,
+        ACTOR + "optim.lr": 1e-6,
+        ACTOR + "use_kl_loss": True,
+        ACTOR + "kl_loss_type": "low_var_kl",
+        ACTOR + "kl_loss_coef": 0.001,
+        ACTOR + "entropy_coeff": 0,
+        ACTOR + "clip_ratio_c": 10.0,
+        ACTOR + "loss_agg_mode": "seq-mean-token-mean",
+        "algorithm.use_kl_in_reward": False,
+        "trainer.total_epochs": 10,
+        "trainer.test_freq": 5,
+        "trainer.save_freq": 10,
+        "actor_rollout_ref.model.path": "Qwen/Qwen2.5-3B-Instruct",
+    }
+    assert {key: band[key] for key in expected} == expected
+
+
 @pytest.mark.parametrize("arm", sorted(ARMS))
 def test_each_arm_composes_validates_and_builds_verl_configs(recipe, arm):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
-    cfg = recipe.compose(f"{arm}_math")
+    cfg = copy.deepcopy(
+        _arm(recipe, arm)
+    )  # validate_config may write to it; the cached one stays as composed
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     # built as verl's workers build them: an unknown or renamed field raises here, and so does a bandpo
     # parameter its method does not take (BandPOPolicyLossConfig.__post_init__)
@@ -338,7 +391,7 @@ def test_each_arm_drives_verl_to_the_loss_of_its_method(recipe, arm):
     from verl.trainer.ppo import core_algos
     from verl.utils.config import omega_conf_to_dataclass
 
-    config = omega_conf_to_dataclass(recipe.compose(f"{arm}_math").actor_rollout_ref.actor)
+    config = omega_conf_to_dataclass(_arm(recipe, arm).actor_rollout_ref.actor)
     gen = torch.Generator().manual_seed(11)
     old_logp = torch.log(torch.rand(4, 7, generator=gen, dtype=torch.float64).clamp(min=1e-4))
     logp = (old_logp + torch.randn(4, 7, generator=gen, dtype=torch.float64)).clamp(max=0.0)
@@ -378,7 +431,7 @@ def test_dynamic_sampling_reaches_verls_replay_buffer_only_in_the_filtering_arms
     reward returns, for dapo and bandpo_filter_groups; off elsewhere."""
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    cfg = recipe.compose(f"{arm}_math")
+    cfg = _arm(recipe, arm)
     metric = PPOTrainer._resolve_filter_groups_metric(SimpleNamespace(config=cfg))
     assert metric == ("acc" if arm in FILTERING_ARMS else None)
 
@@ -387,7 +440,7 @@ def test_the_dapo_arm_builds_verls_dapo_reward_manager_with_the_overlong_penalty
     from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    cfg = recipe.compose("dapo_math")
+    cfg = _arm(recipe, "dapo")
     manager_cls = get_reward_manager_cls(cfg.reward.reward_manager.name)
     manager = manager_cls(cfg, tokenizer=None, compute_score=get_custom_reward_fn(cfg))
     assert type(manager).__name__ == "DAPORewardManager"
@@ -397,28 +450,34 @@ def test_the_dapo_arm_builds_verls_dapo_reward_manager_with_the_overlong_penalty
 
 
 def test_the_data_order_is_seeded_as_verl_reads_the_seed(recipe):
-    """verl's own sampler, built from the recipe's data config, gives the same order twice (seed 1); from
-    stock verl's config (seed null) it does not."""
+    """verl's own sampler, built from the recipe's data config, shuffles with seed 1: its first epoch is the
+    order torch's RandomSampler gives with a generator seeded 1 (the paper's verl). Stock verl's config sets
+    no seed, and its generator then keeps torch's fixed default seed: another order."""
+    from torch.utils.data import RandomSampler
     from verl.trainer.ppo.utils import create_rl_sampler
 
-    def order(data_config) -> list[int]:
-        return list(create_rl_sampler(data_config, list(range(200))))
+    prompts = list(range(200))
 
-    data = recipe.compose("bandpo_math").data
-    assert data.seed == 1 and order(data) == order(data)
+    def order(data_config) -> list[int]:
+        return list(create_rl_sampler(data_config, prompts))
+
+    data = _arm(recipe, "bandpo").data
+    assert data.seed == 1
+    papers = list(RandomSampler(prompts, generator=torch.Generator().manual_seed(1)))
+    assert order(data) == papers
     stock = recipe.OmegaConf.create(recipe.stock["data"])
-    assert stock.seed is None and order(stock) != order(stock)
+    assert stock.seed is None and order(stock) != papers
 
 
 @pytest.mark.parametrize("model", sorted(PAPER_MODELS))
 def test_one_override_selects_each_of_the_papers_models(recipe, model):
-    """`paper_model=<name>` sets the policy (and every verl key that reads its path) and the project name,
-    and nothing else: the paper ran the same settings on its four models."""
+    """`paper_model=<name>` sets the policy and the project name (and the verl keys that interpolate them,
+    such as the checkpoint folder), nothing else: the paper ran the same settings on its four models."""
     chosen = _resolved(recipe, "bandpo", f"paper_model={model}")
     assert chosen["actor_rollout_ref.model.path"] == PAPER_MODELS[model]
     assert chosen["trainer.project_name"] == f"bandpo_math_{model}"
-    changed = _differences(_resolved(recipe, "bandpo"), chosen)
-    assert set(changed.values()) <= {PAPER_MODELS[model], f"bandpo_math_{model}"}
+    changed = _differences(_resolved(recipe, "bandpo"), chosen)  # with verl's keys that interpolate them
+    assert all(value == PAPER_MODELS[model] or f"bandpo_math_{model}" in value for value in changed.values())
 
 
 # --- run.sh ------------------------------------------------------------------------------------------------
