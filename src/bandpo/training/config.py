@@ -39,7 +39,7 @@ from bandpo.losses import AGG_MODES as LOSS_AGG_MODES
 from bandpo.losses import DUAL_CLIP_C, check_dual_clip_c
 from bandpo.methods import list_methods, method_defaults_table, method_parameters
 from bandpo.methods import settable_parameters as settable_method_parameters
-from bandpo.training.loggers import LOGGER_NAMES, normalize_report_to
+from bandpo.training.loggers import LOGGERS, normalize_report_to
 from bandpo.training.pretrained import PRETRAINED, resolve_model
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 from bandpo.training.warmup import WarmupConfig
@@ -370,8 +370,8 @@ class TrainConfig:
         "loggers the metrics also go to, TRL's names (several: --report-to tensorboard wandb); none: only "
         "metrics.jsonl. --no-tensorboard drops tensorboard",
         RUN,
-        choices=LOGGER_NAMES,
-        fix=f"use one or more of {list(LOGGER_NAMES[:-1])}, or 'none' alone",
+        choices=tuple(LOGGERS),  # and "none" alone, which is stored as ()
+        fix=f"use one or more of {list(LOGGERS)}, or 'none' alone",
         default_text="tensorboard",
         metavar="NAME",
     )
