@@ -149,7 +149,10 @@ def test_wandb_offline_run_holds_the_metrics_under_catalogued_names(run):
     logged: dict[int, dict] = {}
     for record in records:
         if record.WhichOneof("record_type") == "history":
-            items = {item.key: json.loads(item.value_json) for item in record.history.item}
+            items = {
+                item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                for item in record.history.item
+            }
             logged.setdefault(items["_step"], {}).update(items)
     assert sorted(logged) == [0, 1, 2]
     for step, record in expected.items():

@@ -11,9 +11,9 @@ Names follow the run, as TRL's callbacks do: the run name is the run directory's
 the project is ``project`` when given, else the library's own variable (``WANDB_PROJECT``,
 ``MLFLOW_EXPERIMENT_NAME``), else ``bandpo``. Everything else is the library's own configuration:
 ``WANDB_MODE=offline``, ``TRACKIO_DIR``, ``TRACKIO_SPACE_ID``, ``MLFLOW_TRACKING_URI``. Resuming a run
-continues the same logged run (W&B's id and MLflow's run are derived from the run directory; Trackio's run
-is found by name); only TensorBoard drops the points a killed run logged after its last checkpoint
-(``purge_step``): the others keep them, and W&B ignores a step it has already logged.
+continues the same logged run (W&B's id is derived from the run directory and its start; Trackio's and
+MLflow's runs are found by name, and a fresh run starts a new one); only TensorBoard drops the points a killed run logged after its last
+checkpoint (``purge_step``): the others keep them, and W&B ignores a step it has already logged.
 """
 
 from __future__ import annotations
@@ -72,9 +72,17 @@ class RunIdentity:
         """The run directory's name, TRL's ``run_name`` for the run."""
         return self.run_dir.resolve().name
 
+    @property
+    def resumed(self) -> bool:
+        return self.resumed_step is not None
+
     def run_id(self) -> str:
-        """A stable id for this run directory (W&B's run id): its name plus a hash of its absolute path."""
-        digest = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:8]
+        """This run's id (W&B's): its name plus a hash of the run directory's absolute path and of when the
+        run started (config.json's time: written once, at the start), so a resume finds the run again and a
+        new run in a reused directory is a new run."""
+        config = self.run_dir / "config.json"
+        started = config.stat().st_mtime_ns if config.exists() else 0
+        digest = hashlib.sha256(f"{self.run_dir.resolve()}:{started}".encode()).hexdigest()[:8]
         return f"{re.sub(r'[^A-Za-z0-9_-]', '-', self.run_name)[:54]}-{digest}"
 
     def resolve_project(self, variable: str | None) -> str:
@@ -122,7 +130,7 @@ class TrackioSink:
             project=run.resolve_project(None),
             name=run.run_name,
             config=run.config,
-            resume="allow",
+            resume="allow" if run.resumed else "never",  # by name: "never" starts a new run of that name
         )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -164,11 +172,15 @@ class MlflowSink:
 
         self.mlflow = mlflow
         experiment = mlflow.set_experiment(run.resolve_project("MLFLOW_EXPERIMENT_NAME"))
-        found = mlflow.search_runs(
-            experiment_ids=[experiment.experiment_id],
-            filter_string=f"tags.mlflow.runName = '{run.run_name}'",
-            output_format="list",
-        )
+        found = []
+        if run.resumed:
+            name = run.run_name.replace("'", "\\'")
+            found = mlflow.search_runs(
+                experiment_ids=[experiment.experiment_id],
+                filter_string=f"tags.mlflow.runName = '{name}'",
+                order_by=["attributes.start_time DESC"],
+                output_format="list",
+            )
         if found:
             self.active = mlflow.start_run(run_id=found[0].info.run_id)
         else:
