@@ -42,7 +42,8 @@ def test_the_help_lists_the_loggers():
     parser = build_parser()
     train = next(a for a in parser._actions if a.dest == "command").choices["train"]
     text = " ".join(train.format_help().split())
-    assert "--report-to {" + ",".join(LOGGER_NAMES) + "}" in text
+    assert "--report-to NAME [NAME ...]" in text
+    assert "by TRL's names: " + ", ".join(LOGGER_NAMES[:-1]) + " (several at once), or none" in text
     assert "--tensorboard, --no-tensorboard" in text and "--project PROJECT" in text
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bandpo.training import TrainConfig
@@ -45,6 +46,16 @@ def test_a_prepared_short_names_folder_is_its_hub_model(tmp_path):
     front = _front(model_card(TrainConfig(model=str(folder)), "run", None, None, steps=0))
     assert front["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert front["base_model_relation"] == "finetune" and front["license"] == "apache-2.0"
+
+
+def test_the_prepared_short_name_is_smollm2_on_the_hub():
+    from bandpo.training.pretrained import prepared_info
+
+    if prepared_info("smollm2-135m-instruct") is None:
+        pytest.skip("smollm2-135m-instruct is not prepared here (bash scripts/setup.sh prepares it)")
+    base = base_model_of(TrainConfig(model="smollm2-135m-instruct", task="sums"))
+    assert (base.hub_id, base.license) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
+    assert "Q4_1 GGUF de-quantized" in base.description
 
 
 def test_a_folder_in_the_hubs_cache_layout_names_its_repo_and_license(tmp_path):

@@ -54,6 +54,7 @@ def _train(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Comple
         [sys.executable, "-m", "bandpo", "train", "--no-progress", *args],
         cwd=cwd,
         env=env,
+        stdin=subprocess.DEVNULL,  # no terminal: no library asks a question
         capture_output=True,
         text=True,
         timeout=900,
@@ -77,6 +78,25 @@ def run(tmp_path_factory):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     return root
+
+
+def test_a_logger_that_cannot_start_is_one_line_and_leaves_no_run(run):
+    """W&B online without a login (a fresh HOME, no WANDB_* variables, no terminal): wandb's own refusal,
+    in one line with the fix; the fresh run removes what it wrote, so the retry is not blocked."""
+    home = run / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("WANDB_", "TRACKIO_"))}
+    env["HOME"] = str(home)
+    result = _train(["--config", "small.yaml", "--report-to", "wandb", "--output-dir", "no-login"], env, run)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("bandpo train:")]
+    assert errors == [
+        "bandpo train: error: report_to='wandb': wandb could not start the run (UsageError: No API key "
+        "configured. Use `wandb login` to log in.); log in (wandb login) or set WANDB_MODE=offline to keep the "
+        "run on disk"
+    ], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (run / "no-login" / "config.json").exists()
 
 
 def _records(run_dir: Path) -> list[dict]:

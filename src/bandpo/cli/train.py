@@ -32,7 +32,7 @@ from bandpo.training.config import (
     settable_method_parameters,
 )
 from bandpo.training.config_file import parse_dual_clip_c, read_config_file
-from bandpo.training.loggers import LOGGER_NAMES, normalize_report_to
+from bandpo.training.loggers import normalize_report_to
 
 CLI_ONLY_FLAGS = {"preset", "resume"}
 """Fields whose flag is not a plain "value or keep the preset's": the base preset itself, and a switch."""
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 *flags,
                 dest=name,
                 nargs="+",
-                metavar="{" + ",".join(LOGGER_NAMES) + "}",
+                metavar=spec.metavar,
                 help=f"{spec.help} (default: {default_text(name)})",
             )
             group.add_argument(

@@ -367,8 +367,8 @@ class TrainConfig:
     num_threads: int = setting(1, "torch CPU threads", RUN, low=1)
     report_to: tuple[str, ...] = setting(
         ("tensorboard",),
-        "loggers the metrics also go to, TRL's names (several: --report-to tensorboard wandb); none: only "
-        "metrics.jsonl. --no-tensorboard drops tensorboard",
+        f"loggers the metrics also go to, by TRL's names: {', '.join(LOGGERS)} (several at once), or none "
+        "(only metrics.jsonl); --no-tensorboard drops tensorboard",
         RUN,
         choices=tuple(LOGGERS),  # and "none" alone, which is stored as ()
         fix=f"use one or more of {list(LOGGERS)}, or 'none' alone",
@@ -589,6 +589,7 @@ class TrainConfig:
         values = asdict(self)
         if values["method_options"] is None:  # only a user-registered method's parameters need it
             del values["method_options"]
+        values["report_to"] = list(self.report_to)  # as JSON holds it (a list), read back as a tuple
         return {
             **values,
             "resolved": {

@@ -196,18 +196,34 @@ class MlflowSink:
 
 @dataclass(frozen=True)
 class LoggerSpec:
-    """One ``report_to`` name: the module it imports, how to install it, and its sink."""
+    """One ``report_to`` name: the module it imports, how to install it, its sink, and what to check when the
+    library cannot start a run."""
 
     module: str
     install: str
     sink: Callable[[RunIdentity], Sink]
+    fix: str
 
 
 LOGGERS: dict[str, LoggerSpec] = {
-    "tensorboard": LoggerSpec("tensorboard", "pip install tensorboard", TensorBoardSink),
-    "trackio": LoggerSpec("trackio", "pip install 'bandpo[trackio]'", TrackioSink),
-    "wandb": LoggerSpec("wandb", "pip install 'bandpo[wandb]'", WandbSink),
-    "mlflow": LoggerSpec("mlflow", "pip install 'bandpo[mlflow]'", MlflowSink),
+    "tensorboard": LoggerSpec(
+        "tensorboard", "pip install tensorboard", TensorBoardSink, "check that the run directory is writable"
+    ),
+    "trackio": LoggerSpec(
+        "trackio", "pip install 'bandpo[trackio]'", TrackioSink, "check TRACKIO_DIR (or TRACKIO_SPACE_ID)"
+    ),
+    "wandb": LoggerSpec(
+        "wandb",
+        "pip install 'bandpo[wandb]'",
+        WandbSink,
+        "log in (wandb login) or set WANDB_MODE=offline to keep the run on disk",
+    ),
+    "mlflow": LoggerSpec(
+        "mlflow",
+        "pip install 'bandpo[mlflow]'",
+        MlflowSink,
+        "check MLFLOW_TRACKING_URI and the MLflow server",
+    ),
 }
 LOGGER_NAMES: tuple[str, ...] = (*LOGGERS, "none")
 """The valid ``report_to`` names: TRL's for these integrations, and ``none`` (only metrics.jsonl)."""
@@ -237,11 +253,23 @@ def check_installed(report_to: tuple[str, ...]) -> None:
 
 
 def open_sinks(report_to: tuple[str, ...], run: RunIdentity) -> list[Sink]:
-    """One sink per logger in `report_to`, in order (a failed start closes those already open)."""
+    """One sink per logger in `report_to`, in order. A library that cannot start its run (no login, no
+    server) is one ValueError naming the logger, the library's reason and the fix; the sinks already open
+    are closed."""
     sinks: list[Sink] = []
     try:
         for name in report_to:
-            sinks.append(LOGGERS[name].sink(run))
+            spec = LOGGERS[name]
+            try:
+                sinks.append(spec.sink(run))
+            except OSError:
+                raise  # a file that cannot be written says which (and a full disk says so)
+            except Exception as error:
+                reason = (str(error).strip().splitlines() or [""])[0]
+                raise ValueError(
+                    f"report_to={name!r}: {spec.module} could not start the run ({type(error).__name__}: "
+                    f"{reason}); {spec.fix}"
+                ) from error
     except BaseException:
         for sink in sinks:
             sink.close()

@@ -82,7 +82,8 @@ def base_model_of(config: TrainConfig) -> BaseModel:
         recorded = _read_json(folder / SOURCE_FILE).get("gguf_sha256")
         source = next((s for s in PRETRAINED.values() if s.gguf_sha256 == recorded), None)
     if source is not None:
-        return BaseModel(source.hub_id, source.license.lower(), source.description)
+        link = f"[{source.hub_id}](https://huggingface.co/{source.hub_id})"
+        return BaseModel(source.hub_id, source.license.lower(), f"{link} ({source.description})")
     card = (
         _front_matter((folder / CARD_FILE).read_text(encoding="utf-8"))
         if (folder / CARD_FILE).is_file()
