@@ -146,6 +146,7 @@ def test_an_unknown_key_is_refused_with_the_close_name(tmp_path, capsys):
         ("list.yaml", "- 1\n- 2\n", "holds a list, not settings"),
         ("broken.yaml", "max_steps: [1\n", "is not valid YAML (line"),
         ("broken.json", '{"max_steps": ', "is not valid JSON (line 1"),
+        ("options.yaml", "method_options: [1]\n", "method_options=[1] is not valid; use a mapping"),
     ],
 )
 def test_a_file_that_is_not_settings_is_refused(tmp_path, capsys, name, text, expected):

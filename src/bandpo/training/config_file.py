@@ -146,6 +146,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"{path}: unknown setting(s) {', '.join(hints)}; valid: {sorted(field_names | options)}"
         )
     values: dict[str, Any] = {}
+    if not isinstance(content.get("method_options") or {}, dict):
+        raise ValueError(
+            f"{path}: method_options={content['method_options']!r} is not valid; use a mapping of method "
+            "parameters (or put each at the top level)"
+        )
     method_options = dict(content.get("method_options") or {})
     for key, value in content.items():
         if key in IGNORED_KEYS or key == "method_options":
