@@ -84,7 +84,8 @@ def test_the_card_is_written_whole_with_its_evaluation(tmp_path):
     model_dir = tmp_path / "my-run" / "model"
     model_dir.mkdir(parents=True)
     path = write_model_card(model_dir, TrainConfig(method="clip", eps_high=0.28), before, after, steps=3)
-    assert [p.name for p in model_dir.iterdir()] == ["README.md"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "bandpo_config.json"]
+    assert TrainConfig.from_dict(json.loads((model_dir / "bandpo_config.json").read_text())).method == "clip"
     text = path.read_text(encoding="utf-8")
     front = _front(text)
     assert front["model_name"] == "my-run" and "clip" in front["tags"]

@@ -227,4 +227,6 @@ def test_the_model_card_matches_the_run(run):
     # what `hf upload USER/REPO RUN_DIR/model` needs: the card beside the weights, config and tokenizer
     names = {path.name for path in (run_dir / "model").iterdir()}
     assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= names
+    # the run's settings travel with it
+    assert json.loads((run_dir / "model" / "bandpo_config.json").read_text()) == config
     assert not [name for name in names if name.startswith(".")]  # no temporary left

@@ -7,8 +7,9 @@ a short name's source, a folder in the Hub's cache layout or whose config names 
 tiny model, which bandpo builds), ``base_model_relation: finetune``, ``library_name: transformers``,
 ``license`` (only where the base model states one), ``pipeline_tag``, ``tags`` (bandpo, the method, grpo,
 trl, reinforcement-learning) and ``model_name``. The body gives the method and its parameters, the data,
-the held-out evaluation before and after training, and the framework versions. Written offline (nothing
-is looked up on the Hub) and atomically.
+the held-out evaluation before and after training, and the framework versions; ``bandpo_config.json``
+beside it holds the run's settings (its config.json, a valid ``bandpo train --config``). Written offline
+(nothing is looked up on the Hub) and atomically.
 """
 
 from __future__ import annotations
@@ -23,13 +24,23 @@ from bandpo._atomic import write_text_atomic
 from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalResult
 from bandpo.training.pretrained import PRETRAINED, SOURCE_FILE
+from bandpo.training.run_dir import to_json
 
-__all__ = ["PAPER", "BaseModel", "base_model_of", "model_card", "write_model_card"]
+__all__ = [
+    "CARD_FILE",
+    "CONFIG_FILE",
+    "PAPER",
+    "BaseModel",
+    "base_model_of",
+    "model_card",
+    "write_model_card",
+]
 
 PAPER = "https://arxiv.org/abs/2603.04918"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_CACHE = re.compile(r"models--([\w.-]+)--([\w.-]+)$")
 CARD_FILE = "README.md"
+CONFIG_FILE = "bandpo_config.json"  # the run's config.json, beside the card (the model's config.json is HF's)
 
 
 class BaseModel:
@@ -187,10 +198,11 @@ def model_card(
         "",
         f"# {run_name}",
         "",
-        f"This model is {base.description}, trained with reinforcement learning by "
-        f"[bandpo](https://pypi.org/project/bandpo/) {__version__} (BandPO: Band-constrained Policy "
-        f"Optimization, [arXiv:2603.04918]({PAPER})) through TRL's GRPOTrainer, with the `{config.method}` "
-        "bound method. Every setting of the run is in its `config.json`.",
+        f"This model is {base.description}, trained with reinforcement learning by bandpo {__version__} "
+        f"(BandPO: Band-constrained Policy Optimization, [arXiv:2603.04918]({PAPER})) through TRL's "
+        f"GRPOTrainer, with the `{config.method}` bound method. Every setting of the run is in "
+        f"`{CONFIG_FILE}` beside this card (the run's config.json: `bandpo train --config {CONFIG_FILE} "
+        "--output-dir NEW_RUN` trains it again).",
         "",
         "## Method",
         "",
@@ -240,8 +252,10 @@ def write_model_card(
     *,
     steps: int,
 ) -> Path:
-    """Write ``README.md`` into `model_dir` (atomically) and return its path; the run name is the run
-    directory's, the folder above `model_dir`."""
+    """Write ``README.md`` and ``bandpo_config.json`` (the run's settings, as config.json holds them) into
+    `model_dir`, each atomically; returns the card's path. The run name is the run directory's, the folder
+    above `model_dir`."""
+    write_text_atomic(model_dir / CONFIG_FILE, to_json(config.to_dict(), indent=2))
     path = model_dir / CARD_FILE
     write_text_atomic(path, model_card(config, model_dir.resolve().parent.name, before, after, steps=steps))
     return path
