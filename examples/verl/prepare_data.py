@@ -12,7 +12,8 @@ Train, as the paper's runs read it (docs/verl.md, "The training data"):
 Validation: AIME 2024 (30), AIME 2025 (30) and AMC 2023 (40). MATH and validation prompts are spaced as in
 the paper's data scripts: the DAPO instruction, a blank line, " problem ", a blank line, the reminder.
 
-Every row has verl's RL schema: data_source, prompt (chat messages), ability, reward_model.ground_truth,
+Every row has verl's RL schema: data_source, prompt (chat messages), ability, reward_model.ground_truth
+(always text: math-ai/amc23's float answers are written as the verifier reads them, 34.0 as "34"),
 extra_info. The script prints each file's row count and the steps per epoch they give. Run it once on a node
 with access to the Hugging Face Hub (needs `datasets`):
 
@@ -28,6 +29,8 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from bandpo.math_dapo import reference_text
 
 PROMPT_HEAD = (
     "Solve the following math problem step by step. The last line of your response should be of the form "
@@ -87,7 +90,8 @@ def verl_row(
         "data_source": data_source,
         "prompt": prompt,
         "ability": "math",
-        "reward_model": {"style": "rule", "ground_truth": str(answer).strip()},
+        # a number as the verifier reads it: AMC's 34.0 becomes "34" (bandpo.math_dapo.reference_text)
+        "reward_model": {"style": "rule", "ground_truth": reference_text(answer).strip()},
         "extra_info": {"index": index, "split": split},
     }
 
@@ -135,8 +139,6 @@ def qa_rows(rows: Iterable[dict[str, Any]], data_source: str) -> Iterator[dict[s
     for index, row in enumerate(rows):
         problem = row.get("problem") or row.get("question") or row.get("Problem")
         answer = row.get("answer") if row.get("answer") is not None else row.get("Answer")
-        if isinstance(answer, float) and answer.is_integer():
-            answer = int(answer)  # AMC answers stored as floats: "27", not "27.0"
         yield verl_row(data_source, dapo_prompt(problem, pad=" "), answer, index, "test")
 
 

@@ -19,14 +19,18 @@ from bandpo import math_dapo
 
 
 def compute_score(
-    data_source: str, solution_str: str, ground_truth: str, extra_info: Any = None, **kwargs: Any
+    data_source: str, solution_str: str, ground_truth: str | float, extra_info: Any = None, **kwargs: Any
 ) -> dict[str, Any]:
-    """The paper's verifier: {"score": ±1.0, "acc": bool, "pred": answer}; verl logs `acc`, uses `score`."""
-    return math_dapo.score(solution_str, str(ground_truth), verifier="strict")
+    """The paper's verifier: {"score": ±1.0, "acc": bool, "pred": answer}; verl logs `acc`, uses `score`.
+
+    A number as reference (an AMC file that kept math-ai/amc23's floats) is compared as the data files write
+    it: 34.0 as "34" (`bandpo.math_dapo.reference_text`).
+    """
+    return math_dapo.score(solution_str, ground_truth, verifier="strict")
 
 
 def compute_score_lenient(
-    data_source: str, solution_str: str, ground_truth: str, extra_info: Any = None, **kwargs: Any
+    data_source: str, solution_str: str, ground_truth: str | float, extra_info: Any = None, **kwargs: Any
 ) -> dict[str, Any]:
     """verl 0.9.1's verifier: as `compute_score`, with the \\boxed{} fallback."""
-    return math_dapo.score(solution_str, str(ground_truth), verifier="lenient")
+    return math_dapo.score(solution_str, ground_truth, verifier="lenient")

@@ -22,16 +22,22 @@ list of TeX noise (``\\text{}``, ``^\\circ``, ``\\!``, ...); keep the first ``$.
 ``\\sqrt2`` to ``\\sqrt{2}``; drop thousands commas of plain integers. The rules are the fork's, in its
 order; nothing else is equivalent (``0.5`` and ``\\frac{1}{2}`` differ, ``\\dfrac`` is not ``\\frac``).
 
+A reference stored as a number (math-ai/amc23 keeps AMC answers as floats: 34.0) is first written as a
+string (`reference_text`: "34", not "34.0", which would never match an ``Answer: 34``). The fork's verifier
+takes only strings (it splits the reference on "="), so the AMC file of the paper's logged runs held text.
+
 Pure Python and deterministic: no sympy, no timeouts needed. verl's reward interface is
 `examples/verl/reward.py`.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from typing import Any
 
-__all__ = ["INVALID", "VERIFIERS", "last_boxed", "normalize_final_answer", "score"]
+__all__ = ["INVALID", "VERIFIERS", "last_boxed", "normalize_final_answer", "reference_text", "score"]
 
 VERIFIERS = ("strict", "lenient")
 
@@ -74,6 +80,28 @@ _REGEX_REWRITES = (
     (re.compile(r"(frac)([^{])(.)"), r"frac{\2}{\3}"),
     (re.compile(r"(sqrt)([^{])"), r"sqrt{\2}"),
 )
+
+
+def reference_text(reference: str | numbers.Real) -> str:
+    """A reference answer as the string the verifier compares: text as it is, a number written as text.
+
+    Integral numbers become their integer digits (34.0 -> "34", so that ``Answer: 34`` matches); other
+    finite numbers their shortest round-trip form (0.5 -> "0.5"). numpy scalars count as numbers. A bool,
+    NaN or infinity is refused: it is a broken data file, not an answer.
+    """
+    if isinstance(reference, str):
+        return reference
+    if isinstance(reference, bool) or not isinstance(reference, numbers.Real):
+        raise TypeError(
+            f"reference answer {reference!r} ({type(reference).__name__}) is neither text nor a number; "
+            "store reward_model.ground_truth as a string such as '34'"
+        )
+    if isinstance(reference, numbers.Integral):
+        return str(int(reference))
+    value = float(reference)
+    if not math.isfinite(value):
+        raise ValueError(f"reference answer is {value}; fix reward_model.ground_truth in the data file")
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def normalize_final_answer(answer: str) -> str:
@@ -120,12 +148,13 @@ def _answer_line(tail: str) -> str:
     return normalize_final_answer(found[-1] if found else INVALID)
 
 
-def score(solution: str, ground_truth: str, *, verifier: str = "strict") -> dict[str, Any]:
+def score(solution: str, ground_truth: str | numbers.Real, *, verifier: str = "strict") -> dict[str, Any]:
     """Score one completion against its reference answer.
 
     Args:
         solution: the decoded completion (the prompt excluded).
-        ground_truth: the reference answer, e.g. ``"34"`` or ``"\\frac{1}{2}"`` (normalised like the answer).
+        ground_truth: the reference answer, e.g. ``"34"`` or ``"\\frac{1}{2}"`` (normalised like the answer);
+            a number is first written as `reference_text` writes it (34.0 -> ``"34"``).
         verifier: ``"strict"`` (the paper's) or ``"lenient"`` (verl 0.9.1's); see the module docstring.
 
     Returns:
@@ -134,6 +163,7 @@ def score(solution: str, ground_truth: str, *, verifier: str = "strict") -> dict
     """
     if verifier not in VERIFIERS:
         raise ValueError(f"verifier={verifier!r} is unknown; use one of {list(VERIFIERS)}")
+    ground_truth = reference_text(ground_truth)
     tail = solution[-_TAIL_CHARS:]
     pred = _answer_line(tail)
     correct = pred == normalize_final_answer(ground_truth)

@@ -97,7 +97,7 @@ def test_help_shows_the_declared_defaults():
 def test_flags_set_their_field():
     config = parse("--max-steps", "7", "--lr", "0.001", "--reward-timeout", "2", "--no-chat-template")
     assert (config.max_steps, config.learning_rate, config.reward_timeout_s) == (7, 0.001, 2.0)
-    assert config.use_chat_template is False and config.report_tensorboard is True
+    assert config.use_chat_template is False and config.report_to == ("tensorboard",)
     assert parse("--dual-clip-c", "off").dual_clip_c is None
     assert parse("--relax").relax is True
     assert parse() == TrainConfig()  # no flag: every field keeps its default

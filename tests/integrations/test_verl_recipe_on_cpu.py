@@ -8,7 +8,9 @@ fixtures and tests, never at module level.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -28,7 +30,14 @@ pytestmark = pytest.mark.verl
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "verl"
-CONFIGS = ("math_common.yaml", "grpo_math.yaml", "bandpo_math.yaml")
+CONFIG_DIR = EXAMPLES / "config"
+CONFIGS = sorted(str(path.relative_to(CONFIG_DIR)) for path in CONFIG_DIR.rglob("*.yaml"))
+PAPER_MODELS = {
+    "qwen2.5-3b-instruct": "Qwen/Qwen2.5-3B-Instruct",
+    "r1-distill-qwen-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+    "r1-distill-qwen-7b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+    "r1-distill-llama-8b": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+}
 
 # what run.sh adds on the command line (data, reward), with placeholder paths
 RUN_OVERRIDES = (
@@ -37,6 +46,109 @@ RUN_OVERRIDES = (
     f"reward.custom_reward_function.path={EXAMPLES / 'reward.py'}",
     "reward.custom_reward_function.name=compute_score",
 )
+
+LOSS = "actor_rollout_ref.actor.policy_loss."
+ACTOR = "actor_rollout_ref.actor."
+ROLLOUT = "actor_rollout_ref.rollout."
+REF = "actor_rollout_ref.ref."
+
+# Every arm of the paper's scripts (OpenMOSS/BandPO baselinescripts/<model>/), written down from reading them:
+# arm -> (the arm it is derived from, the resolved keys that differ from it). The compose test checks that
+# these and only these keys differ, so a setting lost on the way to verl's config fails there.
+ARMS: dict[str, tuple[str | None, dict[str, object]]] = {
+    "grpo": (
+        None,
+        {LOSS + "loss_mode": "vanilla", ACTOR + "clip_ratio_low": 0.2, ACTOR + "clip_ratio_high": 0.2},
+    ),
+    "clip_higher": ("grpo", {ACTOR + "clip_ratio_high": 0.28}),
+    "bandpo": (
+        None,
+        {
+            LOSS + "_target_": "bandpo.integrations.verl.BandPOPolicyLossConfig",
+            LOSS + "loss_mode": "bandpo",
+            LOSS + "method": "band",
+            LOSS + "divergence": "kl",
+            LOSS + "delta": 0.05,
+            LOSS + "ratio_max": 10.0,
+            LOSS + "relax": False,
+        },
+    ),
+    "bandpo_tv": ("bandpo", {LOSS + "divergence": "tv"}),
+    "bandpo_chi2": ("bandpo", {LOSS + "divergence": "chi2"}),
+    "bandpo_relax": ("bandpo", {LOSS + "relax": True, LOSS + "eps_low": 0.2, LOSS + "eps_high": 0.28}),
+    "dcpo": (
+        "bandpo",
+        {
+            LOSS + "method": "dcpo",
+            LOSS + "divergence": None,
+            LOSS + "delta": None,
+            LOSS + "relax": None,
+            LOSS + "eps_low": 0.16,
+            LOSS + "eps_high": 0.20,
+        },
+    ),
+    "dapo": (
+        "clip_higher",
+        {
+            "data.max_response_length": 4608,
+            ACTOR + "loss_agg_mode": "token-mean",
+            ACTOR + "use_kl_loss": False,
+            ACTOR + "kl_loss_coef": 0.0,
+            ACTOR + "optim.lr_warmup_steps": 10,
+            ACTOR + "optim.weight_decay": 0.1,
+            ACTOR + "use_dynamic_bsz": True,
+            ACTOR + "ppo_max_token_len_per_gpu": 5632,
+            ROLLOUT + "max_num_batched_tokens": 5632,
+            ROLLOUT + "log_prob_use_dynamic_bsz": True,
+            ROLLOUT + "log_prob_max_token_len_per_gpu": 5632,
+            REF + "log_prob_use_dynamic_bsz": True,
+            REF + "log_prob_max_token_len_per_gpu": 5632,
+            "algorithm.filter_groups.enable": True,
+            "algorithm.filter_groups.metric": "acc",
+            "algorithm.kl_ctrl.kl_coef": 0.0,
+            "reward.reward_manager.name": "dapo",
+            "reward.reward_kwargs.overlong_buffer_cfg.enable": True,
+            "reward.reward_kwargs.overlong_buffer_cfg.len": 512,
+            "reward.reward_kwargs.overlong_buffer_cfg.penalty_factor": 1.0,
+            "reward.reward_kwargs.overlong_buffer_cfg.log": False,
+            "reward.reward_kwargs.max_resp_len": 4608,
+            "trainer.total_epochs": 20,
+            # verl's own keys that interpolate the ones above
+            ROLLOUT + "response_length": 4608,
+            "distillation.teacher_models.teacher_model.inference.response_length": 4608,
+            "critic.loss_agg_mode": "token-mean",
+            "critic.use_dynamic_bsz": True,
+        },
+    ),
+    "bandpo_filter_groups": (
+        "bandpo",
+        {
+            "algorithm.filter_groups.enable": True,
+            "algorithm.filter_groups.metric": "acc",
+            "trainer.total_epochs": 24,
+        },
+    ),
+}
+
+# arm -> the bandpo method (name, parameters) its loss must equal, and the aggregation: verl's `vanilla` for
+# grpo/clip_higher/dapo (equal to bandpo's `clip` with the same epsilons), bandpo's loss for the others
+ARM_LOSSES = {
+    "grpo": ("clip", {"eps_low": 0.2, "eps_high": 0.2}, "seq-mean-token-mean"),
+    "clip_higher": ("clip", {"eps_low": 0.2, "eps_high": 0.28}, "seq-mean-token-mean"),
+    "dapo": ("clip", {"eps_low": 0.2, "eps_high": 0.28}, "token-mean"),
+    "dcpo": ("dcpo", {"eps_low": 0.16, "eps_high": 0.20, "ratio_max": 10.0}, "seq-mean-token-mean"),
+    "bandpo": ("band", {"divergence": "kl", "delta": 0.05, "ratio_max": 10.0}, "seq-mean-token-mean"),
+    "bandpo_tv": ("band", {"divergence": "tv", "delta": 0.05, "ratio_max": 10.0}, "seq-mean-token-mean"),
+    "bandpo_chi2": ("band", {"divergence": "chi2", "delta": 0.05, "ratio_max": 10.0}, "seq-mean-token-mean"),
+    "bandpo_relax": (
+        "band",
+        {"divergence": "kl", "delta": 0.05, "relax": True, "eps_low": 0.2, "eps_high": 0.28},
+        "seq-mean-token-mean",
+    ),
+    "bandpo_filter_groups": ("band", {"divergence": "kl", "delta": 0.05}, "seq-mean-token-mean"),
+}
+FILTERING_ARMS = ("dapo", "bandpo_filter_groups")
+VERL_LOSS_ARMS = ("grpo", "clip_higher", "dapo")  # verl's own `vanilla`; the other arms use loss_mode=bandpo
 
 
 def _load_example(name: str) -> ModuleType:
@@ -67,8 +179,10 @@ def recipe() -> SimpleNamespace:
     with initialize_config_module(config_module="verl.trainer.config", version_base=None):
         stock = compose(config_name="ppo_trainer")
 
+    @functools.cache
     def compose_arm(config_name: str, overrides: tuple[str, ...] = RUN_OVERRIDES):
-        with initialize_config_dir(config_dir=str(EXAMPLES / "config"), version_base=None):
+        """The composed config of a recipe file (cached: callers read it, never change it)."""
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             return compose(config_name=config_name, overrides=list(overrides))
 
     # plain nested dicts, interpolations and "???" left as they are
@@ -89,12 +203,18 @@ def _leaf_keys(node, prefix: str = ""):
             yield path
 
 
+# keys verl reads without declaring them: `reward.reward_kwargs` is read with .get by verl's `dapo` reward
+# manager (verl/experimental/reward_loop/reward_manager/dapo.py); a test builds that manager from the config
+UNDECLARED_BUT_READ = ("reward.reward_kwargs.",)
+
+
 def _unknown_keys(yaml_path: Path, stock) -> list[str]:
     """Keys set in a recipe file that stock verl's ppo_trainer does not have.
 
     Hydra merges a config file over ppo_trainer without complaint when a key is new, and verl's plain
     sections (data, trainer, ...) keep it unread: a key renamed by a verl upgrade would be ignored silently.
-    The extra fields of bandpo's own policy-loss config (selected by its `_target_`) are allowed.
+    The extra fields of bandpo's own policy-loss config (selected by its `_target_`) are allowed, and so are
+    the keys of `UNDECLARED_BUT_READ`.
     """
     import yaml
 
@@ -106,6 +226,8 @@ def _unknown_keys(yaml_path: Path, stock) -> list[str]:
     for key in _leaf_keys({k: v for k, v in raw.items() if k not in ("hydra", "defaults")}):
         head, _, leaf = key.rpartition(".")
         if head == "actor_rollout_ref.actor.policy_loss" and leaf in ours:
+            continue
+        if key.startswith(UNDECLARED_BUT_READ):
             continue
         if not _has_key(stock, key):
             missing.append(key)
@@ -123,11 +245,11 @@ def _has_key(config: dict, dotted: str) -> bool:
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_key_the_recipe_sets_exists_in_stock_verl(recipe, name):
-    assert _unknown_keys(EXAMPLES / "config" / name, recipe.stock) == []
+    assert _unknown_keys(CONFIG_DIR / name, recipe.stock) == []
 
 
 def test_the_key_check_catches_a_renamed_key(recipe, tmp_path):
-    text = (EXAMPLES / "config" / "math_common.yaml").read_text()
+    text = (CONFIG_DIR / "math_common.yaml").read_text()
     renamed = text.replace("  shuffle: true", "  shuffle_data: true").replace(
         "    n: 16", "    num_samples: 16"
     )
@@ -139,68 +261,144 @@ def test_the_key_check_catches_a_renamed_key(recipe, tmp_path):
     ]
 
 
-@pytest.mark.parametrize("arm", ["grpo_math", "bandpo_math"])
-def test_both_arms_compose_validate_and_build_verl_configs(recipe, arm):
+# --- the arms -----------------------------------------------------------------------------------------------
+
+
+def _flat(node, prefix: str = "") -> dict[str, object]:
+    """{dotted key: value} of a plain nested dict (lists are values)."""
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def _arm(recipe, arm: str, *overrides: str):
+    """The arm's composed config, with run.sh's overrides and one experiment name for every arm."""
+    return recipe.compose(f"{arm}_math", (*RUN_OVERRIDES, "trainer.experiment_name=same", *overrides))
+
+
+_RESOLVED: dict[tuple[str, ...], dict[str, object]] = {}
+
+
+def _resolved(recipe, arm: str, *overrides: str) -> dict[str, object]:
+    """The arm's config as verl resolves it, flattened (cached: callers read it, never change it)."""
+    key = (arm, *overrides)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _flat(recipe.OmegaConf.to_container(_arm(recipe, arm, *overrides), resolve=True))
+    return _RESOLVED[key]
+
+
+_MISSING = "<missing>"
+
+
+def _differences(base: dict[str, object], other: dict[str, object]) -> dict[str, object]:
+    """{key: other's value} for every key whose value differs (or that only one side has)."""
+    return {
+        key: other.get(key, _MISSING)
+        for key in base.keys() | other.keys()
+        if base.get(key, _MISSING) != other.get(key, _MISSING)
+    }
+
+
+def test_every_arm_is_a_config_file_and_run_script_choice():
+    files = {path.name.removesuffix("_math.yaml") for path in CONFIG_DIR.glob("*_math.yaml")}
+    assert files == set(ARMS) == set(ARM_LOSSES)
+    listed = _run_script("no_such_arm").stderr
+    assert listed.count("|") == len(ARMS) - 1 and all(
+        f"{arm}|" in listed or f"{arm}}}" in listed for arm in ARMS
+    )
+
+
+@pytest.mark.parametrize("arm", sorted(ARMS))
+def test_each_arm_differs_from_its_parent_exactly_as_the_papers_scripts_do(recipe, arm):
+    parent, changes = ARMS[arm]
+    resolved = _resolved(recipe, arm)
+    if parent is None:  # grpo and bandpo: they set their loss, and differ from each other only in policy_loss
+        assert {key: resolved[key] for key in changes} == changes
+        other = _resolved(recipe, "bandpo" if arm == "grpo" else "grpo")
+        assert [key for key in _differences(other, resolved) if not key.startswith(LOSS)] == []
+    else:
+        assert _differences(_resolved(recipe, parent), resolved) == changes
+
+
+def test_the_shared_settings_are_the_papers(recipe):
+    """The settings of the paper's scripts (docs/verl.md, "Example: the paper's math runs"), which every arm
+    but `dapo` keeps (the arm table above says what each arm changes)."""
+    band = _resolved(recipe, "bandpo")
+    expected = {
+        "data.train_batch_size": 256,
+        "data.max_prompt_length": 1024,
+        "data.max_response_length": 4096,
+        "data.shuffle": True,
+        "data.seed": 1,
+        ROLLOUT + "n": 16,
+        ROLLOUT + "temperature": 1.0,
+        ROLLOUT + "top_p": 1.0,
+        ROLLOUT + "top_k": -1,
+        ROLLOUT + "val_kwargs.n": 32,
+        ROLLOUT + "calculate_log_probs": False,
+        ACTOR + "ppo_mini_batch_size": 64,
+        ACTOR + "ppo_micro_batch_size_per_gpu": 8,
+        ACTOR + "ppo_epochs": 1,
+        ACTOR + "optim.lr": 1e-6,
+        ACTOR + "use_kl_loss": True,
+        ACTOR + "kl_loss_type": "low_var_kl",
+        ACTOR + "kl_loss_coef": 0.001,
+        ACTOR + "entropy_coeff": 0,
+        ACTOR + "clip_ratio_c": 10.0,
+        ACTOR + "loss_agg_mode": "seq-mean-token-mean",
+        "algorithm.use_kl_in_reward": False,
+        "trainer.total_epochs": 10,
+        "trainer.test_freq": 5,
+        "trainer.save_freq": 10,
+        "actor_rollout_ref.model.path": "Qwen/Qwen2.5-3B-Instruct",
+    }
+    assert {key: band[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize("arm", sorted(ARMS))
+def test_each_arm_composes_validates_and_builds_verl_configs(recipe, arm):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
-    cfg = recipe.compose(arm)
+    cfg = copy.deepcopy(
+        _arm(recipe, arm)
+    )  # validate_config may write to it; the cached one stays as composed
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
-    # built as verl's workers build them: an unknown or renamed field raises here
+    # built as verl's workers build them: an unknown or renamed field raises here, and so does a bandpo
+    # parameter its method does not take (BandPOPolicyLossConfig.__post_init__)
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
     rollout = omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
     algorithm = omega_conf_to_dataclass(cfg.algorithm)
-    assert actor.policy_loss.loss_mode == ("bandpo" if arm == "bandpo_math" else "vanilla")
+    agg = ARM_LOSSES[arm][2]
+    assert actor.policy_loss.loss_mode == ("vanilla" if arm in VERL_LOSS_ARMS else "bandpo")
+    assert actor.loss_agg_mode == agg and actor.clip_ratio_c == 10.0
     assert rollout.calculate_log_probs is False and rollout.n == 16 and rollout.val_kwargs.n == 32
     assert algorithm.adv_estimator == "grpo" and algorithm.norm_adv_by_std_in_grpo is True
+    assert algorithm.filter_groups.enable is (arm in FILTERING_ARMS)
+    assert cfg.data.seed == 1 and cfg.actor_rollout_ref.model.path == "Qwen/Qwen2.5-3B-Instruct"
+    assert cfg.trainer.project_name == "bandpo_math_qwen2.5-3b-instruct"
 
 
-def test_arms_differ_only_in_the_policy_loss_and_carry_the_paper_settings(recipe):
-    configs = {}
-    for name in ("grpo_math", "bandpo_math"):
-        cfg = recipe.compose(name, (*RUN_OVERRIDES, "trainer.experiment_name=same"))
-        configs[name] = recipe.OmegaConf.to_container(cfg, resolve=True)
-    grpo, band = configs["grpo_math"], configs["bandpo_math"]
-    grpo_actor, band_actor = grpo["actor_rollout_ref"]["actor"], band["actor_rollout_ref"]["actor"]
-    assert grpo_actor.pop("policy_loss")["loss_mode"] == "vanilla"
-    band_loss = band_actor.pop("policy_loss")
-    assert grpo == band
-    assert band_loss["_target_"] == "bandpo.integrations.verl.BandPOPolicyLossConfig"
-    assert (band_loss["method"], band_loss["divergence"], band_loss["delta"]) == ("band", "kl", 0.05)
-    assert (band_loss["ratio_max"], band_loss["relax"]) == (10.0, False)
-
-    # the settings of the paper's scripts (docs/verl.md, "Example: GRPO vs BandPO on math")
-    data, rollout = band["data"], band["actor_rollout_ref"]["rollout"]
-    assert (data["train_batch_size"], data["max_prompt_length"], data["max_response_length"]) == (
-        256,
-        1024,
-        4096,
-    )
-    assert (rollout["n"], rollout["temperature"], rollout["val_kwargs"]["n"]) == (16, 1.0, 32)
-    assert rollout["calculate_log_probs"] is False
-    assert (band_actor["ppo_mini_batch_size"], band_actor["ppo_micro_batch_size_per_gpu"]) == (64, 8)
-    assert band_actor["optim"]["lr"] == 1e-6
-    assert (band_actor["kl_loss_type"], band_actor["kl_loss_coef"], band_actor["entropy_coeff"]) == (
-        "low_var_kl",
-        0.001,
-        0,
-    )
-    assert (band_actor["clip_ratio_c"], band_actor["loss_agg_mode"]) == (10.0, "seq-mean-token-mean")
-    assert band["trainer"]["total_epochs"] == 10
-    assert band["actor_rollout_ref"]["model"]["path"] == "Qwen/Qwen2.5-3B-Instruct"
-
-
-def test_the_bandpo_arm_drives_the_loss(recipe):
+@pytest.mark.parametrize("arm", sorted(ARMS))
+def test_each_arm_drives_verl_to_the_loss_of_its_method(recipe, arm):
+    """The loss verl computes from the arm's resolved actor config equals bandpo.policy_loss with the method
+    the paper's script names, within float64 rounding (verl's `vanilla` for the fixed-clip arms)."""
     from verl.trainer.ppo import core_algos
     from verl.utils.config import omega_conf_to_dataclass
 
-    config = omega_conf_to_dataclass(recipe.compose("bandpo_math").actor_rollout_ref.actor)
+    config = omega_conf_to_dataclass(_arm(recipe, arm).actor_rollout_ref.actor)
     gen = torch.Generator().manual_seed(11)
     old_logp = torch.log(torch.rand(4, 7, generator=gen, dtype=torch.float64).clamp(min=1e-4))
     logp = (old_logp + torch.randn(4, 7, generator=gen, dtype=torch.float64)).clamp(max=0.0)
     advantages = torch.randn(4, 1, generator=gen, dtype=torch.float64).expand(4, 7).clone()
     mask = torch.ones(4, 7, dtype=torch.bool)
-    loss, _ = core_algos.get_policy_loss_fn("bandpo")(
+    mask[2, 4:] = False  # uneven lengths: seq-mean-token-mean and token-mean differ
+    loss, _ = core_algos.get_policy_loss_fn(config.policy_loss.loss_mode)(
         old_log_prob=old_logp,
         log_prob=logp,
         advantages=advantages,
@@ -208,37 +406,121 @@ def test_the_bandpo_arm_drives_the_loss(recipe):
         loss_agg_mode=config.loss_agg_mode,
         config=config,
     )
-    method = bandpo.get_method("band", delta=0.05, ratio_max=10.0)
-    ref = bandpo.policy_loss(
-        logp, old_logp, advantages, mask, method=method, agg="seq_mean_token_mean", dual_clip_c=10.0
+    name, params, agg = ARM_LOSSES[arm]
+    expected = _reference_loss(bandpo.get_method(name, **params), agg, logp, old_logp, advantages, mask)
+    torch.testing.assert_close(loss, expected, rtol=1e-7, atol=1e-12)
+    # these inputs tell the arms' losses apart, so the equality above singles out the arm's method
+    for other_name, other_params, other_agg in ARM_LOSSES.values():
+        other_method = bandpo.get_method(other_name, **other_params)
+        if (other_method, other_agg) != (bandpo.get_method(name, **params), agg):
+            other = _reference_loss(other_method, other_agg, logp, old_logp, advantages, mask)
+            assert not torch.allclose(loss, other, rtol=1e-6, atol=0), (arm, other_name, other_params)
+
+
+def _reference_loss(method, agg: str, logp, old_logp, advantages, mask):
+    """bandpo.policy_loss with the paper's dual-clip c = 10 and verl's aggregation `agg`."""
+    result = bandpo.policy_loss(
+        logp, old_logp, advantages, mask, method=method, agg=agg.replace("-", "_"), dual_clip_c=10.0
     )
-    torch.testing.assert_close(loss, ref.loss, rtol=1e-7, atol=1e-12)
+    return result.loss
+
+
+@pytest.mark.parametrize("arm", sorted(ARMS))
+def test_dynamic_sampling_reaches_verls_replay_buffer_only_in_the_filtering_arms(recipe, arm):
+    """verl's own v1 trainer code resolves the group filter from the arm's config: `acc`, the field our
+    reward returns, for dapo and bandpo_filter_groups; off elsewhere."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    cfg = _arm(recipe, arm)
+    metric = PPOTrainer._resolve_filter_groups_metric(SimpleNamespace(config=cfg))
+    assert metric == ("acc" if arm in FILTERING_ARMS else None)
+
+
+def test_the_dapo_arm_builds_verls_dapo_reward_manager_with_the_overlong_penalty(recipe):
+    from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    cfg = _arm(recipe, "dapo")
+    manager_cls = get_reward_manager_cls(cfg.reward.reward_manager.name)
+    manager = manager_cls(cfg, tokenizer=None, compute_score=get_custom_reward_fn(cfg))
+    assert type(manager).__name__ == "DAPORewardManager"
+    assert manager.overlong_buffer_cfg.enable is True and manager.overlong_buffer_cfg.len == 512
+    assert manager.overlong_buffer_cfg.penalty_factor == 1.0 and manager.max_resp_len == 4608
+    assert manager.compute_score(data_source="amc23", solution_str="Answer: 34", ground_truth=34.0)["acc"]
+
+
+def test_the_data_order_is_seeded_as_verl_reads_the_seed(recipe):
+    """verl's own sampler, built from the recipe's data config, shuffles with seed 1: its first epoch is the
+    order torch's RandomSampler gives with a generator seeded 1 (the paper's verl). Stock verl's config sets
+    no seed, and its generator then keeps torch's fixed default seed: another order."""
+    from torch.utils.data import RandomSampler
+    from verl.trainer.ppo.utils import create_rl_sampler
+
+    prompts = list(range(200))
+
+    def order(data_config) -> list[int]:
+        return list(create_rl_sampler(data_config, prompts))
+
+    data = _arm(recipe, "bandpo").data
+    assert data.seed == 1
+    papers = list(RandomSampler(prompts, generator=torch.Generator().manual_seed(1)))
+    assert order(data) == papers
+    stock = recipe.OmegaConf.create(recipe.stock["data"])
+    assert stock.seed is None and order(stock) != papers
+
+
+@pytest.mark.parametrize("model", sorted(PAPER_MODELS))
+def test_one_override_selects_each_of_the_papers_models(recipe, model):
+    """`paper_model=<name>` sets the policy and the project name (and the verl keys that interpolate them,
+    such as the checkpoint folder), nothing else: the paper ran the same settings on its four models."""
+    chosen = _resolved(recipe, "bandpo", f"paper_model={model}")
+    assert chosen["actor_rollout_ref.model.path"] == PAPER_MODELS[model]
+    assert chosen["trainer.project_name"] == f"bandpo_math_{model}"
+    changed = _differences(_resolved(recipe, "bandpo"), chosen)  # with verl's keys that interpolate them
+    assert all(value == PAPER_MODELS[model] or f"bandpo_math_{model}" in value for value in changed.values())
 
 
 # --- run.sh ------------------------------------------------------------------------------------------------
 
 
 def test_run_script_composes_a_valid_job_with_the_paper_verifier():
-    result = _run_script("bandpo", "--cfg", "job", DATA_DIR="/data/bandpo_math", NNODES="2")
+    """Through verl's real main_ppo: a BandPO arm on the authors' data files, one of the paper's other models."""
+    result = _run_script(
+        "bandpo_tv",
+        "paper_model=r1-distill-llama-8b",
+        "--cfg",
+        "job",
+        DATA_DIR="/data/official",
+        DATA_LAYOUT="official",
+        NNODES="2",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     text = result.stdout
     assert "_target_: bandpo.integrations.verl.BandPOPolicyLossConfig" in text
-    assert "loss_mode: bandpo" in text and "nnodes: 2" in text
-    assert "/data/bandpo_math/dapo_math_17k.parquet" in text
+    assert "loss_mode: bandpo" in text and "divergence: tv" in text and "nnodes: 2" in text
+    assert "/data/official/dapo_processed/modified/DAPO-Math-17k-Processed_modified.parquet" in text
+    assert "/data/official/math-500/train/train_L3-5.parquet" in text
+    assert "/data/official/amc2023_dapo/test.parquet" in text
+    assert "path: deepseek-ai/DeepSeek-R1-Distill-Llama-8B" in text and "seed: 1" in text
     assert "name: compute_score\n" in text and "calculate_log_probs: false" in text
 
 
 def test_run_script_selects_the_lenient_verifier():
-    result = _run_script("grpo", "--cfg", "job", VERIFIER="lenient")
+    result = _run_script(
+        "grpo", "--cfg", "job", VERIFIER="lenient", DATA_DIR="/data/ours", MODEL_PATH="/m/qwen"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "name: compute_score_lenient" in result.stdout and "loss_mode: vanilla" in result.stdout
+    assert "/data/ours/dapo_math_17k.parquet" in result.stdout and "/data/ours/amc23.parquet" in result.stdout
+    assert "path: /m/qwen" in result.stdout  # MODEL_PATH: a local copy of the weights
 
 
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (("ppo",), {}, "unknown method 'ppo'"),
+        (("ppo",), {}, "unknown arm 'ppo'"),
         (("grpo",), {"VERIFIER": "math"}, "VERIFIER='math' is unknown"),
+        (("grpo",), {"DATA_LAYOUT": "hf"}, "DATA_LAYOUT='hf' is unknown"),
     ],
 )
 def test_run_script_rejects_bad_choices(args, env, message):
@@ -247,13 +529,27 @@ def test_run_script_rejects_bad_choices(args, env, message):
     assert message in result.stderr
 
 
-def test_run_script_needs_bandpo_for_either_arm(tmp_path):
+def test_run_script_needs_bandpo_for_every_arm(tmp_path):
     python_without_bandpo = tmp_path / "python"
     python_without_bandpo.write_text("#!/bin/sh\nexit 1\n")
     python_without_bandpo.chmod(0o755)
     result = _run_script("grpo", PYTHON=str(python_without_bandpo))
     assert result.returncode == 2
     assert "reward.py needs bandpo" in result.stderr
+
+
+@pytest.mark.parametrize("arm", sorted(ARMS))
+def test_run_script_checks_the_verl_plugin_for_exactly_the_bandpo_loss_arms(tmp_path, arm):
+    """An interpreter with bandpo's verifier but a failing plugin check: the bandpo-loss arms stop with exit
+    2 before verl starts; the arms on verl's own loss go on to main_ppo (here: this stand-in, exit 7)."""
+    python = tmp_path / "python"
+    python.write_text('#!/bin/sh\ncase "$2" in "import bandpo.math_dapo") exit 0;; esac\nexit 7\n')
+    python.chmod(0o755)
+    result = _run_script(arm, PYTHON=str(python))
+    if arm in VERL_LOSS_ARMS:
+        assert result.returncode == 7, result.stderr
+    else:
+        assert result.returncode == 2 and "loss_mode=bandpo cannot run" in result.stderr
 
 
 # --- the verifier ------------------------------------------------------------------------------------------
@@ -313,11 +609,13 @@ def test_reward_file_loads_through_verl_and_scores_like_the_paper(recipe):
     for name, expected in cases.items():
         cfg = recipe.compose("grpo_math", (*RUN_OVERRIDES, f"reward.custom_reward_function.name={name}"))
         score = get_custom_reward_fn(cfg)  # verl's own loader, by path and name
-        got = tuple(
-            score(data_source="amc23", solution_str=text, ground_truth=27, extra_info={})["score"]
-            for text in (boxed_only, answer_line)
-        )
-        assert got == expected, name
+        # 27 and 27.0: math-ai/amc23 stores AMC answers as floats (an AMC file built from it keeps them)
+        for reference in (27, 27.0):
+            got = tuple(
+                score(data_source="amc23", solution_str=text, ground_truth=reference, extra_info={})["score"]
+                for text in (boxed_only, answer_line)
+            )
+            assert got == expected, (name, reference)
 
 
 # --- data preparation --------------------------------------------------------------------------------------

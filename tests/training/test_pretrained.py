@@ -34,6 +34,7 @@ def _fake_source(**changes) -> PretrainedSource:
         "gguf_sha256": hashlib.sha256(GOOD).hexdigest(),
         "license": "Apache-2.0",
         "description": "a test stand-in",
+        "hub_id": "example/fake-model",
     }
     return PretrainedSource(**{**values, **changes})
 

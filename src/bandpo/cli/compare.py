@@ -111,6 +111,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "eval_prompts=32 eval_samples=8 for a real model; `bandpo train --help` lists them)",
     )
     parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="LM tasks: TrainConfig fields fixed for every arm, from a YAML or JSON file as `bandpo train --config` "
+        "reads it (not those the comparison sets: method, seed, output_dir, resume, max_steps, model, dataset, "
+        "task); --set overrides it",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
@@ -259,7 +268,7 @@ def _run_lm(args: argparse.Namespace, specs, seeds: range, output_dir: Path) -> 
     check_plan(len(specs) * len(seeds), shape, large_plan=args.large_plan)
     seeds = list(seeds)
     task = None if args.task == "lm" else args.task
-    extra_settings = _parse_settings(args.settings or [])
+    extra_settings = shared_settings(args)
     if task is not None and args.dataset:
         raise ValueError(f"--task {task} is an embedded task; with --dataset use --task lm")
     report, table = run_lm_compare(
@@ -300,6 +309,33 @@ def _confirmatory(args: argparse.Namespace) -> int:
     return 0
 
 
+COMPARISON_FIELDS = frozenset(
+    {"method", "seed", "output_dir", "resume", "max_steps", "model", "dataset", "task"}
+)
+"""TrainConfig fields the comparison sets itself (its own flags, or --methods): not in --set or --config."""
+
+
+def shared_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The TrainConfig fields fixed for every arm: ``--config``'s, then ``--set``'s over them."""
+    return {**_file_settings(args.config), **_parse_settings(args.settings or [])}
+
+
+def _file_settings(path: Path | None) -> dict[str, object]:
+    """``--config FILE``: the file's settings (checked as `bandpo train --config` checks them)."""
+    if path is None:
+        return {}
+    from bandpo.training.config_file import read_config_file
+
+    settings = read_config_file(path)
+    fixed = sorted(set(settings) & COMPARISON_FIELDS)
+    if fixed:
+        raise ValueError(
+            f"{path}: {', '.join(fixed)} set by the comparison itself; drop them from the file and use the "
+            "comparison's own flags (--methods, --seeds, --output-dir, --steps, --model, --dataset, --task)"
+        )
+    return settings
+
+
 def _parse_settings(items: list[str]) -> dict[str, object]:
     """``--set FIELD=VALUE ...`` as TrainConfig overrides (values read as bool, int, float or text)."""
     from dataclasses import fields
@@ -308,7 +344,6 @@ def _parse_settings(items: list[str]) -> dict[str, object]:
     from bandpo.training import TrainConfig
 
     known = {field.name for field in fields(TrainConfig)}
-    fixed = {"method", "seed", "output_dir", "resume", "max_steps", "model", "dataset", "task"}
     settings: dict[str, object] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -317,7 +352,7 @@ def _parse_settings(items: list[str]) -> dict[str, object]:
             raise ValueError(
                 f"--set {item!r}: expected FIELD=VALUE with a TrainConfig field ({sorted(known)})"
             )
-        if name in fixed:
+        if name in COMPARISON_FIELDS:
             raise ValueError(f"--set {name}: set by the comparison itself; use its own flag (or --methods)")
         settings[name] = parse_value(value.strip())
     return settings

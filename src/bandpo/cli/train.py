@@ -3,9 +3,12 @@
 With no arguments it builds and warms up a tiny model on the embedded Countdown task (cached after the first
 run), runs BandPO on the CPU with `TrainConfig`'s defaults and prints reward, accuracy and entropy before vs
 after. The flags and their help are derived from the `TrainConfig` declarations (`SETTINGS`). Every flag
-left out keeps the preset's value (``--preset default`` or ``paper``); ``--resume`` reads the run's own
-``config.json`` and applies only the flags given (on a directory without a run it starts one, as
-`bandpo.training.train` does, and says so).
+left out keeps the preset's value (``--preset default`` or ``paper``); ``--config FILE`` (YAML or JSON, a
+run's config.json too: `bandpo.training.config_file`) sets fields between the preset and the flags, so a flag
+overrides the file; ``--resume`` reads the run's own ``config.json`` and applies only the file and the flags
+given (on a directory without a run it starts one, as `bandpo.training.train` does, and says so).
+``--report-to`` takes TRL's logger names; ``--tensorboard`` / ``--no-tensorboard`` add or drop tensorboard
+from whatever ``report_to`` the preset, file or flag gave.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ from typing import Any
 from bandpo import metric_names as mn
 from bandpo.training.config import (
     METHOD_FIELDS,
+    PRESETS,
     SETTINGS,
     TrainConfig,
     default_text,
     method_option_names,
     settable_method_parameters,
 )
+from bandpo.training.config_file import parse_dual_clip_c, read_config_file
+from bandpo.training.loggers import normalize_report_to
 
 CLI_ONLY_FLAGS = {"preset", "resume"}
 """Fields whose flag is not a plain "value or keep the preset's": the base preset itself, and a switch."""
@@ -49,10 +55,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flags = (spec.flag or "--" + name.replace("_", "-"), *spec.aliases)
         if name == "preset":
             group.add_argument(
-                *flags, choices=spec.valid_choices(), default=TrainConfig.preset, help=spec.help
+                *flags,
+                choices=spec.valid_choices(),
+                default=None,
+                help=f"{spec.help} (default: the --config file's preset, else {TrainConfig.preset})",
             )
         elif name == "resume":
             group.add_argument(*flags, action="store_true", help=spec.help)
+        elif name == "report_to":  # several names, TRL's way; checked by TrainConfig (commas allowed)
+            group.add_argument(
+                *flags,
+                dest=name,
+                nargs="+",
+                metavar=spec.metavar,
+                help=f"{spec.help} (default: {default_text(name)})",
+            )
+            group.add_argument(
+                "--tensorboard",
+                dest="tensorboard",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="add tensorboard to report_to (or drop it: --no-tensorboard)",
+            )
         elif spec.kind is bool:
             group.add_argument(
                 *flags,
@@ -74,6 +98,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parameters = settable_method_parameters()
             for parameter_name in [*METHOD_FIELDS, *_option_flags()]:
                 _add_method_flag(group, parameters[parameter_name], parameter_help(parameter_name))
+    groups[RUN_SECTION].add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="settings from a YAML or JSON file (field names as in config.json; a run's config.json works); "
+        "flags given override it",
+    )
     groups[RUN_SECTION].add_argument("--no-progress", action="store_true", help="no progress bars")
     groups[RUN_SECTION].add_argument(
         "--json", action="store_true", help="print the summary as JSON instead of a table"
@@ -106,24 +138,21 @@ def _add_method_flag(group: argparse._ArgumentGroup, parameter: Any, help_text: 
         group.add_argument(flag, dest=parameter.name, type=kind, choices=parameter.choices, help=help_text)
 
 
-DUAL_CLIP_OFF = ("off", "none", "inf", "+inf", "infinity")
-
-
 def _dual_clip_c(text: str) -> float:
     """``--dual-clip-c``: a number, or off (returned as inf here, stored as None: the run's "off")."""
-    if text.strip().lower() in DUAL_CLIP_OFF:
-        return math.inf
     try:
-        return float(text)
+        return parse_dual_clip_c(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    """The `TrainConfig` of the parsed flags (for --resume: the run's config plus the flags given).
+    """The `TrainConfig` of the parsed flags: the preset, then the ``--config`` file, then the flags given
+    (for --resume: the run's config.json, then the file and the flags).
 
     ``--resume`` on a directory without a run (no config.json: never started, or killed at once) builds the
-    config from the preset and the flags and starts the run there, as `train(config)` with ``resume=True``.
+    config from the preset, the file and the flags and starts the run there, as `train(config)` with
+    ``resume=True``.
     """
     # every flag is named after its TrainConfig field and defaults to None (= keep the preset's value);
     # `--dual-clip-c off` arrives as inf, which TrainConfig stores as None, its one "off" (null in config.json)
@@ -134,29 +163,57 @@ def build_config(args: argparse.Namespace) -> Any:
     }
     # a registered method's own parameters (no TrainConfig field): its method_options
     options = {name: getattr(args, name) for name in _option_flags() if getattr(args, name, None) is not None}
+    file_values = read_config_file(args.config) if args.config is not None else {}
+    options = {**file_values.pop("method_options", {}), **options}
     if options:
         overrides["method_options"] = options
-    if args.output_dir is not None and not args.output_dir.strip():
+    output_dir = overrides.get("output_dir", file_values.get("output_dir"))
+    if output_dir is not None and not str(output_dir).strip():
         raise ValueError("--output-dir is empty; pass a folder for the run, or leave the flag out")
+    base: dict[str, Any] | None = None
     if args.resume:
-        if not args.output_dir:
+        if not output_dir:
             raise ValueError("--resume needs --output-dir RUN_DIR (the run to continue)")
-        stored_path = Path(args.output_dir).expanduser() / "config.json"
+        stored_path = Path(output_dir).expanduser() / "config.json"
         if stored_path.is_file():
             from bandpo.training.run_dir import read_json
 
             stored = read_json(stored_path, fix="delete the run directory and start again")
             if not isinstance(stored, dict):
                 raise ValueError(f"{stored_path} does not hold a run's settings; delete it and start again")
-            return TrainConfig.from_dict({**stored, **overrides, "resume": True})
-    return TrainConfig.from_preset(args.preset, **overrides, resume=args.resume or None)
+            base = {**stored, "resume": True}
+    if base is None:
+        preset = args.preset or file_values.get("preset") or TrainConfig.preset
+        base = {**PRESETS[preset], "preset": preset}
+        if args.resume:
+            base["resume"] = True
+    values = {**base, **file_values, **overrides}
+    if args.preset is not None:
+        values["preset"] = args.preset
+    if args.tensorboard is not None:
+        values["report_to"] = _toggle_tensorboard(values, on=args.tensorboard)
+    return TrainConfig.from_dict(values)
 
 
-def starts_fresh(args: argparse.Namespace) -> bool:
+def _toggle_tensorboard(values: dict[str, Any], *, on: bool) -> tuple[str, ...]:
+    """``report_to`` of `values` with tensorboard added (``--tensorboard``) or dropped (``--no-tensorboard``)."""
+    if "report_to" in values:
+        names = normalize_report_to(values["report_to"])
+    elif "report_tensorboard" in values:  # a config.json written before report_to
+        names = ("tensorboard",) if values.pop("report_tensorboard") else ()
+    else:
+        names = TrainConfig.report_to
+    if not isinstance(names, tuple):
+        return names  # not valid: TrainConfig names it
+    names = tuple(name for name in names if name != "tensorboard")
+    return (*names, "tensorboard") if on else names
+
+
+def starts_fresh(args: argparse.Namespace, config: Any) -> bool:
     """True when --resume names a directory without a run, so the run starts from the beginning."""
     return (
-        bool(args.resume and args.output_dir)
-        and not (Path(args.output_dir).expanduser() / "config.json").is_file()
+        bool(args.resume and config.output_dir)
+        and not (Path(config.output_dir).expanduser() / "config.json").is_file()
     )
 
 
@@ -205,13 +262,20 @@ def format_summary(summary: Any) -> str:
     if summary.before is None:
         lines.append("(no held-out prompts: evaluation skipped)")
     paths = summary.paths
-    # TensorBoard only when the run wrote its events (--no-tensorboard: none to show)
-    board = f", TensorBoard: tensorboard --logdir {paths['tensorboard']}" if config.report_tensorboard else ""
     lines += [
         f"run directory: {paths['run_dir']}",
         f"  metrics {paths['metrics']}, plots {paths['plots']}/, model {paths['model']}/",
-        f"  summary {paths['summary']}{board}",
+        f"  summary {paths['summary']}"
+        + (
+            f", TensorBoard: tensorboard --logdir {paths['tensorboard']}"
+            if "tensorboard" in config.report_to
+            else ""
+        ),
     ]
+    if (Path(paths["model"]) / "README.md").is_file():
+        lines.append(
+            f"  model card {Path(paths['model']) / 'README.md'} (hf upload USER/REPO {paths['model']})"
+        )
     return "\n".join(lines)
 
 
@@ -224,8 +288,10 @@ def run(args: argparse.Namespace) -> int:
 
         config = build_config(args)
         main = Processes.from_environment().is_main  # under torchrun / accelerate launch only the main prints
-        if starts_fresh(args) and main:
-            print(f"bandpo train: no run in {args.output_dir} yet; starting a new one there", file=sys.stderr)
+        if starts_fresh(args, config) and main:
+            print(
+                f"bandpo train: no run in {config.output_dir} yet; starting a new one there", file=sys.stderr
+            )
         summary = train(config, progress=not args.no_progress)
     if not main:
         return 0

@@ -39,6 +39,7 @@ from bandpo.losses import AGG_MODES as LOSS_AGG_MODES
 from bandpo.losses import DUAL_CLIP_C, check_dual_clip_c
 from bandpo.methods import list_methods, method_defaults_table, method_parameters
 from bandpo.methods import settable_parameters as settable_method_parameters
+from bandpo.training.loggers import LOGGERS, normalize_report_to
 from bandpo.training.pretrained import PRETRAINED, resolve_model
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 from bandpo.training.warmup import WarmupConfig
@@ -71,7 +72,7 @@ METHOD_FIELDS: tuple[str, ...] = tuple(_BAND_DEFAULTS)
 """TrainConfig fields that are bound-method parameters (passed when the method accepts them): band's, which
 cover every built-in method's. Other registered methods' parameters go in ``method_options``."""
 RUN_INDEPENDENT_FIELDS: frozenset[str] = frozenset(
-    {"resume", "output_dir", "num_threads", "report_tensorboard", "cache_dir"}
+    {"resume", "output_dir", "num_threads", "report_to", "project", "cache_dir"}
 )
 """Fields that do not change what a run computes: a resumed or re-planned run may differ in them."""
 
@@ -99,7 +100,7 @@ class Setting:
     Attributes:
         help: what the field does, one line (the CLI help and the class docstring show it).
         section: where the field is listed (``METHOD``, ``LOSS``, ...).
-        kind: int, float, str or bool (int values are accepted for a float).
+        kind: int, float, str, bool, or tuple (of `choices`; int values are accepted for a float).
         optional: None is valid (it means ``default_text``).
         low, high, low_open: the valid range of a number (closed unless `low_open`). Every count has a
             finite `high`: a value beyond what any run needs is a typo or a unit slip, refused before any work
@@ -140,7 +141,12 @@ class Setting:
         if value is None and self.optional:
             return
         choices = self.valid_choices()
-        if choices is not None:
+        if self.kind is tuple:
+            if not isinstance(value, tuple) or any(item not in (choices or ()) for item in value):
+                raise ValueError(
+                    f"{name}={value!r} is not valid; {self.fix or f'use any of {list(choices or ())}'}"
+                )
+        elif choices is not None:
             if value not in choices:
                 raise ValueError(f"{name}={value!r} is not valid; use one of {list(choices)}")
         elif self.kind is int:
@@ -398,7 +404,24 @@ class TrainConfig:
     # other
     seed: int = setting(0, "seed of data, warm-up, sampling and init", RUN, low=0, high=MAX_SEED)
     num_threads: int = setting(1, "torch CPU threads", RUN, low=1, high=1_024)
-    report_tensorboard: bool = setting(True, "write TensorBoard events", RUN, flag="--tensorboard")
+    report_to: tuple[str, ...] = setting(
+        ("tensorboard",),
+        f"loggers the metrics also go to, by TRL's names: {', '.join(LOGGERS)} (several at once), or none "
+        "(only metrics.jsonl); --no-tensorboard drops tensorboard",
+        RUN,
+        choices=tuple(LOGGERS),  # and "none" alone, which is stored as ()
+        fix=f"use one or more of {list(LOGGERS)}, or 'none' alone",
+        default_text="tensorboard",
+        metavar="NAME",
+    )
+    project: str | None = setting(
+        None,
+        "the loggers' project (W&B project, Trackio project, MLflow experiment); the run name is the run "
+        "directory's name",
+        RUN,
+        kind=str,
+        default_text="$WANDB_PROJECT / $MLFLOW_EXPERIMENT_NAME, else bandpo",
+    )
     preset: str = setting("default", "base settings", RUN, choices=lambda: tuple(PRESETS))
 
     def __post_init__(self) -> None:
@@ -408,6 +431,8 @@ class TrainConfig:
         self.bound_method()  # validates the method parameters, naming the bad one
         # inf is stored as None, the one "off" value, so config.json never holds the non-standard Infinity
         object.__setattr__(self, "dual_clip_c", check_dual_clip_c(self.dual_clip_c))
+        # TRL's forms: a name, "a,b" or a list (config.json's); "none" alone is no logger
+        object.__setattr__(self, "report_to", normalize_report_to(self.report_to))
         for name, spec in SETTINGS.items():
             spec.check(name, getattr(self, name))
         if self.dataset is not None and self.task != "countdown":
@@ -603,6 +628,7 @@ class TrainConfig:
         values = asdict(self)
         if values["method_options"] is None:  # only a user-registered method's parameters need it
             del values["method_options"]
+        values["report_to"] = list(self.report_to)  # as JSON holds it (a list), read back as a tuple
         return {
             **values,
             "resolved": {
@@ -619,8 +645,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """The config of `to_dict` output (its derived ``"resolved"`` entry is recomputed, not read)."""
+        """The config of `to_dict` output (its derived ``"resolved"`` entry is recomputed, not read).
+
+        A config.json written before ``report_to`` holds ``report_tensorboard`` (true or false) instead.
+        """
         values = {key: value for key, value in values.items() if key != "resolved"}
+        if "report_tensorboard" in values and "report_to" not in values:
+            values["report_to"] = ("tensorboard",) if values.pop("report_tensorboard") else ()
         _check_field_names(values)
         return cls(**values)
 

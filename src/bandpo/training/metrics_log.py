@@ -1,10 +1,10 @@
-"""The run's metric sink: one JSON record per RL step in ``metrics.jsonl``, mirrored to TensorBoard; its
-reader (`read_metrics`), which everything that reads the file uses; and its plots (`plot_run`: reward, entropy
+"""The run's metric sink: one JSON record per RL step in ``metrics.jsonl``, mirrored to the run's loggers
+(``report_to``: TensorBoard, Trackio, W&B, MLflow; `bandpo.training.loggers`); its reader (`read_metrics`), which everything that reads the file uses; and its plots (`plot_run`: reward, entropy
 and clip fractions against the RL step, written to the run's plots/).
 
 TRL's logged names are mapped to the catalogued keys of `bandpo.metric_names` (`TRL_TO_CATALOGUE`); every
-other TRL key is kept as ``trl/<name>``. On resume the file is cut back to the checkpoint's step and
-TensorBoard's ``purge_step`` drops the events written after it, so a resumed run's records are those of an
+other TRL key is kept as ``trl/<name>``. On resume the file is cut back to the checkpoint's step (and
+TensorBoard's ``purge_step`` drops the events written after it), so a resumed run's records are those of an
 uninterrupted one.
 """
 
@@ -91,32 +91,25 @@ def read_metrics(path: str | Path, *, missing_ok: bool = False) -> list[dict[str
 
 
 class MetricsLog:
-    """Appends records to ``metrics.jsonl`` (and TensorBoard when `tensorboard_dir` is given).
+    """Appends records to ``metrics.jsonl`` and hands each to the run's loggers (`sinks`).
 
     Args:
         path: the ``metrics.jsonl`` file.
-        tensorboard_dir: TensorBoard event folder, or None for none.
+        sinks: the loggers each record is mirrored to (`bandpo.training.loggers.open_sinks`); closed with
+            this log.
         resumed_step: the RL step a resumed run restarts after (None: a fresh run, the file is started anew).
         max_steps: the run's last RL step (its final evaluation is written again on resume).
     """
 
     def __init__(
-        self, path: Path, tensorboard_dir: Path | None, *, resumed_step: int | None, max_steps: int
+        self, path: Path, sinks: Sequence[Any] = (), *, resumed_step: int | None, max_steps: int
     ) -> None:
         self.path = path
         if resumed_step is None:
             path.unlink(missing_ok=True)
         else:
             self._truncate(resumed_step, max_steps)
-        self.writer: Any = None
-        if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # on resume, purge_step drops the events a killed run wrote after its last checkpoint (all of its
-            # training events when it died before the first one; the step-0 evaluation is kept, as in
-            # metrics.jsonl)
-            purge = resumed_step + 1 if resumed_step is not None else None
-            self.writer = SummaryWriter(str(tensorboard_dir), purge_step=purge)
+        self.sinks = list(sinks)
         self.last_time = time.perf_counter()
 
     def __enter__(self) -> MetricsLog:
@@ -126,9 +119,9 @@ class MetricsLog:
         self.close()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.writer = None
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.close()
 
     def restart_clock(self) -> None:
         """Start timing the next RL step now (the first step does not count the setup)."""
@@ -146,12 +139,11 @@ class MetricsLog:
     def append(self, record: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
-        if self.writer is not None:
+        if self.sinks:
             step = int(record[mn.TRAIN_STEP])
-            for key, value in record.items():
-                if key != mn.TRAIN_STEP and isinstance(value, int | float) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
-            self.writer.flush()
+            metrics = {key: value for key, value in record.items() if key != mn.TRAIN_STEP}
+            for sink in self.sinks:
+                sink.log(metrics, step)
 
     def _truncate(self, rl_step: int, max_steps: int) -> None:
         if not self.path.exists():

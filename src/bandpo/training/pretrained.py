@@ -91,6 +91,7 @@ class PretrainedSource:
     gguf_sha256: str
     license: str
     description: str
+    hub_id: str  # the original model on the Hugging Face Hub (a run's model card names it as base_model)
 
     @property
     def requirement(self) -> str:
@@ -111,6 +112,7 @@ PRETRAINED: dict[str, PretrainedSource] = {
         gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         license="Apache-2.0",
         description="SmolLM2-135M-Instruct (Hugging Face), Q4_1 GGUF de-quantized to float32",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 

@@ -9,9 +9,11 @@ Run directory (`bandpo.training.run_dir.RunPaths`, ``TrainSummary.paths``)::
 
     config.json          the resolved TrainConfig (standard JSON: a disabled dual clip is null)
     metrics.jsonl        one record per RL step: catalogued keys (bandpo.metric_names), TRL's others as trl/*
-    tensorboard/         the same scalars as TensorBoard events
+    tensorboard/         the same scalars as TensorBoard events (report_to tensorboard, the default; the other
+                         loggers, `bandpo.training.loggers`, write where their library does)
     checkpoints/         checkpoint-<optimiser step>/: safetensors weights, optimiser, RNG and trainer state
-    model/               the final policy (save_pretrained, safetensors) and tokenizer
+    model/               the final policy (save_pretrained, safetensors), tokenizer and README.md, its model
+                         card for the Hub (`bandpo.training.model_card`): ready for `hf upload`
     eval_before.json     held-out evaluation before training (metrics and per-prompt samples)
     eval_after.json      ... after training
     plots/               reward.png, entropy.png, clip_fractions.png
@@ -58,8 +60,10 @@ from bandpo._atomic import write_text_atomic
 from bandpo.training import data as data_module
 from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
+from bandpo.training.loggers import RunIdentity, check_installed, open_sinks
 from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
+from bandpo.training.model_card import write_model_card
 from bandpo.training.policy import load_policy, warm_up_in_child
 from bandpo.training.processes import (
     Processes,
@@ -205,6 +209,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         # everything is checked before the first write, by every process
         _check_world_size(config, processes.world_size)
         check_run_dir(paths, config)
+        if main:
+            check_installed(config.report_to)  # a missing logger is refused before the first write
         raw_train_rows, raw_eval_rows = data_module.read_run_rows(config.prompt_source)
         checkpoint = find_last_checkpoint(paths.checkpoints) if config.resume else None
         if checkpoint is not None:
@@ -272,16 +278,20 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             timeout_s=config.reward_timeout_s,
             name=config.resolved_reward,
         )
-        sink = (
-            MetricsLog(
-                paths.metrics,
-                paths.tensorboard if config.report_tensorboard else None,
+        sink: Any = contextlib.nullcontext()
+        if main:
+            identity = RunIdentity(
+                run_dir=paths.run_dir,
+                project=config.project,
+                config=json.loads(to_json(config.to_dict())),
                 resumed_step=resumed_step if config.resume else None,
+            )
+            sink = MetricsLog(
+                paths.metrics,
+                open_sinks(config.report_to, identity),
+                resumed_step=identity.resumed_step,
                 max_steps=config.max_steps,
             )
-            if main
-            else contextlib.nullcontext()
-        )
         with sink as log:
             before = stored_before
             if before is None:
@@ -347,6 +357,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             summary = _summarize(
                 config, paths, before, after, start, warmup_info, processes.world_size, reward.failures()
             )
+            write_model_card(paths.model, config, before, after, steps=summary.steps)
             write_text_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2))
         processes.wait()  # the others return the main process's results, once they are written
         if not main:

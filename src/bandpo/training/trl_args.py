@@ -59,6 +59,7 @@ def grpo_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int
     accumulation = config.gradient_accumulation_steps
     return dict(
         output_dir=str(checkpoint_dir),
+        run_name=checkpoint_dir.resolve().parent.name,  # the run directory's name, as the loggers call it
         loss_type=AGG_TO_LOSS_TYPE[config.agg],
         beta=config.kl_coef,
         use_bias_correction_kl=False,  # the paper's plain k3 (TRL 1.16 defaults to True)
