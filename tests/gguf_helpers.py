@@ -83,4 +83,5 @@ def tiny_source(gguf_path: Path, name: str = "tiny-model") -> PretrainedSource:
         gguf_sha256=hashlib.sha256(data).hexdigest(),
         license="Apache-2.0",
         description="a 3k-parameter Llama built by the tests",
+        hub_id="example/tiny-model",
     )

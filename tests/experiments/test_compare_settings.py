@@ -51,7 +51,9 @@ def test_a_config_file_sets_the_shared_settings_and_set_overrides_it(tmp_path):
 def test_a_config_file_is_refused_as_train_refuses_it_and_may_not_set_the_arms(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("eval_prompts: 0\n")
-    with pytest.raises(ValueError, match=r"bad.yaml: eval_prompts=0 is not valid; use an integer >= 1"):
+    with pytest.raises(
+        ValueError, match=r"bad.yaml: eval_prompts=0 is not valid; use an integer in \[1, 100,000\]"
+    ):
         shared_settings(_compare_args("--config", str(bad)))
     arms = tmp_path / "arms.yaml"
     arms.write_text("seed: 3\nmethod: clip\nlearning_rate: 1e-5\n")

@@ -111,7 +111,11 @@ def test_preset_comes_from_the_flag_then_the_file(tmp_path):
 @pytest.mark.parametrize(
     ("text", "flags", "expected"),
     [
-        ("max_steps: 0\n", ["--max-steps", "0"], "max_steps=0 is not valid; use an integer >= 1"),
+        (
+            "max_steps: 0\n",
+            ["--max-steps", "0"],
+            "max_steps=0 is not valid; use an integer in [1, 1,000,000]",
+        ),
         ("agg: mean\n", ["--agg", "mean"], None),
         (
             "report_to: [wandb, nope]\n",
