@@ -460,10 +460,12 @@ def _explain_non_finite(
             where = "no checkpoint precedes it: start again with a lower --learning-rate"
         else:
             where = (
-                f"the last good checkpoint is {good}: start from it with --model {good} and a lower "
-                "--learning-rate"
+                f"the last good checkpoint (finite weights and logits) is {good}: start from it with --model "
+                f"{good} and a lower --learning-rate"
             )
-        aside = f" (the later ones are kept as {', '.join(p.name for p in moved)})" if moved else ""
+        aside = (
+            f" (kept aside, from the diverged weights: {', '.join(p.name for p in moved)})" if moved else ""
+        )
         raise ValueError(f"training diverged {when}: {error}; {cause}; {where}{aside}") from None
 
 
