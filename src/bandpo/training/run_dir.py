@@ -225,9 +225,12 @@ def prune_checkpoints(checkpoint_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def set_aside_checkpoints(checkpoint_dir: Path, from_step: int) -> tuple[Path | None, list[Path]]:
+def set_aside_checkpoints(
+    checkpoint_dir: Path, from_step: int, *, rename: bool = True
+) -> tuple[Path | None, list[Path]]:
     """Rename the complete checkpoints at optimiser step `from_step` or later to ``diverged-checkpoint-<step>``
-    (kept for inspection, never resumed from or pruned); (the newest checkpoint left, the renamed ones)."""
+    (kept for inspection, never resumed from or pruned); (the newest checkpoint left, the renamed ones).
+    Without `rename` (a process that does not write the run) only says which they are."""
     kept: Path | None = None
     moved = []
     for step, path in complete_checkpoints(checkpoint_dir):
@@ -235,9 +238,10 @@ def set_aside_checkpoints(checkpoint_dir: Path, from_step: int) -> tuple[Path | 
             kept = path
             continue
         target = path.with_name(f"diverged-{path.name}")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(path, target)
+        if rename:
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(path, target)
         moved.append(target)
     return kept, moved
 

@@ -256,9 +256,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         policy = load_policy(config.policy_source, show)
         model, tokenizer = policy.model, policy.tokenizer
         warmup_info = warmup_info or policy.warmup
-        exits.enter_context(_explain_non_finite(config, paths, policy.path, lambda: trainer))
+        trainer = None  # built below; the explanation of a NonFiniteError reads its step
+        exits.enter_context(_explain_non_finite(config, paths, policy.path, lambda: trainer, rename=main))
         exits.enter_context(watch_logits(model))  # inf/NaN logits raise NonFiniteError (explained above)
-        trainer = None
         wrap = config.use_chat_template
         train_rows = data_module.adapt_rows(raw_train_rows, tokenizer, use_chat_template=wrap)
         eval_rows = data_module.adapt_rows(raw_eval_rows, tokenizer, use_chat_template=wrap)
@@ -433,12 +433,13 @@ def _evaluate_rows(
 
 @contextlib.contextmanager
 def _explain_non_finite(
-    config: TrainConfig, paths: RunPaths, model_path: Path, trainer: Any
+    config: TrainConfig, paths: RunPaths, model_path: Path, trainer: Any, *, rename: bool
 ) -> Iterator[None]:
     """`NonFiniteError` becomes one line: where (before training, or the RL step), the likely cause (the
     checkpoint's weights before any update; the learning rate or the compute dtype after), and the last good
-    checkpoint: the checkpoints written from the failing weights on are renamed ``diverged-checkpoint-<step>``,
-    so ``--resume`` and ``--model`` find the last good one. `trainer` returns the trainer once built."""
+    checkpoint. With `rename` (the main process, which writes the checkpoints) those written from the failing
+    weights on are renamed ``diverged-checkpoint-<step>``, so ``--resume`` and ``--model`` find the last good
+    one. `trainer` returns the trainer once built (None before)."""
     try:
         yield
     except NonFiniteError as error:
@@ -446,15 +447,16 @@ def _explain_non_finite(
         done = built.state.global_step if built is not None else 0  # optimiser steps done
         if done == 0:
             raise ValueError(
-                f"model={str(model_path)!r}: {error} while sampling "
-                f"{'the evaluation before training' if built is None else 'RL step 1'}, before any update: its "
+                f"model={str(model_path)!r}: {error} "
+                f"{'while sampling the evaluation before training' if built is None else 'in RL step 1'}, "
+                "before any update: its "
                 "finite weights overflow (a weight too large for float32, such as a norm weight near 3e38); "
                 "re-copy or re-save the checkpoint, or start from an earlier one"
             ) from None
         opt_steps = config.optimizer_steps_per_rl_step
         rl_step = error.rl_step or done // opt_steps + 1
         when = f"at RL step {rl_step}" if rl_step <= config.max_steps else "by the end (evaluation after it)"
-        good, moved = set_aside_checkpoints(paths.checkpoints, done)
+        good, moved = set_aside_checkpoints(paths.checkpoints, done, rename=rename)
         cause = f"the learning rate ({config.learning_rate:g}) is likely too high{_autocast_note()}"
         if good is None:
             where = "no checkpoint precedes it: start again with a lower --learning-rate"

@@ -4,8 +4,8 @@ trainer to the run directory.
 Everything here goes through the HF Trainer's public hooks: `RunCallback` forces a checkpoint at the last
 step, prunes old checkpoints after each save (``on_save``), and hands each RL step's logs to the run
 (``on_log``) once their loss and gradient norm are found finite (a NaN stops the run before that step's
-checkpoint is written: the HF Trainer logs before it saves); `RunTrainer` only turns off TRL's Hub model card (a public method). Importing this module
-imports TRL.
+checkpoint is written: the HF Trainer logs before it saves); `RunTrainer` only turns off TRL's Hub model
+card (a public method). Importing this module imports TRL.
 """
 
 from __future__ import annotations
