@@ -96,14 +96,15 @@ def test_a_bf16_checkpoint_trains_float32_master_weights_and_records_both_dtypes
     assert changed > 0.9 * total, f"{changed} of {total} weights changed"
     resolved = json.loads((run_dir / "config.json").read_text())["resolved"]
     assert resolved["weights_dtype"] == "float32" and resolved["checkpoint_dtype"] == "bfloat16"
-    expected_autocast = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None
-    assert resolved["autocast_dtype"] == expected_autocast
+    from bandpo.training.policy import autocast_dtype
+
+    assert resolved["autocast_dtype"] == autocast_dtype()  # bf16 where the device has bf16 units, else null
     assert json.loads((run_dir / "model" / "config.json").read_text())["dtype"] == "float32"
 
 
-def test_the_reference_model_is_float32_too_and_cpu_runs_without_autocast(tmp_path):
+def test_the_reference_model_is_float32_too_and_autocast_follows_the_device(tmp_path):
     from bandpo.training import TrainConfig
-    from bandpo.training.policy import load_policy
+    from bandpo.training.policy import autocast_dtype, load_policy
     from bandpo.training.rewards import GuardedReward, get_verifier
     from bandpo.training.trl_args import build_trainer
 
@@ -121,8 +122,8 @@ def test_the_reference_model_is_float32_too_and_cpu_runs_without_autocast(tmp_pa
     finally:
         reward.close()
     assert trainer.ref_model is not None and trainer.ref_model.dtype == torch.float32
-    if not torch.cuda.is_available():
-        assert not trainer.args.bf16 and not trainer.args.fp16  # TRL's own default is bf16=True, also on CPU
+    # TRL's own default is bf16=True on every device
+    assert trainer.args.bf16 == (autocast_dtype() == "bfloat16") and not trainer.args.fp16
 
 
 def test_bandpo_tokens_samples_float32_weights_of_a_bf16_checkpoint(tmp_path):

@@ -14,12 +14,13 @@ and the tokenizer has an end-of-sequence token.
 
 The policy trains float32 master weights whatever the checkpoint's dtype (a bf16 checkpoint is upcast), as the
 HF Trainer's mixed precision and verl do: Adam's updates at RL learning rates (1e-6) are far below a bf16
-weight's resolution (2^-8 of its size) and would round away. Compute runs in bf16 autocast where the GPU has
-bf16 (`autocast_dtype`); on CPU in float32 (see `autocast_dtype` for why).
+weight's resolution (2^-8 of its size) and would round away. Compute runs in bf16 autocast where the device has
+bf16 units (a GPU with bf16, a CPU with AMX or AVX512-BF16), elsewhere in float32 (`autocast_dtype` says why).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -171,17 +172,30 @@ def checkpoint_dtype(path: Path) -> str | None:
 def autocast_dtype() -> str | None:
     """The dtype a run computes in under autocast ("bfloat16"), or None for plain float32.
 
-    bf16 autocast on a GPU with bf16 (as verl and the HF Trainer's ``bf16=True``): the master weights stay
-    float32. On CPU, float32: TRL 1.16 turns bf16 autocast on by default (``bf16=True`` also on CPU, where
-    accelerate autocasts every forward), but CPUs without AVX512-BF16/AMX emulate bf16 matmuls, the models
-    bandpo trains on CPU are small, and the evaluation before training (outside the trainer) would run in
-    float32 while the one after ran in bf16. A GPU without bf16 trains in float32 too (fp16 needs loss scaling).
+    bf16 autocast where the device has bf16 arithmetic: a GPU with bf16, or a CPU with AMX or AVX512-BF16 units
+    (as verl and the HF Trainer's ``bf16=True``; the master weights stay float32). Elsewhere float32: TRL 1.16
+    turns bf16 autocast on by default also on CPU, where a CPU without bf16 units emulates the matmuls (one
+    forward and backward pass of SmolLM2-135M cost 177-232 s of CPU under bf16 autocast against 10-12 s in
+    float32 on an AMD EPYC without AVX512: benchmarks/cpu_autocast.py, docs/models.md), and a GPU without bf16
+    would need fp16's loss scaling.
     """
     import torch
 
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bfloat16"
-    return None
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else None
+    return "bfloat16" if _cpu_has_bf16() else None
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU has bf16 units (``amx_bf16`` or ``avx512_bf16`` among /proc/cpuinfo's flags; False
+    where that file is not there)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags))
 
 
 def _safetensors_header(path: Path) -> dict[str, Any]:

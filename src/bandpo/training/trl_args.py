@@ -94,8 +94,8 @@ def grpo_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int
         log_completions=False,
         disable_dropout=True,
         use_cpu=not torch.cuda.is_available(),
-        # float32 master weights (the loaded policy's), bf16 autocast only where the GPU has bf16: TRL's own
-        # default is bf16=True everywhere, also on CPU (`bandpo.training.policy.autocast_dtype` says why not)
+        # float32 master weights (the loaded policy's), bf16 autocast only where the device has bf16 units:
+        # TRL's own default is bf16=True everywhere (`bandpo.training.policy.autocast_dtype` says why not)
         bf16=autocast_dtype() == "bfloat16",
         fp16=False,
         trust_remote_code=False,  # also for the reference model TRL loads from the policy's folder
