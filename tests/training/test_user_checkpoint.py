@@ -5,7 +5,7 @@ What it gets (issue 25): float32 master weights whatever the checkpoint's dtype,
 code from the folder ever runs; missing, unexpected or newly initialised weights and non-causal-LM folders
 refused before any write; a tokenizer without an end-of-sequence token refused; non-finite logits (weights that
 overflow, a run that diverges) end the run with one line and the last good checkpoint named. The long runs use
-real ``bandpo train`` processes.
+real ``bandpo train`` processes (marked slow: about a minute each on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def _run_cli(argv: list[str], timeout: float = 300, **kwargs) -> subprocess.Comp
 # --- 1. float32 master weights whatever the checkpoint's dtype ------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_bf16_checkpoint_trains_float32_master_weights_and_records_both_dtypes(tmp_path):
     model_dir = _llama_folder(tmp_path / "bf16", dtype=torch.bfloat16)
     stored = safetensors_torch.load_file(model_dir / "model.safetensors")
@@ -152,6 +153,7 @@ def _folder_with_code(folder: Path, marker: Path, *, model_type: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_folder_needing_its_own_code_is_refused_even_when_a_terminal_answers_yes(tmp_path):
     marker = tmp_path / "MARKER"
     model_dir = _folder_with_code(tmp_path / "custom", marker, model_type="bandpo_custom_arch")
@@ -276,6 +278,7 @@ def test_finite_weights_that_overflow_are_one_line_before_any_write(
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("learning_rate", "found", "good"),
     [("2e5", "grad norm", "checkpoint-1"), ("1e12", "logits", None)],
