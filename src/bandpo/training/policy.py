@@ -134,6 +134,7 @@ def check_architecture(path: Path, config: Any) -> None:
             "architecture; bandpo trains causal LMs: pass a checkpoint saved from AutoModelForCausalLM"
         )
     architectures = config.get("architectures") or []
+    architectures = [architectures] if isinstance(architectures, str) else [str(a) for a in architectures]
     if architectures and not set(architectures) & set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
         raise ValueError(
             f"{where} holds a {architectures[0]}, not a causal language model (config.json's architectures); "
