@@ -48,9 +48,11 @@ def main() -> int:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model(args.model)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, dtype=torch.float32, trust_remote_code=False
+        )
         problems = sample_eval_problems(args.prompts, seed=args.seed)
         rows = adapt_rows(countdown_rows(problems), tokenizer, use_chat_template=True)
         prompts = [EvalPrompt(row.prompt, row.answer) for row in rows]

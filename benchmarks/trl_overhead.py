@@ -119,9 +119,11 @@ def main() -> int:
     }
     with offline_environment(), quiet_and_threads(args.num_threads), tempfile.TemporaryDirectory() as scratch:
         path = resolve_model(args.model)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         tokenizer.padding_side = "left"
-        base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, dtype=torch.float32, trust_remote_code=False
+        )
         train_rows, _ = read_run_rows(config.prompt_source)
         rows = adapt_rows(train_rows, tokenizer, use_chat_template=True)
         from datasets import Dataset

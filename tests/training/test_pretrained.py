@@ -211,7 +211,8 @@ def test_a_tiny_gguf_converts_into_a_checkpoint_that_trains_like_any_folder(tmp_
     assert not (prepared.path / "config.json").read_text().count("quantization_config")
 
     config = TrainConfig(model="fake-model", task="sums", cache_dir=str(tmp_path / "cache"))
-    model, tokenizer, _ = load_policy(config.policy_source, progress=False)
+    policy = load_policy(config.policy_source, progress=False)
+    model, tokenizer = policy.model, policy.tokenizer
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": "ab"}], tokenize=False)
     assert rendered.startswith("<|im_start|>user\nab<|im_end|>") and tokenizer.eos_token == "<|im_end|>"
     direct = AutoModelForCausalLM.from_pretrained(

@@ -114,6 +114,7 @@ def _sample(args: argparse.Namespace) -> dict:
     from bandpo.training.config import TrainConfig
     from bandpo.training.data import adapt_rows, read_run_rows
     from bandpo.training.evaluate import _prompt_ids
+    from bandpo.training.finite import NonFiniteError, watch_logits
     from bandpo.training.policy import load_policy
     from bandpo.training.processes import offline_environment, quiet_and_threads
 
@@ -136,19 +137,27 @@ def _sample(args: argparse.Namespace) -> dict:
     )
     start = time.perf_counter()
     with offline_environment(), quiet_and_threads(args.num_threads):
-        model, tokenizer, _ = load_policy(config.policy_source, progress=True)
+        policy = load_policy(config.policy_source, progress=True)  # float32 weights, as `bandpo train`
+        model, tokenizer = policy.model, policy.tokenizer
         train_rows, _ = read_run_rows(config.prompt_source)
         rows = adapt_rows(train_rows, tokenizer, use_chat_template=config.use_chat_template)
-        old_logp = token_regime.sample_old_logp(
-            model,
-            tokenizer,
-            [_prompt_ids(tokenizer, row.prompt) for row in rows],
-            samples=args.samples,
-            temperature=args.temperature,
-            max_new_tokens=config.resolved_max_completion_length,
-            seed=args.seed,
-            batch_size=256 if args.model is None else 32,
-        )
+        try:
+            with watch_logits(model):
+                old_logp = token_regime.sample_old_logp(
+                    model,
+                    tokenizer,
+                    [_prompt_ids(tokenizer, row.prompt) for row in rows],
+                    samples=args.samples,
+                    temperature=args.temperature,
+                    max_new_tokens=config.resolved_max_completion_length,
+                    seed=args.seed,
+                    batch_size=256 if args.model is None else 32,
+                )
+        except NonFiniteError as error:
+            raise ValueError(
+                f"model={str(policy.path)!r}: {error} while sampling: its finite weights overflow (a weight too "
+                "large for float32, such as a norm weight near 3e38); re-copy or re-save the checkpoint"
+            ) from None
     report = token_regime.regime_report(old_logp, methods)
     source = args.model or "embedded tiny model (warmed up)"
     report.update(
@@ -162,6 +171,7 @@ def _sample(args: argparse.Namespace) -> dict:
             "temperature": args.temperature,
             "prompts": args.prompts,
             "samples": args.samples,
+            **policy.dtypes(),
         }
     )
     return report

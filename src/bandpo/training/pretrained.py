@@ -386,8 +386,10 @@ def convert_gguf(gguf_path: Path, destination: Path) -> dict[str, Any]:
     try:
         with offline_environment(), _no_gguf_progress_bar():
             folder, name = gguf_path.parent, gguf_path.name
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, dtype=torch.float32, trust_remote_code=False
+            )
         # the weights are de-quantized now; transformers refuses to save while the GGUF quantizer is attached
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

@@ -42,6 +42,7 @@ __all__ = [
     "remove_leftovers",
     "resolve_run_dir",
     "save_pretrained_atomic",
+    "set_aside_checkpoints",
     "take_run_lock",
     "to_json",
     "undo_failed_start",
@@ -221,6 +222,27 @@ def prune_checkpoints(checkpoint_dir: Path, keep: int) -> None:
     complete = complete_checkpoints(checkpoint_dir)
     for _, old in complete[: max(len(complete) - keep, 0)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def set_aside_checkpoints(
+    checkpoint_dir: Path, from_step: int, *, rename: bool = True
+) -> tuple[Path | None, list[Path]]:
+    """Rename the complete checkpoints at optimiser step `from_step` or later to ``diverged-checkpoint-<step>``
+    (kept for inspection, never resumed from or pruned); (the newest checkpoint left, the renamed ones).
+    Without `rename` (a process that does not write the run) only says which they are."""
+    kept: Path | None = None
+    moved = []
+    for step, path in complete_checkpoints(checkpoint_dir):
+        if step < from_step:
+            kept = path
+            continue
+        target = path.with_name(f"diverged-{path.name}")
+        if rename:
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(path, target)
+        moved.append(target)
+    return kept, moved
 
 
 def save_pretrained_atomic(model: Any, tokenizer: Any, destination: Path) -> None:

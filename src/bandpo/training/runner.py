@@ -60,11 +60,12 @@ from bandpo._atomic import write_text_atomic
 from bandpo.training import data as data_module
 from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
+from bandpo.training.finite import NonFiniteError, watch_logits
 from bandpo.training.loggers import RunIdentity, check_installed, open_sinks
 from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
 from bandpo.training.model_card import write_model_card
-from bandpo.training.policy import load_policy, warm_up_in_child
+from bandpo.training.policy import autocast_dtype, load_policy, warm_up_in_child
 from bandpo.training.processes import (
     Processes,
     offline_environment,
@@ -88,6 +89,7 @@ from bandpo.training.run_dir import (
     remove_leftovers,
     resolve_run_dir,
     save_pretrained_atomic,
+    set_aside_checkpoints,
     take_run_lock,
     to_json,
     undo_failed_start,
@@ -257,8 +259,12 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             # once, on the main process, outside the process group; the others load it from the cache
             warmup_info = warm_up_in_child(config.policy_source, show) if main else None
             processes.wait()
-        model, tokenizer, loaded_info = load_policy(config.policy_source, show)
-        warmup_info = warmup_info or loaded_info
+        policy = load_policy(config.policy_source, show)
+        model, tokenizer = policy.model, policy.tokenizer
+        warmup_info = warmup_info or policy.warmup
+        trainer = None  # built below; the explanation of a NonFiniteError reads its step
+        exits.enter_context(_explain_non_finite(config, paths, policy.path, lambda: trainer, rename=main))
+        exits.enter_context(watch_logits(model))  # inf/NaN logits raise NonFiniteError (explained above)
         wrap = config.use_chat_template
         train_rows = data_module.adapt_rows(raw_train_rows, tokenizer, use_chat_template=wrap)
         eval_rows = data_module.adapt_rows(raw_eval_rows, tokenizer, use_chat_template=wrap)
@@ -272,7 +278,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         if main:
             remove_leftovers(paths)
             if fresh_start:
-                write_text_atomic(paths.config, to_json(config.to_dict(), indent=2))
+                record = config.to_dict()
+                record["resolved"].update(policy.dtypes())  # trained in float32, whatever it was stored in
+                write_text_atomic(paths.config, to_json(record, indent=2))
         reward = GuardedReward(
             get_verifier(config.resolved_reward).score,
             timeout_s=config.reward_timeout_s,
@@ -432,6 +440,52 @@ def _evaluate_rows(
         timeout_s=config.reward_timeout_s,
         batch_size=1024 if config.model is None else 64,  # a real vocabulary's logits are large
     )
+
+
+@contextlib.contextmanager
+def _explain_non_finite(
+    config: TrainConfig, paths: RunPaths, model_path: Path, trainer: Any, *, rename: bool
+) -> Iterator[None]:
+    """`NonFiniteError` becomes one line: where (before training, or the RL step), the likely cause (the
+    checkpoint's weights before any update; the learning rate or the compute dtype after), and the last good
+    checkpoint. With `rename` (the main process, which writes the checkpoints) those written from the failing
+    weights on are renamed ``diverged-checkpoint-<step>``, so ``--resume`` and ``--model`` find the last good
+    one. `trainer` returns the trainer once built (None before)."""
+    try:
+        yield
+    except NonFiniteError as error:
+        built = trainer()
+        done = built.state.global_step if built is not None else 0  # optimiser steps done
+        if done == 0:
+            raise ValueError(
+                f"model={str(model_path)!r}: {error} "
+                f"{'while sampling the evaluation before training' if built is None else 'in RL step 1'}, "
+                "before any update: its "
+                "finite weights overflow (a weight too large for float32, such as a norm weight near 3e38); "
+                "re-copy or re-save the checkpoint, or start from an earlier one"
+            ) from None
+        opt_steps = config.optimizer_steps_per_rl_step
+        rl_step = error.rl_step or done // opt_steps + 1
+        when = f"at RL step {rl_step}" if rl_step <= config.max_steps else "by the end (evaluation after it)"
+        good, moved = set_aside_checkpoints(paths.checkpoints, done, rename=rename)
+        cause = f"the learning rate ({config.learning_rate:g}) is likely too high{_autocast_note()}"
+        if good is None:
+            where = "no checkpoint precedes it: start again with a lower --learning-rate"
+        else:
+            where = (
+                f"the last good checkpoint (finite weights and logits) is {good}: start from it with --model "
+                f"{good} and a lower --learning-rate"
+            )
+        aside = (
+            f" (kept aside, from the diverged weights: {', '.join(p.name for p in moved)})" if moved else ""
+        )
+        raise ValueError(f"training diverged {when}: {error}; {cause}; {where}{aside}") from None
+
+
+def _autocast_note() -> str:
+    """The compute dtype as a second suspect when the run computes in bf16 autocast (`autocast_dtype`)."""
+    dtype = autocast_dtype()
+    return f", or {dtype} autocast overflowed" if dtype else ""
 
 
 @contextlib.contextmanager

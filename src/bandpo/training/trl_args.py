@@ -3,8 +3,9 @@ trainer to the run directory.
 
 Everything here goes through the HF Trainer's public hooks: `RunCallback` forces a checkpoint at the last
 step, prunes old checkpoints after each save (``on_save``), and hands each RL step's logs to the run
-(``on_log``); `RunTrainer` only turns off TRL's Hub model card (a public method). Importing this module
-imports TRL.
+(``on_log``) once their loss and gradient norm are found finite (a NaN stops the run before that step's
+checkpoint is written: the HF Trainer logs before it saves); `RunTrainer` only turns off TRL's Hub model
+card (a public method). Importing this module imports TRL.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from bandpo.integrations.trl import BandPOConfig, BandPOTrainer
 from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 from bandpo.training import data as data_module
 from bandpo.training.config import TrainConfig
+from bandpo.training.finite import check_finite_logs
+from bandpo.training.policy import autocast_dtype
 from bandpo.training.processes import silence
 from bandpo.training.rewards import GuardedReward
 from bandpo.training.run_dir import prune_checkpoints
@@ -93,6 +96,11 @@ def grpo_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int
         log_completions=False,
         disable_dropout=True,
         use_cpu=not torch.cuda.is_available(),
+        # float32 master weights (the loaded policy's), bf16 autocast only where the device has bf16 units:
+        # TRL's own default is bf16=True everywhere (`bandpo.training.policy.autocast_dtype` says why not)
+        bf16=autocast_dtype() == "bfloat16",
+        fp16=False,
+        trust_remote_code=False,  # also for the reference model TRL loads from the policy's folder
         # TRL defaults to recomputing activations in the backward pass, which only saves memory; the
         # embedded model's activations are a few MB, so it only cost a forward pass per update (same numbers)
         gradient_checkpointing=(
@@ -145,7 +153,9 @@ class RunCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         if not logs or "train_runtime" in logs or state.global_step % self.opt_steps:
             return
-        self.on_rl_step(state.global_step // self.opt_steps, logs)
+        rl_step = state.global_step // self.opt_steps
+        check_finite_logs(logs, rl_step)  # raises before this step's checkpoint is saved
+        self.on_rl_step(rl_step, logs)
 
 
 def build_trainer(
