@@ -416,6 +416,16 @@ def read_per_seed(path: Path) -> tuple[list[SeedResult], dict[str, Any]]:
 
 
 ARM_FIELDS = frozenset({"method", "seed", *LOSS_PARAMS})  # besides every method's parameters
+# settings every per_seed.json has recorded since its first format: a record without them cannot be checked
+REUSE_REQUIRED = (
+    "model",
+    "dataset",
+    "max_steps",
+    "prompts_per_step",
+    "num_generations",
+    "eval_prompts",
+    "eval_samples",
+)
 
 
 def _arm_key(label: str, method: str, given: dict[str, Any], seed: int) -> tuple[str, str, str, int]:
@@ -438,7 +448,17 @@ def reused_results(
     found: dict[str, SeedResult] = {}
     for path in paths:
         results, header = read_per_seed(Path(path))
-        stored = effective(header.get("config") or {})
+        config = header.get("config")
+        absent = (
+            [key for key in REUSE_REQUIRED if key not in config] if isinstance(config, dict) else ["config"]
+        )
+        if absent:
+            raise ValueError(
+                f"--reuse {path}: its settings block ('config') lacks {absent}, so whether its runs were trained "
+                "with this plan's model, task and budget cannot be checked; reuse only per_seed.json files as "
+                "`bandpo compare` writes them"
+            )
+        stored = effective(config)
         machine = (header.get("machine") or {}).get("processor")
         by_arm = {_arm_key(r.label, r.method, r.given, r.seed): r for r in results}
         for run, config in zip(runs, configs, strict=True):
