@@ -14,6 +14,8 @@ Layout of `output_dir`::
     runs/<method>-seed<k>.call.json           a call is training the run (so a killed call is counted later)
     report.md, compare_*.png    the comparison (sweep_<param>.png for a sweep)
     compare.lock                flock-ed by the compare writing the folder (one at a time; its pid)
+    before/seed<k>.json         the held-out evaluation before RL of seed k, computed by its first run and read
+                                by the other arms (`training.shared_eval`)
 
 This module plans the runs and trains them; `lm_results` holds their records (completion markers,
 per_seed.json, --reuse), `lm_report` writes report.md (with `stats`) and the sweep's plot; the arms come from
@@ -107,6 +109,7 @@ __all__ = [
 Progress = Callable[[str], None]
 TrainFunction = Callable[..., Any]
 COMPARE_LOCK = "compare.lock"  # flock-ed by the compare writing this folder; holds its pid
+SHARED_BEFORE_DIR = "before"  # before/seed<k>.json: the evaluation before RL shared by the arms of seed k
 PLAN_FILE = "compare.json"
 
 
@@ -131,6 +134,8 @@ def build_config(
             seed=seed,
             output_dir=str(run_dir),
             resume=resume,
+            # the arms of a seed start from one policy: its evaluation before RL is computed once
+            eval_before_file=str(Path(run_dir).parent.parent / SHARED_BEFORE_DIR / f"seed{seed}.json"),
         )
     except ValueError as error:
         raise ValueError(f"method {spec.label!r}: {error}") from None
