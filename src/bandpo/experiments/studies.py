@@ -14,6 +14,7 @@ per_seed.json cannot produce a verdict), what it analyses (`confirmatory`), and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -24,7 +25,16 @@ from typing import Any
 from bandpo import metric_names as mn
 from bandpo.experiments.lm_results import effective
 
-__all__ = ["EMBEDDED_STUDY", "REAL_MODEL_PLAN", "STUDIES", "Arm", "Cell", "Study", "get_study"]
+__all__ = [
+    "EMBEDDED_STUDY",
+    "REAL_MODEL_PLAN",
+    "STUDIES",
+    "Arm",
+    "Cell",
+    "Study",
+    "candidate_cells",
+    "get_study",
+]
 
 
 @dataclass(frozen=True)
@@ -247,6 +257,18 @@ REAL_MODEL_PLAN = Study(
 )
 
 STUDIES: Mapping[str, Study] = _frozen({study.name: study for study in (EMBEDDED_STUDY, REAL_MODEL_PLAN)})
+
+
+def candidate_cells(study: Study) -> Study:
+    """A plan with the candidate primary cells its pilot informs: band_upper − clip and band − clip on final
+    entropy, pass@k and mean@k of each task (the preregistration chooses among them)."""
+    cells = tuple(
+        Cell(f"{arm}-{metric.removeprefix('eval/')}", task, arm, "clip", metric)
+        for task in study.tasks
+        for arm in ("band_upper", "band")
+        for metric in (mn.EVAL_ENTROPY, mn.EVAL_PASS_AT_K, mn.EVAL_MEAN_AT_K)
+    )
+    return dataclasses.replace(study, primary=cells)
 
 
 def get_study(name: str) -> Study:
