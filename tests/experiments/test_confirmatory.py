@@ -178,3 +178,37 @@ def test_a_plan_gives_no_verdict(tmp_path: Path, capsys) -> None:
     assert "is a plan" in capsys.readouterr().err
     assert main(["compare", "--confirmatory", str(tmp_path)]) == 2  # the embedded study needs two folders
     assert "needs 2 folder(s)" in capsys.readouterr().err
+
+
+def test_the_pilot_command_in_the_docs_trains_the_declared_settings(tmp_path: Path) -> None:
+    """docs/experiments.md's pilot command, parsed as the CLI parses it, gives every run the settings that
+    `REAL_MODEL_PLAN` declares (the model folder aside: a stand-in, since the test needs no checkpoint)."""
+    import argparse
+    import shlex
+
+    from bandpo.cli.compare import _parse_settings, add_arguments
+    from bandpo.experiments.arms import parse_method_specs
+    from bandpo.experiments.lm_compare import build_config
+    from bandpo.experiments.lm_results import comparable, effective
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text()
+    command = next(block for block in text.split("```bash")[1:] if "--task sums_mix" in block).split("```")[0]
+    line = command.split("\n#")[0].replace("\\\n", " ")
+    argv = shlex.split(line)[2:]  # after "bandpo compare"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    assert args.task == "sums_mix" and args.seeds == [100, 101, 102, 103]
+    settings = {
+        **_parse_settings(args.settings),
+        "max_steps": args.steps,
+        "task": args.task,
+        "model": str(tmp_path),
+    }
+    for spec in parse_method_specs(args.methods):
+        config = effective(comparable(build_config(spec, 100, tmp_path / "r", settings).to_dict()))
+        for key, wanted in REAL_MODEL_PLAN.settings["sums_mix"].items():
+            if key != "model":
+                assert config[key] == wanted, key
+    assert args.model == REAL_MODEL_PLAN.settings["sums_mix"]["model"]
+    assert [spec.label for spec in parse_method_specs(args.methods)] == list(REAL_MODEL_PLAN.arm_labels)
