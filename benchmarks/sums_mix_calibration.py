@@ -50,6 +50,9 @@ def main() -> int:
     from bandpo.training.tasks.sums_mix import COMPLETION_LENGTH, SHAPES, sample_eval_problems, shape_of
 
     command = "PYTHONPATH=src .venv/bin/python benchmarks/sums_mix_calibration.py " + shlex.join(sys.argv[1:])
+    code = (
+        code_version()
+    )  # the code as this process imports it (read now: a commit made while it runs is not it)
     with offline_environment(), quiet_and_threads(1):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -96,7 +99,7 @@ def main() -> int:
         "command": command,
         "cpu": cpu_model(),
         "load_average": list(os.getloadavg()),
-        "code": code_version(),
+        "code": code,
         "model": args.model,
         "prompts": args.prompts,
         "k": args.k,
@@ -125,7 +128,8 @@ def write_report(folder: Path, report: dict) -> None:
         f"{report['cpu']}, load average {', '.join(f'{x:.1f}' for x in report['load_average'])} at the end; "
         f"bandpo {code.get('version')} at commit {commit}{dirty}. {report['prompts']} held-out prompts x {k} "
         f"samples, at most {report['max_new_tokens']} new tokens, chat template, top-k 0, top-p 1, one torch "
-        "thread, float32, the run's evaluation seed (so a run of seed 0 evaluates exactly these samples before RL).",
+        "thread, float32, the run's evaluation seed (a run of seed 0 with the same eval_prompts evaluates exactly these "
+        "samples before RL).",
         "",
         f"| temperature | mean@{k} | pass@{k} | "
         + " | ".join(f"{name} pass@{k} (prompts)" for name in names)

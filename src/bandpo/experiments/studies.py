@@ -231,7 +231,7 @@ REAL_MODEL_SETTINGS = {  # the pilot's and the study's settings (`bandpo compare
     "dataset": None,
     "task": "sums_mix",
     "reward": "sums_mix",
-    "max_steps": 12,
+    "max_steps": 8,
     "prompts_per_step": 4,
     "num_generations": 8,
     "num_iterations": 2,
@@ -246,7 +246,7 @@ REAL_MODEL_SETTINGS = {  # the pilot's and the study's settings (`bandpo compare
     "max_completion_length": 16,
     "use_chat_template": True,
     "eval_prompts": 256,
-    "eval_samples": 8,
+    "eval_samples": 4,
     "eval_every": 0,
 }
 REAL_MODEL_PLAN = Study(
