@@ -1,64 +1,71 @@
-"""Power of the paired t-test for the preregistered confirmatory cells (docs/experiments.md).
+"""Power of a study's primary family under its decision rule, simulated from a comparison's per-seed records.
 
-For each cell, the standardised paired effect d = mean / s.d. of the per-seed differences observed in the
-exploratory runs (docs/results/lm-countdown-8, lm-reach-4), and the power of a two-sided paired t-test at the
-Bonferroni level alpha / family (the strictest step of Holm) for n seeds, at d and at d / 2, by simulation
-(normal differences, 20,000 draws, fixed seed). Run: `.venv/bin/python scripts/power_analysis.py`.
+The rule is the preregistered one (`bandpo.experiments.confirmatory`): a cell is confirmed when the paired
+t-test and the exact Wilcoxon signed-rank test both reject after Holm over the primary family. Each cell's
+per-seed differences are read from per_seed.json files (one folder per task of the study, every record
+checked against the study's settings) and studies of n seeds are simulated from them
+(`bandpo.experiments.power`): by bootstrap when every cell has at least 8 observed seeds (it keeps the
+differences' real shape and the correlation of cells on one seed), else normal with the observed spread (a
+pilot of 3-4 seeds has too few values to resample). `--shrink` plans for effects smaller than observed.
+The t-test-alone figure that the embedded study planned with is printed beside it.
+
+    # the embedded study: as planned (its exploratory seeds) and as observed (its 24 seeds)
+    python scripts/power_analysis.py docs/results/lm-countdown-8 docs/results/lm-reach-4 --ns 16 24 32
+    python scripts/power_analysis.py docs/results/confirm-countdown-24 docs/results/confirm-reach-24 --ns 24
+    # the real-model study's pilot (one folder: sums_mix)
+    python scripts/power_analysis.py runs/pilot-smollm2 --study smollm2-sums-mix-plan --ns 8 12 16 24
 """
 
 from __future__ import annotations
 
-import json
-import math
-import statistics
+import argparse
+import sys
+import time
 from pathlib import Path
 
-import torch
 
-from bandpo.experiments.stats import student_t_quantile
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "folders", nargs="+", type=Path, help="one folder with per_seed.json per task of the study"
+    )
+    parser.add_argument(
+        "--study", default="embedded-2026-12-03", help="a declared study (bandpo.experiments.studies)"
+    )
+    parser.add_argument("--ns", type=int, nargs="+", default=[16, 24, 32], help="seeds per task to simulate")
+    parser.add_argument("--model", choices=("auto", "bootstrap", "normal"), default="auto")
+    parser.add_argument("--shrink", type=float, nargs="+", default=[1.0, 0.75], help="effect x this factor")
+    parser.add_argument("--draws", type=int, default=2000, help="simulated studies per n and shrink")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
 
-ROOT = Path(__file__).resolve().parent.parent
-CELLS = [  # (results folder, arm, reference, metric)
-    ("lm-countdown-8", "band_upper", "clip", "eval/entropy"),
-    ("lm-countdown-8", "band_upper", "clip", "eval/pass_at_k"),
-    ("lm-countdown-8", "band", "clip", "eval/entropy"),
-    ("lm-reach-4", "band_upper", "clip", "eval/entropy"),
-    ("lm-reach-4", "band_upper", "clip", "eval/pass_at_k"),
-    ("lm-reach-4", "band", "clip", "eval/entropy"),
-]
-FAMILY = 6
-ALPHA = 0.05
-DRAWS = 20_000
+    from bandpo.experiments.power import BOOTSTRAP_MIN_SEEDS, cells_from_study, power_table
+    from bandpo.experiments.studies import get_study
 
+    study = get_study(args.study)
+    cells_study = study
+    if not study.primary:  # a plan: its cells are those the pilot will choose from (band_upper/band vs clip)
+        from bandpo.experiments.studies import candidate_cells
 
-def observed_d(folder: str, arm: str, reference: str, metric: str) -> tuple[float, int]:
-    runs = json.loads((ROOT / "docs" / "results" / folder / "per_seed.json").read_text())["runs"]
-    after = {(run["label"], run["seed"]): run["after"][metric] for run in runs}
-    seeds = sorted({seed for label, seed in after if label == arm})
-    differences = [after[(arm, seed)] - after[(reference, seed)] for seed in seeds]
-    return statistics.mean(differences) / statistics.stdev(differences), len(differences)
-
-
-def power(d: float, n: int, alpha: float, generator: torch.Generator) -> float:
-    critical = student_t_quantile(1 - alpha / 2, n - 1)
-    samples = torch.randn(DRAWS, n, generator=generator, dtype=torch.float64) + d  # (draws, n)
-    t = samples.mean(dim=1) / (samples.std(dim=1) / math.sqrt(n))
-    return float((t.abs() > critical).double().mean())
-
-
-def main() -> None:
-    generator = torch.Generator().manual_seed(0)
-    alpha = ALPHA / FAMILY
-    print(f"two-sided paired t at alpha {ALPHA}/{FAMILY} = {alpha:.5f}; power by simulation, {DRAWS} draws")
-    print("| cell | observed d (n) | power n=16 | n=24 | n=32 | n=24 at d/2 |")
-    print("|---|---|---|---|---|---|")
-    for folder, arm, reference, metric in CELLS:
-        d, n_observed = observed_d(folder, arm, reference, metric)
-        powers = [power(d, n, alpha, generator) for n in (16, 24, 32)]
-        half = power(d / 2, 24, alpha, generator)
-        cells = " | ".join(f"{p:.2f}" for p in powers)
-        print(f"| {folder} {arm} - {reference} {metric} | {d:+.2f} ({n_observed}) | {cells} | {half:.2f} |")
+        cells_study = candidate_cells(study)
+    if len(args.folders) != len(study.tasks):
+        parser.error(f"the study {study.name!r} needs {len(study.tasks)} folder(s): {' '.join(study.tasks)}")
+    cells = cells_from_study(cells_study, dict(zip(study.tasks, args.folders, strict=True)))
+    model = args.model
+    if model == "auto":
+        few = min(len(cell.differences) for cell in cells)
+        model = "bootstrap" if few >= BOOTSTRAP_MIN_SEEDS else "normal"
+    start = time.process_time()
+    table = power_table(cells, args.ns, model=model, shrinks=args.shrink, draws=args.draws, seed=args.seed)
+    print(
+        f"study {study.name}, from {', '.join(map(str, args.folders))}; decision rule: paired t and exact Wilcoxon "
+        f"both below 0.05 after Holm over {len(cells)} primary cells, in the effect's direction; {model} "
+        f"simulation, {args.draws} studies per column, seed {args.seed}\n"
+    )
+    print(table)
+    print(f"\n({time.process_time() - start:.0f} CPU s)", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -36,6 +36,7 @@ __all__ = [
     "parent_alive",
     "stop_process_group",
     "terminate_raises",
+    "wait_with_usage",
     "watch_parent",
 ]
 
@@ -210,17 +211,44 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
-def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+def stop_process_group(
+    process: subprocess.Popen, grace_s: float = 10.0, *, reaped: threading.Event | None = None
+) -> None:
     """SIGTERM to `process`'s process group (it was started with ``start_new_session=True``), SIGKILL to
-    whatever is left after `grace_s` seconds; waits for `process`."""
-    if process.poll() is not None:
+    whatever is left after `grace_s` seconds; waits for `process`, or, with `reaped`, for the thread that reaps
+    it (`wait_with_usage`) to set that event, so that the reaping thread keeps the child's resource usage."""
+
+    def ended(timeout: float | None) -> bool:
+        if reaped is not None:
+            return reaped.wait(timeout)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    if (reaped is not None and reaped.is_set()) or (reaped is None and process.poll() is not None):
         _kill_group(process.pid, signal.SIGKILL)  # its own children, if any outlived it
         return
     _kill_group(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace_s)
+    ended(grace_s)
     _kill_group(process.pid, signal.SIGKILL)
-    process.wait()
+    ended(None)
+
+
+def wait_with_usage(process: subprocess.Popen) -> tuple[int, float | None]:
+    """Wait for `process`; (its exit status as `Popen.returncode` gives it, the CPU seconds, user + system, of
+    the child and of the descendants it waited for). The CPU time is None where ``os.wait4`` is not available
+    or someone else reaped the child first."""
+    if hasattr(os, "wait4"):
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except ChildProcessError:
+            pass
+        else:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return process.returncode, usage.ru_utime + usage.ru_stime
+    return process.wait(), None
 
 
 def _kill_group(pgid: int, sig: int) -> None:

@@ -12,6 +12,7 @@ from bandpo import metric_names as mn
 from bandpo.cli import main
 from bandpo.experiments.confirmatory import PRIMARY, SECONDARY, complete_seeds, confirmatory_report
 from bandpo.experiments.lm_results import SeedResult, write_per_seed
+from bandpo.experiments.studies import EMBEDDED_STUDY, REAL_MODEL_PLAN
 
 
 def _study(folder: Path, task: str, seeds: range, entropy_gain: float) -> Path:
@@ -28,9 +29,24 @@ def _study(folder: Path, task: str, seeds: range, entropy_gain: float) -> Path:
             }
             results.append(SeedResult(arm, arm, {}, seed, 16, {}, after, 60.0))
     folder.mkdir(parents=True)
-    header = {"task": task, "arms": [{"label": arm} for arm in ("clip", "band", "band_upper")]}
-    write_per_seed(folder / "per_seed.json", results, header)
+    write_per_seed(folder / "per_seed.json", results, _study_header(task))
     return folder
+
+
+def _study_header(task: str) -> dict:
+    """per_seed.json's header as a compare with the embedded study's settings writes it."""
+    arms = [
+        {
+            "label": a.label,
+            "method": a.method,
+            "given": dict(a.given),
+            "params": dict(a.params),
+            "loss": dict(a.loss),
+        }
+        for a in EMBEDDED_STUDY.arms
+    ]
+    config = {**EMBEDDED_STUDY.settings[task], "method": "clip", "seed": 0, "resolved": {}}
+    return {"task": task, "arms": arms, "config": config, "quick": False}
 
 
 def test_the_cells_are_the_preregistered_ones() -> None:
@@ -87,3 +103,112 @@ def test_a_seed_split_across_cpu_models_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"seeds \[3\] have arms trained on different CPU models"):
         confirmatory_report({"countdown": countdown, "reach": reach})
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+def _edited(tmp_path: Path, edit) -> dict[str, Path]:
+    """The committed confirmatory records, copied, with `edit(data)` applied to the Countdown file."""
+    folders = {}
+    for task in ("countdown", "reach"):
+        folder = tmp_path / task
+        folder.mkdir()
+        data = json.loads((RESULTS / f"confirm-{task}-24" / "per_seed.json").read_text())
+        if task == "countdown":
+            edit(data)
+        (folder / "per_seed.json").write_text(json.dumps(data))
+        folders[task] = folder
+    return folders
+
+
+def _set_config(key, value):
+    def edit(data):
+        data["config"][key] = value
+
+    return edit
+
+
+def _band_with_clip_parameters(data):
+    clip = next(arm for arm in data["arms"] if arm["label"] == "clip")
+    for arm in data["arms"]:
+        if arm["label"] == "band":
+            arm["params"] = dict(clip["params"])
+
+
+def _k(data):
+    for run in data["runs"]:
+        run["k"] = 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "difference"),
+    [
+        (lambda data: data.update(quick=True), "made with --quick"),
+        (_set_config("max_steps", 1), "max_steps 1, the study's is 250"),
+        (_set_config("model", "smollm2-135m-instruct"), "model 'smollm2-135m-instruct', the study's is None"),
+        (_set_config("eval_samples", 2), "eval_samples 2, the study's is 16"),
+        (_band_with_clip_parameters, "arm 'band' params {'eps_low': 0.2, 'eps_high': 0.2}, the study's are"),
+        (_k, "run 'clip' seed 0: k 2, the study's eval_samples is 16"),
+        (lambda data: data.pop("config"), "no settings block ('config')"),
+    ],
+    ids=["quick", "max_steps", "model", "eval_samples", "band_arms", "k", "no_config"],
+)
+def test_a_record_made_with_other_settings_is_refused(tmp_path: Path, edit, difference: str, capsys) -> None:
+    folders = _edited(tmp_path, edit)
+    with pytest.raises(ValueError, match="was not made with the settings of the study") as error:
+        confirmatory_report(folders)
+    assert difference in str(error.value)
+    argv = ["compare", "--confirmatory", str(folders["countdown"]), str(folders["reach"])]
+    assert main([*argv, "--output-dir", str(tmp_path / "out")]) == 2
+    assert difference in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_committed_records_match_the_declared_study(tmp_path: Path) -> None:
+    folders = _edited(tmp_path, lambda data: None)
+    assert "| P1 | countdown: band_upper − clip, entropy | 24 |" in confirmatory_report(folders)
+
+
+def test_a_plan_gives_no_verdict(tmp_path: Path, capsys) -> None:
+    with pytest.raises(ValueError, match="is a plan, not a preregistration"):
+        confirmatory_report({"sums_mix": tmp_path}, study=REAL_MODEL_PLAN)
+    argv = ["compare", "--confirmatory", str(tmp_path), "--study", REAL_MODEL_PLAN.name]
+    assert main(argv) == 2
+    assert "is a plan" in capsys.readouterr().err
+    assert main(["compare", "--confirmatory", str(tmp_path)]) == 2  # the embedded study needs two folders
+    assert "needs 2 folder(s)" in capsys.readouterr().err
+
+
+def test_the_pilot_command_in_the_docs_trains_the_declared_settings(tmp_path: Path) -> None:
+    """docs/experiments.md's pilot command, parsed as the CLI parses it, gives every run the settings that
+    `REAL_MODEL_PLAN` declares (the model folder aside: a stand-in, since the test needs no checkpoint)."""
+    import argparse
+    import shlex
+
+    from bandpo.cli.compare import _parse_settings, add_arguments
+    from bandpo.experiments.arms import parse_method_specs
+    from bandpo.experiments.lm_compare import build_config
+    from bandpo.experiments.lm_results import comparable, effective
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text()
+    command = next(block for block in text.split("```bash")[1:] if "--task sums_mix" in block).split("```")[0]
+    line = command.split("\n#")[0].replace("\\\n", " ")
+    argv = shlex.split(line)[2:]  # after "bandpo compare"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    assert args.task == "sums_mix" and args.seeds == [100, 101, 102, 103]
+    settings = {
+        **_parse_settings(args.settings),
+        "max_steps": args.steps,
+        "task": args.task,
+        "model": str(tmp_path),
+    }
+    for spec in parse_method_specs(args.methods):
+        config = effective(comparable(build_config(spec, 100, tmp_path / "r", settings).to_dict()))
+        for key, wanted in REAL_MODEL_PLAN.settings["sums_mix"].items():
+            if key != "model":
+                assert config[key] == wanted, key
+    assert args.model == REAL_MODEL_PLAN.settings["sums_mix"]["model"]
+    assert [spec.label for spec in parse_method_specs(args.methods)] == list(REAL_MODEL_PLAN.arm_labels)

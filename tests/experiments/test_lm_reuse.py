@@ -62,6 +62,23 @@ def test_reuse_with_another_budget_is_refused(tmp_path: Path) -> None:
         run_lm_compare(specs, [0], tmp_path / "second", steps=3, train_fn=FakeTrain(), reuse=[first])
 
 
+@pytest.mark.parametrize("drop", ["config", "model"])
+def test_a_record_without_its_settings_is_not_reused(tmp_path: Path, drop: str) -> None:
+    first = _first_study(tmp_path)
+    data = json.loads(first.read_text())
+    if drop == "config":
+        del data["config"]
+    else:
+        del data["config"]["model"]  # a run of another model could not be told apart
+    first.write_text(json.dumps(data))
+    fake = FakeTrain()
+    with pytest.raises(ValueError, match=r"settings block \('config'\) lacks \['" + drop):
+        run_lm_compare(
+            parse_method_specs(["clip"]), [0], tmp_path / "second", steps=2, train_fn=fake, reuse=[first]
+        )
+    assert fake.calls == [] and not (tmp_path / "second").exists()
+
+
 def test_reuse_through_the_cli_and_seed_ranges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first = _first_study(tmp_path)
     argv = ["compare", "--methods", "clip", "--seeds", "5-4", "--reuse", str(first)]

@@ -143,12 +143,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--confirmatory",
-        nargs=2,
+        nargs="+",
         type=Path,
         default=None,
-        metavar=("COUNTDOWN_DIR", "REACH_DIR"),
-        help="the preregistered confirmatory test (docs/experiments.md) from the two tasks' per_seed.json: writes "
-        "confirmatory.md to --output-dir; refused before every task has its 24 complete seeds",
+        metavar="DIR",
+        help="the preregistered confirmatory test of --study (docs/experiments.md) from one folder per task of "
+        "the study (the embedded study: COUNTDOWN_DIR REACH_DIR), each with its per_seed.json: writes "
+        "confirmatory.md to --output-dir; refused for any record not made with the study's settings, and before "
+        "every task has all its seeds complete",
+    )
+    parser.add_argument(
+        "--study",
+        default="embedded-2026-12-03",
+        help="--confirmatory: the declared study (bandpo.experiments.studies) whose preregistration is tested",
     )
     parser.add_argument("--svg", action="store_true", help="also write SVG plots")
     parser.add_argument(
@@ -299,9 +306,15 @@ def _run_lm(args: argparse.Namespace, specs, seeds: range, output_dir: Path) -> 
 def _confirmatory(args: argparse.Namespace) -> int:
     from bandpo._atomic import write_text_atomic
     from bandpo.experiments.confirmatory import confirmatory_report
+    from bandpo.experiments.studies import get_study
 
-    countdown, reach = args.confirmatory
-    text = confirmatory_report({"countdown": countdown, "reach": reach})
+    study = get_study(args.study)
+    if len(args.confirmatory) != len(study.tasks):
+        raise ValueError(
+            f"--confirmatory: the study {study.name!r} needs {len(study.tasks)} folder(s), one per task in the order "
+            f"{' '.join(t.upper() + '_DIR' for t in study.tasks)}; got {len(args.confirmatory)}"
+        )
+    text = confirmatory_report(dict(zip(study.tasks, args.confirmatory, strict=True)), study=study)
     output_dir = args.output_dir or Path("runs") / "confirmatory"
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output_dir / "confirmatory.md", text)

@@ -8,10 +8,14 @@ Layout of `output_dir`::
     per_seed.json               every run's final evaluation, wall time and clip fractions (small: commit it)
     runs/<method>-seed<k>/      one `bandpo train` run directory each (config, metrics.jsonl, summary.json, ...)
     runs/<method>-seed<k>/compare_done.json   written after the run finished: the completion marker, with the
-                                              run's wall time summed over every call that trained it
-    runs/<method>-seed<k>/compare_wall.json   seconds spent by calls that were interrupted (until it finishes)
+                                              run's wall and CPU time summed over every call that trained it,
+                                              each call's own times and code (`provenance.code_version`)
+    runs/<method>-seed<k>/compare_wall.json   the calls that were interrupted (until it finishes)
+    runs/<method>-seed<k>.call.json           a call is training the run (so a killed call is counted later)
     report.md, compare_*.png    the comparison (sweep_<param>.png for a sweep)
     compare.lock                flock-ed by the compare writing the folder (one at a time; its pid)
+    before/seed<k>.json         the held-out evaluation before RL of seed k, computed by its first run and read
+                                by the other arms (`training.shared_eval`)
 
 This module plans the runs and trains them; `lm_results` holds their records (completion markers,
 per_seed.json, --reuse), `lm_report` writes report.md (with `stats`) and the sweep's plot; the arms come from
@@ -30,8 +34,10 @@ Each run trains in its own Python process (`python -m bandpo.experiments.lm_comp
 `subprocess`), watched by a thread of a `concurrent.futures.ThreadPoolExecutor`; a stand-in `train_fn` (tests)
 runs in the thread itself. One progress bar counts RL steps over every run of the plan, read from the runs'
 metrics.jsonl, so its rate and ETA cover the whole comparison. Each run's completion marker (`DONE_MARKER`) is
-written as soon as it finishes, with its wall time summed over every call that trained it: a call that stopped
-before the run finished (Ctrl-C, a failure) adds its time to the run's `WALL_LOG`.
+written as soon as it finishes, with its wall and CPU time summed over every call that trained it: a call that
+stopped before the run finished (Ctrl-C, a failure) adds its times to the run's `WALL_LOG`, and one killed
+outright (kill -9, a lost session) is added by the next call, from its start to the run's last write (its CPU
+time unknown). A run's CPU time is its process's (and its reward workers'), read when the thread reaps it.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from bandpo._lifetime import (
     FolderLock,
     die_with_parent,
     stop_process_group,
+    wait_with_usage,
     watch_parent,
 )
 from bandpo.experiments.arms import LOSS_PARAMS, MethodSpec
@@ -63,15 +70,16 @@ from bandpo.experiments.lm_report import render_report
 from bandpo.experiments.lm_results import (
     DONE_MARKER,
     FULL_SETTINGS,
+    OPEN_CALL_SUFFIX,
     PER_SEED_FILE,
     QUICK_SETTINGS,
     WALL_LOG,
     PlannedRun,
     SeedResult,
+    call_records,
     clip_logging,
     comparable,
     effective,
-    interrupted_calls,
     load_run,
     quick_note,
     read_per_seed,
@@ -80,6 +88,7 @@ from bandpo.experiments.lm_results import (
     training_records,
     write_per_seed,
 )
+from bandpo.experiments.provenance import code_version
 from bandpo.experiments.report import machine_info
 from bandpo.training.run_dir import read_json, to_json
 
@@ -100,6 +109,7 @@ __all__ = [
 Progress = Callable[[str], None]
 TrainFunction = Callable[..., Any]
 COMPARE_LOCK = "compare.lock"  # flock-ed by the compare writing this folder; holds its pid
+SHARED_BEFORE_DIR = "before"  # before/seed<k>.json: the evaluation before RL shared by the arms of seed k
 PLAN_FILE = "compare.json"
 
 
@@ -124,6 +134,8 @@ def build_config(
             seed=seed,
             output_dir=str(run_dir),
             resume=resume,
+            # the arms of a seed start from one policy: its evaluation before RL is computed once
+            eval_before_file=str(Path(run_dir).parent.parent / SHARED_BEFORE_DIR / f"seed{seed}.json"),
         )
     except ValueError as error:
         raise ValueError(f"method {spec.label!r}: {error}") from None
@@ -428,6 +440,7 @@ def report_only(output_dir: Path, *, svg: bool = False) -> tuple[Path, str]:
 
 POLL_S = 1.0  # seconds between progress-bar updates
 STOP_GRACE_S = 10.0  # seconds a stopped run gets between SIGTERM and SIGKILL
+CODE_REFRESH_S = 30.0  # a run's code record is at most this old when its process starts
 WORKER_ERROR_PREFIX = "bandpo compare: run error:"  # a run's one-line error, on its last line
 
 
@@ -436,12 +449,60 @@ def last_step(run: PlannedRun) -> int:
     return int(records[-1][mn.TRAIN_STEP]) if records else 0
 
 
-def _record_interrupted_call(run: PlannedRun, seconds: float) -> None:
-    """Add the time of a call that stopped before the run finished, so the run's total wall time keeps it."""
+def _open_call_path(run: PlannedRun) -> Path:
+    """Beside the run directory (which `bandpo train` creates itself): the record of a call training the run."""
+    return run.run_dir.with_name(run.run_dir.name + OPEN_CALL_SUFFIX)
+
+
+def _open_call(run: PlannedRun, code: dict[str, Any]) -> None:
+    """Note that this call starts training `run`, so that a call killed outright (kill -9, a lost session)
+    still has its time counted by the next call (`close_killed_calls`)."""
+    path = _open_call_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"started": time.time(), "code": code}) + "\n")
+
+
+def _last_write(folder: Path) -> float | None:
+    times = [path.stat().st_mtime for path in folder.rglob("*") if path.is_file()]
+    return max(times) if times else None
+
+
+def close_killed_calls(runs: Sequence[PlannedRun]) -> None:
+    """Record the calls that were killed before they could record themselves: each counts from its start to
+    the run directory's last write (a lower bound of its wall time; its CPU time is unknown)."""
+    for run in runs:
+        path = _open_call_path(run)
+        if not path.exists():
+            continue
+        try:
+            opened = json.loads(path.read_text())
+            started = float(opened["started"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        last = _last_write(run.run_dir) if run.run_dir.exists() else None
+        if last is not None:
+            _record_interrupted_call(
+                run, max(0.0, last - started), None, opened.get("code"), ended="killed (to its last write)"
+            )
+        path.unlink(missing_ok=True)
+
+
+def _record_interrupted_call(
+    run: PlannedRun, seconds: float, cpu: float | None, code: dict[str, Any] | None, *, ended: str = "stopped"
+) -> None:
+    """Add a call that stopped before the run finished, so the run's total wall and CPU time keep it."""
+    _open_call_path(run).unlink(missing_ok=True)
     if not run.run_dir.exists():
         return  # nothing was started there
-    calls = [*interrupted_calls(run), round(float(seconds), 3)]
-    write_text_atomic(run.run_dir / WALL_LOG, json.dumps({"interrupted_calls_s": calls}) + "\n")
+    call = {"wall_s": round(float(seconds), 3), "cpu_s": _rounded(cpu), "code": code, "ended": ended}
+    calls = [*call_records(run), call]
+    record = {"interrupted_calls_s": [c["wall_s"] for c in calls], "interrupted_calls": calls}
+    write_text_atomic(run.run_dir / WALL_LOG, json.dumps(record) + "\n")
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(float(seconds), 3)
 
 
 def _training_seconds(result: Any) -> float:
@@ -456,21 +517,42 @@ def _training_seconds(result: Any) -> float:
     return wall
 
 
-def _write_done_marker(run: PlannedRun, config: Any, result: Any) -> None:
+def _write_done_marker(run: PlannedRun, config: Any, result: Any, code: dict[str, Any]) -> None:
     last_call = _training_seconds(result)
-    earlier = interrupted_calls(run)
+    cpu = result.get("cpu_time_s") if isinstance(result, dict) else None
+    earlier = call_records(run)
+    calls = [*earlier, {"wall_s": last_call, "cpu_s": _rounded(cpu), "code": code, "ended": "finished"}]
+    known_cpu = [call["cpu_s"] for call in calls if call.get("cpu_s") is not None]
     from bandpo import __version__
 
     record = {
         "label": run.spec.label,
         "seed": run.seed,
         "config": comparable(config.to_dict()),
-        "wall_time_s": last_call + sum(earlier),  # every call that trained this run
-        "wall_time_calls_s": [*earlier, last_call],
+        "wall_time_s": sum(float(call["wall_s"]) for call in calls),  # every call that trained this run
+        "wall_time_calls_s": [call["wall_s"] for call in calls],
+        # CPU of the run's process and its reward workers (model load included), where measured
+        "cpu_time_s": _rounded(sum(known_cpu)) if known_cpu else None,
+        "calls": calls,
+        "code": code,
         "bandpo_version": __version__,
         "machine": machine_info(),  # CPU training is deterministic on one machine, not across machines
     }
     write_text_atomic(run.run_dir / DONE_MARKER, json.dumps(record, indent=2, default=str) + "\n")
+    _open_call_path(run).unlink(missing_ok=True)
+
+
+class _CodeVersion:
+    """`code_version`, read again when its last reading is older than `CODE_REFRESH_S` (a run takes minutes;
+    reading git between two submits of one moment would delay the second for nothing)."""
+
+    def __init__(self) -> None:
+        self._read_at, self._code = -math.inf, {}
+
+    def __call__(self) -> dict[str, Any]:
+        if time.monotonic() - self._read_at > CODE_REFRESH_S:
+            self._read_at, self._code = time.monotonic(), code_version()
+        return self._code
 
 
 class RunFailed(ValueError):
@@ -488,11 +570,13 @@ class _Subprocesses:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[str, subprocess.Popen] = {}
+        self._running: dict[str, tuple[subprocess.Popen, threading.Event]] = {}
         self.stopping = False
+        self.cpu_seconds: dict[str, float | None] = {}  # run directory -> CPU of its last process
 
     def train(self, config: Any) -> dict[str, Any]:
-        """Train `config` in a fresh interpreter and wait for it; its summary.json is the result."""
+        """Train `config` in a fresh interpreter and wait for it; its summary.json and the process's CPU time
+        (`cpu_seconds`, also kept when it fails) are the result."""
         command = [sys.executable, "-m", "bandpo.experiments.lm_compare", config.to_json()]
         env = {**os.environ, PARENT_PID_VARIABLE: str(os.getpid())}
         with self._lock:
@@ -501,15 +585,17 @@ class _Subprocesses:
             process = subprocess.Popen(
                 command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True, errors="replace"
             )
-            self._running[config.output_dir] = process
+            reaped = threading.Event()  # this thread reaps the child, so it keeps its resource usage
+            self._running[config.output_dir] = (process, reaped)
         last_line = ""
         try:
             for line in process.stderr:  # passed on as it comes; a failed run's error is said once, below
                 if not line.startswith(WORKER_ERROR_PREFIX):
                     sys.stderr.write(line)
                 last_line = line.strip() or last_line
-            code = process.wait()
+            code, self.cpu_seconds[config.output_dir] = wait_with_usage(process)
         finally:
+            reaped.set()
             process.stderr.close()
             with self._lock:
                 self._running.pop(config.output_dir, None)
@@ -518,7 +604,11 @@ class _Subprocesses:
         summary = read_json(
             Path(config.output_dir) / "summary.json", fix=_DELETE_RUN.format(config.output_dir)
         )
-        return {"wall_time_s": summary.get("wall_time_s"), "warmup": summary.get("warmup")}
+        return {
+            "wall_time_s": summary.get("wall_time_s"),
+            "warmup": summary.get("warmup"),
+            "cpu_time_s": self.cpu_seconds.get(config.output_dir),
+        }
 
     def stop(self) -> None:
         """End every running child and its process group (SIGTERM, then SIGKILL after a grace period); the
@@ -526,8 +616,8 @@ class _Subprocesses:
         with self._lock:
             self.stopping = True
             running = list(self._running.values())
-        for process in running:
-            stop_process_group(process, grace_s=STOP_GRACE_S)
+        for process, reaped in running:
+            stop_process_group(process, grace_s=STOP_GRACE_S, reaped=reaped)
 
 
 _DELETE_RUN = "delete the run directory {} and run the same compare again (that run is trained again)"
@@ -596,15 +686,17 @@ def execute(
         with bar.external_write_mode(file=sys.stderr):
             progress(message)
 
+    close_killed_calls([run for _, run, _ in pending])
+    code_now = _CodeVersion()
     processes = _Subprocesses()
     waiting = list(pending)
-    active: dict[futures.Future, tuple[int, PlannedRun, Any, float]] = {}
+    active: dict[futures.Future, tuple[int, PlannedRun, Any, float, dict[str, Any]]] = {}
     finished_seeds: set[int] = set()
     executor = futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bandpo-compare")
     try:
         while waiting or active:
             while len(active) < jobs:
-                busy = {run.seed for _, run, _, _ in active.values()}
+                busy = {run.seed for _, run, _, _, _ in active.values()}
                 choice = next(
                     (item for item in waiting if item[1].seed in finished_seeds or item[1].seed not in busy),
                     None,
@@ -615,33 +707,37 @@ def execute(
                 index, run, config = choice
                 verb = "resuming" if config.resume else "training"
                 say(f"[{index}/{total}] {run.name}: {verb} ({config.max_steps} steps) in {run.run_dir}")
+                code = code_now()  # what the run's process imports as it starts
+                _open_call(run, code)
                 started = time.perf_counter()  # before the submit: the run may start before it returns
                 if train_fn is None:
                     future = executor.submit(processes.train, config)
                 else:
                     future = executor.submit(train_fn, config, progress=False)
-                active[future] = (index, run, config, started)
+                active[future] = (index, run, config, started, code)
             done, _ = futures.wait(list(active), timeout=POLL_S, return_when=futures.FIRST_COMPLETED)
             for future in done:
-                index, run, config, started = active.pop(future)
+                index, run, config, started, code = active.pop(future)
                 try:
                     result = future.result()
                 except BaseException:  # failed: keep the time this call spent on the run
-                    _record_interrupted_call(run, time.perf_counter() - started)
+                    cpu = processes.cpu_seconds.get(config.output_dir)
+                    _record_interrupted_call(run, time.perf_counter() - started, cpu, code)
                     raise
-                _write_done_marker(run, config, result)
+                _write_done_marker(run, config, result, code)
                 finished_seeds.add(run.seed)
                 finished_steps += config.max_steps - before[run.run_dir]
                 say(f"[{index}/{total}] {run.name}: done in {time.perf_counter() - started:.0f} s")
             if bar is not None:
                 running = sum(
-                    max(0, last_step(run) - before[run.run_dir]) for _, run, _, _ in active.values()
+                    max(0, last_step(run) - before[run.run_dir]) for _, run, _, _, _ in active.values()
                 )
                 bar.update(max(0, min(steps_total, finished_steps + running) - bar.n))  # respects mininterval
     finally:
-        processes.stop()
-        for _, run, _, started in active.values():
-            _record_interrupted_call(run, time.perf_counter() - started)
+        processes.stop()  # every child has been reaped when it returns
+        for _, run, config, started, code in active.values():
+            cpu = processes.cpu_seconds.get(config.output_dir)
+            _record_interrupted_call(run, time.perf_counter() - started, cpu, code)
         executor.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo.experiments.lm_results import ALL_TOKENS, SeedResult, clip_rule, quick_note, training_records
+from bandpo.experiments.provenance import code_text
 from bandpo.experiments.report import (
     clip_cell,
     format_values,
@@ -122,14 +123,17 @@ def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
         *(header.format(k=k_text) for _, header, _ in EVAL_COLUMNS),
         "wall min / run (all calls)",
     ]
-    rows = []
     all_runs = [run for runs in data.values() for run in runs]
+    with_cpu = any(run.cpu_time_s is not None for run in all_runs)  # records before 0.7 have no CPU time
+    if with_cpu:
+        headers.append("CPU min / run (all calls)")
+    rows = []
     if all_runs:
         by_seed = {r.seed: r for r in all_runs}  # the policy before RL depends on the seed only
         before_row = ["before RL (warm-up policy)", str(len(by_seed))]
         for key, _, digits in EVAL_COLUMNS:
             before_row.append(format_values([r.value(key, before=True) for r in by_seed.values()], digits))
-        rows.append([*before_row, ""])
+        rows.append([*before_row, "", *([""] if with_cpu else [])])
     for label, runs in data.items():
         row = [label, str(len(runs))]
         for key, _, digits in EVAL_COLUMNS:
@@ -138,6 +142,10 @@ def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
             shown = format_values(values, digits)
             row.append(shown if counted in (0, len(runs)) else f"{shown} (n={counted})")
         row.append(format_values([run.wall_time_s / 60 for run in runs], 1))
+        if with_cpu:
+            cpu = [math.nan if run.cpu_time_s is None else run.cpu_time_s / 60 for run in runs]
+            counted = sum(math.isfinite(value) for value in cpu)
+            row.append(format_values(cpu, 1) + ("" if counted == len(runs) else f" (n={counted})"))
         rows.append(row)
     main = markdown_table(headers, rows)
     _, paired = paired_table(data)
@@ -155,7 +163,8 @@ def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
 
 
 def _provenance(results: Sequence[SeedResult]) -> list[str]:
-    """Where the runs were trained and which were reused (`--reuse`); nothing for files that do not record it."""
+    """Where the runs were trained, with which code, and which were reused (`--reuse`); nothing for files that
+    do not record it."""
     lines = []
     machines: dict[str, int] = {}
     for result in results:
@@ -173,6 +182,7 @@ def _provenance(results: Sequence[SeedResult]) -> list[str]:
             else "Every seed's arms were trained on one CPU model."
         )
         lines.append(f"Runs trained on: {counts}. {pairing}")
+    lines += _code_lines(results)
     sources: dict[str, list[str]] = {}
     for result in results:
         if result.source:
@@ -180,6 +190,69 @@ def _provenance(results: Sequence[SeedResult]) -> list[str]:
     for source, names in sources.items():
         lines.append(f"Reused from `{source}` ({len(names)} runs, not trained here): {', '.join(names)}.")
     return lines
+
+
+def _code_lines(results: Sequence[SeedResult]) -> list[str]:
+    """Which code trained the runs and how their times were counted; nothing when no record says (old files)."""
+    if not any(result.code or result.calls for result in results):
+        return []
+    codes: dict[str, int] = {}
+    for result in results:
+        text = code_text(result.code)
+        codes[text] = codes.get(text, 0) + 1
+    lines = [
+        "Code that finished the runs: " + ", ".join(f"{text} ({n} runs)" for text, n in codes.items()) + "."
+    ]
+    several = [
+        f"{r.label}-seed{r.seed}"
+        for r in results
+        if len({code_text(call.get("code")) for call in r.calls or []}) > 1
+    ]
+    if several:
+        lines.append(
+            f"Runs whose calls ran different code (each call's is in per_seed.json): {', '.join(several)}."
+        )
+    resumed = sum(len(r.calls or []) > 1 for r in results)
+    killed = sum(
+        1
+        for r in results
+        for call in r.calls or []
+        if call.get("cpu_s") is None and call.get("ended") != "finished"
+    )
+    text = (
+        f"Wall and CPU times count every call that trained a run ({resumed} run(s) took more than one call; "
+        "per-call times in per_seed.json)"
+    )
+    if killed:
+        text += (
+            f"; {killed} interrupted call(s) have no CPU time (killed before they could record it, wall time up "
+            "to the run's last write), so those runs' CPU time is a lower bound"
+        )
+    return [*lines, text + "."]
+
+
+def _training_line(header: dict[str, Any], results: Sequence[SeedResult]) -> str:
+    """The machine line: where the runs were trained and how many at a time, or, for a folder that only
+    gathered runs trained elsewhere (`--reuse`), that nothing was trained by the call that wrote it."""
+    machine, jobs = header.get("machine") or {}, header.get("jobs")
+    if results and all(result.source for result in results):
+        return (
+            f"Gathered by a call that trained nothing (every run reused; the records say where each was "
+            f"trained) on {machine_text(machine).removeprefix('Machine: ')}. Each run's wall time is that of the "
+            "call(s) that trained it"
+            + (
+                ""
+                if any(result.calls for result in results)
+                else " as recorded (these records predate per-call records: a call killed before it could record "
+                "itself, such as one ended with its session, is missing)"
+            )
+            + ". Runs are deterministic on one CPU, not across CPU models."
+        )
+    return (
+        machine_text(machine)
+        + (f"; {jobs} run(s) trained at a time, so wall times include that contention." if jobs else ".")
+        + " Runs are deterministic on one CPU, not across CPU models."
+    )
 
 
 def render_report(
@@ -221,12 +294,7 @@ def render_report(
     ]
     if header.get("settings"):
         lines.append(f"Settings shared by every run: `{json.dumps(header['settings'], default=str)}`.")
-    machine, jobs = header.get("machine") or {}, header.get("jobs")
-    lines.append(
-        machine_text(machine)
-        + (f"; {jobs} run(s) trained at a time, so wall times include that contention." if jobs else ".")
-        + " Runs are deterministic on one CPU, not across CPU models."
-    )
+    lines.append(_training_line(header, results))
     lines += _provenance(results)
     if header.get("missing"):
         lines += ["", f"**Missing (not finished): {', '.join(header['missing'])}.**"]

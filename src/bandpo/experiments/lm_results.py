@@ -38,11 +38,13 @@ from bandpo.training.metrics_log import read_metrics
 __all__ = [
     "DONE_MARKER",
     "FULL_SETTINGS",
+    "OPEN_CALL_SUFFIX",
     "PER_SEED_FILE",
     "QUICK_SETTINGS",
     "WALL_LOG",
     "PlannedRun",
     "SeedResult",
+    "call_records",
     "clip_rule",
     "comparable",
     "effective",
@@ -56,7 +58,8 @@ __all__ = [
 ]
 
 DONE_MARKER = "compare_done.json"
-WALL_LOG = "compare_wall.json"  # {"interrupted_calls_s": [...]}: time of calls that did not finish the run
+WALL_LOG = "compare_wall.json"  # {"interrupted_calls": [...]}: the calls that did not finish the run
+OPEN_CALL_SUFFIX = ".call.json"  # runs/<run>.call.json: a call is training the run (removed when it ends)
 PER_SEED_FILE = "per_seed.json"
 PER_SEED_FORMAT = 1
 ALL_TOKENS = "all"  # key of the clip fractions over every token, beside the p_old bins
@@ -132,15 +135,26 @@ def settings_difference(stored: dict[str, Any], config: Any, *, skip: frozenset[
     return ", ".join(f"{key}: {stored[key]!r} there, {planned[key]!r} now" for key in different[:4])
 
 
-def interrupted_calls(run: PlannedRun) -> list[float]:
-    """The seconds of the calls that stopped before the run finished (its `WALL_LOG`)."""
+def call_records(run: PlannedRun) -> list[dict[str, Any]]:
+    """Every call that trained the run without finishing it (its `WALL_LOG`), oldest first, as
+    ``{"wall_s", "cpu_s", "code", "ended"}``; logs written before calls recorded CPU time and code give
+    ``cpu_s`` and ``code`` None."""
     path = run.run_dir / WALL_LOG
     if not path.exists():
         return []
     try:
-        return [float(value) for value in json.loads(path.read_text()).get("interrupted_calls_s", [])]
-    except (json.JSONDecodeError, TypeError, ValueError):
+        data = json.loads(path.read_text())
+        if isinstance(data.get("interrupted_calls"), list):
+            return [dict(call) for call in data["interrupted_calls"]]
+        walls = [float(value) for value in data.get("interrupted_calls_s", [])]
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
         return []
+    return [{"wall_s": wall, "cpu_s": None, "code": None, "ended": "stopped"} for wall in walls]
+
+
+def interrupted_calls(run: PlannedRun) -> list[float]:
+    """The seconds of the calls that stopped before the run finished (its `WALL_LOG`)."""
+    return [float(call.get("wall_s") or 0.0) for call in call_records(run)]
 
 
 @dataclass
@@ -158,6 +172,10 @@ class SeedResult:
     clip: dict[str, list[float]] = field(default_factory=dict)  # bin (or "all") -> [up, down]
     machine: str | None = None  # the CPU the run trained on (per_seed.json files before 0.6 name it once)
     source: str | None = None  # the per_seed.json it was reused from (`--reuse`); None: trained here
+    # recorded since the records became auditable (absent from older files: "not recorded")
+    cpu_time_s: float | None = None  # CPU seconds of every call that trained the run (the known ones)
+    calls: list[dict[str, Any]] | None = None  # each call: wall_s, cpu_s, code, ended ("finished", ...)
+    code: dict[str, Any] | None = None  # the code of the call that finished it (`provenance.code_version`)
 
     def value(self, key: str, *, before: bool = False) -> float:
         value = (self.before if before else self.after).get(key)
@@ -261,6 +279,9 @@ def load_run(run: PlannedRun) -> tuple[SeedResult, list[dict[str, Any]]] | None:
         wall_time_s=float(wall),
         clip=_clip_fractions(records),
         machine=_machine_of(marker),
+        cpu_time_s=marker.get("cpu_time_s"),
+        calls=marker.get("calls"),
+        code=marker.get("code"),
     )
     return result, records
 
@@ -285,7 +306,7 @@ def _json_number(value: Any) -> Any:
 
 def _record(result: SeedResult) -> dict[str, Any]:
     record = asdict(result)
-    for optional in ("machine", "source"):  # absent rather than null, as in files written before they existed
+    for optional in OPTIONAL_KEYS:  # absent rather than null, as in files written before they existed
         if record[optional] is None:
             del record[optional]
     return record
@@ -312,6 +333,7 @@ FRACTION_METRICS = frozenset(
     }
 )
 REQUIRED_KEYS = ("label", "method", "given", "seed", "k", "before", "after", "wall_time_s")
+OPTIONAL_KEYS = ("machine", "source", "cpu_time_s", "calls", "code")
 
 
 def _check_metrics(where: str, metrics: Any) -> None:
@@ -349,9 +371,15 @@ def _check_run(path: Path, index: int, run: Any, arms: set[str] | None) -> None:
         raise ValueError(f"{where}: arm {run['label']!r} is not one of the file's arms {sorted(arms)}")
     _check_metrics(f"{where}, before", run["before"])
     _check_metrics(f"{where}, after", run["after"])
-    wall = run["wall_time_s"]
-    if wall is not None and (isinstance(wall, bool) or not isinstance(wall, int | float) or wall < 0):
-        raise ValueError(f"{where}: wall_time_s = {wall!r} must be a non-negative number or null")
+    for key in ("wall_time_s", "cpu_time_s"):
+        value = run.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            raise ValueError(f"{where}: {key} = {value!r} must be a non-negative number or null")
+    calls = run.get("calls")
+    if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+        raise ValueError(f"{where}: calls must be a list of objects (one per call that trained the run)")
+    if run.get("code") is not None and not isinstance(run["code"], dict):
+        raise ValueError(f"{where}: code must be an object (version, source, commit, dirty)")
 
 
 def read_per_seed(path: Path) -> tuple[list[SeedResult], dict[str, Any]]:
@@ -388,6 +416,16 @@ def read_per_seed(path: Path) -> tuple[list[SeedResult], dict[str, Any]]:
 
 
 ARM_FIELDS = frozenset({"method", "seed", *LOSS_PARAMS})  # besides every method's parameters
+# settings every per_seed.json has recorded since its first format: a record without them cannot be checked
+REUSE_REQUIRED = (
+    "model",
+    "dataset",
+    "max_steps",
+    "prompts_per_step",
+    "num_generations",
+    "eval_prompts",
+    "eval_samples",
+)
 
 
 def _arm_key(label: str, method: str, given: dict[str, Any], seed: int) -> tuple[str, str, str, int]:
@@ -410,7 +448,17 @@ def reused_results(
     found: dict[str, SeedResult] = {}
     for path in paths:
         results, header = read_per_seed(Path(path))
-        stored = effective(header.get("config") or {})
+        config = header.get("config")
+        absent = (
+            [key for key in REUSE_REQUIRED if key not in config] if isinstance(config, dict) else ["config"]
+        )
+        if absent:
+            raise ValueError(
+                f"--reuse {path}: its settings block ('config') lacks {absent}, so whether its runs were trained "
+                "with this plan's model, task and budget cannot be checked; reuse only per_seed.json files as "
+                "`bandpo compare` writes them"
+            )
+        stored = effective(config)
         machine = (header.get("machine") or {}).get("processor")
         by_arm = {_arm_key(r.label, r.method, r.given, r.seed): r for r in results}
         for run, config in zip(runs, configs, strict=True):

@@ -72,7 +72,7 @@ METHOD_FIELDS: tuple[str, ...] = tuple(_BAND_DEFAULTS)
 """TrainConfig fields that are bound-method parameters (passed when the method accepts them): band's, which
 cover every built-in method's. Other registered methods' parameters go in ``method_options``."""
 RUN_INDEPENDENT_FIELDS: frozenset[str] = frozenset(
-    {"resume", "output_dir", "num_threads", "report_to", "project", "cache_dir"}
+    {"resume", "output_dir", "num_threads", "report_to", "project", "cache_dir", "eval_before_file"}
 )
 """Fields that do not change what a run computes: a resumed or re-planned run may differ in them."""
 
@@ -380,6 +380,15 @@ class TrainConfig:
     )
     eval_every: int = setting(
         0, "also evaluate every N steps (0: only before and after)", EVALUATION, low=0, high=MAX_STEPS
+    )
+    eval_before_file: str | None = setting(
+        None,
+        "a JSON file shared by runs of the same policy and evaluation settings (bandpo compare: the arms of a "
+        "seed): the evaluation before RL is read from it when it was made for this run's, else computed and "
+        "stored there",
+        EVALUATION,
+        kind=str,
+        default_text="none: every run evaluates",
     )
     # run directory
     output_dir: str | None = setting(

@@ -176,6 +176,7 @@ REWARDS: dict[str, Verifier] = {
     "countdown": Verifier("countdown", _countdown_score, _countdown_key),
     "reach": Verifier("reach", reach.score, reach.answer_key),
     "sums": Verifier("sums", sums.score, sums.answer_key),
+    "sums_mix": Verifier("sums_mix", sums.score, sums.answer_key),  # Sums' prompts, other operand shapes
     "math": Verifier("math", _math_score, _math_key),
 }
 

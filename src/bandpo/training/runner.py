@@ -77,6 +77,7 @@ from bandpo.training.rewards import (
     GuardedReward,
     RewardFailure,
     check_rewards_work,
+    completion_text,
     get_verifier,
 )
 from bandpo.training.run_dir import (
@@ -94,6 +95,7 @@ from bandpo.training.run_dir import (
     to_json,
     undo_failed_start,
 )
+from bandpo.training.shared_eval import read_shared, write_shared
 from bandpo.training.tasks import EMBEDDED_TASKS, get_task
 
 __all__ = [
@@ -303,8 +305,10 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         with sink as log:
             before = stored_before
             if before is None:
-                before = evaluate_now()
+                before = _shared_before(config, eval_rows, processes.world_size) or evaluate_now()
                 if before is not None:
+                    if config.eval_before_file and processes.world_size == 1:
+                        write_shared(Path(config.eval_before_file), config, before)
                     write_text_atomic(paths.eval_before, json.dumps(before.to_dict()))
                     log.append({mn.TRAIN_STEP: 0, **before.metrics})
             bar = progress_bar(
@@ -418,6 +422,17 @@ def _check_world_size(config: TrainConfig, world_size: int) -> None:
             f"{world_size} processes that share it; launch a divisor of it, or pass --micro-batch-size a "
             f"multiple of {world_size}"
         )
+
+
+def _shared_before(
+    config: TrainConfig, rows: list[data_module.PromptRow], world_size: int
+) -> EvalResult | None:
+    """The evaluation before RL from `config.eval_before_file` when it was made for this run's policy,
+    settings and prompts (`shared_eval`); None otherwise, and always with several processes (each would need
+    the same answer: they evaluate together instead)."""
+    if not config.eval_before_file or not rows or world_size > 1:
+        return None
+    return read_shared(Path(config.eval_before_file), config, [completion_text(row.prompt) for row in rows])
 
 
 def _evaluate_rows(

@@ -4,6 +4,8 @@
 - ``reach`` (`bandpo.training.tasks.reach`): four allowed digits, any two or three of them, repeats allowed.
 - ``sums`` (`bandpo.training.tasks.sums`): small additions in plain English, for a real pretrained model
   (``--model smollm2-135m-instruct``); it has no warm-up, since the tiny model cannot read it.
+- ``sums_mix`` (`bandpo.training.tasks.sums_mix`): the same prompts and verifier at four operand shapes, with a
+  held-out pool of over a thousand prompts: the task of the real-model study.
 
 Countdown and Reach use the same character alphabet (`countdown.ALPHABET`), so the same tokenizer and tiny model,
 and make the multiplication operator the rare strategy that a known share of prompts needs.
@@ -16,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bandpo.training.tasks import countdown, reach, sums
+from bandpo.training.tasks import countdown, reach, sums, sums_mix
 
 __all__ = ["EMBEDDED_TASKS", "EmbeddedTask", "get_task"]
 
-EMBEDDED_TASKS: tuple[str, ...] = ("countdown", "reach", "sums")
+EMBEDDED_TASKS: tuple[str, ...] = ("countdown", "reach", "sums", "sums_mix")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,17 @@ _TASKS: dict[str, EmbeddedTask] = {
         sample_check_problems=None,
         is_correct=sums.is_correct,
         completion_length=sums.COMPLETION_LENGTH,
+    ),
+    "sums_mix": EmbeddedTask(
+        name="sums_mix",
+        rare_marker=None,
+        answer_length=3,
+        sample_train_problems=sums_mix.sample_train_problems,
+        sample_eval_problems=sums_mix.sample_eval_problems,
+        sample_warmup_examples=None,
+        sample_check_problems=None,
+        is_correct=sums.is_correct,
+        completion_length=sums_mix.COMPLETION_LENGTH,
     ),
 }
 
