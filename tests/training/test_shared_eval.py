@@ -25,7 +25,7 @@ def _config(model: Path, run_dir: Path, shared: Path, method: str, **overrides) 
         seed=0,
         output_dir=str(run_dir),
         eval_before_file=str(shared),
-        report_tensorboard=False,
+        report_to=(),
         **settings,
     )
 
