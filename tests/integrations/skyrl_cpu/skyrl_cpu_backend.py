@@ -75,7 +75,9 @@ def _import_model_wrapper_with_flash_attn_stand_in() -> None:
     import transformers.modeling_utils  # noqa: F401
 
     def _unavailable(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("flash_attn stand-in (CPU test fixture): set trainer.remove_microbatch_padding=false")
+        raise RuntimeError(
+            "flash_attn stand-in (CPU test fixture): set trainer.remove_microbatch_padding=false"
+        )
 
     package = types.ModuleType("flash_attn")
     package.__spec__ = importlib.machinery.ModuleSpec("flash_attn", None, is_package=True)
@@ -128,7 +130,9 @@ def _install_fsdp_utils_patches() -> None:
                 buf = module._buffers.get(key)
                 if buf is None:
                     continue
-                src = buf.detach().clone() if dist.get_rank() == 0 else torch.empty(buf.shape, dtype=buf.dtype)
+                src = (
+                    buf.detach().clone() if dist.get_rank() == 0 else torch.empty(buf.shape, dtype=buf.dtype)
+                )
                 dist.broadcast(src, src=0)
                 module._buffers[key] = src
 
@@ -226,7 +230,9 @@ class HFRolloutActor:
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
         width = max(len(ids) for ids in prompt_token_ids)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompt_token_ids])  # (B, P) left pad
+        input_ids = torch.tensor(
+            [[pad] * (width - len(ids)) + ids for ids in prompt_token_ids]
+        )  # (B, P) left pad
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_token_ids])
         out = self.model.generate(
             input_ids=input_ids,
@@ -243,7 +249,9 @@ class HFRolloutActor:
         )
         new_tokens = out.sequences[:, width:]  # (B, N)
         logits = torch.stack(out.logits, dim=1).float() / temperature  # (B, N, V)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)  # (B, N)
+        logprobs = (
+            torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        )  # (B, N)
         response_ids, response_logprobs, stop_reasons = [], [], []
         for tokens, token_logprobs in zip(new_tokens.tolist(), logprobs.tolist(), strict=True):
             length = tokens.index(eos) + 1 if eos in tokens else len(tokens)
@@ -275,7 +283,9 @@ class HFRolloutClient(InferenceEngineInterface):
     async def generate(self, input_batch: dict[str, Any], model: str | None = None) -> dict[str, Any]:
         if input_batch.get("prompt_token_ids") is None:
             raise ValueError("the CPU rollout takes prompt_token_ids only (generator.batched=true)")
-        return await self.actor.generate.remote(input_batch["prompt_token_ids"], input_batch["sampling_params"] or {})
+        return await self.actor.generate.remote(
+            input_batch["prompt_token_ids"], input_batch["sampling_params"] or {}
+        )
 
     async def load_state_dict(self, state: dict[str, torch.Tensor]) -> int:
         return await self.actor.load_state_dict.remote(state)
@@ -414,4 +424,3 @@ def cpu_entrypoint(cfg: Any) -> int:
     exp.run()
     client = exp.trainer.inference_engine_client
     return ray.get(client.actor.get_weight_updates.remote())
-

@@ -58,7 +58,9 @@ def run_on_cpu(
     """SkyRL's loop for len(train data) / 4 steps: 4 prompts x 4 samples, 2 mini-batches (the second sees
     ratio != 1), lr 1e-3; metrics to out/metrics.jsonl, stdout/stderr to out/*.log."""
     out.mkdir(parents=True, exist_ok=True)
-    pythonpath = os.pathsep.join([str(PY311), str(FIXTURE), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
+    pythonpath = os.pathsep.join(
+        [str(PY311), str(FIXTURE), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
+    )
     command = [
         sys.executable,
         str(FIXTURE / "skyrl_cpu_run.py"),
@@ -93,7 +95,9 @@ def run_on_cpu(
         "RAY_DEDUP_LOGS": "0",
         "SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "1",
     }
-    result = subprocess.run(command, capture_output=True, text=True, cwd=out, env=env, timeout=timeout_s, check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=out, env=env, timeout=timeout_s, check=False
+    )
     (out / "stdout.log").write_text(result.stdout)
     (out / "stderr.log").write_text(result.stderr)
     return result
