@@ -174,7 +174,6 @@ from skyrl.train.utils.tracking import Tracking  # noqa: E402
 from skyrl_gym.envs import register as register_env  # noqa: E402
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput  # noqa: E402
 
-
 # --- the environment ------------------------------------------------------------------------------------------
 
 

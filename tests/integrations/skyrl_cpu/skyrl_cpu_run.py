@@ -112,10 +112,10 @@ def read_step_metrics(out: Path) -> list[dict[str, float]]:
 
 def main(argv: list[str]) -> int:
     import ray
-
     import skyrl_cpu_backend  # the CPU patches, before SkyRL's modules
-    from bandpo.integrations.skyrl import BandPOSkyRLConfig, register_bandpo_loss
     from skyrl.train.utils import initialize_ray, validate_cfg
+
+    from bandpo.integrations.skyrl import BandPOSkyRLConfig, register_bandpo_loss
 
     register = "--no-register" not in argv
     overrides = [arg for arg in argv[1:] if arg != "--no-register"]
