@@ -427,6 +427,32 @@ def test_config_round_trip_through_the_command_line_and_the_workers_rebuild(skyr
     )
 
 
+def test_a_registered_methods_own_parameter_goes_through_method_options(skyrl, monkeypatch):
+    import dataclasses
+    from typing import ClassVar
+
+    from bandpo import methods
+    from bandpo.method_params import param
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Widened(methods.DeclaredMethod):
+        name: ClassVar[str] = "widened"
+        widen: float = param(0.1, "half-width of the fixed interval", low=0.0, high=1.0)
+
+        def compute_bounds(self, old_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.full_like(old_logp, 1 - self.widen), torch.full_like(old_logp, 1 + self.widen)
+
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    methods.register_method("widened", Widened)
+    cfg = skyrl.integration.BandPOSkyRLConfig.from_cli_overrides(
+        ["trainer.algorithm.bandpo.method=widened", "trainer.algorithm.bandpo.method_options={widen: 0.25}"]
+    )
+    method, _ = skyrl.integration.resolve_loss_settings(cfg.trainer.algorithm)
+    assert method == Widened(widen=0.25)
+    with pytest.raises(ValueError, match="widen"):
+        skyrl.integration.BandPOConfig(method="band", method_options={"widen": 0.2})
+
+
 @pytest.mark.parametrize(
     ("override", "match"),
     [

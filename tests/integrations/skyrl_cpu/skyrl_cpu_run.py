@@ -112,7 +112,6 @@ def read_step_metrics(out: Path) -> list[dict[str, float]]:
 
 def main(argv: list[str]) -> int:
     import ray
-    import skyrl_cpu_backend  # the CPU patches, before SkyRL's modules
     from skyrl.train.utils import initialize_ray, validate_cfg
 
     from bandpo.integrations.skyrl import BandPOSkyRLConfig, register_bandpo_loss
@@ -123,6 +122,10 @@ def main(argv: list[str]) -> int:
         register_bandpo_loss()  # the Python way: before validate_cfg and initialize_ray
     cfg = BandPOSkyRLConfig.from_cli_overrides(overrides)
     validate_cfg(cfg)
+    # the CPU patches: before SkyRL's workers are imported and before initialize_ray's ray.init (importing them
+    # after validate_cfg lets a refused config fail in seconds)
+    import skyrl_cpu_backend
+
     initialize_ray(cfg)
     try:
         updates = ray.get(skyrl_cpu_backend.cpu_entrypoint.remote(cfg))
