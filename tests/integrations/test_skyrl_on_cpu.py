@@ -16,6 +16,7 @@ exactly on these inputs (no token sits within 1e-6 of a bound).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -24,12 +25,15 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 import torch
 
 import bandpo
+from bandpo import methods
 from bandpo import metric_names as mn
+from bandpo.method_params import param
 
 pytestmark = pytest.mark.skyrl
 
@@ -392,8 +396,6 @@ def test_bf16_log_probs_give_float32_bounds(skyrl):
 
 
 def test_config_round_trip_through_the_command_line_and_the_workers_rebuild(skyrl):
-    import dataclasses
-
     from omegaconf import OmegaConf
 
     cfg = skyrl.integration.BandPOSkyRLConfig.from_cli_overrides(
@@ -427,21 +429,18 @@ def test_config_round_trip_through_the_command_line_and_the_workers_rebuild(skyr
     )
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Widened(methods.DeclaredMethod):
+    """A user method with a parameter of its own (no BandPOConfig field holds `widen`)."""
+
+    name: ClassVar[str] = "widened"
+    widen: float = param(0.1, "half-width of the fixed interval", low=0.0, high=1.0)
+
+    def compute_bounds(self, old_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full_like(old_logp, 1 - self.widen), torch.full_like(old_logp, 1 + self.widen)
+
+
 def test_a_registered_methods_own_parameter_goes_through_method_options(skyrl, monkeypatch):
-    import dataclasses
-    from typing import ClassVar
-
-    from bandpo import methods
-    from bandpo.method_params import param
-
-    @dataclasses.dataclass(frozen=True, kw_only=True)
-    class Widened(methods.DeclaredMethod):
-        name: ClassVar[str] = "widened"
-        widen: float = param(0.1, "half-width of the fixed interval", low=0.0, high=1.0)
-
-        def compute_bounds(self, old_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return torch.full_like(old_logp, 1 - self.widen), torch.full_like(old_logp, 1 + self.widen)
-
     monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
     methods.register_method("widened", Widened)
     cfg = skyrl.integration.BandPOSkyRLConfig.from_cli_overrides(

@@ -153,6 +153,7 @@ def resolve_loss_settings(config: Any) -> tuple[BoundMethod, float | None]:
 
 def _verl_metrics(metrics: dict[str, Tensor]) -> dict[str, float]:
     """verl's three surrogate metrics plus bandpo's catalogue under `actor/`, read in one device transfer."""
+    # verl logs actor/pg_loss itself
     by_key = metrics_to_floats({key: value for key, value in metrics.items() if key != mn.LOSS_POLICY})
     out = {
         VERL_PG_CLIPFRAC: by_key[mn.CLIP_FRAC],
