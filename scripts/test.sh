@@ -20,7 +20,7 @@ else
 fi
 if [ -x .venv-skyrl/bin/python ]; then
   # the SkyRL tests: the loss against SkyRL's own regular/dual_clip/dppo, Ray registry sync, config, doctor's
-  # check, then SkyRL's own GRPO loop end to end (three Ray runs on CPU, about 4 min here). skyrl 0.3.0 does not
+  # check, then SkyRL's own GRPO loop end to end (three Ray runs on CPU, 3-5 min each on a loaded 2-vCPU machine). skyrl 0.3.0 does not
   # import on Python 3.11: the test-only sitecustomize on PYTHONPATH fixes that in every process of the run.
   PYTHONPATH="$PWD/tests/integrations/skyrl_cpu/py311" BANDPO_LEFTOVER_PROCESSES=report .venv-skyrl/bin/python -m pytest \
     -m skyrl tests/integrations/test_skyrl_on_cpu.py tests/cli/test_doctor.py tests/integrations/test_skyrl_e2e_on_cpu.py

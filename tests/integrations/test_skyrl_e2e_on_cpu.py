@@ -15,7 +15,7 @@ Runs of the fixture's driver (`skyrl_cpu/skyrl_cpu_run.py`, the Python way in: `
 - The bandpo command without `register_bandpo_loss()`: SkyRL's own `validate_cfg` refuses the name.
 
 SkyRL does not run on a CPU as shipped; `skyrl_cpu/skyrl_cpu_backend.py` lists what it replaces and why.
-Each Ray run takes about 1 min here (most of it imports and Ray start-up). Marked `skyrl` and `slow`:
+Each Ray run takes 1-5 min here (most of it imports and Ray start-up; docs/skyrl.md). Marked `skyrl` and `slow`:
 `scripts/test.sh` runs it in `.venv-skyrl`.
 """
 
