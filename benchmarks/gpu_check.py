@@ -19,6 +19,14 @@ Parts, each printed with the GPU's name:
    failure exits 1 naming the method and dtype.
 3. ``benchmarks/trl_overhead.py --device cuda --steps 21 --rounds 2``: 20 timed RL steps of each trainer
    (ABBA rounds), 16 prompts x 8 samples, 64 new tokens; time per step side by side and the bounds' share.
+4. SkyRL (what the CPU tests cannot show, docs/skyrl.md), in an environment with ``skyrl[fsdp]==0.3.0`` and
+   ``bandpo[skyrl]`` on Python >= 3.12 (``--python`` names its interpreter; skipped with a note when it lacks
+   skyrl): (a) `policy_loss_type=bandpo` with `method=clip` against SkyRL's `regular` and `dual_clip` on the GPU
+   in bf16 (loss and gradient within bf16's rounding); (b) stock ``python -m skyrl.train.entrypoints.main_base
+   trainer.override_entrypoint=bandpo.integrations.skyrl`` for 3 GRPO steps of SmolLM2 with vLLM rollouts,
+   NCCL/CUDA-IPC weight sync, FlashAttention-2 padding removal and bf16 (prompts written here, reward from
+   SkyRL's own gsm8k env; no network needed). This part has never run: no GPU with SkyRL's stack has been lent
+   yet. Without a GPU or SkyRL the script still imports and its other parts run.
 """
 
 from __future__ import annotations
@@ -65,11 +73,88 @@ def check_low_precision(device: str, tokens: int = 1 << 20) -> list[str]:
     return failures
 
 
+SKYRL_PARITY = r"""
+import math, torch
+from skyrl.backends.skyrl_train.utils.ppo_utils import ppo_policy_loss
+from skyrl.train.config import AlgorithmConfig
+from bandpo.integrations.skyrl import BandPOAlgorithmConfig, BandPOConfig, compute_policy_loss_bandpo
+
+gen = torch.Generator().manual_seed(0)
+old = torch.log(torch.rand(64, 256, generator=gen).clamp(min=1e-4)).cuda()
+new = (old + 0.5 * torch.randn(64, 256, generator=gen).cuda()).clamp(max=0.0)
+adv = torch.randn(64, 1, generator=gen).expand(64, 256).cuda() / (64 * 256)
+mask = torch.ones(64, 256, device="cuda")
+worst = 0.0
+for loss_type, c in (("regular", math.inf), ("dual_clip", None)):
+    ref_cfg = AlgorithmConfig(policy_loss_type=loss_type, eps_clip_low=0.2, eps_clip_high=0.28, clip_ratio_c=3.0)
+    ours_cfg = BandPOAlgorithmConfig(bandpo=BandPOConfig(method="clip", eps_low=0.2, eps_high=0.28, dual_clip_c=c), clip_ratio_c=3.0)
+    grads = []
+    for fn, cfg in ((ppo_policy_loss, ref_cfg), (compute_policy_loss_bandpo, ours_cfg)):
+        logp = new.to(torch.bfloat16).requires_grad_()
+        loss, _ = fn(logp, old.to(torch.bfloat16), adv.to(torch.bfloat16), config=cfg, loss_mask=mask)
+        loss.backward()
+        grads.append((float(loss), logp.grad.float()))
+    (l_ref, g_ref), (l_ours, g_ours) = grads
+    diff = (g_ours - g_ref).abs().max().item() / g_ref.abs().max().item()
+    print(f"skyrl {loss_type:9} loss {l_ours:+.6e} vs {l_ref:+.6e}  max |d grad| / max |grad| {diff:.2e}")
+    worst = max(worst, diff, abs(l_ours - l_ref) / max(abs(l_ref), 1e-12))
+raise SystemExit(0 if worst < 1e-2 else 1)
+"""
+
+
+def skyrl_check(python: str, steps: int = 3) -> int:
+    """Part 4: bandpo in SkyRL on the GPU (parity in bf16, then SkyRL's stock command). 0 = pass or skipped."""
+    import json
+    import tempfile
+
+    has_skyrl = subprocess.run([python, "-c", "import skyrl, vllm"], capture_output=True, check=False)
+    if has_skyrl.returncode != 0:
+        print(
+            f"skyrl: skipped ({python} cannot import skyrl and vllm: install skyrl[fsdp]==0.3.0 and bandpo[skyrl])"
+        )
+        return 0
+    parity = subprocess.run([python, "-c", SKYRL_PARITY], check=False).returncode
+    from bandpo.training.pretrained import model_dir
+
+    model = model_dir("smollm2-135m-instruct")
+    work = Path(tempfile.mkdtemp(prefix="bandpo-skyrl-gpu-"))
+    with (work / "train.jsonl").open("w") as handle:  # arithmetic prompts scored by SkyRL's gsm8k env
+        for index in range(8 * steps):
+            a, b = 3 + index % 7, 11 + index
+            prompt = f"What is {a} + {b}? Answer with '#### <number>'."
+            row = {"prompt": [{"role": "user", "content": prompt}], "env_class": "gsm8k",
+                   "reward_spec": {"method": "rule", "ground_truth": str(a + b)}}  # fmt: skip
+            handle.write(json.dumps(row) + "\n")
+    command = [
+        python, "-m", "skyrl.train.entrypoints.main_base",
+        "trainer.override_entrypoint=bandpo.integrations.skyrl",  # registers bandpo, then SkyRL's own driver
+        f"trainer.policy.model.path={model}", f"data.train_data=['{work / 'train.jsonl'}']",
+        "trainer.train_batch_size=8", "trainer.policy_mini_batch_size=4", "generator.n_samples_per_prompt=4",
+        "trainer.micro_train_batch_size_per_gpu=8", "trainer.micro_forward_batch_size_per_gpu=8",
+        "generator.sampling_params.max_generate_length=128", "trainer.max_prompt_length=128",
+        "trainer.placement.colocate_all=true", "trainer.algorithm.use_kl_loss=false",
+        "trainer.algorithm.bandpo.method=band", "trainer.algorithm.clip_ratio_c=10.0",
+        "trainer.logger=console", "trainer.eval_interval=-1", "trainer.eval_before_train=false",
+        "trainer.ckpt_interval=-1", f"trainer.ckpt_path={work / 'ckpt'}", f"trainer.export_path={work / 'export'}",
+        "generator.inference_engine.gpu_memory_utilization=0.4",
+    ]  # fmt: skip
+    print("skyrl:", " ".join(command), flush=True)
+    run = subprocess.run(command, cwd=work, check=False, timeout=1800)
+    print(f"skyrl: parity {'ok' if parity == 0 else 'FAILED'}, stock command exit {run.returncode} ({work})")
+    return 1 if parity or run.returncode else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--skip-train", action="store_true", help="parts 1 and 2 only")
     parser.add_argument("--steps", type=int, default=21, help="RL steps per round of part 3 (first untimed)")
+    parser.add_argument("--skip-skyrl", action="store_true", help="skip part 4 (SkyRL)")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the SkyRL environment for part 4 (Python >= 3.12)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -111,7 +196,13 @@ def main() -> int:
             "4",
         ]
         train = subprocess.run(command, check=False).returncode
-    return 1 if failures or speed.returncode or train else 0
+    skyrl = 0
+    if not args.skip_skyrl:
+        print(
+            f"== 4. SkyRL: bandpo vs SkyRL's losses in bf16, then SkyRL's stock command on {name}", flush=True
+        )
+        skyrl = skyrl_check(args.python)
+    return 1 if failures or speed.returncode or train or skyrl else 0
 
 
 if __name__ == "__main__":

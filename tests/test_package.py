@@ -26,7 +26,7 @@ def test_unknown_attribute_raises_attribute_error():
 def test_import_bandpo_pulls_in_no_framework():
     code = (
         "import sys, bandpo; bandpo.policy_loss; bandpo.band_bounds; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'trl', 'transformers', 'verl', 'ray'}))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'trl', 'transformers', 'verl', 'skyrl', 'ray'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,7 +1,7 @@
 """bandpo: Band-constrained Policy Optimization (BandPO, arXiv 2603.04918) for RL of language models.
 
 The maths is pure torch (`bandpo.band`, `bandpo.methods`, `bandpo.losses`, `bandpo.regularizers`,
-`bandpo.advantages`); engines (`bandpo.integrations.trl`, `bandpo.integrations.verl`) and the CLI sit on top.
+`bandpo.advantages`); engines (`bandpo.integrations.trl`, `.verl`, `.skyrl`) and the CLI sit on top.
 Public names are imported lazily so that `import bandpo` stays cheap and never pulls in a framework.
 """
 

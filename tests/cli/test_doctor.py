@@ -1,7 +1,7 @@
-"""`bandpo doctor`: versions against bandpo's declared ranges, the verl plugin, CUDA, the warm-up cache.
+"""`bandpo doctor`: versions against bandpo's declared ranges, the verl plugin, the SkyRL loss, CUDA, the cache.
 
-The tests marked `verl` need verl installed and run in `.venv-verl` (`scripts/test.sh`); the others run in
-either environment.
+The tests marked `verl` need verl installed and run in `.venv-verl`, those marked `skyrl` need SkyRL and run in
+`.venv-skyrl` (`scripts/test.sh`); the others run in any environment.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def test_ranges_come_from_bandpo_metadata():
     ranges = doctor._declared_ranges()
     assert set(ranges) == set(doctor.PACKAGES)
     assert ranges["torch"][1] is None and ranges["trl"][1] == "train" and ranges["verl"][1] == "verl"
+    assert ranges["skyrl"][1] == "skyrl"
     assert SpecifierSet(ranges["torch"][0]).contains(importlib.metadata.version("torch"), prereleases=True)
 
 
@@ -88,6 +89,39 @@ def test_without_verl_the_plugin_check_is_a_note(monkeypatch):
     real = doctor._installed_version
     monkeypatch.setattr(doctor, "_installed_version", lambda name: None if name == "verl" else real(name))
     assert doctor.check_verl_plugin().status == doctor.NOTE
+
+
+def test_without_skyrl_the_loss_check_is_a_note(monkeypatch):
+    real = doctor._installed_version
+    monkeypatch.setattr(doctor, "_installed_version", lambda name: None if name == "skyrl" else real(name))
+    assert doctor.check_skyrl_loss().status == doctor.NOTE
+
+
+def test_a_skyrl_integration_that_does_not_import_is_a_failure_with_the_fix(monkeypatch):
+    real = doctor._installed_version
+    monkeypatch.setattr(doctor, "_installed_version", lambda name: "0.3.0" if name == "skyrl" else real(name))
+    monkeypatch.setitem(sys.modules, "bandpo.integrations.skyrl", None)  # the import now fails
+    check = doctor.check_skyrl_loss()
+    assert check.status == doctor.FAIL and "bandpo.integrations.skyrl does not import" in check.detail
+    assert "docs/skyrl.md" in check.fix
+
+
+# --- with SkyRL installed -------------------------------------------------------------------------------------
+
+
+@pytest.mark.skyrl
+def test_skyrl_loss_registers(monkeypatch):
+    check = doctor.check_skyrl_loss()
+    assert check.status == doctor.OK, check
+    assert "trainer.override_entrypoint=bandpo.integrations.skyrl" in check.detail
+
+
+@pytest.mark.skyrl
+def test_skyrl_doctor_run_reports_the_loss(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("BANDPO_CACHE", str(tmp_path))
+    cli.main(["doctor", "--no-verl"])
+    out = capsys.readouterr().out
+    assert "ok    skyrl loss" in out and "policy_loss_type=bandpo registers" in out
 
 
 # --- with verl installed ---------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """`bandpo doctor`: what this environment has, checked against what bandpo was tested with.
 
-Checks bandpo, torch, TRL, transformers and verl against the version ranges bandpo declares (its install
-metadata: the core requirement and the `train` and `verl` extras), whether `import verl` puts the `bandpo` loss
-in verl's policy-loss registry (verl logs a plugin's load failure at DEBUG only, so a broken install is
-otherwise silent until "Unsupported loss mode"), CUDA, the warm-up cache of `bandpo train`, and the real
+Checks bandpo, torch, TRL, transformers, verl and SkyRL against the version ranges bandpo declares (its install
+metadata: the core requirement and the `train`, `verl` and `skyrl` extras), whether `import verl` puts the
+`bandpo` loss in verl's policy-loss registry (verl logs a plugin's load failure at DEBUG only, so a broken
+install is otherwise silent until "Unsupported loss mode"), whether bandpo's loss registers in SkyRL's
+`PolicyLossRegistry` (SkyRL has no plugin discovery: `trainer.override_entrypoint=bandpo.integrations.skyrl`
+registers it), CUDA, the warm-up cache of `bandpo train`, and the real
 pretrained checkpoints that `bandpo prepare-model` puts in the cache (``smollm2-135m-instruct``). Prints one line
 per check; exits 1 with the fix for each failure, 0 when nothing is wrong. A package that is not installed is a
-note, not a failure: TRL and verl live in separate environments.
+note, not a failure: TRL, verl and SkyRL live in separate environments.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "add_arguments",
     "check_cuda",
     "check_pretrained_models",
+    "check_skyrl_loss",
     "check_verl_plugin",
     "check_versions",
     "check_warmup_cache",
@@ -33,6 +36,8 @@ __all__ = [
 OK, NOTE, FAIL = "ok", "note", "FAIL"
 VERL_LOSS_NAME = "bandpo"  # bandpo.integrations.verl.LOSS_NAME (not imported: that module needs verl)
 VERL_PLUGIN_MODULE = "bandpo.integrations.verl"
+SKYRL_LOSS_NAME = "bandpo"  # bandpo.integrations.skyrl.LOSS_NAME (not imported: that module needs skyrl)
+SKYRL_MODULE = "bandpo.integrations.skyrl"
 
 # distribution -> (extra of bandpo that declares it, or None for the core requirement; what needs it)
 PACKAGES: dict[str, tuple[str | None, str]] = {
@@ -40,6 +45,7 @@ PACKAGES: dict[str, tuple[str | None, str]] = {
     "trl": ("train", "`bandpo train` and BandPOTrainer"),
     "transformers": ("train", "`bandpo train` and BandPOTrainer"),
     "verl": ("verl", "loss_mode=bandpo in verl"),
+    "skyrl": ("skyrl", "policy_loss_type=bandpo in SkyRL"),
 }
 
 
@@ -58,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-verl",
         action="store_true",
         help="skip the verl plugin check (it imports verl, a few seconds)",
+    )
+    parser.add_argument(
+        "--no-skyrl",
+        action="store_true",
+        help="skip the SkyRL loss check (it imports SkyRL, a few seconds)",
     )
 
 
@@ -202,6 +213,48 @@ def check_verl_plugin() -> Check:
     )
 
 
+def check_skyrl_loss() -> Check:
+    """Does bandpo's loss register in SkyRL's `PolicyLossRegistry` here? If not, say why and how to fix it.
+
+    SkyRL has no plugin discovery, so a fresh process has no `bandpo` loss until `register_bandpo_loss()` runs
+    (bandpo's SkyRL entrypoint calls it). This check calls it (in this process only; no Ray is started) and
+    reads the registry back.
+    """
+    name = "skyrl loss"
+    if _installed_version("skyrl") is None:
+        return Check(name=name, status=NOTE, detail="skyrl is not installed: nothing to check")
+    try:
+        integration = importlib.import_module(SKYRL_MODULE)
+        integration.register_bandpo_loss()
+        from skyrl.backends.skyrl_train.utils.ppo_utils import PolicyLossRegistry
+
+        loss = PolicyLossRegistry.get(SKYRL_LOSS_NAME)
+    except ImportError as error:  # no skyrl, or skyrl 0.3.0 on Python 3.11 (the message says which)
+        return Check(
+            name=name,
+            status=FAIL,
+            detail=f"{SKYRL_MODULE} does not import: {error}",
+            fix="see docs/skyrl.md (SkyRL needs its own virtual environment; Python >= 3.12 for skyrl 0.3.0)",
+        )
+    except ValueError as error:  # the name is taken by another loss
+        return Check(
+            name=name,
+            status=FAIL,
+            detail=str(error),
+            fix=f"remove the loss that registers {SKYRL_LOSS_NAME!r}",
+        )
+    if getattr(loss, "__module__", None) != SKYRL_MODULE:
+        return Check(
+            name=name, status=FAIL, detail=f"SkyRL's loss {SKYRL_LOSS_NAME!r} is not bandpo's: {loss!r}"
+        )
+    return Check(
+        name=name,
+        status=OK,
+        detail=f"policy_loss_type={SKYRL_LOSS_NAME} registers in SkyRL's PolicyLossRegistry "
+        f"(trainer.override_entrypoint={SKYRL_MODULE}, or register_bandpo_loss() before initialize_ray)",
+    )
+
+
 def check_cuda() -> Check:
     """CUDA as torch sees it (a note: bandpo runs on CPU too)."""
     import torch
@@ -333,6 +386,8 @@ def run(args: argparse.Namespace) -> int:
     checks = check_versions()
     if not args.no_verl:
         checks.append(check_verl_plugin())
+    if not args.no_skyrl:
+        checks.append(check_skyrl_loss())
     checks.append(check_cuda())
     checks.extend(check_warmup_cache())
     checks.extend(check_pretrained_models())

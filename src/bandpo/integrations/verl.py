@@ -41,22 +41,20 @@ not made by this module raises `ValueError`. Re-importing (or reloading) this mo
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from bandpo import metric_names as mn
-from bandpo.losses import check_dual_clip_c, per_token_policy_loss, policy_metrics
-from bandpo.methods import (
-    BoundMethod,
-    RatioBounds,
-    compute_dtype,
-    get_method,
-    settable_parameters,
+from bandpo.integrations.engine_loss import (
+    build_method,
+    method_params,
+    metrics_to_floats,
+    read_field,
+    valid_token_bounds,
 )
+from bandpo.losses import check_dual_clip_c, per_token_policy_loss, policy_metrics
+from bandpo.methods import BoundMethod
 
 try:
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
@@ -84,6 +82,7 @@ VERL_PPO_KL = "actor/ppo_kl"
 VERL_PG_CLIPFRAC_LOWER = "actor/pg_clipfrac_lower"
 VERL_METRIC_PREFIX = "actor/"
 
+_CONFIG_SECTION = "policy_loss (bandpo)"  # how errors in the method's settings begin
 _MARKER = "_bandpo_policy_loss"  # attribute set on functions registered by this module
 
 
@@ -128,31 +127,7 @@ class BandPOPolicyLossConfig(PolicyLossConfig):
                 f"policy_loss.loss_mode={LOSS_NAME} or drop the _target_ override"
             )
         check_dual_clip_c(self.dual_clip_c, "policy_loss.dual_clip_c")
-        _build_method(self.method, _method_params(self))  # validates; errors name the field
-
-
-def _read(config: Any, key: str) -> Any:
-    """`config.key` for a dataclass or a DictConfig/dict; None when absent."""
-    if isinstance(config, Mapping):
-        return config.get(key)
-    return getattr(config, key, None)
-
-
-def _method_params(policy_loss_config: Any) -> tuple[tuple[str, Any], ...]:
-    """The method parameters set in `policy_loss_config` (None = the method's default): any registered method's
-    (`settable_parameters`), read under their own names, then those of ``method_options``."""
-    params = {key: _read(policy_loss_config, key) for key in settable_parameters()}
-    params.update(dict(_read(policy_loss_config, "method_options") or {}))
-    return tuple((key, value) for key, value in params.items() if value is not None)
-
-
-@functools.lru_cache(maxsize=64)
-def _build_method(name: str, params: tuple[tuple[str, Any], ...]) -> BoundMethod:
-    """The bound method for `name` and the set parameters; cached because verl calls the loss per micro-batch."""
-    try:
-        return get_method(name, **dict(params))
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"policy_loss (bandpo): {err}") from None
+        build_method(self.method, method_params(self), _CONFIG_SECTION)  # validates; errors name the field
 
 
 def resolve_loss_settings(config: Any) -> tuple[BoundMethod, float | None]:
@@ -165,34 +140,21 @@ def resolve_loss_settings(config: Any) -> tuple[BoundMethod, float | None]:
         raise ValueError(
             f"the {LOSS_NAME!r} policy loss needs the actor config (verl passes config=actor_config); got None"
         )
-    loss_config = _read(config, "policy_loss") or {}
-    method = _build_method(_read(loss_config, "method") or "band", _method_params(loss_config))
-    c = _read(loss_config, "dual_clip_c")
+    loss_config = read_field(config, "policy_loss") or {}
+    method = build_method(
+        read_field(loss_config, "method") or "band", method_params(loss_config), _CONFIG_SECTION
+    )
+    c = read_field(loss_config, "dual_clip_c")
     field_name = "policy_loss.dual_clip_c"
     if c is None:
-        c, field_name = _read(config, "clip_ratio_c"), "actor.clip_ratio_c"
+        c, field_name = read_field(config, "clip_ratio_c"), "actor.clip_ratio_c"
     return method, check_dual_clip_c(c, field_name)
-
-
-def _valid_token_bounds(method: BoundMethod, old_logp: Tensor, mask: Tensor) -> RatioBounds:
-    """Bounds computed on the valid tokens only, scattered back to (B, T) with [1, 1] on padding.
-
-    The bounds are float32 at least whatever dtype arrives: under verl's bf16 mixed precision the
-    log-probs can be bf16, and bounds built in bf16 are rounded (ε = 0.05 would give 0.94921875 / 1.046875).
-    """
-    old_logp = old_logp.detach().to(compute_dtype(old_logp.dtype))  # (B, T), float32 or float64
-    valid_old_logp = old_logp[mask]  # (N,) valid tokens, flattened
-    low_valid, high_valid = method(valid_old_logp)  # (N,)
-    low = torch.ones_like(old_logp).masked_scatter(mask, low_valid)  # (B, T)
-    high = torch.ones_like(old_logp).masked_scatter(mask, high_valid)  # (B, T)
-    return RatioBounds(low, high)
 
 
 def _verl_metrics(metrics: dict[str, Tensor]) -> dict[str, float]:
     """verl's three surrogate metrics plus bandpo's catalogue under `actor/`, read in one device transfer."""
-    keys = [key for key in metrics if key != mn.LOSS_POLICY]  # verl logs actor/pg_loss itself
-    values = torch.stack([metrics[key].to(torch.float64) for key in keys]).tolist() if keys else []
-    by_key = dict(zip(keys, values, strict=True))
+    # verl logs actor/pg_loss itself
+    by_key = metrics_to_floats({key: value for key, value in metrics.items() if key != mn.LOSS_POLICY})
     out = {
         VERL_PG_CLIPFRAC: by_key[mn.CLIP_FRAC],
         VERL_PPO_KL: by_key[mn.APPROX_KL_K1],
@@ -230,12 +192,12 @@ def compute_policy_loss_bandpo(
     """
     method, c = resolve_loss_settings(config)
     mask = response_mask.bool()  # (B, T)
-    bounds = _valid_token_bounds(method, old_log_prob, mask)
+    bounds = valid_token_bounds(method, old_log_prob, mask)
     terms = per_token_policy_loss(log_prob, old_log_prob, advantages, mask, bounds, dual_clip_c=c)
     per_token_loss = terms.per_token_loss  # (B, T), 0 on padding
     if rollout_is_weights is not None:
         per_token_loss = per_token_loss * rollout_is_weights
-    global_batch_info = _read(config, "global_batch_info") or {}
+    global_batch_info = read_field(config, "global_batch_info") or {}
     loss = agg_loss(
         loss_mat=per_token_loss, loss_mask=mask, loss_agg_mode=loss_agg_mode, **dict(global_batch_info)
     )
