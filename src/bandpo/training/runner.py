@@ -58,6 +58,7 @@ from bandpo._atomic import write_text_atomic
 from bandpo.training import data as data_module
 from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
+from bandpo.training.lora import check_peft_installed
 from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
 from bandpo.training.policy import load_policy, warm_up_in_child
@@ -212,6 +213,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         resumed_step = checkpoint_step(checkpoint) // config.optimizer_steps_per_rl_step if checkpoint else 0
         if config.model is None and config.dataset is not None:  # the embedded model reads its alphabet only
             data_module.check_embedded_alphabet(raw_train_rows + raw_eval_rows, config.dataset)
+        check_peft_installed(config)
         check_rewards_work(
             config.resolved_reward,
             raw_train_rows,
@@ -333,6 +335,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                 if bar is not None:
                     bar.close()
 
+            # the trained policy: `model` itself, or the PeftModel TRL wrapped it in (LoRA), whose folder holds
+            # the adapter only and whose evaluation runs the base with its adapter
+            model = trainer.model
             if main:
                 save_pretrained_atomic(model, tokenizer, paths.model)
             after = evaluate_now()
