@@ -14,11 +14,12 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("trl")
-peft = pytest.importorskip("peft")
+pytest.importorskip("peft")
 
 import warnings
 from typing import Any
 
+import peft
 import torch
 from trl_recording import BOUND_ULPS, FLOAT32_EPS, RecordingTrainer, build, misaligned_rows
 
@@ -115,7 +116,10 @@ def test_a_lora_run_uses_the_bounds_of_its_old_logps_like_a_full_run(tmp_path):
         mask = batch["completion_mask"].float()
         _assert_close(batch["old_per_token_logps"], batch["logp_adapter_on"], mask, LOGP_TOLERANCE)
     _assert_close(
-        lora.batches[0]["logp_adapter_off"], lora.batches[0]["logp_adapter_on"], lora.batches[0]["completion_mask"], 0
+        lora.batches[0]["logp_adapter_off"],
+        lora.batches[0]["logp_adapter_on"],
+        lora.batches[0]["completion_mask"],
+        0,
     )
     second = lora.batches[1]
     moved = ((second["logp_adapter_on"] - second["logp_adapter_off"]).abs() * second["completion_mask"]).max()
