@@ -11,7 +11,8 @@ Run directory (`bandpo.training.run_dir.RunPaths`, ``TrainSummary.paths``)::
     metrics.jsonl        one record per RL step: catalogued keys (bandpo.metric_names), TRL's others as trl/*
     tensorboard/         the same scalars as TensorBoard events
     checkpoints/         checkpoint-<optimiser step>/: safetensors weights, optimiser, RNG and trainer state
-    model/               the final policy (save_pretrained, safetensors) and tokenizer
+    model/               the final policy (save_pretrained, safetensors) and tokenizer; with ``lora_r``
+                         (here and in checkpoints) the adapter only, as peft saves it (`bandpo.training.lora`)
     eval_before.json     held-out evaluation before training (metrics and per-prompt samples)
     eval_after.json      ... after training
     plots/               reward.png, entropy.png, clip_fractions.png
