@@ -155,7 +155,7 @@ def main() -> int:
         print(
             f"round {index + 1}/{len(order)} {arm}: "
             + ", ".join(f"{c:.2f}" for c in result["cpu_s_per_step"])
-            + f" s CPU per RL step, peak RSS {result['peak_rss_mib']:.0f} MiB",
+            + f" s CPU per RL step, peak RSS {result['peak_rss_mib']:.0f} MiB\n{json.dumps(result)}",
             file=sys.stderr,
             flush=True,
         )

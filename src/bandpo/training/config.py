@@ -348,7 +348,11 @@ class TrainConfig:
         default_text="off: every weight is trained",
     )
     lora_alpha: int = setting(
-        32, "LoRA scaling numerator: the adapter's update is scaled by alpha / r (TRL's default)", LORA, low=1
+        32,
+        "LoRA scaling numerator: the adapter's update is scaled by alpha / r",
+        LORA,
+        low=1,
+        default_text="32 (TRL's)",
     )
     lora_dropout: float = setting(
         0.0,
