@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up bandpo from this repository's own files on a fresh machine:
-#   .venv       the package with its training extras and dev tools (torch 2.13.0, CPU build on local disk),
-#               and the trackio and wandb loggers
+#   .venv       the package with its training, LoRA (peft) and dev extras (torch 2.13.0, CPU build on local
+#               disk), and the trackio and wandb loggers
 #   .venv-verl  stock verl beside bandpo (verl pins an older transformers than TRL), unless --no-verl
 #   .venv-skyrl SkyRL beside bandpo (SkyRL pins transformers <= 5.8 and ray 2.56), unless --no-skyrl
 #   SmolLM2-135M-Instruct converted once into the cache ($BANDPO_CACHE or ~/.cache/bandpo/models/), unless
@@ -30,8 +30,8 @@ make_env() {  # make_env DIR EXTRAS
   "$dir/bin/pip" install "${quiet[@]}" -e ".[$extras]"
 }
 
-echo "setup: .venv (bandpo[train,dev])"
-make_env .venv train,dev
+echo "setup: .venv (bandpo[train,lora,dev])"
+make_env .venv train,lora,dev
 # two of the optional loggers (`--report-to trackio wandb`), which the tests run in their local/offline modes;
 # the versions tested (the extras `bandpo[trackio]`, `bandpo[wandb]` take these or newer)
 .venv/bin/pip install "${quiet[@]}" trackio==0.43.0 wandb==0.31.0

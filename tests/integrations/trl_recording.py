@@ -154,12 +154,21 @@ def misaligned_rows(records: list[dict[str, Any]], method: BoundMethod) -> tuple
     return bad, checked
 
 
-def build(output_dir: str, *, misalign: bool = False, **overrides: Any) -> RecordingTrainer:
+def build(
+    output_dir: str,
+    *,
+    misalign: bool = False,
+    trainer_class: type[RecordingTrainer] = RecordingTrainer,
+    peft_config: Any = None,
+    **overrides: Any,
+) -> RecordingTrainer:
+    """A `trainer_class` on the tiny model (wrapped by TRL in a LoRA adapter when `peft_config` is given)."""
     tokenizer = build_char_tokenizer()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return RecordingTrainer(
+        return trainer_class(
             model=build_tiny_model(tokenizer, seed=0),
+            peft_config=peft_config,
             reward_funcs=reward,
             args=config(output_dir, **overrides),
             train_dataset=dataset(),

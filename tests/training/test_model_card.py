@@ -97,3 +97,14 @@ def test_the_card_is_written_whole_with_its_evaluation(tmp_path):
 def test_a_run_without_held_out_prompts_says_so():
     text = model_card(TrainConfig(), "run", None, None, steps=1)
     assert "No held-out prompts: the run was not evaluated." in text
+
+
+def test_a_lora_runs_card_is_a_peft_adapter_of_its_base(tmp_path):
+    folder = _folder(tmp_path / "base", {"model_type": "llama", "_name_or_path": "my-org/my-base"})
+    lora = model_card(TrainConfig(model=str(folder), task="sums", lora_r=8), "run", None, None, steps=1)
+    full = model_card(TrainConfig(model=str(folder), task="sums"), "run", None, None, steps=1)
+    assert _front(lora)["base_model"] == _front(full)["base_model"] == "my-org/my-base"
+    assert (_front(lora)["library_name"], _front(lora)["base_model_relation"]) == ("peft", "adapter")
+    assert (_front(full)["library_name"], _front(full)["base_model_relation"]) == ("transformers", "finetune")
+    assert "lora" in _front(lora)["tags"] and "lora" not in _front(full)["tags"]
+    assert "AutoPeftModelForCausalLM" in lora and "AutoPeftModelForCausalLM" not in full

@@ -71,6 +71,10 @@ _BAND_DEFAULTS: dict[str, Any] = method_defaults_table()["band"]  # the method's
 METHOD_FIELDS: tuple[str, ...] = tuple(_BAND_DEFAULTS)
 """TrainConfig fields that are bound-method parameters (passed when the method accepts them): band's, which
 cover every built-in method's. Other registered methods' parameters go in ``method_options``."""
+LORA_FIELDS: tuple[str, ...] = ("lora_alpha", "lora_dropout", "lora_target_modules")
+"""The LoRA settings that only apply with ``lora_r`` (set one without it: an error)."""
+ALL_LINEAR = "all-linear"
+"""peft's name for "every linear layer but the output layer" in ``target_modules``."""
 RUN_INDEPENDENT_FIELDS: frozenset[str] = frozenset(
     {"resume", "output_dir", "num_threads", "report_to", "project", "cache_dir", "eval_before_file"}
 )
@@ -88,6 +92,7 @@ METHOD = "method (per-token ratio bounds)"
 LOSS = "loss"
 SCHEDULE = "schedule (a step is one rollout batch)"
 DATA = "model and data (local files only; nothing is downloaded)"
+LORA = "LoRA adapter (TRL's peft_config; needs pip install 'bandpo[lora]')"
 EVALUATION = "evaluation (held-out prompts, before and after)"
 RUN = "run"
 WARMUP = "warm-up of the embedded model"
@@ -369,6 +374,40 @@ class TrainConfig:
     use_chat_template: bool = setting(
         True, "wrap prompts in the tokenizer's chat template when it has one", DATA, flag="--chat-template"
     )
+    # LoRA adapter (`bandpo.training.lora`; docs/trl.md, "LoRA")
+    lora_r: int | None = setting(
+        None,
+        "train a LoRA adapter of this rank (the base weights stay frozen) instead of every weight",
+        LORA,
+        kind=int,
+        low=1,
+        fix="use a rank >= 1 (16 is TRL's default), or leave it out to train every weight",
+        default_text="off: every weight is trained",
+    )
+    lora_alpha: int = setting(
+        32,
+        "LoRA scaling numerator: the adapter's update is scaled by alpha / r",
+        LORA,
+        low=1,
+        default_text="32 (TRL's)",
+    )
+    lora_dropout: float = setting(
+        0.0,
+        "dropout on the adapter's input; above 0 the model's own dropout is on too (bandpo turns it off so the "
+        "ratio is 1 on the sampled tokens)",
+        LORA,
+        low=0.0,
+        high=1.0,
+    )
+    lora_target_modules: str | None = setting(
+        None,
+        "modules that get an adapter: comma-separated names (q_proj,k_proj,v_proj,o_proj) or all-linear",
+        LORA,
+        kind=str,
+        fix="use comma-separated module names such as q_proj,v_proj, or all-linear",
+        default_text="peft's default for the architecture: q_proj,v_proj for Llama and Qwen2",
+        metavar="NAMES",
+    )
     # evaluation
     eval_prompts: int = setting(256, "held-out prompts", EVALUATION, low=1, high=MAX_EVAL_PROMPTS)
     eval_samples: int = setting(
@@ -483,6 +522,7 @@ class TrainConfig:
                 f"prompts); pass --model smollm2-135m-instruct (bash scripts/setup.sh prepares it) or another "
                 "local checkpoint with a chat template"
             )
+        self._check_lora_fields()
         if self.dataset is None and self.resolved_reward != self.task:
             raise ValueError(
                 f"reward={self.reward!r} needs --dataset (the embedded task {self.task!r} uses reward={self.task!r})"
@@ -521,7 +561,52 @@ class TrainConfig:
                     f"only {list(accepted)}; drop {name} or use a method that takes it: {_methods_taking(name)}"
                 )
 
+    def _check_lora_fields(self) -> None:
+        """A LoRA setting without ``lora_r`` has no effect (an error, as for method fields); the target list is
+        names, and never ``lm_head`` (TRL computes log-probabilities from its weight directly, so an adapter
+        there would never train)."""
+        defaults = {f.name: f.default for f in fields(self)}
+        if self.lora_r is None:
+            for name in LORA_FIELDS:
+                value = getattr(self, name)
+                if value != defaults[name]:
+                    raise ValueError(
+                        f"{name}={value!r} has no effect without lora_r; set lora_r (--lora-r 16) to train a LoRA "
+                        f"adapter, or drop {name}"
+                    )
+            return
+        if self.lora_dropout >= 1.0:
+            raise ValueError(
+                f"lora_dropout={self.lora_dropout!r} drops every input of the adapter, which then never trains; "
+                "use a value in [0, 1)"
+            )
+        modules = self.peft_target_modules
+        if isinstance(modules, list) and ("" in modules or any(" " in name for name in modules)):
+            raise ValueError(
+                f"lora_target_modules={self.lora_target_modules!r} has an empty or spaced name; use "
+                "comma-separated module names without spaces, such as q_proj,v_proj"
+            )
+        if isinstance(modules, list) and "lm_head" in modules:
+            raise ValueError(
+                f"lora_target_modules={self.lora_target_modules!r} names lm_head, whose adapter would never "
+                "train (TRL computes log-probabilities from lm_head.weight directly); drop lm_head"
+            )
+
     # -- derived values ---------------------------------------------------------------------------------
+    @property
+    def lora(self) -> bool:
+        """True when the run trains a LoRA adapter (``lora_r`` set) instead of every weight."""
+        return self.lora_r is not None
+
+    @property
+    def peft_target_modules(self) -> list[str] | str | None:
+        """`lora_target_modules` as peft's ``target_modules`` takes it: a list of module names, ``"all-linear"``,
+        or None (peft's default for the architecture)."""
+        text = self.lora_target_modules
+        if text is None or text == ALL_LINEAR:
+            return text
+        return [name.strip() for name in text.split(",")]
+
     @property
     def method_params(self) -> dict[str, Any]:
         """Parameters passed to `bandpo.get_method(self.method, ...)`: those the method accepts."""

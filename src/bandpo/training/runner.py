@@ -13,7 +13,8 @@ Run directory (`bandpo.training.run_dir.RunPaths`, ``TrainSummary.paths``)::
                          loggers, `bandpo.training.loggers`, write where their library does)
     checkpoints/         checkpoint-<optimiser step>/: safetensors weights, optimiser, RNG and trainer state
     model/               the final policy (save_pretrained, safetensors), tokenizer and README.md, its model
-                         card for the Hub (`bandpo.training.model_card`): ready for `hf upload`
+                         card for the Hub (`bandpo.training.model_card`): ready for `hf upload`; with ``lora_r``
+                         (here and in checkpoints) the adapter only, as peft saves it (`bandpo.training.lora`)
     eval_before.json     held-out evaluation before training (metrics and per-prompt samples)
     eval_after.json      ... after training
     plots/               reward.png, entropy.png, clip_fractions.png
@@ -62,6 +63,7 @@ from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
 from bandpo.training.finite import NonFiniteError, watch_logits
 from bandpo.training.loggers import RunIdentity, check_installed, open_sinks
+from bandpo.training.lora import check_peft_installed
 from bandpo.training.metrics_log import MetricsLog
 from bandpo.training.model import narrow_logprob_tiles
 from bandpo.training.model_card import write_model_card
@@ -222,6 +224,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         resumed_step = checkpoint_step(checkpoint) // config.optimizer_steps_per_rl_step if checkpoint else 0
         if config.model is None and config.dataset is not None:  # the embedded model reads its alphabet only
             data_module.check_embedded_alphabet(raw_train_rows + raw_eval_rows, config.dataset)
+        check_peft_installed(config)
         check_rewards_work(
             config.resolved_reward,
             raw_train_rows,
@@ -355,6 +358,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                 if bar is not None:
                     bar.close()
 
+            # the trained policy: `model` itself, or the PeftModel TRL wrapped it in (LoRA), whose folder holds
+            # the adapter only and whose evaluation runs the base with its adapter
+            model = trainer.model
             if main:
                 save_pretrained_atomic(model, tokenizer, paths.model)
             after = evaluate_now()

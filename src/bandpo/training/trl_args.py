@@ -25,6 +25,7 @@ from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 from bandpo.training import data as data_module
 from bandpo.training.config import TrainConfig
 from bandpo.training.finite import check_finite_logs
+from bandpo.training.lora import lora_config
 from bandpo.training.policy import autocast_dtype
 from bandpo.training.processes import silence
 from bandpo.training.rewards import GuardedReward
@@ -94,7 +95,9 @@ def grpo_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int
         report_to=[],
         disable_tqdm=True,
         log_completions=False,
-        disable_dropout=True,
+        # dropout makes the sampling policy's log-probabilities differ from the update's (a ratio != 1 on the
+        # tokens just sampled); it stays on only where the user asked for LoRA dropout (it disables that too)
+        disable_dropout=not (config.lora and config.lora_dropout > 0),
         use_cpu=not torch.cuda.is_available(),
         # float32 master weights (the loaded policy's), bf16 autocast only where the device has bf16 units:
         # TRL's own default is bf16=True everywhere (`bandpo.training.policy.autocast_dtype` says why not)
@@ -169,7 +172,11 @@ def build_trainer(
     *,
     world_size: int = 1,
 ) -> RunTrainer:
-    """The trainer of one run: `train_rows` in order, `reward` as TRL's reward function, no printing."""
+    """The trainer of one run: `train_rows` in order, `reward` as TRL's reward function, no printing.
+
+    With ``lora_r`` TRL wraps `model` in a LoRA adapter (``peft_config``, `bandpo.training.lora`): the
+    trainer's ``model`` is then the `peft.PeftModel`, whose ``save_pretrained`` writes the adapter only.
+    """
     dataset = Dataset.from_list([{"prompt": r.prompt, "answer": r.answer} for r in train_rows])
     trainer = RunTrainer(
         model=model,
@@ -177,6 +184,7 @@ def build_trainer(
         args=trl_arguments(config, checkpoint_dir, world_size=world_size),
         train_dataset=dataset,
         processing_class=tokenizer,
+        peft_config=lora_config(config),
         callbacks=[RunCallback(config.optimizer_steps_per_rl_step, config.keep_checkpoints, on_rl_step)],
     )
     silence(trainer)
