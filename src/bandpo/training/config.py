@@ -85,6 +85,7 @@ MAX_STEPS = 1_000_000
 MAX_PROMPTS = 16_384  # per rollout batch
 MAX_SAMPLES_PER_PROMPT = 1_024  # num_generations, eval_samples, `bandpo tokens --samples`
 MAX_EVAL_PROMPTS = 100_000
+MAX_LORA_RANK = 65_536  # above any model's hidden size: a full-rank adapter of the widest published layer
 MAX_SEED = 2**32 - 1  # numpy's seeds (transformers' set_seed seeds numpy) are 32-bit
 
 # the sections of the field list and of `bandpo train --help`
@@ -381,6 +382,7 @@ class TrainConfig:
         LORA,
         kind=int,
         low=1,
+        high=MAX_LORA_RANK,
         fix="use a rank >= 1 (16 is TRL's default), or leave it out to train every weight",
         default_text="off: every weight is trained",
     )
@@ -389,6 +391,7 @@ class TrainConfig:
         "LoRA scaling numerator: the adapter's update is scaled by alpha / r",
         LORA,
         low=1,
+        high=2 * MAX_LORA_RANK,  # alpha = 2r is a common choice
         default_text="32 (TRL's)",
     )
     lora_dropout: float = setting(
