@@ -60,7 +60,7 @@ def _config(run_dir: Any, **changes: Any) -> TrainConfig:
         save_every=1,
         keep_checkpoints=2,
         output_dir=str(run_dir),
-        report_tensorboard=False,
+        report_to=(),
         **changes,
     )
 
@@ -91,7 +91,7 @@ def test_a_smollm2_lora_run_trains_the_adapter_only_resumes_and_saves_it(tmp_pat
     # only the adapter trained: the base weights are the checkpoint's, bit for bit; every lora_B moved from 0
     policy = trainers[0].model
     assert isinstance(policy, peft.PeftModel) and trainers[0].args.gradient_checkpointing
-    base, _, _ = load_policy(config.policy_source, False)
+    base = load_policy(config.policy_source, False).model
     trained = dict(policy.get_base_model().named_parameters())
     for name, weight in base.named_parameters():
         module, kind = name.rsplit(".", 1)  # peft moves a wrapped layer's weight under base_layer

@@ -279,11 +279,16 @@ def write_model_card(
     after: EvalResult | None,
     *,
     steps: int,
+    run_config: Path | None = None,
 ) -> Path:
     """Write ``README.md`` and ``bandpo_config.json`` (the run's settings, as config.json holds them) into
     `model_dir`, each atomically; returns the card's path. The run name is the run directory's, the folder
-    above `model_dir`."""
-    write_text_atomic(model_dir / CONFIG_FILE, to_json(config.to_dict(), indent=2))
+    above `model_dir`.
+
+    `run_config` is the run's config.json, copied as it is (its resolved block holds what only the run knew,
+    such as the dtypes); without it the settings are written from `config`."""
+    text = run_config.read_text() if run_config is not None else to_json(config.to_dict(), indent=2)
+    write_text_atomic(model_dir / CONFIG_FILE, text)
     path = model_dir / CARD_FILE
     write_text_atomic(path, model_card(config, model_dir.resolve().parent.name, before, after, steps=steps))
     return path

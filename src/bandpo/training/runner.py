@@ -375,7 +375,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             summary = _summarize(
                 config, paths, before, after, start, warmup_info, processes.world_size, reward.failures()
             )
-            write_model_card(paths.model, config, before, after, steps=summary.steps)
+            write_model_card(paths.model, config, before, after, steps=summary.steps, run_config=paths.config)
             write_text_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2))
         processes.wait()  # the others return the main process's results, once they are written
         if not main:
