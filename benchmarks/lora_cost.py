@@ -72,7 +72,8 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
     with offline_environment(), quiet_and_threads(args.num_threads), tempfile.TemporaryDirectory() as scratch:
         from bandpo.training.trl_args import build_trainer
 
-        model, tokenizer, _ = load_policy(config.policy_source, False)
+        policy = load_policy(config.policy_source, False)
+        model, tokenizer = policy.model, policy.tokenizer
         rss_loaded = _rss_mib()
         train_rows, _ = read_run_rows(config.prompt_source)
         rows = adapt_rows(train_rows, tokenizer, use_chat_template=True)
