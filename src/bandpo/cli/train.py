@@ -30,6 +30,7 @@ from bandpo.training.config import (
     default_text,
     method_option_names,
     settable_method_parameters,
+    upgrade_report_tensorboard,
 )
 from bandpo.training.config_file import parse_dual_clip_c, read_config_file
 from bandpo.training.loggers import normalize_report_to
@@ -197,12 +198,8 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def _toggle_tensorboard(values: dict[str, Any], *, on: bool) -> tuple[str, ...]:
     """``report_to`` of `values` with tensorboard added (``--tensorboard``) or dropped (``--no-tensorboard``)."""
-    if "report_to" in values:
-        names = normalize_report_to(values["report_to"])
-    elif "report_tensorboard" in values:  # a config.json written before report_to
-        names = ("tensorboard",) if values.pop("report_tensorboard") else ()
-    else:
-        names = TrainConfig.report_to
+    upgrade_report_tensorboard(values)  # a config.json written before report_to
+    names = normalize_report_to(values["report_to"]) if "report_to" in values else TrainConfig.report_to
     if not isinstance(names, tuple):
         return names  # not valid: TrainConfig names it
     names = tuple(name for name in names if name != "tensorboard")

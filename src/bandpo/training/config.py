@@ -747,10 +747,16 @@ class TrainConfig:
         A config.json written before ``report_to`` holds ``report_tensorboard`` (true or false) instead.
         """
         values = {key: value for key, value in values.items() if key != "resolved"}
-        if "report_tensorboard" in values and "report_to" not in values:
-            values["report_to"] = ("tensorboard",) if values.pop("report_tensorboard") else ()
+        upgrade_report_tensorboard(values)
         _check_field_names(values)
         return cls(**values)
+
+
+def upgrade_report_tensorboard(values: dict[str, Any]) -> None:
+    """In place: a config.json written before ``report_to`` holds ``report_tensorboard`` (true or false); it
+    becomes ``report_to`` (tensorboard or nothing) unless ``report_to`` is given too."""
+    if "report_tensorboard" in values and "report_to" not in values:
+        values["report_to"] = ("tensorboard",) if values.pop("report_tensorboard") else ()
 
 
 def _check_field_names(values: dict[str, Any]) -> None:
