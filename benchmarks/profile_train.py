@@ -21,7 +21,7 @@ average printed with the result, and compare two settings side by side, not acro
     PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py                          # the default run
     PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --cold --max-steps 10   # fresh warm-up cache
     PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --json out.json -- --method clip
-    PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --max-steps 80 --fp32  # without bf16 autocast
+    PYTHONPATH=src .venv/bin/python benchmarks/profile_train.py --max-steps 80 --autocast bf16  # force bf16
 """
 
 from __future__ import annotations
@@ -228,17 +228,19 @@ def main() -> int:
         help="also profile the operators of RL steps 3 to 3+N with torch.profiler and print the top ones",
     )
     parser.add_argument(
-        "--fp32",
-        action="store_true",
-        help="switch TRL's CPU mixed precision (bf16 autocast, its default) off; changes the run's numbers",
+        "--autocast",
+        choices=("auto", "bf16", "off"),
+        default="auto",
+        help="bf16 autocast as bandpo decides it (auto: where the device has bf16 units), forced on, or off; "
+        "changes the run's numbers",
     )
     parser.add_argument("extra", nargs="*", help="bandpo train flags, after --  (e.g. -- --method clip)")
     args = parser.parse_args()
 
     timer = PhaseTimer()
     instrument(timer)
-    if args.fp32:
-        _without_mixed_precision()
+    if args.autocast != "auto":
+        _force_autocast(args.autocast == "bf16")
     op_profile = _profile_ops(args.ops) if args.ops else None
     from bandpo.cli import main as bandpo_main
 
@@ -320,17 +322,12 @@ def main() -> int:
     return 0
 
 
-def _without_mixed_precision() -> None:
-    """TRL's `GRPOConfig` turns bf16 autocast on by default, also on a CPU: train in float32 instead."""
-    from trl import GRPOConfig
+def _force_autocast(on: bool) -> None:
+    """Decide bf16 autocast here instead of by the CPU's flags (`bandpo.training.policy.autocast_dtype`), to
+    compare a run's numbers and cost under both on one machine."""
+    from bandpo.training import policy
 
-    original = GRPOConfig.__post_init__
-
-    def post_init(self: Any) -> None:
-        self.bf16 = False
-        original(self)
-
-    GRPOConfig.__post_init__ = post_init
+    policy._cpu_has_bf16 = lambda: on
 
 
 def _profile_ops(steps: int) -> list[Any]:

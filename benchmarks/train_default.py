@@ -17,6 +17,7 @@ wall/CPU ratio are printed with the result; quote CPU times when the ratio is we
     PYTHONPATH=src .venv/bin/python benchmarks/train_default.py            # cold cache: warm-up + RL + evaluation
     PYTHONPATH=src .venv/bin/python benchmarks/train_default.py --warm     # reuse the cached warm-up
     PYTHONPATH=src .venv/bin/python benchmarks/train_default.py -- --method clip   # extra bandpo train flags
+    PYTHONPATH=src .venv/bin/python benchmarks/train_default.py --autocast bf16    # bf16 autocast, any CPU
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def main() -> int:
     parser.add_argument(
         "--max-steps", type=int, default=None, help="RL steps (default: the default run's 250)"
     )
+    parser.add_argument(
+        "--autocast",
+        choices=("auto", "bf16", "off"),
+        default="auto",
+        help="bf16 autocast: as bandpo decides it (where the device has bf16 units), forced on, or off",
+    )
     parser.add_argument("extra", nargs="*", help="extra flags passed to bandpo train (after --)")
     args = parser.parse_args()
     cpu = cpu_model()
@@ -72,6 +79,7 @@ def main() -> int:
         ]
         if not args.warm:
             command.append("--cold")
+        command += ["--autocast", args.autocast]
         if args.max_steps is not None:
             command += ["--max-steps", str(args.max_steps)]
         if args.extra:
@@ -90,7 +98,8 @@ def main() -> int:
     cache = "warm" if args.warm else "cold"
     flags = " ".join(args.extra)
     print(
-        f"bandpo train (default{' ' + flags if flags else ''}), {cache} warm-up cache, {profile['steps']} RL steps"
+        f"bandpo train (default{' ' + flags if flags else ''}), {cache} warm-up cache, {profile['steps']} RL steps, "
+        f"bf16 autocast {args.autocast}"
     )
     print(f"CPU: {cpu}; load average (1 min) before / after: {load_before:.2f} / {load_after:.2f}")
     print(
