@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bandpo import math_dapo
+from bandpo.integrations import math_dapo
 
 BOXED_ONLY = "Adding the two gives $\\boxed{42}$."
 
