@@ -36,7 +36,7 @@ def main() -> int:
     import torch
 
     from bandpo import metric_names as mn
-    from bandpo.training.data import adapt_rows, countdown_rows
+    from bandpo.training.data import adapt_rows, task_rows
     from bandpo.training.evaluate import EvalPrompt, evaluate
     from bandpo.training.pretrained import resolve_model
     from bandpo.training.processes import offline_environment, quiet_and_threads
@@ -54,7 +54,7 @@ def main() -> int:
             path, local_files_only=True, dtype=torch.float32, trust_remote_code=False
         )
         problems = sample_eval_problems(args.prompts, seed=args.seed)
-        rows = adapt_rows(countdown_rows(problems), tokenizer, use_chat_template=True)
+        rows = adapt_rows(task_rows(problems), tokenizer, use_chat_template=True)
         prompts = [EvalPrompt(row.prompt, row.answer) for row in rows]
         results = []
         for temperature in args.temperatures:

@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from bandpo.math_dapo import reference_text
+from bandpo.integrations.math_dapo import last_boxed, reference_text
 
 PROMPT_HEAD = (
     "Solve the following math problem step by step. The last line of your response should be of the form "
@@ -58,23 +58,6 @@ def dapo_prompt(problem: str, pad: str = "") -> list[dict[str, str]]:
     return [{"role": "user", "content": f"{PROMPT_HEAD}\n\n{pad}{problem}{pad}\n\n{PROMPT_TAIL}"}]
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, with nested braces; None if absent."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start)
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j].strip()
-    return None
-
-
 def math_level(value: Any) -> int | None:
     """MATH's level as an int from 3 or "Level 3"; None for "Level ?" and the like."""
     if isinstance(value, int):
@@ -90,7 +73,7 @@ def verl_row(
         "data_source": data_source,
         "prompt": prompt,
         "ability": "math",
-        # a number as the verifier reads it: AMC's 34.0 becomes "34" (bandpo.math_dapo.reference_text)
+        # a number as the verifier reads it: AMC's 34.0 becomes "34" (math_dapo.reference_text)
         "reward_model": {"style": "rule", "ground_truth": reference_text(answer).strip()},
         "extra_info": {"index": index, "split": split},
     }
@@ -127,7 +110,8 @@ def math_rows(
     for row in rows:
         if math_level(row.get("level")) not in levels:
             continue
-        answer = row.get("answer") or last_boxed(row.get("solution") or "")
+        boxed = last_boxed(row.get("solution") or "", ("\\boxed", "\\fbox"))
+        answer = row.get("answer") or (boxed or "").strip()
         if not answer:
             continue
         yield verl_row("math_level3to5", dapo_prompt(row["problem"], pad=" "), answer, index, "train")

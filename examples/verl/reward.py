@@ -1,6 +1,6 @@
 """Reward for examples/verl: the DAPO math verifier for every data source, +1 correct / -1 wrong.
 
-- `compute_score` (the default): the verifier of the BandPO paper's runs, `bandpo.math_dapo` "strict". The
+- `compute_score` (the default): the verifier of the BandPO paper's runs, `bandpo.integrations.math_dapo` "strict". The
   answer is the last "Answer: ..." line; a completion without one scores -1, even with a correct \\boxed{}.
 - `compute_score_lenient`: verl 0.9.1's own `math_dapo`, which falls back to the last \\boxed{} when there is no
   "Answer:" line. Rewards and validation accuracy are then higher than the paper's for the same completions.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bandpo import math_dapo
+from bandpo.integrations import math_dapo
 
 
 def compute_score(
@@ -24,7 +24,7 @@ def compute_score(
     """The paper's verifier: {"score": ±1.0, "acc": bool, "pred": answer}; verl logs `acc`, uses `score`.
 
     A number as reference (an AMC file that kept math-ai/amc23's floats) is compared as the data files write
-    it: 34.0 as "34" (`bandpo.math_dapo.reference_text`).
+    it: 34.0 as "34" (`bandpo.integrations.math_dapo.reference_text`).
     """
     return math_dapo.score(solution_str, ground_truth, verifier="strict")
 

@@ -67,7 +67,7 @@ if [[ -n "${MODEL_PATH:-}" ]]; then
 fi
 
 # every arm scores with reward.py, which imports bandpo's verifier on the reward workers
-"$python" -c "import bandpo.math_dapo" ||
+"$python" -c "import bandpo.integrations.math_dapo" ||
   { echo "error: reward.py needs bandpo: pip install bandpo[verl] in the environment of $python" >&2; exit 2; }
 
 if [[ "${bandpo_loss[$method]}" == true ]]; then

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import bandpo
-from bandpo import math_dapo
+from bandpo.integrations import math_dapo
 
 pytestmark = pytest.mark.verl
 
@@ -543,7 +543,9 @@ def test_run_script_checks_the_verl_plugin_for_exactly_the_bandpo_loss_arms(tmp_
     """An interpreter with bandpo's verifier but a failing plugin check: the bandpo-loss arms stop with exit
     2 before verl starts; the arms on verl's own loss go on to main_ppo (here: this stand-in, exit 7)."""
     python = tmp_path / "python"
-    python.write_text('#!/bin/sh\ncase "$2" in "import bandpo.math_dapo") exit 0;; esac\nexit 7\n')
+    python.write_text(
+        '#!/bin/sh\ncase "$2" in "import bandpo.integrations.math_dapo") exit 0;; esac\nexit 7\n'
+    )
     python.chmod(0o755)
     result = _run_script(arm, PYTHON=str(python))
     if arm in VERL_LOSS_ARMS:

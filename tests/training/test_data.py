@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 
-from bandpo.training.data import load_prompt_rows, schedule_rows, split_rows
-from bandpo.training.tasks import countdown
+from bandpo.training.data import is_held_out_row, load_prompt_rows, schedule_rows, split_rows
 
 
 def _jsonl(path, rows):
@@ -81,12 +81,30 @@ def test_split_is_disjoint_and_schedule_replays(tmp_path):
     train, held_out = split_rows(rows, eval_prompts=1000)
     assert held_out and train
     assert {r.text for r in train}.isdisjoint({r.text for r in held_out})
-    assert all(countdown.is_held_out(r.text) for r in held_out)
+    assert all(is_held_out_row(r) for r in held_out)
     assert len(split_rows(rows, eval_prompts=3)[1]) == 3
     schedule = schedule_rows(train, 1000, seed=0)
     assert len(schedule) == 1000 and schedule == schedule_rows(train, 1000, seed=0)
     assert schedule[:500] == schedule_rows(train, 500, seed=0)  # a longer run starts the same way
     assert {r.text for r in schedule[: len(train)]} == {r.text for r in train}  # each epoch is a permutation
+
+
+def test_the_split_is_the_crc32_of_the_prompt_text(tmp_path):
+    """The naive rule, written out: a row is held out when the CRC-32 of its text is < 10 modulo 100; the split of
+    every dataset a run has trained on depends on it, so it never changes."""
+    # a chat prompt's text is its last message's
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "question 29"}]
+    rows = load_prompt_rows(
+        _jsonl(
+            tmp_path / "d.jsonl",
+            [{"prompt": f"question {i}", "answer": str(i)} for i in range(300)]
+            + [{"prompt": messages, "answer": "29"}],
+        )
+    )
+    train, held_out = split_rows(rows, eval_prompts=1000)
+    naive = [r for r in rows if zlib.crc32(r.text.encode()) % 100 < 10]
+    assert held_out == naive and train == [r for r in rows if r not in naive]
+    assert [r.text for r in held_out][:3] == ["question 29", "question 36", "question 40"]
 
 
 def test_chat_template_wraps_plain_prompts_and_messages_need_one(tmp_path):

@@ -127,18 +127,21 @@ def test_a_reward_that_fails_on_every_prompt_is_refused_before_any_write(tiny_mo
 def _failing_countdown(monkeypatch, fails) -> None:
     """The countdown reward, raising on the completions `fails` picks (in the forked worker too); the check
     before the first write is left out, so that the failures happen while training."""
-    from bandpo.training import rewards, runner
+    import dataclasses
+
+    from bandpo.training import runner
+    from bandpo.training.tasks import registry
 
     monkeypatch.setattr(runner, "check_rewards_work", lambda *args, **kwargs: None)
 
-    real = rewards.REWARDS["countdown"]
+    real = registry.get_task("countdown")
 
     def score(prompt, completion, answer):
         if fails(completion):
             raise RuntimeError(f"verifier broke on {completion!r}")
         return real.score(prompt, completion, answer)
 
-    monkeypatch.setitem(rewards.REWARDS, "countdown", rewards.Verifier("countdown", score, real.answer_key))
+    monkeypatch.setitem(registry._REGISTRY, "countdown", dataclasses.replace(real, score=score))
 
 
 def test_every_reward_failing_while_training_stops_the_run_and_the_retry_is_free(

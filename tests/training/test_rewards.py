@@ -52,6 +52,23 @@ def test_extract_final_answer():
     assert extract_final_answer("nothing") is None
 
 
+def test_the_math_reward_reads_a_box_as_the_verl_recipes_verifier_does():
+    """One extractor (`bandpo.integrations.math_dapo.last_boxed`): only ``\\boxed{`` opens a box, the last one
+    counts, braces nest; a box that never closes or a ``\\boxed`` without a brace is not an answer."""
+    from bandpo.integrations.math_dapo import last_boxed
+
+    texts = [
+        "So \\boxed{ 42 }",
+        "\\boxed{1} then \\boxed{\\frac{1}{2}}",
+        "\\boxed{\\boxed{3}}",
+        "\\boxed{1} \\boxed 2",
+    ]
+    for text in texts:
+        assert extract_final_answer(text) == last_boxed(text).strip()
+    assert [extract_final_answer(t) for t in texts] == ["42", "\\frac{1}{2}", "3", "1"]
+    assert extract_final_answer("So \\boxed{42") is None and extract_final_answer("\\boxed {5}") is None
+
+
 def test_exceptions_and_bad_values_score_zero_and_are_counted():
     def score(prompt, completion, answer):
         if completion == "boom":

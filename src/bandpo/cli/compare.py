@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from bandpo.training.config import SETTINGS, Setting
-from bandpo.training.tasks import EMBEDDED_TASKS
+from bandpo.training.tasks import DEFAULT_TASK, task_names
 
-TASKS = ("lm", *EMBEDDED_TASKS, "bandit")  # lm: the default embedded task (countdown)
+TASKS = ("lm", *task_names(), "bandit")  # lm: the default embedded task
 DEFAULT_SEEDS = {"lm": 3, "bandit": 6}
 PLAN_LIMIT = 1_000
 """Runs (arms x seeds, times scenarios for the bandit) a comparison plans without ``--large-plan``: the
@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--task",
         choices=TASKS,
         default="lm",
-        help="lm (default, = countdown) or an embedded task ("
-        + ", ".join(EMBEDDED_TASKS)
+        help=f"lm (default, = {DEFAULT_TASK}) or an embedded task ("
+        + ", ".join(task_names())
         + "): train and evaluate a policy; bandit: the tabular softmax testbed",
     )
     parser.add_argument(

@@ -33,10 +33,10 @@ def _counts() -> dict[str, tuple[str, Any]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bandpo.training.tasks import EMBEDDED_TASKS
+    from bandpo.training.tasks import DEFAULT_TASK, task_names
 
     parser.add_argument("--model", help="short name or local checkpoint (default: the embedded tiny model)")
-    parser.add_argument("--task", choices=EMBEDDED_TASKS, default="countdown", help="embedded task's prompts")
+    parser.add_argument("--task", choices=task_names(), default=DEFAULT_TASK, help="embedded task's prompts")
     parser.add_argument("--dataset", help="a local .jsonl/.json/.parquet of prompts instead of --task")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
     parser.add_argument("--prompts", type=int, default=16, help="training prompts sampled (default: 16)")

@@ -91,6 +91,7 @@ from bandpo.experiments.lm_results import (
 from bandpo.experiments.provenance import code_version
 from bandpo.experiments.report import machine_info
 from bandpo.training.run_dir import read_json, to_json
+from bandpo.training.tasks import DEFAULT_TASK
 
 __all__ = [
     "RunFailed",
@@ -191,7 +192,7 @@ def task_of(config: Any) -> str:
     """The task a config trains on: the embedded task's name, or the dataset file."""
     if getattr(config, "dataset", None):
         return f"dataset:{config.dataset}"
-    return getattr(config, "task", "countdown")
+    return getattr(config, "task", DEFAULT_TASK)
 
 
 def plan_record(
@@ -404,7 +405,7 @@ def write_lm_report(
             first_dir / "summary.json", fix=f"delete the run directory {first_dir} and run the compare again"
         )
     header = {
-        "task": plan.get("task") or "countdown",
+        "task": plan.get("task") or DEFAULT_TASK,
         "arms": plan.get("arms"),
         "config": comparable(first.get("config") or plan.get("config") or {}),
         "settings": settings if settings is not None else plan.get("settings"),

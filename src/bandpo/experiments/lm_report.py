@@ -30,6 +30,7 @@ from bandpo.experiments.report import (
 )
 from bandpo.experiments.stats import STATS_RULE, holm_verdicts, paired_difference
 from bandpo.training.metrics_log import read_metrics
+from bandpo.training.tasks import DEFAULT_TASK
 
 __all__ = [
     "EVAL_COLUMNS",
@@ -278,7 +279,7 @@ def render_report(
     config = header.get("config") or {}
     seeds = sorted({run.seed for run in results})
     k = next((run.k for run in results if run.k), None)
-    task = header.get("task") or "countdown"
+    task = header.get("task") or DEFAULT_TASK
     lines = ["# bandpo compare", ""]
     if header.get("quick"):
         lines += [f"**{quick_note(config)}**", ""]

@@ -41,7 +41,8 @@ from bandpo.methods import list_methods, method_defaults_table, method_parameter
 from bandpo.methods import settable_parameters as settable_method_parameters
 from bandpo.training.loggers import LOGGERS, normalize_report_to
 from bandpo.training.pretrained import PRETRAINED, resolve_model
-from bandpo.training.tasks import EMBEDDED_TASKS, get_task
+from bandpo.training.rewards import DATASET_REWARD, reward_names
+from bandpo.training.tasks import DEFAULT_TASK, get_task, task_names
 from bandpo.training.warmup import WarmupConfig
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "MAX_SEED",
     "MAX_STEPS",
     "PRESETS",
-    "REWARD_NAMES",
     "SCALE_REWARDS",
     "SETTINGS",
     "PolicySource",
@@ -65,7 +65,6 @@ __all__ = [
 AGG_MODES: tuple[str, ...] = tuple(mode for mode in LOSS_AGG_MODES if mode in AGG_TO_LOSS_TYPE)
 """The aggregations `bandpo train` offers: `bandpo.losses.AGG_MODES` (the one list) less those TRL, which runs
 the training loop, has no ``loss_type`` for (``seq_mean_token_sum``)."""
-REWARD_NAMES: tuple[str, ...] = (*EMBEDDED_TASKS, "math")
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
 _BAND_DEFAULTS: dict[str, Any] = method_defaults_table()["band"]  # the method's declaration is the one source
 METHOD_FIELDS: tuple[str, ...] = tuple(_BAND_DEFAULTS)
@@ -202,7 +201,7 @@ def _method_field(name: str, *, per_method: bool = False) -> Any:
 
 def _completion_length_text() -> str:
     by_length: dict[int, list[str]] = {}
-    for name in EMBEDDED_TASKS:
+    for name in task_names():
         by_length.setdefault(get_task(name).completion_length, []).append(name)
     tasks = "; ".join(f"{length} for {', '.join(names)}" for length, names in by_length.items())
     return f"the task's: {tasks}; 1024 with --dataset"
@@ -346,7 +345,7 @@ class TrainConfig:
         default_text="the embedded task",
     )
     task: str = setting(
-        "countdown", "embedded task without --dataset (sums needs --model)", DATA, choices=EMBEDDED_TASKS
+        DEFAULT_TASK, "embedded task without --dataset (sums needs --model)", DATA, choices=task_names
     )
     prompt_column: str = setting(
         "prompt", "prompt column (also problem, question)", DATA, fix="use a non-empty column name"
@@ -359,7 +358,7 @@ class TrainConfig:
         "verifier",
         DATA,
         kind=str,
-        choices=REWARD_NAMES,
+        choices=reward_names,
         default_text="the embedded task's; math with --dataset",
     )
     reward_timeout_s: float | None = setting(
@@ -486,7 +485,7 @@ class TrainConfig:
         object.__setattr__(self, "report_to", normalize_report_to(self.report_to))
         for name, spec in SETTINGS.items():
             spec.check(name, getattr(self, name))
-        if self.dataset is not None and self.task != "countdown":
+        if self.dataset is not None and self.task != DEFAULT_TASK:
             raise ValueError(
                 f"task={self.task!r} is an embedded task; drop task (or dataset={self.dataset!r})"
             )
@@ -620,10 +619,10 @@ class TrainConfig:
 
     @property
     def resolved_reward(self) -> str:
-        """`reward`, or its default: countdown for the embedded task, math with a dataset."""
+        """`reward`, or its default: the embedded task's own verifier, `DATASET_REWARD` (math) with a dataset."""
         if self.reward is not None:
             return self.reward
-        return self.task if self.dataset is None else "math"
+        return self.task if self.dataset is None else DATASET_REWARD
 
     @property
     def resolved_max_completion_length(self) -> int:
@@ -632,7 +631,7 @@ class TrainConfig:
         if self.max_completion_length is not None:
             return self.max_completion_length
         reward = self.resolved_reward
-        return get_task(reward).completion_length if reward in EMBEDDED_TASKS else 1024
+        return get_task(reward).completion_length if reward in task_names() else 1024
 
     @property
     def minibatch_samples(self) -> int:

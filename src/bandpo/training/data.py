@@ -1,4 +1,5 @@
-"""Prompts for training and evaluation: the embedded Countdown task, or a local jsonl/json/parquet file.
+"""Prompts for training and evaluation: an embedded task's (`bandpo.training.tasks`), or a local
+jsonl/json/parquet file.
 
 A dataset file holds one prompt per row with a prompt column and a reference-answer column. The usual
 layouts are recognised without flags:
@@ -8,9 +9,9 @@ layouts are recognised without flags:
 - MATH: ``problem`` / ``solution`` (the answer is the solution's last ``\\boxed{}``);
 - GSM8K: ``question`` / ``answer`` (the answer ends with ``#### 72``).
 
-A bad file or row raises a one-line ValueError naming the row (1-based) and the fix. Prompts are split into
-held-out evaluation rows and training rows by a stable hash of their text (about 10%, see
-`countdown.is_held_out`), so evaluation prompts never appear in training; the training rows are then laid out, in
+A bad file or row raises a one-line ValueError naming the row (1-based) and the fix. A dataset's prompts are
+split into held-out evaluation rows and training rows by a stable hash of their text (`is_held_out_row`: about
+10%), so evaluation prompts never appear in training; the training rows are then laid out, in
 a seeded order, exactly as the run will consume them (one pass over the returned list), which is what
 makes a resumed run see the same prompts as an uninterrupted one.
 """
@@ -24,17 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from bandpo.training.config import PromptSource
-from bandpo.training.tasks import countdown, get_task
+from bandpo.training.tasks import get_task
+from bandpo.training.tasks.countdown import ALPHABET
+from bandpo.training.tasks.registry import in_held_out_buckets, reference_answer
 
 __all__ = [
+    "HELD_OUT_BUCKETS",
     "PromptRow",
     "adapt_rows",
     "check_embedded_alphabet",
-    "countdown_rows",
+    "is_held_out_row",
     "load_prompt_rows",
     "read_run_rows",
     "schedule_rows",
     "split_rows",
+    "task_rows",
 ]
 
 PROMPT_ALIASES: tuple[str, ...] = ("prompt", "problem", "question")
@@ -43,6 +48,7 @@ PROMPT_ALIASES: tuple[str, ...] = ("prompt", "problem", "question")
 MAX_TEXT_CHARS = 200_000
 MAX_LINE_BYTES = 16 * 2**20
 ANSWER_ALIASES: tuple[str, ...] = ("answer", "solution", "ground_truth")
+HELD_OUT_BUCKETS = 10  # of 100: the share of a dataset's prompts held out for evaluation
 
 
 @dataclass(frozen=True)
@@ -61,12 +67,9 @@ class PromptRow:
         return str(self.prompt[-1]["content"])
 
 
-def countdown_rows(problems: list[Any]) -> list[PromptRow]:
+def task_rows(problems: list[Any]) -> list[PromptRow]:
     """Rows of an embedded task's problems; the reference is the problem's `.answer`, else its prompt."""
-    return [
-        PromptRow(prompt=p.prompt, answer=getattr(p, "answer", p.prompt), needs_rare=p.needs_rare)
-        for p in problems
-    ]
+    return [PromptRow(prompt=p.prompt, answer=reference_answer(p), needs_rare=p.needs_rare) for p in problems]
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -227,14 +230,20 @@ def load_prompt_rows(
     return rows
 
 
-def split_rows(rows: list[PromptRow], *, eval_prompts: int) -> tuple[list[PromptRow], list[PromptRow]]:
-    """(train, eval): eval = rows whose text hashes into the held-out buckets, at most `eval_prompts`.
+def is_held_out_row(row: PromptRow) -> bool:
+    """Whether a dataset row belongs to the evaluation pool: its text hashes into the first `HELD_OUT_BUCKETS`
+    of 100 (`in_held_out_buckets`), the same in every run, seed and Python version."""
+    return in_held_out_buckets(row.text, HELD_OUT_BUCKETS)
 
-    Every row with a held-out text is kept out of training, even beyond the `eval_prompts` cap.
+
+def split_rows(rows: list[PromptRow], *, eval_prompts: int) -> tuple[list[PromptRow], list[PromptRow]]:
+    """(train, eval): eval = the held-out rows (`is_held_out_row`), at most `eval_prompts`.
+
+    Every held-out row is kept out of training, even beyond the `eval_prompts` cap.
     """
     train, held_out = [], []
     for row in rows:
-        (held_out if countdown.is_held_out(row.text) else train).append(row)
+        (held_out if is_held_out_row(row) else train).append(row)
     if not train:
         raise ValueError(
             "the dataset has no training rows after holding out the evaluation prompts; add rows"
@@ -258,8 +267,8 @@ def read_run_rows(source: PromptSource) -> tuple[list[PromptRow], list[PromptRow
     count, seed = source.train_prompts, source.seed
     if source.dataset is None:
         embedded = get_task(source.task)
-        train_rows = countdown_rows(embedded.sample_train_problems(count, seed=seed))
-        eval_rows = countdown_rows(embedded.sample_eval_problems(source.eval_prompts, seed=seed))
+        train_rows = task_rows(embedded.sample_train_problems(count, seed=seed))
+        eval_rows = task_rows(embedded.sample_eval_problems(source.eval_prompts, seed=seed))
         return train_rows, eval_rows
     rows = load_prompt_rows(
         source.dataset, prompt_column=source.prompt_column, answer_column=source.answer_column
@@ -271,14 +280,14 @@ def read_run_rows(source: PromptSource) -> tuple[list[PromptRow], list[PromptRow
 def check_embedded_alphabet(rows: list[PromptRow], dataset: str) -> None:
     """Refuse prompts the embedded model cannot read: its tokenizer knows only `countdown.ALPHABET` and would map
     every other character to padding, so the run would train on noise."""
-    known = set(countdown.ALPHABET)
+    known = set(ALPHABET)
     for row in rows:
         unknown = sorted(set(row.text) - known)
         if unknown:
             shown = "".join(unknown[:10])
             raise ValueError(
                 f"dataset {dataset!r}: the embedded tiny model reads only the characters "
-                f"{''.join(countdown.ALPHABET)!r}, and a prompt holds others ({shown!r}); pass --model with a "
+                f"{''.join(ALPHABET)!r}, and a prompt holds others ({shown!r}); pass --model with a "
                 "local HF checkpoint whose tokenizer covers the dataset"
             )
 

@@ -1,13 +1,13 @@
 """Verifiable rewards, and the guard that keeps a failing reward from stopping a run.
 
-Two verifiers ship:
+A reward is a `Verifier`, found by name (`get_verifier`, the names `reward_names`):
 
-- ``countdown``: the embedded task (`bandpo.training.tasks.countdown`); 1 when the completion is a correct expression.
-  ``reach`` and ``sums`` likewise for the other embedded tasks (`bandpo.training.tasks.reach`, `.sums`).
-- ``math``: math-verify equivalence between the completion's final answer and the reference. The final answer
-  is the last ``\\boxed{...}`` of the completion, else the text after the last ``Answer:`` (the DAPO prompt
-  format); a completion with neither scores 0. The reference may be plain (DAPO-Math: ``"34"``), a MATH
-  solution with ``\\boxed{}``, or a GSM8K solution ending in ``#### 72``.
+- each registered task's own (`bandpo.training.tasks`: ``countdown``, ``reach``, ``sums``, ...), declared with
+  the task's prompts and split;
+- ``math``, for a ``--dataset`` (its default): math-verify equivalence between the completion's final answer
+  and the reference. The final answer is the last ``\\boxed{...}`` of the completion, else the text after the
+  last ``Answer:`` (the DAPO prompt format); a completion with neither scores 0. The reference may be plain
+  (DAPO-Math: ``"34"``), a MATH solution with ``\\boxed{}``, or a GSM8K solution ending in ``#### 72``.
 
 `GuardedReward` wraps a verifier as a TRL reward function. A sample whose verifier raises or runs longer than
 ``timeout_s`` scores 0 and is counted (`metric_names.REWARD_ERRORS`, per generation batch); the run goes on.
@@ -27,15 +27,15 @@ import re
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo._lifetime import die_with_parent, watch_parent
-from bandpo.training.tasks import countdown, reach, sums
+from bandpo.integrations.math_dapo import last_boxed
+from bandpo.training.tasks import Verifier, get_task, task_names
 
 __all__ = [
-    "REWARDS",
+    "DATASET_REWARD",
     "REWARD_CHECK_STEPS",
     "GuardedReward",
     "RewardFailure",
@@ -45,6 +45,7 @@ __all__ = [
     "completion_text",
     "extract_final_answer",
     "get_verifier",
+    "reward_names",
 ]
 
 
@@ -60,15 +61,6 @@ class RewardFailure(ValueError):
 REWARD_CHECK_STEPS = 2
 
 
-@dataclass(frozen=True)
-class Verifier:
-    """A task's checker: `score` gives the reward, `answer_key` the answer that majority voting counts."""
-
-    name: str
-    score: Callable[[str, str, str | None], float]
-    answer_key: Callable[[str, str, str | None], str]
-
-
 def completion_text(value: Any) -> str:
     """The text of a TRL prompt or completion: a string, or the content of the last chat message."""
     if isinstance(value, str):
@@ -81,53 +73,14 @@ def completion_text(value: Any) -> str:
     return str(value)
 
 
-# --- countdown -------------------------------------------------------------------------------------
-
-
-def _countdown_problem(prompt: str, answer: str | None) -> countdown.CountdownProblem:
-    return countdown.parse_prompt(answer if answer else prompt[-8:])
-
-
-def _countdown_score(prompt: str, completion: str, answer: str | None) -> float:
-    return 1.0 if countdown.is_correct(completion, _countdown_problem(prompt, answer)) else 0.0
-
-
-def _countdown_key(prompt: str, completion: str, answer: str | None) -> str:
-    """Votes count values: every correct expression of one prompt shares the key ``str(target)``."""
-    problem = _countdown_problem(prompt, answer)
-    expression = completion.strip()
-    value = countdown.evaluate_expression(expression)
-    uses_digits = sorted(expression[0::2]) == sorted(str(d) for d in problem.digits)
-    return str(value) if value is not None and uses_digits else f"invalid:{expression}"
-
-
 # --- math ------------------------------------------------------------------------------------------
 
 _ANSWER_LINE = re.compile(r"Answer\s*:\s*(.+)", re.IGNORECASE)
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (balanced braces), or None."""
-    start = text.rfind("\\boxed")
-    if start < 0:
-        return None
-    brace = text.find("{", start)
-    if brace < 0:
-        return None
-    depth = 0
-    for index in range(brace, len(text)):
-        if text[index] == "{":
-            depth += 1
-        elif text[index] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[brace + 1 : index]
-    return None
-
-
 def extract_final_answer(text: str) -> str | None:
     """The final answer of a completion or reference: last ``\\boxed{}``, else after ``####`` or ``Answer:``."""
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed is not None:
         return boxed.strip()
     if "####" in text:
@@ -172,25 +125,28 @@ def _math_key(prompt: str, completion: str, answer: str | None) -> str:
     return str(parsed[0]) if parsed else predicted
 
 
-REWARDS: dict[str, Verifier] = {
-    "countdown": Verifier("countdown", _countdown_score, _countdown_key),
-    "reach": Verifier("reach", reach.score, reach.answer_key),
-    "sums": Verifier("sums", sums.score, sums.answer_key),
-    "sums_mix": Verifier("sums_mix", sums.score, sums.answer_key),  # Sums' prompts, other operand shapes
-    "math": Verifier("math", _math_score, _math_key),
-}
+_MATH = Verifier("math", _math_score, _math_key)
+DATASET_REWARD: str = _MATH.name
+"""The reward of a run on a ``--dataset`` that names none."""
+
+
+def reward_names() -> tuple[str, ...]:
+    """The valid ``--reward`` values: every registered task's verifier, and ``math``."""
+    return (*task_names(), _MATH.name)
 
 
 def get_verifier(name: str) -> Verifier:
-    if name not in REWARDS:
-        raise ValueError(f"reward={name!r} is unknown; use one of {sorted(REWARDS)}")
-    if name == "math":
+    """The verifier called `name` (a registered task's, or ``math``); ValueError listing the valid names."""
+    if name == _MATH.name:
         try:
             import math_verify  # noqa: F401
         except ImportError as error:  # pragma: no cover - depends on the environment
             raise ImportError("the math reward needs math-verify: pip install 'bandpo[train]'") from error
         logging.getLogger("math_verify").setLevel(logging.ERROR)
-    return REWARDS[name]
+        return _MATH
+    if name not in task_names():
+        raise ValueError(f"reward={name!r} is unknown; use one of {sorted(reward_names())}")
+    return get_task(name).verifier
 
 
 # --- the guard -------------------------------------------------------------------------------------
@@ -449,7 +405,7 @@ def check_rewards_work(
     row cannot read the prompts or answers at all (``--reward countdown`` on a math dataset), and the run
     would train on zeros. `source` names where the rows come from, for the error.
     """
-    if name not in REWARDS or not rows:
+    if name not in reward_names() or not rows:
         return
     guard = GuardedReward(get_verifier(name).score, timeout_s=timeout_s, name=name)
     try:
@@ -463,5 +419,5 @@ def check_rewards_work(
         raise RewardFailure(
             f"reward={name!r} fails on every one of the first {len(sample)} prompts of {source} "
             f"(last error: {guard.last_error}); choose the --reward that fits the dataset (one of "
-            f"{sorted(REWARDS)}) or fix its answer column"
+            f"{sorted(reward_names())}) or fix its answer column"
         )

@@ -98,7 +98,7 @@ from bandpo.training.run_dir import (
     undo_failed_start,
 )
 from bandpo.training.shared_eval import read_shared, write_shared
-from bandpo.training.tasks import EMBEDDED_TASKS, get_task
+from bandpo.training.tasks import get_task, task_names
 
 __all__ = [
     "TrainSummary",
@@ -447,7 +447,7 @@ def _evaluate_rows(
     """The held-out evaluation of `rows` (None without rows); one fixed seed, so before and after compare."""
     if not rows:
         return None
-    embedded_reward = config.resolved_reward in EMBEDDED_TASKS
+    embedded_reward = config.resolved_reward in task_names()
     return evaluate(
         model,
         tokenizer,

@@ -26,7 +26,7 @@ from typing import Any
 
 from bandpo._atomic import check_writable, make_temporary_dir, use_umask
 from bandpo.training.processes import silence
-from bandpo.training.tasks import EMBEDDED_TASKS, get_task
+from bandpo.training.tasks import DEFAULT_TASK, countdown, get_task, task_names
 
 __all__ = ["WarmupConfig", "WarmupResult", "cache_root", "load_or_warm_up", "sampled_accuracy"]
 
@@ -38,7 +38,7 @@ class WarmupConfig:
     """Settings of the supervised warm-up; all of them enter the cache key."""
 
     seed: int = 0
-    task: str = "countdown"  # an embedded task (`bandpo.training.tasks`)
+    task: str = DEFAULT_TASK  # an embedded task (`bandpo.training.tasks`)
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -56,9 +56,9 @@ class WarmupConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"warmup {name} must be a positive int, got {value!r}")
-        if self.task not in EMBEDDED_TASKS:
+        if self.task not in task_names():
             raise ValueError(
-                f"warmup task={self.task!r} is not an embedded task; use one of {list(EMBEDDED_TASKS)}"
+                f"warmup task={self.task!r} is not an embedded task; use one of {list(task_names())}"
             )
         if get_task(self.task).needs_pretrained:
             raise ValueError(
@@ -76,7 +76,7 @@ class WarmupConfig:
         import transformers
 
         config = asdict(self)
-        if self.task == "countdown":  # the first task: its cache keys stay those from before tasks existed
+        if self.task == countdown.TASK.name:  # the first task: its keys stay those from before tasks existed
             del config["task"]
         else:
             config["task_version"] = get_task(self.task).version
@@ -106,7 +106,7 @@ def cache_root() -> Path:
 
 
 def sampled_accuracy(
-    model: Any, tokenizer: Any, problems: list[Any], *, seed: int, task: str = "countdown"
+    model: Any, tokenizer: Any, problems: list[Any], *, seed: int, task: str = DEFAULT_TASK
 ) -> float:
     """Fraction of `problems` of the embedded `task` solved by one sample each at temperature 1 (global RNG
     left untouched)."""

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from bandpo.training.rewards import get_verifier
-from bandpo.training.tasks import EMBEDDED_TASKS, get_task, reach
+from bandpo.training.tasks import get_task, reach, task_names
 from bandpo.training.tasks.countdown import ALPHABET
 
 
@@ -88,7 +88,7 @@ def test_eval_prompts_beyond_the_pool_are_a_clear_error() -> None:
         reach.sample_eval_problems(5000, seed=0)
 
 
-@pytest.mark.parametrize("name", [name for name in EMBEDDED_TASKS if not get_task(name).needs_pretrained])
+@pytest.mark.parametrize("name", [name for name in task_names() if not get_task(name).needs_pretrained])
 def test_every_embedded_task_is_complete(name: str) -> None:
     embedded = get_task(name)
     problems = embedded.sample_eval_problems(16, seed=0)

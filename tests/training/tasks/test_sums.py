@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bandpo.training import TrainConfig
-from bandpo.training.data import countdown_rows
+from bandpo.training.data import task_rows
 from bandpo.training.rewards import get_verifier
 from bandpo.training.tasks import get_task, sums
 
@@ -58,7 +58,7 @@ def test_held_out_prompts_never_train_and_half_are_two_digit():
 
 
 def test_rows_carry_the_sum_as_the_reference():
-    rows = countdown_rows(sums.sample_eval_problems(4, seed=0))
+    rows = task_rows(sums.sample_eval_problems(4, seed=0))
     assert all(row.answer == sums.parse_prompt(row.prompt).answer for row in rows)
     assert all(row.needs_rare is None for row in rows)
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import itertools
 import random
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+
+from bandpo.training.tasks.registry import EmbeddedTask, in_held_out_buckets
 
 __all__ = [
     "ALPHABET",
@@ -34,17 +35,21 @@ __all__ = [
     "HELD_OUT_BUCKETS",
     "OPERATORS",
     "RARE_OPERATOR",
+    "TASK",
     "CountdownProblem",
     "DigitsProblem",
+    "answer_key",
     "evaluate_expression",
     "format_prompt",
     "is_correct",
     "is_held_out",
     "make_problem",
     "parse_prompt",
+    "sample_check_problems",
     "sample_eval_problems",
     "sample_train_problems",
     "sample_warmup_examples",
+    "score",
     "solutions",
 ]
 
@@ -144,7 +149,7 @@ def is_correct(completion: str, problem: CountdownProblem) -> bool:
 
 def is_held_out(prompt: str) -> bool:
     """Whether `prompt` belongs to the evaluation pool (stable across seeds, Python versions and runs)."""
-    return zlib.crc32(prompt.encode()) % 100 < HELD_OUT_BUCKETS
+    return in_held_out_buckets(prompt, HELD_OUT_BUCKETS)
 
 
 def _random_expression(rng: random.Random, operators: tuple[str, ...]) -> tuple[tuple[int, int, int], int]:
@@ -172,6 +177,14 @@ def sample_train_problems(count: int, *, seed: int) -> list[CountdownProblem]:
     """RL training prompts: full ``+ - *`` expressions, never from the held-out pool."""
     rng = random.Random(f"countdown-train-{seed}")
     return [make_problem(rng, held_out=False) for _ in range(count)]
+
+
+def sample_check_problems(count: int, *, seed: int) -> list[CountdownProblem]:
+    """Prompts of the RL distribution for the warm-up's accuracy checks (training pool)."""
+    return [
+        make_problem(random.Random(f"countdown-warmup-check-{seed}-{i}"), held_out=False)
+        for i in range(count)
+    ]
 
 
 @lru_cache(maxsize=1)
@@ -229,3 +242,36 @@ def sample_warmup_examples(
         plain = [s for s in problem.solutions if RARE_OPERATOR not in s]
         examples.append((problem, rng.choice(plain or list(problem.solutions))))
     return examples
+
+
+def _problem(prompt: str, answer: str | None) -> CountdownProblem:
+    return parse_prompt(answer if answer else prompt[-8:])
+
+
+def score(prompt: str, completion: str, answer: str | None) -> float:
+    """Reward: 1 when the completion is a correct answer to the prompt (given as `answer`, or the prompt's end)."""
+    return 1.0 if is_correct(completion, _problem(prompt, answer)) else 0.0
+
+
+def answer_key(prompt: str, completion: str, answer: str | None) -> str:
+    """Majority-vote key: the value of a well-formed expression of the given digits, so that every correct
+    expression of one prompt shares the key ``str(target)``."""
+    problem = _problem(prompt, answer)
+    expression = completion.strip()
+    value = evaluate_expression(expression)
+    uses_digits = sorted(expression[0::2]) == sorted(str(d) for d in problem.digits)
+    return str(value) if value is not None and uses_digits else f"invalid:{expression}"
+
+
+TASK = EmbeddedTask(
+    name="countdown",
+    sample_train_problems=sample_train_problems,
+    sample_eval_problems=sample_eval_problems,
+    is_held_out=is_held_out,
+    score=score,
+    answer_key=answer_key,
+    answer_length=ANSWER_LENGTH,
+    rare_marker=RARE_OPERATOR,
+    sample_warmup_examples=sample_warmup_examples,
+    sample_check_problems=sample_check_problems,
+)

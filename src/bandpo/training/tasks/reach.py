@@ -37,6 +37,7 @@ from bandpo.training.tasks.countdown import (
     format_prompt,
     is_held_out,
 )
+from bandpo.training.tasks.registry import EmbeddedTask
 
 __all__ = [
     "DIGITS",
@@ -44,7 +45,9 @@ __all__ = [
     "OPERATORS",
     "RARE_OPERATOR",
     "RARE_SHARE",
+    "TASK",
     "ReachProblem",
+    "answer_key",
     "evaluate_expression",
     "format_prompt",
     "is_correct",
@@ -54,6 +57,7 @@ __all__ = [
     "sample_eval_problems",
     "sample_train_problems",
     "sample_warmup_examples",
+    "score",
     "solutions",
 ]
 
@@ -237,3 +241,18 @@ def answer_key(prompt: str, completion: str, answer: str | None) -> str:
     value = evaluate_expression(expression)
     allowed = {str(d) for d in problem.digits}
     return str(value) if value is not None and set(expression[0::2]) <= allowed else f"invalid:{expression}"
+
+
+TASK = EmbeddedTask(
+    name="reach",
+    sample_train_problems=sample_train_problems,
+    sample_eval_problems=sample_eval_problems,
+    is_held_out=is_held_out,
+    score=score,
+    answer_key=answer_key,
+    answer_length=ANSWER_LENGTH,
+    rare_marker=RARE_OPERATOR,
+    sample_warmup_examples=sample_warmup_examples,
+    sample_check_problems=sample_check_problems,
+    version=5,  # 2: targets 0-99; 3-5: 1, 3, then 2 in 10 of the warm-up's "*" examples need it
+)

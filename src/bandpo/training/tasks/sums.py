@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import random
 import re
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+
+from bandpo.training.tasks.registry import EmbeddedTask, in_held_out_buckets
 
 __all__ = [
     "COMPLETION_LENGTH",
     "HARD_SHARE",
     "HELD_OUT_BUCKETS",
+    "TASK",
     "SumsProblem",
     "answer_key",
     "format_prompt",
@@ -50,6 +52,7 @@ __all__ = [
 HELD_OUT_BUCKETS: dict[bool, int] = {False: 40, True: 10}  # of 100, for one-digit (False) / two-digit sums
 HARD_SHARE = 0.5  # of training and evaluation prompts have a two-digit first operand
 COMPLETION_LENGTH = 16  # tokens: room for "The answer is 55." and a little more
+ANSWER_LENGTH = 3  # characters of the longest sum, 99 + 9
 _PROMPT = "What is {a} + {b}? Reply with only the number."
 _PROMPT_PATTERN = re.compile(r"What is (\d+) \+ (\d+)\? Reply with only the number\.")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -125,8 +128,7 @@ def answer_key(prompt: str, completion: str, answer: str | None) -> str:
 
 def is_held_out(prompt: str) -> bool:
     """Whether `prompt` belongs to the evaluation pool (stable across seeds, Python versions and runs)."""
-    buckets = HELD_OUT_BUCKETS[parse_prompt(prompt).hard]
-    return zlib.crc32(prompt.encode()) % 100 < buckets
+    return in_held_out_buckets(prompt, HELD_OUT_BUCKETS[parse_prompt(prompt).hard])
 
 
 @lru_cache(maxsize=1)
@@ -170,3 +172,15 @@ def sample_eval_problems(count: int, *, seed: int) -> list[SumsProblem]:
             )
     picked = {hard: rng.sample(pools[(True, hard)], sum(f == hard for f in flags)) for hard in (False, True)}
     return [picked[hard].pop() for hard in flags]
+
+
+TASK = EmbeddedTask(
+    name="sums",
+    sample_train_problems=sample_train_problems,
+    sample_eval_problems=sample_eval_problems,
+    is_held_out=is_held_out,
+    score=score,
+    answer_key=answer_key,
+    answer_length=ANSWER_LENGTH,
+    completion_length=COMPLETION_LENGTH,
+)

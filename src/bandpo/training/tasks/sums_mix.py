@@ -25,15 +25,17 @@ Deterministic given the seed (``random.Random`` seeded with a string; no global 
 from __future__ import annotations
 
 import random
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
+from bandpo.training.tasks import sums
+from bandpo.training.tasks.registry import EmbeddedTask, in_held_out_buckets
 from bandpo.training.tasks.sums import COMPLETION_LENGTH, SumsProblem, parse_prompt
 
 __all__ = [
     "COMPLETION_LENGTH",
     "SHAPES",
+    "TASK",
     "Shape",
     "held_out_pool",
     "is_held_out",
@@ -77,7 +79,7 @@ def shape_of(problem: SumsProblem) -> Shape:
 
 def is_held_out(prompt: str) -> bool:
     """Whether `prompt` belongs to the evaluation pool (stable across seeds, Python versions and runs)."""
-    return zlib.crc32(prompt.encode()) % 100 < shape_of(parse_prompt(prompt)).held_out
+    return in_held_out_buckets(prompt, shape_of(parse_prompt(prompt)).held_out)
 
 
 @lru_cache(maxsize=1)
@@ -134,3 +136,15 @@ def sample_eval_problems(count: int, *, seed: int) -> list[SumsProblem]:
             )
     picked = {shape.name: rng.sample(pools[(True, shape.name)], counts[shape.name]) for shape in SHAPES}
     return [picked[name].pop() for name in _shuffled_shapes(count, rng)]
+
+
+TASK = EmbeddedTask(
+    name="sums_mix",
+    sample_train_problems=sample_train_problems,
+    sample_eval_problems=sample_eval_problems,
+    is_held_out=is_held_out,
+    score=sums.score,  # Sums' verifier: the prompts are Sums'
+    answer_key=sums.answer_key,
+    answer_length=sums.ANSWER_LENGTH,
+    completion_length=COMPLETION_LENGTH,
+)

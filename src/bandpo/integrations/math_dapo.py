@@ -27,7 +27,8 @@ string (`reference_text`: "34", not "34.0", which would never match an ``Answer:
 takes only strings (it splits the reference on "="), so the AMC file of the paper's logged runs held text.
 
 Pure Python and deterministic: no sympy, no timeouts needed. verl's reward interface is
-`examples/verl/reward.py`.
+`examples/verl/reward.py`; this module imports nothing from verl, so the recipe's reward workers and its data
+script need only bandpo.
 """
 
 from __future__ import annotations
@@ -119,22 +120,27 @@ def normalize_final_answer(answer: str) -> str:
     return text.strip()
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` in `text`, braces balanced; None if absent or never closed.
+def last_boxed(text: str, commands: tuple[str, ...] = ("\\boxed",)) -> str | None:
+    """Content of the last ``\\boxed{...}`` in `text`, braces balanced, as written; None if absent or never
+    closed. The one extractor of a boxed answer: this verifier's fallback, the math reward of `bandpo train`
+    (`bandpo.training.rewards.extract_final_answer`) and examples/verl/prepare_data.py.
 
-    Only ``\\boxed{`` counts (not ``\\boxed 5`` nor ``\\fbox{}``), as in the verifier being reproduced.
+    Only a command directly followed by ``{`` counts (not ``\\boxed 5`` nor ``\\boxed {5}``), as in the
+    verifier being reproduced; `commands` names the commands that count (``("\\boxed", "\\fbox")`` also takes
+    ``\\fbox{...}``).
     """
-    start = text.rfind("\\boxed{")
+    start = max(text.rfind(command + "{") for command in commands)
     if start < 0:
         return None
+    brace = text.index("{", start)
     depth = 0
-    for end in range(start, len(text)):
+    for end in range(brace, len(text)):
         if text[end] == "{":
             depth += 1
         elif text[end] == "}":
             depth -= 1
             if depth == 0:
-                return text[start + len("\\boxed{") : end]
+                return text[brace + 1 : end]
     return None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bandpo import math_dapo
+from bandpo.integrations import math_dapo
 
 BOXED_ONLY = "Adding the two gives $\\boxed{42}$."
 
@@ -158,3 +158,14 @@ def test_a_float_reference_scores_its_integer_answer_correct():
 def test_a_broken_reference_is_refused_with_the_fix(reference, error, message):
     with pytest.raises(error, match=message):
         math_dapo.score("Answer: 1", reference)
+
+
+def test_last_boxed_takes_the_commands_it_is_given():
+    """examples/verl/prepare_data.py reads a MATH solution's last ``\\boxed{}`` or ``\\fbox{}``."""
+    text = "first \\boxed{1}, then \\fbox{\\frac{2}{3}}."
+    assert math_dapo.last_boxed(text) == "1"
+    assert math_dapo.last_boxed(text, ("\\boxed", "\\fbox")) == "\\frac{2}{3}"
+    assert (
+        math_dapo.last_boxed(text + " \\fbox{4", ("\\boxed", "\\fbox")) is None
+    )  # the last box never closes
+    assert math_dapo.last_boxed("no box", ("\\boxed", "\\fbox")) is None
