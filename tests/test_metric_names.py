@@ -1,4 +1,4 @@
-"""The metric catalogue: every key has one entry, entries are checked, and `over_steps` aggregates as declared."""
+"""The metric catalogue: one entry per key, entries checked, and `over_steps` aggregating as declared."""
 
 from __future__ import annotations
 
@@ -110,6 +110,7 @@ def test_over_steps_takes_the_last_the_mean_or_the_sum_of_the_finite_values() ->
     assert mn.over_steps(records, mn.TRAIN_REWARD) == pytest.approx(2.0)  # nan and text left out
     assert mn.over_steps(records, mn.REWARD_ERRORS) == pytest.approx(7.0)
     assert math.isnan(mn.over_steps(records, mn.TRAIN_ENTROPY))  # never logged
+    assert mn.over_steps([{mn.RATIO_MAX: 1.5}, {mn.RATIO_MAX: 3.0}, {mn.RATIO_MAX: 2.0}], mn.RATIO_MAX) == 3.0
 
 
 def test_a_bins_fraction_is_weighted_by_its_token_count_where_every_step_has_one() -> None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 _IMPORTED = frozenset(dir())
 
 RARE_STRATEGY = "the rare strategy"  # `{rare}` in a label, unless a caller names the strategy (the CLI: '*')
-OVER_STEPS = ("last", "mean", "sum")
+OVER_STEPS = ("last", "mean", "sum", "max")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +35,7 @@ class Metric:
         digits: decimals a report prints.
         over_steps: how a run's per-step values become one: its ``last`` value (an evaluation after RL), their
             ``mean`` over the steps that logged a finite value (weighted by `weight` where every such step
-            logged it) or their ``sum``.
+            logged it), their ``sum`` or their ``max``.
         weight: key of the per-step weight of the mean (a bin's token count); None: unweighted.
         fraction: a value in [0, 1] (records holding another are refused).
         unit: a plot's y axis; "": the short name.
@@ -46,7 +46,7 @@ class Metric:
     short: str | None = None
     summary: str | None = None
     digits: int = 3
-    over_steps: Literal["last", "mean", "sum"] = "last"
+    over_steps: Literal["last", "mean", "sum", "max"] = "last"
     weight: str | None = None
     fraction: bool = False
     unit: str = ""
@@ -70,7 +70,8 @@ class Metric:
                 self.text(form)  # type: ignore[arg-type]
             except (KeyError, IndexError, ValueError):
                 raise ValueError(
-                    f"metric {self.key!r}: {form} {getattr(self, form)!r} may hold only {{k}} and {{rare}} in braces"
+                    f"metric {self.key!r}: {form} {getattr(self, form)!r} may hold only {{k}} and {{rare}} "
+                    "in braces"
                 ) from None
         if self.weight is not None and self.over_steps != "mean":
             raise ValueError(
@@ -84,7 +85,7 @@ class Metric:
         k: int | str | None = None,
         rare: str = RARE_STRATEGY,
     ) -> str:
-        """The label (or its `short` or `summary` form) with ``{k}`` and ``{rare}`` filled in (k None: "k")."""
+        """The label (or its `short` or `summary` form), ``{k}`` and ``{rare}`` filled in (k None: "k")."""
         template = {"label": self.label, "short": self.short, "summary": self.summary}[form] or self.label
         return template.format(k="k" if k is None else k, rare=rare)
 
@@ -136,8 +137,8 @@ def over_steps(records: Iterable[Mapping[str, Any]], key: str) -> float:
     logged no finite value (absent or nan) are left out, and nan when none did.
 
     A weighted mean (a bin's clip fraction, weighted by the bin's token count) is the fraction among all the
-    bin's tokens over the run rather than a mean of per-step fractions; it falls back to the plain mean where a
-    step lacks the weight (logs written before the weights were).
+    bin's tokens over the run rather than a mean of per-step fractions; it falls back to the plain mean where
+    a step lacks the weight (logs written before the weights were).
     """
     entry = metric(key)
     pairs = [(_finite(r.get(key)), _finite(r.get(entry.weight)) if entry.weight else None) for r in records]
@@ -148,6 +149,8 @@ def over_steps(records: Iterable[Mapping[str, Any]], key: str) -> float:
         return pairs[-1][0]
     if entry.over_steps == "sum":
         return sum(value for value, _ in pairs)
+    if entry.over_steps == "max":
+        return max(value for value, _ in pairs)
     if entry.weight and all(weight is not None for _, weight in pairs):
         total = sum(weight for _, weight in pairs)
         if total > 0:
@@ -194,7 +197,7 @@ BOUNDS_LOW_MEAN = _declare("bounds/ratio_low_mean", "mean lower ratio bound", ov
 BOUNDS_HIGH_MEAN = _declare("bounds/ratio_high_mean", "mean upper ratio bound", over_steps="mean")
 
 RATIO_MEAN = _declare("ratio/mean", "mean ratio", over_steps="mean")
-RATIO_MAX = _declare("ratio/max", "largest ratio", over_steps="mean")
+RATIO_MAX = _declare("ratio/max", "largest ratio", over_steps="max")
 APPROX_KL_K1 = _declare("kl/approx_k1", "approximate KL (k1)", over_steps="mean", digits=4)
 APPROX_KL_K3 = _declare("kl/approx_k3", "approximate KL (k3)", over_steps="mean", digits=4)
 

@@ -246,7 +246,7 @@ def format_summary(summary: Any) -> str:
         f"{'':34}{'before':>9}{'after':>9}",
         f"{f'train reward (first/last {window} steps)':34}{_fmt(first):>9}{_fmt(last):>9}",
     ]
-    # the catalogue's summary rows, every value with 3 decimals (the summary's own format, not a report's digits)
+    # the catalogue's summary rows, each value with 3 decimals (the summary's format, not a report's digits)
     for key in mn.RUN_SUMMARY_ROWS:
         if key in before or key in after:
             label = mn.metric(key).text("summary", k=k, rare=RARE_STRATEGY_TEXT)

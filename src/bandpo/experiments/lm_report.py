@@ -372,8 +372,8 @@ def _sweep_series(results: Sequence[SeedResult], param: str, key: str) -> dict[s
 def plot_sweep(
     results: Sequence[SeedResult], param: str, output_dir: Path, *, k: int | None, svg: bool = False
 ) -> list[Path]:
-    """sweep_<param>.png: one panel per metric of `metric_names.SWEEP_PANELS` against the parameter (log scale), mean ± s.e.
-    over seeds per swept method, and the arms that do not take the parameter as horizontal lines."""
+    """sweep_<param>.png: one panel per metric of `metric_names.SWEEP_PANELS` against the parameter (log scale),
+    mean ± s.e. over seeds per swept method, and the arms that do not take the parameter as horizontal lines."""
     plt = import_pyplot()
     fig, axes = plt.subplots(1, len(mn.SWEEP_PANELS), figsize=(4.2 * len(mn.SWEEP_PANELS), 4.2))
     references: dict[str, list[SeedResult]] = {}
