@@ -214,6 +214,9 @@ def starts_fresh(args: argparse.Namespace, config: Any) -> bool:
     )
 
 
+RARE_STRATEGY_TEXT = "'*'"  # the embedded tasks' rare strategy (multiplication), as the summary names it
+
+
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -243,18 +246,10 @@ def format_summary(summary: Any) -> str:
         f"{'':34}{'before':>9}{'after':>9}",
         f"{f'train reward (first/last {window} steps)':34}{_fmt(first):>9}{_fmt(last):>9}",
     ]
-    rows = [
-        (f"mean@{k}", mn.EVAL_MEAN_AT_K),
-        (f"pass@{k}", mn.EVAL_PASS_AT_K),
-        (f"maj@{k}", mn.EVAL_MAJ_AT_K),
-        ("entropy (nats/token)", mn.EVAL_ENTROPY),
-        ("distinct correct answers/prompt", mn.EVAL_DISTINCT_CORRECT),
-        (f"pass@{k}, prompts needing '*'", mn.EVAL_RARE_PASS_AT_K),
-        (f"mean@{k}, prompts needing '*'", mn.EVAL_RARE_MEAN_AT_K),
-        ("samples using '*'", mn.EVAL_RARE_USAGE),
-    ]
-    for label, key in rows:
+    # the catalogue's summary rows, each value with 3 decimals (the summary's format, not a report's digits)
+    for key in mn.RUN_SUMMARY_ROWS:
         if key in before or key in after:
+            label = mn.metric(key).text("summary", k=k, rare=RARE_STRATEGY_TEXT)
             lines.append(f"{label:34}{_fmt(before.get(key)):>9}{_fmt(after.get(key)):>9}")
     if summary.before is None:
         lines.append("(no held-out prompts: evaluation skipped)")

@@ -32,44 +32,11 @@ from bandpo.experiments.stats import STATS_RULE, holm_verdicts, paired_differenc
 from bandpo.training.metrics_log import read_metrics
 from bandpo.training.tasks import DEFAULT_TASK
 
-__all__ = [
-    "EVAL_COLUMNS",
-    "PAIRED_METRICS",
-    "SWEEP_PANELS",
-    "group_by_label",
-    "lm_tables",
-    "plot_sweep",
-    "render_report",
-]
+__all__ = ["group_by_label", "lm_tables", "plot_sweep", "render_report"]
 
-# table columns: (metric key in the evaluation after training, header, digits)
-EVAL_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    (mn.EVAL_MEAN_AT_K, "mean@{k} (= pass@1)", 3),
-    (mn.EVAL_PASS_AT_K, "pass@{k}", 3),
-    (mn.EVAL_MAJ_AT_K, "maj@{k}", 3),
-    (mn.EVAL_DISTINCT_CORRECT, "distinct correct / prompt", 2),
-    (mn.EVAL_RARE_PASS_AT_K, "pass@{k}, prompts needing the rare strategy", 3),
-    (mn.EVAL_RARE_USAGE, "samples using the rare strategy", 3),
-    (mn.EVAL_ENTROPY, "final entropy (eval, nats/token)", 3),
-)
-# the paired comparisons against the reference arm: (metric key, short name)
-PAIRED_METRICS: tuple[tuple[str, str], ...] = (
-    (mn.EVAL_MEAN_AT_K, "mean@{k}"),
-    (mn.EVAL_PASS_AT_K, "pass@{k}"),
-    (mn.EVAL_MAJ_AT_K, "maj@{k}"),
-    (mn.EVAL_DISTINCT_CORRECT, "distinct correct"),
-    (mn.EVAL_RARE_PASS_AT_K, "rare pass@{k}"),
-    (mn.EVAL_ENTROPY, "final entropy"),
-)
+# The metrics of each table and plot, their labels and digits: `metric_names` (COMPARISON_COLUMNS,
+# PAIRED_DIFFERENCES, SWEEP_PANELS, EVAL_CURVES).
 REFERENCE = "clip"
-# (metric, title): accuracy, diversity, entropy
-SWEEP_PANELS: tuple[tuple[str, str], ...] = (
-    (mn.EVAL_MEAN_AT_K, "accuracy: mean@{k} (= pass@1)"),
-    (mn.EVAL_PASS_AT_K, "pass@{k}"),
-    (mn.EVAL_DISTINCT_CORRECT, "diversity: distinct correct answers / prompt"),
-    (mn.EVAL_RARE_PASS_AT_K, "pass@{k}, prompts needing the rare strategy"),
-    (mn.EVAL_ENTROPY, "final entropy (eval, nats/token)"),
-)
 
 
 def group_by_label(results: Sequence[SeedResult]) -> dict[str, list[SeedResult]]:
@@ -105,12 +72,15 @@ def paired_table(data: dict[str, list[SeedResult]]) -> tuple[str, str]:
             paired_difference(
                 [run.value(key) for run in paired], [ref_by_seed[run.seed].value(key) for run in paired]
             )
-            for key, _ in PAIRED_METRICS
+            for key in mn.PAIRED_DIFFERENCES
         ]
     texts, family_size = holm_verdicts(differences)
-    width = len(PAIRED_METRICS)
+    width = len(mn.PAIRED_DIFFERENCES)
     rows = [[label, *texts[row * width : (row + 1) * width]] for row, label in enumerate(others)]
-    headers = ["method", *(f"Δ {name.format(k=k_text)} vs {reference}" for _, name in PAIRED_METRICS)]
+    headers = [
+        "method",
+        *(f"Δ {mn.metric(key).text('short', k=k_text)} vs {reference}" for key in mn.PAIRED_DIFFERENCES),
+    ]
     family = f"{family_size} tested difference(s) in the Holm family"
     return reference, markdown_table(headers, rows) + f"\n\n{family}."
 
@@ -118,10 +88,11 @@ def paired_table(data: dict[str, list[SeedResult]]) -> tuple[str, str]:
 def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
     """(main table, paired-difference table, clip-fraction table) in Markdown."""
     k_text = _k_text(data)
+    columns = [mn.metric(key) for key in mn.COMPARISON_COLUMNS]
     headers = [
         "method",
         "seeds",
-        *(header.format(k=k_text) for _, header, _ in EVAL_COLUMNS),
+        *(column.text(k=k_text) for column in columns),
         "wall min / run (all calls)",
     ]
     all_runs = [run for runs in data.values() for run in runs]
@@ -132,15 +103,16 @@ def lm_tables(data: dict[str, list[SeedResult]]) -> tuple[str, str, str]:
     if all_runs:
         by_seed = {r.seed: r for r in all_runs}  # the policy before RL depends on the seed only
         before_row = ["before RL (warm-up policy)", str(len(by_seed))]
-        for key, _, digits in EVAL_COLUMNS:
-            before_row.append(format_values([r.value(key, before=True) for r in by_seed.values()], digits))
+        for column in columns:
+            values = [r.value(column.key, before=True) for r in by_seed.values()]
+            before_row.append(format_values(values, column.digits))
         rows.append([*before_row, "", *([""] if with_cpu else [])])
     for label, runs in data.items():
         row = [label, str(len(runs))]
-        for key, _, digits in EVAL_COLUMNS:
-            values = [run.value(key) for run in runs]
+        for column in columns:
+            values = [run.value(column.key) for run in runs]
             counted = sum(math.isfinite(value) for value in values)
-            shown = format_values(values, digits)
+            shown = format_values(values, column.digits)
             row.append(shown if counted in (0, len(runs)) else f"{shown} (n={counted})")
         row.append(format_values([run.wall_time_s / 60 for run in runs], 1))
         if with_cpu:
@@ -334,15 +306,12 @@ def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bo
         return  # every run reused from another study (no metrics.jsonl here): no empty figure
     plt = import_pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    panels = (
-        (axes[0, 0], mn.TRAIN_REWARD, "training reward", "reward"),
-        (axes[0, 1], mn.TRAIN_ENTROPY, "token entropy of the samples", "nats"),
-        (axes[1, 0], mn.CLIP_FRAC_UP, "clipped up (A > 0, ratio > high)", "fraction of tokens"),
-        (axes[1, 1], mn.CLIP_FRAC_DOWN, "clipped down (A < 0, ratio < low)", "fraction of tokens"),
+    panels = zip(
+        axes.flat, (mn.TRAIN_REWARD, mn.TRAIN_ENTROPY, mn.CLIP_FRAC_UP, mn.CLIP_FRAC_DOWN), strict=True
     )
     steps_all = sorted({int(r[mn.TRAIN_STEP]) for runs in records.values() for run in runs for r in run})
     window = max(1, len(steps_all) // 25)
-    for ax, key, title, ylabel in panels:
+    for ax, key in panels:
         curves = {}
         for label, runs in records.items():
             per_seed = []
@@ -351,7 +320,14 @@ def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bo
                 per_seed.append(moving_average([by_step.get(step, math.nan) for step in steps_all], window))
             curves[label] = (steps_all, per_seed)
         suffix = f" (moving avg. {window} steps)" if window > 1 else ""
-        plot_curves(ax, curves, title=title + suffix, ylabel=ylabel, xlabel="RL step")
+        entry = mn.metric(key)
+        plot_curves(
+            ax,
+            curves,
+            title=entry.text() + suffix,
+            ylabel=entry.unit or entry.text("short"),
+            xlabel="RL step",
+        )
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("training curves: mean ± s.e. over seeds")
     fig.tight_layout()
@@ -366,21 +342,16 @@ def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, 
     if not any(sum(mn.EVAL_PASS_AT_K in r for r in run) > 2 for runs in metrics.values() for run in runs):
         return  # no run evaluated more than twice: no curve worth drawing
     plt = import_pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    k_text = k or "k"
-    for ax, key, title in (
-        (axes[0], mn.EVAL_MEAN_AT_K, f"held-out mean@{k_text} (= pass@1)"),
-        (axes[1], mn.EVAL_PASS_AT_K, f"held-out pass@{k_text}"),
-        (axes[2], mn.EVAL_DISTINCT_CORRECT, "distinct correct answers per prompt"),
-    ):
+    fig, axes = plt.subplots(1, len(mn.EVAL_CURVES), figsize=(16 * len(mn.EVAL_CURVES) / 3, 4.5))
+    for ax, key in zip(axes, mn.EVAL_CURVES, strict=True):
         curves = {}
         for label, runs in metrics.items():
             series = [{int(r[mn.TRAIN_STEP]): float(r[key]) for r in run if key in r} for run in runs]
             steps = sorted({step for points in series for step in points})
             curves[label] = (steps, [[points.get(step, math.nan) for step in steps] for points in series])
-        plot_curves(
-            ax, curves, title=title, ylabel=title.split(" (")[0].replace("held-out ", ""), xlabel="RL step"
-        )
+        entry = mn.metric(key)
+        title, ylabel = f"held-out {entry.text(k=k)}", entry.unit or entry.text("short", k=k)
+        plot_curves(ax, curves, title=title, ylabel=ylabel, xlabel="RL step")
     axes[0].legend(fontsize=8)
     fig.suptitle("held-out evaluation during training: mean ± s.e. over seeds", y=1.02)
     fig.tight_layout()
@@ -402,15 +373,15 @@ def _sweep_series(results: Sequence[SeedResult], param: str, key: str) -> dict[s
 def plot_sweep(
     results: Sequence[SeedResult], param: str, output_dir: Path, *, k: int | None, svg: bool = False
 ) -> list[Path]:
-    """sweep_<param>.png: one panel per metric of `SWEEP_PANELS` against the parameter (log scale), mean ± s.e.
-    over seeds per swept method, and the arms that do not take the parameter as horizontal lines."""
+    """sweep_<param>.png: one panel per metric of `metric_names.SWEEP_PANELS` against the parameter (log scale),
+    mean ± s.e. over seeds per swept method, and the arms that do not take the parameter as horizontal lines."""
     plt = import_pyplot()
-    fig, axes = plt.subplots(1, len(SWEEP_PANELS), figsize=(4.2 * len(SWEEP_PANELS), 4.2))
+    fig, axes = plt.subplots(1, len(mn.SWEEP_PANELS), figsize=(4.2 * len(mn.SWEEP_PANELS), 4.2))
     references: dict[str, list[SeedResult]] = {}
     for result in results:
         if param not in result.given:
             references.setdefault(result.label, []).append(result)
-    for ax, (key, title) in zip(axes, SWEEP_PANELS, strict=True):
+    for ax, key in zip(axes, mn.SWEEP_PANELS, strict=True):
         series = _sweep_series(results, param, key)
         for index, (group, by_value) in enumerate(series.items()):
             xs = sorted(by_value)
@@ -440,7 +411,7 @@ def plot_sweep(
         ax.set_xticks(values, [f"{value:g}" for value in values])
         ax.minorticks_off()
         ax.set_xlabel(param)
-        ax.set_title(title.format(k=k or "k"), fontsize=10)
+        ax.set_title(mn.metric(key).text(k=k), fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"held-out evaluation after training against {param}: mean ± s.e. over seeds", y=1.02)

@@ -190,23 +190,6 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def mean_over_steps(records: list[dict[str, Any]], key: str, weight_key: str | None = None) -> float:
-    """Mean of `key` over the training steps that logged a finite value (absent or nan: left out).
-
-    With `weight_key` present in those steps (e.g. a bin's token count), the mean is weighted by it, so that
-    it is the fraction among all tokens of the bin over the run rather than a mean of per-step fractions.
-    """
-    pairs = [(_finite(r.get(key)), _finite(r.get(weight_key)) if weight_key else None) for r in records]
-    pairs = [(value, weight) for value, weight in pairs if value is not None]
-    if not pairs:
-        return math.nan
-    if weight_key and all(weight is not None for _, weight in pairs):
-        total = sum(weight for _, weight in pairs)
-        if total > 0:
-            return sum(value * weight for value, weight in pairs) / total
-    return sum(value for value, _ in pairs) / len(pairs)
-
-
 def training_records(run_dir: Path) -> list[dict[str, Any]]:
     """The training records (those with a reward) of a run's metrics.jsonl, in step order."""
     records = [
@@ -232,14 +215,13 @@ def clip_rule(weighted: bool, every_bin_logged: bool) -> str:
 
 
 def _clip_fractions(records: list[dict[str, Any]]) -> dict[str, list[float]]:
-    clip = {
-        ALL_TOKENS: [mean_over_steps(records, mn.CLIP_FRAC_UP), mean_over_steps(records, mn.CLIP_FRAC_DOWN)]
-    }
+    """[up, down] over the run's steps (`metric_names.over_steps`: a bin's weighted by its token count) for
+    every token and each p_old bin."""
+    clip = {ALL_TOKENS: [mn.over_steps(records, mn.CLIP_FRAC_UP), mn.over_steps(records, mn.CLIP_FRAC_DOWN)]}
     for bin_label in mn.PROB_BIN_LABELS:
-        weight = mn.clip_tokens_bin(bin_label)
         clip[bin_label] = [
-            mean_over_steps(records, mn.clip_frac_up_bin(bin_label), weight),
-            mean_over_steps(records, mn.clip_frac_down_bin(bin_label), weight),
+            mn.over_steps(records, mn.clip_frac_up_bin(bin_label)),
+            mn.over_steps(records, mn.clip_frac_down_bin(bin_label)),
         ]
     return clip
 
@@ -321,17 +303,6 @@ def write_per_seed(path: Path, results: Sequence[SeedResult], header: dict[str, 
     return Path(path)
 
 
-FRACTION_METRICS = frozenset(
-    {
-        mn.EVAL_MEAN_AT_K,
-        mn.EVAL_PASS_AT_1,
-        mn.EVAL_PASS_AT_K,
-        mn.EVAL_MAJ_AT_K,
-        mn.EVAL_RARE_PASS_AT_K,
-        mn.EVAL_RARE_MEAN_AT_K,
-        mn.EVAL_RARE_USAGE,
-    }
-)
 REQUIRED_KEYS = ("label", "method", "given", "seed", "k", "before", "after", "wall_time_s")
 OPTIONAL_KEYS = ("machine", "source", "cpu_time_s", "calls", "code")
 
@@ -339,12 +310,13 @@ OPTIONAL_KEYS = ("machine", "source", "cpu_time_s", "calls", "code")
 def _check_metrics(where: str, metrics: Any) -> None:
     if not isinstance(metrics, dict):
         raise ValueError(f"{where}: expected an object of metric values, got {type(metrics).__name__}")
+    fractions = {entry.key for entry in mn.catalogued() if entry.fraction}
     for key, value in metrics.items():
         if value is None:
             continue  # a metric the run could not compute (written as null): left out of its mean and n
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ValueError(f"{where}: {key} = {value!r} is not a finite number")
-        if key in FRACTION_METRICS and not 0.0 <= value <= 1.0:
+        if key in fractions and not 0.0 <= value <= 1.0:
             raise ValueError(f"{where}: {key} = {value!r} is a fraction and must lie in [0, 1]")
         if value < 0:
             raise ValueError(f"{where}: {key} = {value!r} must not be negative")

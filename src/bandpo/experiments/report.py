@@ -131,7 +131,9 @@ def prob_bin_headers() -> list[str]:
 def clip_cell(up: float | None, down: float | None) -> str:
     """A clip-fraction table's cell of one p_old bin, `upward/downward` (`0.012/0.034`); `–` where none was
     measured (None or nan)."""
-    return "–" if up is None or not math.isfinite(up) else f"{up:.3f}/{down:.3f}"
+    if up is None or not math.isfinite(up):
+        return "–"
+    return f"{mn.metric(mn.CLIP_FRAC_UP).format(up)}/{mn.metric(mn.CLIP_FRAC_DOWN).format(down)}"
 
 
 def cpu_name() -> str:

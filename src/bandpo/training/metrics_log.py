@@ -42,16 +42,7 @@ TRL_TO_CATALOGUE: dict[str, str] = {
     "kl": mn.LOSS_KL,
     "policy_loss": mn.LOSS_POLICY,
 }
-CATALOGUED: frozenset[str] = (
-    frozenset(
-        value
-        for name, value in vars(mn).items()
-        if name.isupper() and isinstance(value, str) and "/" in value
-    )
-    | frozenset(mn.CLIP_FRAC_UP_BINS)
-    | frozenset(mn.CLIP_FRAC_DOWN_BINS)
-    | frozenset(mn.CLIP_TOKENS_BINS)
-)
+CATALOGUED: frozenset[str] = frozenset(entry.key for entry in mn.catalogued())
 
 
 def catalogue(logs: dict[str, Any]) -> dict[str, float]:
@@ -164,11 +155,6 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _bin_text(index: int) -> str:
-    lo, hi = mn.PROB_BIN_EDGES[index], mn.PROB_BIN_EDGES[index + 1]
-    return f"p_old in [{lo:g}, {hi:g})"
-
-
 def moving_average(values: Sequence[float], window: int) -> list[float]:
     """Trailing mean over the last `window` points (fewer at the start), skipping non-finite values.
 
@@ -196,34 +182,30 @@ def plot_run(metrics_path: str | Path, out_dir: str | Path, *, title: str = "") 
     evaluations = [r for r in everything if mn.EVAL_MEAN_AT_K in r]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    panels = {
-        "reward": [(mn.TRAIN_REWARD, "reward"), (mn.TRAIN_ACCURACY, "accuracy")],
-        "entropy": [(mn.TRAIN_ENTROPY, "token entropy (nats)")],
+    panels = {  # one figure each: the metrics drawn on it, labelled with their catalogued short names
+        "reward": [mn.TRAIN_REWARD, mn.TRAIN_ACCURACY],
+        "entropy": [mn.TRAIN_ENTROPY],
         "clip_fractions": [
-            (mn.CLIP_FRAC_UP, "up: A>0, r>high"),
-            (mn.CLIP_FRAC_DOWN, "down: A<0, r<low"),
-            (mn.CLIP_FRAC_DUAL, "dual-clip"),
-        ]
-        + [
-            (mn.clip_frac_up_bin(label), f"up, {_bin_text(i)}")
-            for i, label in enumerate(mn.PROB_BIN_LABELS[:2])
-        ]
-        + [
-            (mn.clip_frac_down_bin(label), f"down, {_bin_text(i)}")
-            for i, label in enumerate(mn.PROB_BIN_LABELS[:2])
+            mn.CLIP_FRAC_UP,
+            mn.CLIP_FRAC_DOWN,
+            mn.CLIP_FRAC_DUAL,
+            *mn.CLIP_FRAC_UP_BINS[:2],
+            *mn.CLIP_FRAC_DOWN_BINS[:2],
         ],
     }
     window = max(1, len(records) // 25)
     paths = {}
     for name, keys in panels.items():
         figure, axis = plt.subplots(figsize=(6, 3.6), dpi=110)
-        for key, label in keys:
+        for key in keys:
             steps, values = _series(records, key)
             if steps:
+                label = mn.metric(key).text("short")
                 axis.plot(steps, moving_average(values, window), label=label, linewidth=1.2)
         if name == "reward" and evaluations:
             steps, values = _series(evaluations, mn.EVAL_MEAN_AT_K)
-            axis.plot(steps, values, "o--", label="held-out mean@k", markersize=4, linewidth=0.8)
+            label = f"held-out {mn.metric(mn.EVAL_MEAN_AT_K).text('short')}"
+            axis.plot(steps, values, "o--", label=label, markersize=4, linewidth=0.8)
         axis.set_xlabel("RL step")
         smoothing = f" (moving average, {window} steps)" if window > 1 else ""
         axis.set_title(f"{title} {name.replace('_', ' ')}{smoothing}".strip(), fontsize=10)
