@@ -125,7 +125,8 @@ class TrainConfig(TrainSettings):
     def __init__(self, **values: Any) -> None:
         preset = values.get("preset", TrainSettings.preset)
         base = PRESETS.get(preset, {}) if isinstance(preset, str) else {}  # an unknown one is refused below
-        super().__init__(**{**base, **values})
+        super().__init__(**{**base, **values})  # the fields (TrainSettings has no __post_init__ to call)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         # the method first: the method fields' checks need a known method

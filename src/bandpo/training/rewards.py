@@ -32,6 +32,7 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo._lifetime import die_with_parent, watch_parent
+from bandpo.training.settings import SETTINGS
 from bandpo.training.tasks import countdown, reach, sums
 
 __all__ = [
@@ -310,8 +311,8 @@ class GuardedReward:
         self,
         score: Callable[[str, str, str | None], float],
         *,
-        timeout_s: float | None = 5.0,
-        answer_column: str = "answer",
+        timeout_s: float | None = SETTINGS["reward_timeout_s"].default,
+        answer_column: str = SETTINGS["answer_column"].default,
         name: str = "reward",
     ) -> None:
         self.score = score
