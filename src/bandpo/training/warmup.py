@@ -114,7 +114,12 @@ def cache_root() -> Path:
 
 
 def sampled_accuracy(
-    model: Any, tokenizer: Any, problems: list[Any], *, seed: int, task: str = "countdown"
+    model: Any,
+    tokenizer: Any,
+    problems: list[Any],
+    *,
+    seed: int,
+    task: str = WARMUP_DECLARATIONS["task"].default,
 ) -> float:
     """Fraction of `problems` of the embedded `task` solved by one sample each at temperature 1 (global RNG
     left untouched)."""
