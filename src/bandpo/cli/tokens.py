@@ -33,10 +33,7 @@ def _counts() -> dict[str, tuple[str, Any]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bandpo.training.config import SETTINGS
-
-    def default(name: str) -> Any:  # `bandpo train`'s default, declared once
-        return SETTINGS[name].default
+    from bandpo.training.config import SETTINGS  # `bandpo train`'s defaults, shown and used here
 
     parser.add_argument(
         "--model", help=f"short name or local checkpoint (default: {SETTINGS['model'].default_text})"
@@ -49,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature",
         type=float,
-        default=default("temperature"),
+        default=SETTINGS["temperature"].default,
         help="sampling temperature (default: %(default)s)",
     )
     parser.add_argument(
@@ -71,14 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed",
         type=int,
-        default=default("seed"),
+        default=SETTINGS["seed"].default,
         help="seed of prompts and sampling (default: %(default)s)",
     )
     parser.add_argument("--cache-dir", help=f"cache (default: {SETTINGS['cache_dir'].default_text})")
     parser.add_argument(
         "--num-threads",
         type=int,
-        default=default("num_threads"),
+        default=SETTINGS["num_threads"].default,
         help="torch CPU threads (default: %(default)s)",
     )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/tokens"), help="where to write")

@@ -10,8 +10,8 @@ The bound-method fields (``divergence``, ``delta``, ...) are declared by the met
 own parameter that has no field here goes in ``method_options``. The ``warmup_*`` fields set values the
 warm-up declares (`bandpo.training.warmup.WarmupConfig`).
 
-`TrainSettings` holds the fields only; `bandpo.training.config.TrainConfig` adds the checks across fields, the
-derived values and the presets.
+`TrainSettings` holds the fields only, and `PRESETS` the values each preset puts in place of their defaults;
+`bandpo.training.config.TrainConfig` applies a preset and adds the checks across fields and the derived values.
 """
 
 from __future__ import annotations
