@@ -101,7 +101,9 @@ def test_warmup_config_checks_its_declarations(overrides, message):
 def test_functions_default_to_the_declared_run_defaults():
     """GuardedReward and evaluate take a run's defaults from the settings table, not from literals."""
     reward = inspect.signature(GuardedReward).parameters
-    assert reward["timeout_s"].default == SETTINGS["reward_timeout_s"].default == TrainConfig().reward_timeout_s
+    assert (
+        reward["timeout_s"].default == SETTINGS["reward_timeout_s"].default == TrainConfig().reward_timeout_s
+    )
     assert reward["answer_column"].default == TrainConfig().answer_column
     evaluation = inspect.signature(evaluate).parameters
     assert evaluation["k"].default == TrainConfig().eval_samples
