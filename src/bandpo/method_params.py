@@ -1,85 +1,34 @@
 """Method parameters, declared once: a default, a one-line help and the valid values, as dataclass field metadata.
 
 A bound method (`bandpo.methods.DeclaredMethod`) is a frozen dataclass whose fields are its parameters,
-each declared with `param(default, help, range)`. Everything that shows or checks a parameter reads the
-`MethodParameter` built from that declaration: the method's validation, the registry's parameter lists,
-the CLI flags and help, `TrainConfig` and the engine configs. No other module restates a default.
+each declared with `param(default, help, range)`: a `bandpo.declarations.Declaration` (the one declaration
+type, shared with ``bandpo train``'s settings and the warm-up) whose numbers are floats. Everything that shows
+or checks a parameter reads it: the method's validation, the registry's parameter lists, the CLI flags and
+help, `TrainConfig` and the engine configs. No other module restates a default.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
+
+from bandpo.declarations import DECLARATION_KEY, Declaration, declarations, declare, default_of
 
 __all__ = ["MethodParameter", "declared_parameters", "default_of", "param"]
 
-_PARAM_KEY = "bandpo_parameter"
-
 
 @dataclass(frozen=True, kw_only=True)
-class MethodParameter:
-    """One parameter of a bound method: its default, what it means and its valid values.
+class MethodParameter(Declaration):
+    """One parameter of a bound method: a `Declaration` whose kind is float, bool or str (an int default
+    counts as float: numeric parameters accept ints).
 
-    Declared once, as the metadata of a method dataclass's field (`param`); the method's validation, the
-    registry's parameter lists and every help text that shows a default are read from it.
-
-    Attributes:
-        name: the field name (also the config key and, with dashes, the CLI flag).
-        default: the default value; its type (float, bool or str) is the parameter's type.
-        help: one line: what the parameter does.
-        low, high: closed bounds of a numeric parameter (None: unbounded); `low_open` / `high_open` exclude
-            the end point.
-        choices: the valid values of a str parameter with a fixed set.
+    ``check(method_name, value)`` raises a ValueError naming the method, the parameter, the bad value, the
+    valid values, the default and the help.
     """
 
-    name: str
-    default: Any
-    help: str
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[str, ...] | None = None
-
-    @property
-    def kind(self) -> type:
-        """float, bool or str (an int default counts as float: numeric parameters accept ints)."""
-        return float if type(self.default) is int else type(self.default)
-
-    @property
-    def valid(self) -> str:
-        """The valid values in words, e.g. "a number in [0, 1]" or "one of ['band', 'fixed']"."""
-        if self.choices is not None:
-            return f"one of {list(self.choices)}"
-        if self.kind is bool:
-            return "True or False"
-        if self.kind is float:
-            low = -math.inf if self.low is None else self.low
-            high = math.inf if self.high is None else self.high
-            return f"a number in {'(' if self.low_open else '['}{low:g}, {high:g}{')' if self.high_open else ']'}"
-        return f"a {self.kind.__name__}"
-
-    def check(self, owner: str, value: Any) -> None:
-        """Raise a ValueError naming `owner`, the parameter, the bad value and the valid values."""
-        ok = True
-        if self.kind is bool:
-            ok = isinstance(value, bool)
-        elif self.kind is float:
-            ok = not isinstance(value, bool) and isinstance(value, int | float) and not math.isnan(value)
-            if ok and self.low is not None:
-                ok = value > self.low if self.low_open else value >= self.low
-            if ok and self.high is not None:
-                ok = value < self.high if self.high_open else value <= self.high
-        else:
-            ok = isinstance(value, self.kind)
-        if ok and self.choices is not None:
-            ok = value in self.choices
-        if not ok:
-            raise ValueError(
-                f"{owner}: {self.name} must be {self.valid}, got {value!r} (default {self.default!r}; "
-                f"{self.help})"
-            )
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            object.__setattr__(self, "kind", float if type(self.default) is int else type(self.default))
 
 
 def param(
@@ -92,26 +41,21 @@ def param(
     high_open: bool = False,
     choices: tuple[str, ...] | None = None,
 ) -> Any:
-    """A method dataclass field: its default plus the `MethodParameter` metadata that everything reads.
+    """A method dataclass field: its default plus the `MethodParameter` that everything reads.
 
     Example:
         eps: float = param(0.2, "both epsilons: [1 - eps, 1 + eps]", low=0.0, high=1.0)
     """
-    spec = {
-        "default": default,
-        "help": help,
-        "low": low,
-        "high": high,
-        "low_open": low_open,
-        "high_open": high_open,
-        "choices": choices,
-    }
-    return field(default=default, metadata={_PARAM_KEY: spec})
-
-
-def default_of(cls: type, name: str) -> Any:
-    """The declared default of field `name` of method dataclass `cls` (to reuse a default, not restate it)."""
-    return cls.__dataclass_fields__[name].default
+    return declare(
+        default,
+        help,
+        declaration=MethodParameter,
+        low=low,
+        high=high,
+        low_open=low_open,
+        high_open=high_open,
+        choices=choices,
+    )
 
 
 def declared_parameters(cls: type) -> tuple[MethodParameter, ...]:
@@ -122,12 +66,13 @@ def declared_parameters(cls: type) -> tuple[MethodParameter, ...]:
     Raises:
         TypeError: an `init` field was not declared with `param`.
     """
+    declared = declarations(cls)
     out = []
     for f in fields(cls):
         if f.init:
-            if _PARAM_KEY not in f.metadata:
+            if not isinstance(f.metadata.get(DECLARATION_KEY), MethodParameter):
                 raise TypeError(
                     f"{cls.__name__}.{f.name}: declare method parameters with bandpo.method_params.param"
                 )
-            out.append(MethodParameter(name=f.name, **f.metadata[_PARAM_KEY]))
+            out.append(declared[f.name])
     return tuple(out)

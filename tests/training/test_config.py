@@ -109,6 +109,21 @@ def test_paper_preset():
         TrainConfig.from_preset("default", sped=1)
 
 
+def test_the_preset_label_always_comes_with_its_values():
+    """TrainConfig(preset="paper") is the paper preset (the keywords given override it), never the label on
+    the default values; replace() refuses another preset, which would keep every other value."""
+    assert TrainConfig(preset="paper") == TrainConfig.from_preset("paper")
+    assert TrainConfig(preset="paper").max_steps == PRESETS["paper"]["max_steps"] != TrainConfig().max_steps
+    assert TrainConfig(preset="paper", max_steps=5) == TrainConfig.from_preset("paper", max_steps=5)
+    assert TrainConfig(preset="paper", kl_coef=0.0).kl_coef == 0.0  # a keyword given wins, the default too
+    assert TrainConfig(preset="paper").replace(seed=3).max_steps == PRESETS["paper"]["max_steps"]
+    with pytest.raises(ValueError, match="from_preset") as info:
+        TrainConfig().replace(preset="paper")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="preset='fast' is not valid"):
+        TrainConfig(preset="fast")
+
+
 def test_json_round_trip():
     config = TrainConfig(method="band_upper", seed=3, max_steps=7)
     assert TrainConfig.from_dict(config.to_dict()) == config

@@ -22,12 +22,16 @@ DEFAULT_SEEDS = {"lm": 3, "bandit": 6}
 PLAN_LIMIT = 1_000
 """Runs (arms x seeds, times scenarios for the bandit) a comparison plans without ``--large-plan``: the
 preregistered study is 4 arms x 24 seeds per task; a plan beyond this is usually a typo in --seeds."""
-JOBS = Setting(help="runs trained at the same time", section="compare", kind=int, low=1, high=256)
+JOBS = Setting(default=2, help="runs trained at the same time", section="compare", kind=int, low=1, high=256)
+QUICK_BANDIT_STEPS = 100
+"""``--quick``'s steps per bandit scenario (the LM tasks' quick budget is `lm_results.QUICK_SETTINGS`)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bandpo.experiments.arms import DEFAULT_METHODS
-    from bandpo.experiments.bandit import DEFAULT_SCENARIOS, list_scenarios
+    from bandpo.experiments.bandit import DEFAULT_SCENARIOS, BanditScenario, list_scenarios
+    from bandpo.experiments.lm_results import QUICK_SETTINGS
+    from bandpo.experiments.studies import EMBEDDED_STUDY
 
     parser.add_argument(
         "--task",
@@ -77,8 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="LM tasks: 60 RL steps and 128 evaluation prompts instead of 250 and 256, a smoke test: at 60 steps "
-        "and 3 seeds the quick budget ranks noise; bandit: 100 steps instead of 200",
+        help=f"LM tasks: {QUICK_SETTINGS['max_steps']} RL steps and {QUICK_SETTINGS['eval_prompts']} evaluation "
+        f"prompts instead of {SETTINGS['max_steps'].default} and {SETTINGS['eval_prompts'].default}, a smoke test: "
+        f"at {QUICK_SETTINGS['max_steps']} steps and {DEFAULT_SEEDS['lm']} seeds the quick budget ranks noise; "
+        f"bandit: {QUICK_BANDIT_STEPS} steps instead of {BanditScenario.steps}",
     )
     parser.add_argument(
         "--scenario",
@@ -122,9 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="LM tasks: runs trained at the same time, one process each with one thread (default: 2 on a machine "
-        "with 2 or more cores); one progress bar with an ETA covers the whole plan",
+        default=min(JOBS.default, os.cpu_count() or 1),
+        help=f"LM tasks: {JOBS.help}, one process each with one thread (default: {JOBS.default} on a machine "
+        f"with {JOBS.default} or more cores); one progress bar with an ETA covers the whole plan",
     )
     parser.add_argument(
         "--reuse",
@@ -154,7 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--study",
-        default="embedded-2026-12-03",
+        default=EMBEDDED_STUDY.name,
         help="--confirmatory: the declared study (bandpo.experiments.studies) whose preregistration is tested",
     )
     parser.add_argument("--svg", action="store_true", help="also write SVG plots")
@@ -237,7 +243,7 @@ def _run_bandit(args: argparse.Namespace, specs, seeds: range, output_dir: Path)
 
     if args.model or args.dataset:
         raise ValueError("--model and --dataset apply to --task lm (or another LM task) only")
-    steps = args.steps if args.steps is not None else (100 if args.quick else None)
+    steps = args.steps if args.steps is not None else (QUICK_BANDIT_STEPS if args.quick else None)
     names = args.scenario or DEFAULT_SCENARIOS
     scenarios = [get_scenario(name) for name in dict.fromkeys(names)]
     if steps is not None:

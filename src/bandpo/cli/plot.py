@@ -10,24 +10,27 @@ FIGURES = ("bounds",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bandpo.methods import method_defaults_table
+
+    band = method_defaults_table()["band"]  # the method's declared defaults, shown and used here
     parser.add_argument("figure", choices=FIGURES, help="what to plot: 'bounds' writes Fig. 1 and Fig. 2")
     parser.add_argument(
         "--divergence",
         nargs="+",
-        default=["kl"],
+        default=[band["divergence"]],
         metavar="NAME",
-        help="one or more registered divergences (default: kl; e.g. kl tv chi2)",
+        help=f"one or more registered divergences (default: {band['divergence']}; e.g. kl tv chi2)",
     )
     parser.add_argument(
         "--delta",
         nargs="+",
         type=float,
-        default=[0.05],
+        default=[band["delta"]],
         metavar="DELTA",
-        help="one or more radii (default: 0.05)",
+        help=f"one or more radii (default: {band['delta']:g})",
     )
     parser.add_argument(
-        "--output-dir", type=Path, default=Path("plots"), help="where to write (default: ./plots)"
+        "--output-dir", type=Path, default=Path("plots"), help="where to write (default: ./%(default)s)"
     )
     parser.add_argument("--svg", action="store_true", help="also write SVG files beside the PNGs")
 

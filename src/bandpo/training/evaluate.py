@@ -27,6 +27,8 @@ from typing import Any
 
 from bandpo import metric_names as mn
 from bandpo.training.rewards import GuardedReward, Verifier, completion_text
+from bandpo.training.settings import SETTINGS
+from bandpo.training.tasks import get_task
 
 __all__ = ["EvalPrompt", "EvalResult", "PromptResult", "evaluate", "sample_completions", "sampling"]
 
@@ -108,13 +110,13 @@ def evaluate(
     prompts: Sequence[EvalPrompt],
     verifier: Verifier,
     *,
-    k: int = 16,
-    seed: int = 0,
-    temperature: float = 1.0,
-    max_new_tokens: int = 8,
+    k: int = SETTINGS["eval_samples"].default,
+    seed: int = SETTINGS["seed"].default,
+    temperature: float = SETTINGS["temperature"].default,
+    max_new_tokens: int = get_task(SETTINGS["task"].default).completion_length,
     batch_size: int = 1024,
     rare_marker: str | None = None,
-    timeout_s: float | None = 5.0,
+    timeout_s: float | None = SETTINGS["reward_timeout_s"].default,
 ) -> EvalResult:
     """Sample `k` completions for each prompt and score them (see the module docstring).
 

@@ -35,8 +35,10 @@ from bandpo.integrations.math_dapo import last_boxed
 from bandpo.training.tasks import Verifier, get_task, task_names
 
 __all__ = [
+    "ANSWER_COLUMN",
     "DATASET_REWARD",
     "REWARD_CHECK_STEPS",
+    "REWARD_TIMEOUT_S",
     "GuardedReward",
     "RewardFailure",
     "RewardTimeout",
@@ -126,6 +128,10 @@ def _math_key(prompt: str, completion: str, answer: str | None) -> str:
 
 
 _MATH = Verifier("math", _math_score, _math_key)
+REWARD_TIMEOUT_S: float = 5.0
+"""Seconds one sample's reward may take (a timeout scores 0 and is counted): ``reward_timeout_s``'s default."""
+ANSWER_COLUMN: str = "answer"
+"""The column (and reward keyword) holding a prompt's reference answer: ``answer_column``'s default."""
 DATASET_REWARD: str = _MATH.name
 """The reward of a run on a ``--dataset`` that names none."""
 
@@ -266,8 +272,8 @@ class GuardedReward:
         self,
         score: Callable[[str, str, str | None], float],
         *,
-        timeout_s: float | None = 5.0,
-        answer_column: str = "answer",
+        timeout_s: float | None = REWARD_TIMEOUT_S,
+        answer_column: str = ANSWER_COLUMN,
         name: str = "reward",
     ) -> None:
         self.score = score

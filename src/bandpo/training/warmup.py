@@ -3,7 +3,7 @@
 RL needs a policy that is right part of the time: a random model never earns a reward. The warm-up trains the
 tiny model (`bandpo.training.model`) on examples of the embedded task with a biased prior (e.g. `countdown.sample_warmup_examples`:
 about 1% of them use ``*``), and stops as soon as the sampled accuracy (pass@1 at temperature 1) on prompts
-from the RL distribution reaches `target_accuracy` (default 0.35), or after `max_steps`.
+from the RL distribution reaches `target_accuracy`, or after `max_steps` (`WarmupConfig` declares both).
 
 The result is saved (model, tokenizer, ``warmup.json`` with its statistics) under
 ``$BANDPO_CACHE/warmup/<key>`` (default ``~/.cache/bandpo``), where ``<key>`` hashes the warm-up settings and
@@ -25,51 +25,55 @@ from pathlib import Path
 from typing import Any
 
 from bandpo._atomic import check_writable, make_temporary_dir, use_umask
+from bandpo.declarations import declarations, declare
 from bandpo.training.processes import silence
 from bandpo.training.tasks import DEFAULT_TASK, countdown, get_task, task_names
 
-__all__ = ["WarmupConfig", "WarmupResult", "cache_root", "load_or_warm_up", "sampled_accuracy"]
+__all__ = [
+    "WARMUP_DECLARATIONS",
+    "WarmupConfig",
+    "WarmupResult",
+    "cache_root",
+    "load_or_warm_up",
+    "sampled_accuracy",
+]
 
 WARMUP_FORMAT = 1  # bump when the task, tokenizer, model or procedure changes what a cached model means
 
 
 @dataclass(frozen=True, kw_only=True)
 class WarmupConfig:
-    """Settings of the supervised warm-up; all of them enter the cache key."""
+    """Settings of the supervised warm-up; all of them enter the cache key.
 
-    seed: int = 0
-    task: str = DEFAULT_TASK  # an embedded task (`bandpo.training.tasks`)
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    rare_fraction: float = 0.01
-    num_examples: int = 40_000
-    learning_rate: float = 3e-3
-    batch_size: int = 256
-    max_steps: int = 1500
-    check_every: int = 25
-    target_accuracy: float = 0.35
-    check_prompts: int = 512
+    Each is declared once (`bandpo.declarations.declare`): ``bandpo train``'s ``warmup_*`` settings take
+    their defaults, help and ranges from these declarations.
+    """
+
+    seed: int = declare(0, "seed of the examples, the model's initialisation and the accuracy checks", low=0)
+    task: str = declare(DEFAULT_TASK, "the embedded task", choices=task_names)
+    hidden_size: int = declare(64, "hidden size of the tiny model", low=1)
+    num_layers: int = declare(2, "layers of the tiny model", low=1)
+    num_heads: int = declare(4, "attention heads of the tiny model", low=1)
+    rare_fraction: float = declare(
+        0.01, "share of warm-up problems needing the rare operator", low=0.0, high=1.0
+    )
+    num_examples: int = declare(40_000, "supervised examples", low=1)
+    learning_rate: float = declare(3e-3, "learning rate", low=0.0, low_open=True)
+    batch_size: int = declare(256, "examples per step", low=1)
+    max_steps: int = declare(1500, "warm-up steps at most", low=1)
+    check_every: int = declare(25, "steps between accuracy checks", low=1)
+    target_accuracy: float = declare(
+        0.35, "held-out accuracy the warm-up stops at", low=0.0, low_open=True, high=1.0
+    )
+    check_prompts: int = declare(512, "prompts of each accuracy check", low=1)
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "num_examples", "batch_size", "max_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"warmup {name} must be a positive int, got {value!r}")
-        if self.task not in task_names():
-            raise ValueError(
-                f"warmup task={self.task!r} is not an embedded task; use one of {list(task_names())}"
-            )
+        for name, spec in WARMUP_DECLARATIONS.items():
+            spec.check("warmup", getattr(self, name))
         if get_task(self.task).needs_pretrained:
             raise ValueError(
                 f"warmup task={self.task!r} has no warm-up: it needs a pretrained model (--model)"
             )
-        if not 0.0 <= self.rare_fraction <= 1.0:
-            raise ValueError(f"warmup rare_fraction must lie in [0, 1], got {self.rare_fraction!r}")
-        if not 0.0 < self.target_accuracy <= 1.0:
-            raise ValueError(f"warmup target_accuracy must lie in (0, 1], got {self.target_accuracy!r}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"warmup learning_rate must be > 0, got {self.learning_rate!r}")
 
     def cache_key(self) -> str:
         import torch
@@ -89,6 +93,10 @@ class WarmupConfig:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+WARMUP_DECLARATIONS = declarations(WarmupConfig)
+"""{field: its declaration} of every `WarmupConfig` field."""
+
+
 @dataclass(frozen=True)
 class WarmupResult:
     """Where the warmed-up model is and how good it is."""
@@ -106,7 +114,12 @@ def cache_root() -> Path:
 
 
 def sampled_accuracy(
-    model: Any, tokenizer: Any, problems: list[Any], *, seed: int, task: str = DEFAULT_TASK
+    model: Any,
+    tokenizer: Any,
+    problems: list[Any],
+    *,
+    seed: int,
+    task: str = WARMUP_DECLARATIONS["task"].default,
 ) -> float:
     """Fraction of `problems` of the embedded `task` solved by one sample each at temperature 1 (global RNG
     left untouched)."""
