@@ -1,4 +1,4 @@
-"""`bandpo compare`'s run processes (`bandpo.experiments.lm_workers`): how a run's config reaches its process."""
+"""`bandpo compare`'s run processes (`bandpo.experiments.lm_workers`): how a run's config reaches them."""
 
 from __future__ import annotations
 

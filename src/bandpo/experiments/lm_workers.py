@@ -1,15 +1,15 @@
-"""Training the pending runs of `bandpo compare` (language model), `jobs` at a time, each in its own process.
+"""Training the pending runs of `bandpo compare` (language model), `jobs` at a time, a process each.
 
 Each run trains in its own Python process (`python -m bandpo.experiments.lm_workers`, started with
 `subprocess`; its `TrainConfig` comes as JSON on the process's stdin, so it is neither a long argument in
 `ps` nor a file to clean up), watched by a thread of a `concurrent.futures.ThreadPoolExecutor`; a stand-in
-`train_fn` (tests) runs in the thread itself. One progress bar counts RL steps over every run of the plan, read
-from the runs' metrics.jsonl, so its rate and ETA cover the whole comparison. Each run's completion marker
-(`DONE_MARKER`) is written as soon as it finishes, with its wall and CPU time summed over every call that
-trained it: a call that stopped before the run finished (Ctrl-C, a failure) adds its times to the run's
-`WALL_LOG`, and one killed outright (kill -9, a lost session) is added by the next call, from its start to the
-run's last write (its CPU time unknown). A run's CPU time is its process's (and its reward workers'), read when
-the thread reaps it.
+`train_fn` (tests) runs in the thread itself. One progress bar counts RL steps over every run of the plan,
+read from the runs' metrics.jsonl, so its rate and ETA cover the whole comparison. Each run's completion
+marker (`DONE_MARKER`) is written as soon as it finishes, with its wall and CPU time summed over every call
+that trained it: a call that stopped before the run finished (Ctrl-C, a failure) adds its times to the run's
+`WALL_LOG`, and one killed outright (kill -9, a lost session) is added by the next call, from its start to
+the run's last write (its CPU time unknown). A run's CPU time is its process's (and its reward workers'),
+read when the thread reaps it.
 """
 
 from __future__ import annotations

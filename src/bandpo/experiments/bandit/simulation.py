@@ -2,10 +2,10 @@
 groups, and `epochs x minibatches` SGD updates of `bandpo.losses.policy_loss` on the logits.
 
 Each seed draws its environment from `torch.Generator(1000 + seed)` and its samples from
-`torch.Generator(seed)`, by inverse-CDF sampling, so a seed's results do not depend on which other seeds run, and
-all methods see the same random numbers (methods that take the same update follow the same trajectory, bit for
-bit). The loss of one update is the sum over contexts of the token mean over that context's minibatch samples, so
-contexts do not dilute each other.
+`torch.Generator(seed)`, by inverse-CDF sampling, so a seed's results do not depend on which other seeds run,
+and all methods see the same random numbers (methods that take the same update follow the same trajectory,
+bit for bit). The loss of one update is the sum over contexts of the token mean over that context's minibatch
+samples, so contexts do not dilute each other.
 """
 
 from __future__ import annotations
