@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    from bandpo.training import pretrained
+    from bandpo.training import prepared_files, pretrained
 
     shared = pretrained.model_dir(args.name)
     if pretrained.prepared_info(args.name) is None:
@@ -49,13 +49,13 @@ def main() -> int:
         folder = pretrained.model_dir(args.name, root)
         folder.mkdir(parents=True)
         for path in shared.iterdir():
-            if path.name != pretrained.MANIFEST_FILE:
+            if path.name != prepared_files.MANIFEST_FILE:
                 os.link(path, folder / path.name)
         size = sum(path.stat().st_size for path in folder.iterdir())
         manifest_wall, manifest_cpu = _timed(lambda: pretrained.write_manifest(folder))
         rounds = []
         for _ in range(args.rounds):
-            pretrained._VERIFIED.clear()  # forget this process's record: hash again
+            prepared_files._VERIFIED.clear()  # forget this process's record: hash again
             rounds.append(_timed(lambda: pretrained.verify_prepared(args.name, root)))
         again_wall, again_cpu = _timed(lambda: pretrained.verify_prepared(args.name, root))
 

@@ -131,46 +131,44 @@ def run(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> dict:
     import time
+    from dataclasses import replace
 
     from bandpo.experiments import token_regime
     from bandpo.experiments.arms import parse_method_specs
     from bandpo.experiments.report import cpu_name
     from bandpo.training.config import TrainConfig
-    from bandpo.training.data import adapt_rows, read_run_rows
-    from bandpo.training.evaluate import _prompt_ids
+    from bandpo.training.data import adapt_rows, prompt_token_ids, read_run_rows
     from bandpo.training.finite import NonFiniteError, watch_logits
     from bandpo.training.policy import load_policy
     from bandpo.training.processes import offline_environment, quiet_and_threads
 
     specs = parse_method_specs(args.methods)
     methods = [(spec.label, spec.build()) for spec in specs]
+    # the `bandpo train` run of these flags (no other field set): its checks of the model, task and dataset,
+    # its policy, its prompts in the order it reads them, and its completion length
     config = TrainConfig(
         model=args.model,
         task=args.task,
         dataset=args.dataset,
         temperature=args.temperature,
         max_completion_length=args.max_new_tokens,
-        max_steps=1,
-        prompts_per_step=args.prompts,
-        eval_prompts=1,
-        minibatches=1,
-        num_iterations=2,
         seed=args.seed,
         cache_dir=args.cache_dir,
         num_threads=args.num_threads,
     )
+    prompts = replace(config.prompt_source, train_prompts=args.prompts)  # `--prompts`, drawn as the run draws
     start = time.perf_counter()
     with offline_environment(), quiet_and_threads(args.num_threads):
         policy = load_policy(config.policy_source, progress=True)  # float32 weights, as `bandpo train`
         model, tokenizer = policy.model, policy.tokenizer
-        train_rows, _ = read_run_rows(config.prompt_source)
+        train_rows, _ = read_run_rows(prompts)
         rows = adapt_rows(train_rows, tokenizer, use_chat_template=config.use_chat_template)
         try:
             with watch_logits(model):
                 old_logp = token_regime.sample_old_logp(
                     model,
                     tokenizer,
-                    [_prompt_ids(tokenizer, row.prompt) for row in rows],
+                    [prompt_token_ids(tokenizer, row.prompt) for row in rows],
                     samples=args.samples,
                     temperature=args.temperature,
                     max_new_tokens=config.resolved_max_completion_length,

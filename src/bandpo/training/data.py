@@ -36,6 +36,7 @@ __all__ = [
     "check_embedded_alphabet",
     "is_held_out_row",
     "load_prompt_rows",
+    "prompt_token_ids",
     "read_run_rows",
     "schedule_rows",
     "split_rows",
@@ -310,3 +311,13 @@ def adapt_rows(rows: list[PromptRow], tokenizer: Any, *, use_chat_template: bool
         return row
 
     return [adapt(row) for row in rows]
+
+
+def prompt_token_ids(tokenizer: Any, prompt: Any) -> list[int]:
+    """Token ids of a prompt exactly as TRL builds them (plain text, or a chat rendered with its template)."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt)["input_ids"])
+    rendered = tokenizer.apply_chat_template(
+        prompt, tokenize=True, add_generation_prompt=True, return_dict=True
+    )
+    return list(rendered["input_ids"])

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bandpo import metric_names as mn
+from bandpo.training.data import prompt_token_ids
 from bandpo.training.rewards import GuardedReward, Verifier, completion_text
 from bandpo.training.settings import SETTINGS
 from bandpo.training.tasks import get_task
@@ -132,7 +133,7 @@ def evaluate(
 
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")
-    prompt_ids = [_prompt_ids(tokenizer, p.prompt) for p in prompts]
+    prompt_ids = [prompt_token_ids(tokenizer, p.prompt) for p in prompts]
     guard = GuardedReward(verifier.score, timeout_s=timeout_s)
     samples: list[str] = []
     entropy_sum, entropy_count = 0.0, 0
@@ -183,16 +184,6 @@ def evaluate(
     return EvalResult(
         metrics=_summarise(results, k, entropy_mean), prompts=results, k=k, reward_errors=errors
     )
-
-
-def _prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:
-    """Token ids of a prompt exactly as TRL builds them (plain text, or a chat rendered with its template)."""
-    if isinstance(prompt, str):
-        return list(tokenizer(prompt)["input_ids"])
-    rendered = tokenizer.apply_chat_template(
-        prompt, tokenize=True, add_generation_prompt=True, return_dict=True
-    )
-    return list(rendered["input_ids"])
 
 
 @contextlib.contextmanager
