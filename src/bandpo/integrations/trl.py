@@ -69,7 +69,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 try:
@@ -163,6 +163,11 @@ class BandPOConfig(GRPOConfig):
         dual_clip_c: the dual-clip constant c > 1 (`bandpo.losses.DUAL_CLIP_C`, the paper's 10); None or
             ``math.inf``: off.
 
+    ``built_method`` (keyword only, not a field): the method already built from ``method`` and
+    ``method_params`` (e.g. `bandpo.training.TrainConfig.bound_method()`), used as it is instead of being built
+    again. Otherwise the method is built once, here, and again only when ``method`` or ``method_params``
+    changes (`validate` then checks the new one).
+
     ``delta`` (inherited from `GRPOConfig`) is TRL's dual-clip cap, **not** Band's trust-region radius δ
     (that is ``method_params["delta"]``): `BandPOConfig` sets it from ``dual_clip_c``; leave it unset (a
     ``delta`` that disagrees with ``dual_clip_c`` is refused).
@@ -218,8 +223,9 @@ class BandPOConfig(GRPOConfig):
             "optimiser steps per generation batch, unless generation_batch_size is set)"
         },
     )
+    built_method: InitVar[BoundMethod | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, built_method: BoundMethod | None) -> None:
         if isinstance(self.method_params, str):
             try:
                 self.method_params = json.loads(self.method_params) if self.method_params.strip() else None
@@ -229,6 +235,13 @@ class BandPOConfig(GRPOConfig):
                 ) from None
         if self.method_params is not None and not isinstance(self.method_params, dict):
             raise ValueError(f"method_params must be a dict of method parameters, got {self.method_params!r}")
+        if built_method is not None:
+            if getattr(built_method, "name", None) != self.method:
+                raise ValueError(
+                    f"built_method is {getattr(built_method, 'name', built_method)!r}, method={self.method!r}; "
+                    "pass the method built from method and method_params, or leave built_method out"
+                )
+            self._built = (self.method, dict(self.method_params or {}), built_method)
         dual_clip_c = check_dual_clip_c(self.dual_clip_c)  # raises with the field name
         if not (isinstance(self.delta, float) and math.isnan(self.delta)):  # delta given: must agree
             self._check_delta()
@@ -306,8 +319,13 @@ class BandPOConfig(GRPOConfig):
 
     @property
     def bound_method(self) -> BoundMethod:
-        """The configured `BoundMethod` (rebuilt on each access; cheap)."""
-        return get_method(self.method, **(self.method_params or {}))
+        """The configured `BoundMethod`: built once, and again after ``method`` or ``method_params`` changed."""
+        params = self.method_params or {}
+        built = getattr(self, "_built", None)
+        if built is None or built[0] != self.method or built[1] != params:
+            built = (self.method, dict(params), get_method(self.method, **params))
+            self._built = built
+        return built[2]
 
     @property
     def optimizer_steps_per_generation(self) -> float:

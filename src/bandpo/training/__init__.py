@@ -26,7 +26,7 @@ __all__ = ["EvalResult", "PromptResult", "TrainConfig", "TrainSummary", "train"]
 _EXPORTS = {
     "TrainConfig": "bandpo.training.config",
     "train": "bandpo.training.runner",
-    "TrainSummary": "bandpo.training.runner",
+    "TrainSummary": "bandpo.training.summary",
     "EvalResult": "bandpo.training.evaluate",
     "PromptResult": "bandpo.training.evaluate",
 }
@@ -42,4 +42,5 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # pragma: no cover
     from bandpo.training.config import TrainConfig
     from bandpo.training.evaluate import EvalResult, PromptResult
-    from bandpo.training.runner import TrainSummary, train
+    from bandpo.training.runner import train
+    from bandpo.training.summary import TrainSummary
