@@ -3,6 +3,22 @@ lock of its one writer, its settings (``config.json``: read, compared and writte
 whether it finished (``summary.json``), and which checkpoint a resume uses. Every other module asks a `RunDir`
 for these; none names a file of the run itself.
 
+The run directory (``TrainSummary.paths``)::
+
+    config.json          the resolved TrainConfig (standard JSON: a disabled dual clip is null)
+    metrics.jsonl        one record per RL step: catalogued keys (bandpo.metric_names), TRL's others as trl/*
+    tensorboard/         the same scalars as TensorBoard events (report_to tensorboard, the default; the other
+                         loggers, `bandpo.training.loggers`, write where their library does)
+    checkpoints/         checkpoint-<optimiser step>/: safetensors weights, optimiser, RNG and trainer state
+    model/               the final policy (save_pretrained, safetensors), tokenizer and README.md, its model
+                         card for the Hub (`bandpo.training.model_card`): ready for `hf upload`; with ``lora_r``
+                         (here and in checkpoints) the adapter only, as peft saves it (`bandpo.training.lora`)
+    eval_before.json     held-out evaluation before training (metrics and per-prompt samples)
+    eval_after.json      ... after training
+    plots/               reward.png, entropy.png, clip_fractions.png
+    summary.json         before/after metrics, final training metrics, wall time, reward failures, paths
+    run.lock             flock-ed by the process writing the run, from its first write to its end (its pid)
+
 Everything `RunDir.check` refuses is refused before a run writes its first file, so a refused start leaves
 nothing behind and the retry is not blocked: an ``output_dir`` that is empty, a file, under a file, or not
 writable, and, on resume, a ``config.json`` or ``trainer_state.json`` that does not parse.
@@ -58,8 +74,8 @@ Evaluation = Literal["before", "after"]
 
 @dataclass(frozen=True)
 class RunDir:
-    """One run directory (``TrainSummary.paths`` lists its entries; `bandpo.training.runner` says what each
-    holds). Cheap to build: it holds the folder's path, and reads or writes only when asked.
+    """One run directory (the module docstring says what each entry holds). Cheap to build: it holds the
+    folder's path, and reads or writes only when asked.
 
     Attributes:
         path: the run directory.

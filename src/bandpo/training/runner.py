@@ -1,25 +1,11 @@
 """`train(config)`: one run, from a `TrainConfig` to a run directory, through TRL (`BandPOTrainer`).
 
-Steps: check the run directory, the dataset and the model (nothing is written before all three pass, so a
-refused start never blocks the retry) → model and tokenizer (the embedded tiny model is warmed up once and
-cached, see `bandpo.training.warmup`) → prompts (held-out evaluation prompts never in training) → evaluation
-before training → `BandPOTrainer.train()` → final model → evaluation after → plots → ``summary.json``.
-
-Run directory (`bandpo.training.run_dir.RunDir`, ``TrainSummary.paths``)::
-
-    config.json          the resolved TrainConfig (standard JSON: a disabled dual clip is null)
-    metrics.jsonl        one record per RL step: catalogued keys (bandpo.metric_names), TRL's others as trl/*
-    tensorboard/         the same scalars as TensorBoard events (report_to tensorboard, the default; the other
-                         loggers, `bandpo.training.loggers`, write where their library does)
-    checkpoints/         checkpoint-<optimiser step>/: safetensors weights, optimiser, RNG and trainer state
-    model/               the final policy (save_pretrained, safetensors), tokenizer and README.md, its model
-                         card for the Hub (`bandpo.training.model_card`): ready for `hf upload`; with ``lora_r``
-                         (here and in checkpoints) the adapter only, as peft saves it (`bandpo.training.lora`)
-    eval_before.json     held-out evaluation before training (metrics and per-prompt samples)
-    eval_after.json      ... after training
-    plots/               reward.png, entropy.png, clip_fractions.png
-    summary.json         before/after metrics, final training metrics, wall time, reward failures, paths
-    run.lock             flock-ed by the process writing the run, from its first write to its end (its pid)
+Phases (`train` reads as their list): check the run directory, the dataset and the model (nothing is written
+before all three pass, so a refused start never blocks the retry) → claim the run directory (its lock) → model
+and tokenizer (the embedded tiny model is warmed up once and cached, see `bandpo.training.warmup`) and prompts
+(held-out evaluation prompts never in training) → config.json → evaluation before training →
+`BandPOTrainer.train()` → final model and evaluation after → plots, model card, ``summary.json``. The files and
+folders of the run directory are `bandpo.training.run_dir.RunDir`'s (its module docstring lists them).
 
 Checkpoints fall on RL-step boundaries; one counts once the HF Trainer has written its trainer state (see
 `bandpo.training.run_dir`). ``resume=True`` continues from the last one: TRL / the HF Trainer restore
