@@ -552,6 +552,7 @@ def test_dual_clip_c_sets_trls_delta(tmp_path, dual_clip_c, delta):
         ("delta", 2.0, "dual_clip_c"),
         ("dual_clip_c", 2.0, "dual_clip_c"),  # delta (10) no longer follows it
         ("method", "nope", "nope"),
+        ("method_params", {"delta": -1.0}, "delta"),  # the method built at first is not reused
     ],
 )
 def test_trainer_refuses_a_field_changed_after_the_config(tmp_path, field_name, value, match):
@@ -565,6 +566,30 @@ def test_trainer_refuses_a_field_changed_after_the_config(tmp_path, field_name, 
             train_dataset=_dataset(),
             processing_class=build_char_tokenizer(),
         )
+
+
+def test_a_built_method_is_used_as_it_is_from_config_to_trainer(tmp_path, monkeypatch):
+    """`built_method` (TrainConfig's) is the trainer's method: its checks (delta's range...) run once."""
+    from bandpo.methods import DeclaredMethod
+
+    built = get_method("band", delta=0.1)
+    builds = []
+    real = DeclaredMethod.__post_init__
+    monkeypatch.setattr(DeclaredMethod, "__post_init__", lambda self: builds.append(self) or real(self))
+    args = _config(tmp_path, method_params={"delta": 0.1}, built_method=built)
+    trainer = BandPOTrainer(
+        model=build_tiny_model(build_char_tokenizer(), seed=0),
+        reward_funcs=_reward,
+        args=args,
+        train_dataset=_dataset(),
+        processing_class=build_char_tokenizer(),
+    )
+    assert trainer.bound_method is built and args.bound_method is built and builds == []
+    args.method_params = {"delta": 0.2}  # changed: built again, once
+    assert args.bound_method.params["delta"] == 0.2 and args.bound_method is args.bound_method
+    assert len(builds) == 1
+    other = _config(tmp_path, method="clip", built_method=built)  # not clip's: clip's own is built
+    assert other.bound_method.name == "clip" and other.bound_method is not built
 
 
 def test_steps_per_generation_follows_gradient_accumulation_and_dozens_of_steps_warn(tmp_path):

@@ -16,11 +16,10 @@ import pytest
 pytest.importorskip("transformers")
 
 from bandpo.training.run_dir import (
-    RunPaths,
+    RunDir,
     checkpoint_step,
     find_last_checkpoint,
     prune_checkpoints,
-    remove_leftovers,
 )
 
 
@@ -90,18 +89,18 @@ def _checkpoint(root: Path, step: int, *, state: str | None = '{"global_step": S
 
 
 def test_torn_checkpoints_and_temporaries_are_skipped_and_removed(tmp_path):
-    paths = RunPaths(tmp_path / "run")
+    paths = RunDir(tmp_path / "run")
     _checkpoint(paths.checkpoints, 4)
     torn = _checkpoint(paths.checkpoints, 8, state=None)  # killed while saving
     (paths.checkpoints / ".staging-abc").mkdir()  # an older version's staging folder
-    (paths.run_dir / ".model-xyz").mkdir()  # a killed final save
-    (paths.run_dir / ".config.json-123").write_text("{")  # a killed atomic write
-    keep = paths.run_dir / ".keep-me"
+    (paths.path / ".model-xyz").mkdir()  # a killed final save
+    (paths.path / ".config.json-123").write_text("{")  # a killed atomic write
+    keep = paths.path / ".keep-me"
     keep.write_text("")
     assert find_last_checkpoint(paths.checkpoints).name == "checkpoint-4"
-    remove_leftovers(paths)
+    paths.remove_leftovers()
     assert not torn.exists() and not (paths.checkpoints / ".staging-abc").exists()
-    assert not (paths.run_dir / ".model-xyz").exists() and not (paths.run_dir / ".config.json-123").exists()
+    assert not (paths.path / ".model-xyz").exists() and not (paths.path / ".config.json-123").exists()
     assert keep.exists()  # only what the run itself writes is removed
 
 

@@ -212,12 +212,12 @@ def test_corrupt_trainer_state_on_resume(tmp_path, capsys):
 
 
 def test_a_full_disk_says_disk_full(tmp_path, tiny_model_dir, capsys, monkeypatch):
-    from bandpo.training import runner
+    from bandpo.training import run_dir
 
     def no_space(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(runner, "write_text_atomic", no_space)
+    monkeypatch.setattr(run_dir, "write_text_atomic", no_space)
     err = _fails_in_one_line(
         ["--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "r"), *SMALL], capsys
     )
@@ -259,13 +259,13 @@ def test_dual_clip_off_is_standard_json_and_reads_back(tmp_path):
 
 def test_dual_clip_off_resumes_with_the_stored_config(tmp_path):
     from bandpo.training import TrainConfig
-    from bandpo.training.run_dir import RunPaths, check_run_dir, to_json
+    from bandpo.training.run_dir import RunDir, to_json
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(to_json(TrainConfig(dual_clip_c=math.inf).to_dict()))
-    check_run_dir(RunPaths(run_dir), TrainConfig(dual_clip_c=math.inf, output_dir=str(run_dir), resume=True))
-    check_run_dir(RunPaths(run_dir), TrainConfig(dual_clip_c=None, output_dir=str(run_dir), resume=True))
+    RunDir(run_dir).check(TrainConfig(dual_clip_c=math.inf, output_dir=str(run_dir), resume=True))
+    RunDir(run_dir).check(TrainConfig(dual_clip_c=None, output_dir=str(run_dir), resume=True))
 
 
 def test_concurrent_cold_warm_ups_share_one_and_clean_leftovers(tmp_path, monkeypatch):

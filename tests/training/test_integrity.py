@@ -274,15 +274,15 @@ def test_a_run_that_failed_after_it_trained_is_kept_for_resume(tiny_model_dir, t
 
 def test_resume_of_a_config_from_before_a_field_existed(tmp_path):
     from bandpo.training import TrainConfig
-    from bandpo.training.run_dir import RunPaths, check_run_dir
+    from bandpo.training.run_dir import RunDir
 
     config = TrainConfig(output_dir=str(tmp_path), resume=True)
     stored = json.loads(json.dumps(config.to_dict()))
     del stored["task"]  # written by a version without the field
     (tmp_path / "config.json").write_text(json.dumps(stored))
-    check_run_dir(RunPaths(tmp_path), config)  # the default task is what that version ran
+    RunDir(tmp_path).check(config)  # the default task is what that version ran
     with pytest.raises(ValueError, match="task: run has 'countdown', given 'reach'"):
-        check_run_dir(RunPaths(tmp_path), config.replace(task="reach"))
+        RunDir(tmp_path).check(config.replace(task="reach"))
 
 
 def test_a_truncated_optimizer_state_names_the_checkpoint_to_drop(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from bandpo import metric_names as mn
 from bandpo.training.processes import offline_environment
-from bandpo.training.runner import mean_present as _mean_present
+from bandpo.training.summary import mean_present as _mean_present
 
 
 def test_an_absent_metric_is_missing_not_zero():

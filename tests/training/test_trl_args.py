@@ -63,3 +63,18 @@ def test_a_users_model_keeps_trls_activation_checkpointing(tmp_path):
 def test_gradient_checkpointing_set_either_way_overrides_the_default(tmp_path, model, wanted):
     config = TrainConfig(model=str(tmp_path) if model else None, gradient_checkpointing=wanted)
     assert _trl_config(config, tmp_path / "checkpoints").gradient_checkpointing is wanted
+
+
+def test_the_method_is_built_once_from_config_to_trls_arguments(tmp_path, monkeypatch):
+    """TrainConfig builds (and checks) the bound method; TRL's arguments carry that object, not a dict that
+    each later step would build again."""
+    from bandpo.methods import DeclaredMethod
+
+    builds = []
+    real = DeclaredMethod.__post_init__
+    monkeypatch.setattr(DeclaredMethod, "__post_init__", lambda self: builds.append(self) or real(self))
+    config = TrainConfig(delta=0.1)
+    args = _trl_config(config, tmp_path)
+    args.validate()  # what BandPOTrainer runs at start-up
+    assert args.bound_method is config.bound_method() and args.bound_method.params["delta"] == 0.1
+    assert len(builds) == 1

@@ -34,6 +34,7 @@ from bandpo.training.config import (
 )
 from bandpo.training.config_file import parse_dual_clip_c, read_config_file
 from bandpo.training.loggers import normalize_report_to
+from bandpo.training.run_dir import RunDir
 
 CLI_ONLY_FLAGS = {"preset", "resume"}
 """Fields whose flag is not a plain "value or keep the preset's": the base preset itself, and a switch."""
@@ -175,13 +176,8 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.resume:
         if not output_dir:
             raise ValueError("--resume needs --output-dir RUN_DIR (the run to continue)")
-        stored_path = Path(output_dir).expanduser() / "config.json"
-        if stored_path.is_file():
-            from bandpo.training.run_dir import read_json
-
-            stored = read_json(stored_path, fix="delete the run directory and start again")
-            if not isinstance(stored, dict):
-                raise ValueError(f"{stored_path} does not hold a run's settings; delete it and start again")
+        stored = RunDir(Path(output_dir).expanduser()).read_config()
+        if stored is not None:
             base = {**stored, "resume": True}
     if base is None:
         preset = args.preset or file_values.get("preset") or TrainConfig.preset
@@ -208,10 +204,7 @@ def _toggle_tensorboard(values: dict[str, Any], *, on: bool) -> tuple[str, ...]:
 
 def starts_fresh(args: argparse.Namespace, config: Any) -> bool:
     """True when --resume names a directory without a run, so the run starts from the beginning."""
-    return (
-        bool(args.resume and config.output_dir)
-        and not (Path(config.output_dir).expanduser() / "config.json").is_file()
-    )
+    return bool(args.resume and config.output_dir) and not RunDir.for_config(config).started
 
 
 RARE_STRATEGY_TEXT = "'*'"  # the embedded tasks' rare strategy (multiplication), as the summary names it

@@ -66,7 +66,7 @@ from bandpo.experiments.lm_results import (
 )
 from bandpo.experiments.lm_workers import Progress, TrainFunction, execute
 from bandpo.experiments.report import machine_info
-from bandpo.training.run_dir import read_json, to_json
+from bandpo.training.run_dir import read_json
 from bandpo.training.tasks import DEFAULT_TASK
 
 __all__ = [
@@ -121,13 +121,13 @@ def plan_runs(specs: Sequence[MethodSpec], seeds: Sequence[int], output_dir: Pat
 def is_done(run: PlannedRun, config: Any) -> bool:
     """Whether the run finished; an error if it finished with other settings (`settings_difference`)."""
     marker = run.run_dir / DONE_MARKER
-    if not marker.exists() or not (run.run_dir / "summary.json").exists():
+    if not marker.exists() or not run.files.finished:
         return False
     again = (
         f"delete it and run the same compare again (the run {run.run_dir} resumes from its last checkpoint)"
     )
     record = read_json(marker, fix=again)
-    read_json(run.run_dir / "summary.json", fix=f"{again}; or delete that run directory to train it anew")
+    run.files.read_summary(fix=f"{again}; or delete that run directory to train it anew")
     if not isinstance(record, dict) or not isinstance(record.get("config", {}), dict):
         raise ValueError(f"{marker} does not hold a finished run's record; {again}")
     details = settings_difference(effective(record.get("config", {})), config)
@@ -142,16 +142,9 @@ def is_done(run: PlannedRun, config: Any) -> bool:
 def check_resumable(run: PlannedRun, config: Any) -> None:
     """An interrupted run (config.json, no completion marker) resumes only with the settings it started with:
     checked here, before any run of the comparison starts, with the file and the fix named."""
-    path = run.run_dir / "config.json"
-    stored = read_json(
-        path, fix=f"delete the run directory {run.run_dir} (that run is trained again from the start)"
-    )
-    if not isinstance(stored, dict):
-        raise ValueError(f"{path} does not hold a run's settings; delete the run directory {run.run_dir}")
-    # a field added after the run started: the run used its default, which `bandpo train --resume` assumes too
-    defaults = json.loads(to_json(dataclasses.asdict(type(config)())))
-    stored = {**{key: value for key, value in defaults.items() if key not in stored}, **stored}
-    details = settings_difference(effective(comparable(stored)), config)
+    # the comparison `bandpo train --resume` makes (a field added after the run started: its default)
+    different = run.files.config_differences(config)
+    details = ", ".join(f"{key}: {stored!r} there, {given!r} now" for key, stored, given in different[:4])
     if details:
         raise ValueError(
             f"{run.run_dir} holds an interrupted run with other settings ({details}); run the compare with the "
@@ -329,7 +322,7 @@ def _pending(
             if progress:
                 progress(f"[{index}/{len(runs)}] {run.name}: reused from {reused[run.name].source}")
             continue
-        if (run.run_dir / "config.json").exists():  # interrupted: continue from its last checkpoint
+        if run.files.started:  # interrupted: continue from its last checkpoint
             check_resumable(run, config)
             config = build_config(run.spec, run.seed, run.run_dir, settings, resume=True)
         pending.append((index, run, config))
@@ -369,12 +362,11 @@ def write_lm_report(
     plan_path = output_dir / PLAN_FILE
     if plan is None:
         plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
-    first_dir = next((run.run_dir for run in runs if (run.run_dir / "summary.json").exists()), None)
+    first_run = next((run.files for run in runs if run.files.finished), None)
     first = {}
-    if first_dir is not None:
-        first = read_json(
-            first_dir / "summary.json", fix=f"delete the run directory {first_dir} and run the compare again"
-        )
+    if first_run is not None:
+        fix = f"delete the run directory {first_run.path} and run the compare again"
+        first = first_run.read_summary(fix=fix)
     header = {
         "task": plan.get("task") or DEFAULT_TASK,
         "arms": plan.get("arms"),
@@ -400,9 +392,9 @@ def report_only(output_dir: Path, *, svg: bool = False) -> tuple[Path, str]:
     results, header = read_per_seed(output_dir / PER_SEED_FILE)
     run_dirs: dict[str, list[Path]] | None = {}
     for result in results:
-        run_dir = PlannedRun.under(output_dir, MethodSpec(result.method, result.given), result.seed).run_dir
-        if not (run_dir / "metrics.jsonl").exists():
+        run = PlannedRun.under(output_dir, MethodSpec(result.method, result.given), result.seed)
+        if not run.files.metrics.exists():
             run_dirs = None
             break
-        run_dirs.setdefault(result.label, []).append(run_dir)
+        run_dirs.setdefault(result.label, []).append(run.run_dir)
     return render_report(results, header, output_dir, run_dirs=run_dirs, svg=svg)

@@ -29,7 +29,7 @@ from bandpo.experiments.report import (
     save_figure,
 )
 from bandpo.experiments.stats import STATS_RULE, holm_verdicts, paired_difference
-from bandpo.training.metrics_log import read_metrics
+from bandpo.training.run_dir import RunDir
 from bandpo.training.tasks import DEFAULT_TASK
 
 __all__ = ["group_by_label", "lm_tables", "plot_sweep", "render_report"]
@@ -336,8 +336,7 @@ def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bo
 
 def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, k: int | None) -> None:
     metrics = {
-        label: [read_metrics(d / "metrics.jsonl", missing_ok=True) for d in dirs]
-        for label, dirs in run_dirs.items()
+        label: [RunDir(d).metrics_records(missing_ok=True) for d in dirs] for label, dirs in run_dirs.items()
     }
     if not any(sum(mn.EVAL_PASS_AT_K in r for r in run) > 2 for runs in metrics.values() for run in runs):
         return  # no run evaluated more than twice: no curve worth drawing

@@ -33,7 +33,7 @@ from bandpo.experiments.arms import LOSS_PARAMS, MethodSpec
 from bandpo.experiments.report import machine_info
 from bandpo.methods import settable_parameters
 from bandpo.training.config import RUN_INDEPENDENT_FIELDS
-from bandpo.training.metrics_log import read_metrics
+from bandpo.training.run_dir import RunDir
 
 __all__ = [
     "DONE_MARKER",
@@ -95,6 +95,11 @@ class PlannedRun:
     @property
     def name(self) -> str:
         return f"{self.spec.label} seed {self.seed}"
+
+    @property
+    def files(self) -> RunDir:
+        """The run directory's own files and state (`bandpo.training.run_dir.RunDir`)."""
+        return RunDir(self.run_dir)
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -192,9 +197,7 @@ def _finite(value: Any) -> float | None:
 
 def training_records(run_dir: Path) -> list[dict[str, Any]]:
     """The training records (those with a reward) of a run's metrics.jsonl, in step order."""
-    records = [
-        r for r in read_metrics(Path(run_dir) / "metrics.jsonl", missing_ok=True) if mn.TRAIN_REWARD in r
-    ]
+    records = [r for r in RunDir(Path(run_dir)).metrics_records(missing_ok=True) if mn.TRAIN_REWARD in r]
     return sorted(records, key=lambda r: r.get(mn.TRAIN_STEP, 0))
 
 
@@ -239,10 +242,9 @@ def clip_logging(records: list[dict[str, Any]]) -> dict[str, bool]:
 
 def load_run(run: PlannedRun) -> tuple[SeedResult, list[dict[str, Any]]] | None:
     """The result of a finished run and its training records; None when it has no summary.json yet."""
-    summary_path = run.run_dir / "summary.json"
-    if not summary_path.exists():
+    if not run.files.finished:
         return None
-    summary = json.loads(summary_path.read_text())
+    summary = run.files.read_summary(fix=f"delete the run directory {run.run_dir} to train that run again")
     records = training_records(run.run_dir)
     marker_path = run.run_dir / DONE_MARKER
     marker = json.loads(marker_path.read_text()) if marker_path.exists() else {}

@@ -47,7 +47,7 @@ from bandpo.experiments.lm_results import (
 )
 from bandpo.experiments.provenance import code_version
 from bandpo.experiments.report import machine_info
-from bandpo.training.run_dir import read_json
+from bandpo.training.run_dir import RunDir
 
 __all__ = ["RunFailed", "close_killed_calls", "execute", "last_step", "worker_command"]
 
@@ -228,9 +228,7 @@ class _Subprocesses:
                 self._running.pop(config.output_dir, None)
         if code != 0:
             raise RunFailed(_failure_message(config.output_dir, code, last_line, stopping=self.stopping))
-        summary = read_json(
-            Path(config.output_dir) / "summary.json", fix=_DELETE_RUN.format(config.output_dir)
-        )
+        summary = RunDir.for_config(config).read_summary(fix=_DELETE_RUN.format(config.output_dir))
         return {
             "wall_time_s": summary.get("wall_time_s"),
             "warmup": summary.get("warmup"),

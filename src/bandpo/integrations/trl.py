@@ -58,10 +58,9 @@ Mapping of the paper's loss to TRL (and the differences):
 - Refused, because per-token bounds cannot apply or a setting would be silently ignored:
   ``importance_sampling_level="sequence"`` (one ratio per sequence), the loss types ``cispo``, ``sapo``,
   ``vespo``, ``luspo`` (no ratio clip), TRL's ``epsilon`` / ``epsilon_high`` (the bounds come from
-  ``method``), ``use_liger_kernel=True`` (deprecated in TRL; where it selects Liger's fused GRPO loss, that loss
-  bypasses ``_compute_loss``),
-  and a ``delta`` that disagrees with ``dual_clip_c``. The same checks run again in `BandPOTrainer`, so a
-  field changed after ``BandPOConfig(...)`` is caught.
+  ``method``), ``use_liger_kernel=True`` (deprecated in TRL; where it selects Liger's fused GRPO loss, that
+  loss bypasses ``_compute_loss``), and a ``delta`` that disagrees with ``dual_clip_c``. The same checks run
+  again in `BandPOTrainer`, so a field changed after ``BandPOConfig(...)`` is caught.
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 try:
@@ -162,6 +161,7 @@ class BandPOConfig(GRPOConfig):
             "ratio_max": 10.0}`` (a dict or a JSON string). The band radius is ``method_params["delta"]``.
         dual_clip_c: the dual-clip constant c > 1 (`bandpo.losses.DUAL_CLIP_C`, the paper's 10); None or
             ``math.inf``: off.
+        built_method (init only): ``method`` already built with ``method_params`` (TrainConfig's): used as is.
 
     ``delta`` (inherited from `GRPOConfig`) is TRL's dual-clip cap, **not** Band's trust-region radius δ
     (that is ``method_params["delta"]``): `BandPOConfig` sets it from ``dual_clip_c``; leave it unset (a
@@ -218,8 +218,9 @@ class BandPOConfig(GRPOConfig):
             "optimiser steps per generation batch, unless generation_batch_size is set)"
         },
     )
+    built_method: InitVar[BoundMethod | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, built_method: BoundMethod | None) -> None:
         if isinstance(self.method_params, str):
             try:
                 self.method_params = json.loads(self.method_params) if self.method_params.strip() else None
@@ -229,6 +230,8 @@ class BandPOConfig(GRPOConfig):
                 ) from None
         if self.method_params is not None and not isinstance(self.method_params, dict):
             raise ValueError(f"method_params must be a dict of method parameters, got {self.method_params!r}")
+        if built_method is not None:  # one named otherwise is not `method`'s: `bound_method` builds that
+            self._built = (built_method.name, dict(self.method_params or {}), built_method)
         dual_clip_c = check_dual_clip_c(self.dual_clip_c)  # raises with the field name
         if not (isinstance(self.delta, float) and math.isnan(self.delta)):  # delta given: must agree
             self._check_delta()
@@ -237,8 +240,7 @@ class BandPOConfig(GRPOConfig):
             self.steps_per_generation = 4 * self.gradient_accumulation_steps  # the paper's 4 steps
         super().__post_init__()
         self.validate()
-        method = self.bound_method
-        ratio_max = method.params.get("ratio_max")
+        ratio_max = self.bound_method.params.get("ratio_max")
         if self.delta is not None and ratio_max is not None and ratio_max > self.delta:
             warnings.warn(
                 f"method_params ratio_max={ratio_max} exceeds dual_clip_c={self.delta}: TRL also caps the ratio "
@@ -306,8 +308,11 @@ class BandPOConfig(GRPOConfig):
 
     @property
     def bound_method(self) -> BoundMethod:
-        """The configured `BoundMethod` (rebuilt on each access; cheap)."""
-        return get_method(self.method, **(self.method_params or {}))
+        """The configured `BoundMethod`: built once, and again after ``method`` or ``method_params`` changed."""
+        params = self.method_params or {}
+        if getattr(self, "_built", (None, None))[:2] != (self.method, params):
+            self._built = (self.method, dict(params), get_method(self.method, **params))
+        return self._built[2]
 
     @property
     def optimizer_steps_per_generation(self) -> float:

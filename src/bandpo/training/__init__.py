@@ -9,11 +9,12 @@ Public API (stable; `bandpo compare` builds on it):
 Submodules: `tasks` (the embedded tasks: Countdown, Reach, and Sums for a real model, with their registry),
 `model` (the tiny model and its tokenizer), `warmup` (cached supervised warm-up), `pretrained` (real checkpoints
 by short name: download, check, GGUF conversion, cache), `data` (dataset files), `rewards` (verifiers and the
-failure guard), `evaluate`; a run is `runner` (the steps, top to bottom, and the `TrainSummary` it returns) over
-`config` (with `config_file`: YAML/JSON settings files), `run_dir` (files, checks, checkpoints), `policy` (model
-loading), `trl_args` (TRL arguments and callback), `metrics_log` (metrics.jsonl: written, read, plotted) with
-`loggers` (``report_to``: TensorBoard, Trackio, W&B, MLflow), `model_card` (the model folder's Hub card) and
-`processes` (several processes; offline, threads, quiet). Importing this package is cheap; TRL and transformers load when a run starts.
+failure guard), `evaluate`; a run is `runner` (its phases, top to bottom) over `config` (with `config_file`:
+YAML/JSON settings files), `run_dir` (`RunDir`: the run directory's files, lock, settings, checks,
+checkpoints), `summary` (the `TrainSummary` it returns), `policy` (model loading), `trl_args` (TRL arguments and
+callback), `metrics_log` (metrics.jsonl: written, read, plotted) with `loggers` (``report_to``: TensorBoard,
+Trackio, W&B, MLflow), `model_card` (the model folder's Hub card) and `processes` (several processes; offline,
+threads, quiet). Importing this package is cheap; TRL and transformers load when a run starts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["EvalResult", "PromptResult", "TrainConfig", "TrainSummary", "train"]
 _EXPORTS = {
     "TrainConfig": "bandpo.training.config",
     "train": "bandpo.training.runner",
-    "TrainSummary": "bandpo.training.runner",
+    "TrainSummary": "bandpo.training.summary",
     "EvalResult": "bandpo.training.evaluate",
     "PromptResult": "bandpo.training.evaluate",
 }
@@ -42,4 +43,5 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # pragma: no cover
     from bandpo.training.config import TrainConfig
     from bandpo.training.evaluate import EvalResult, PromptResult
-    from bandpo.training.runner import TrainSummary, train
+    from bandpo.training.runner import train
+    from bandpo.training.summary import TrainSummary

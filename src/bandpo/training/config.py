@@ -131,7 +131,8 @@ class TrainConfig(TrainSettings):
         # the method first: the method fields' checks need a known method
         SETTINGS["method"].check("method", self.method)
         self._check_method_fields()
-        self.bound_method()  # validates the method parameters, naming the bad one
+        # built once, which validates the method parameters (naming the bad one); TRL's config takes it as is
+        object.__setattr__(self, "_bound_method", self._build_method())
         # inf is stored as None, the one "off" value, so config.json never holds the non-standard Infinity
         object.__setattr__(self, "dual_clip_c", check_dual_clip_c(self.dual_clip_c))
         # TRL's forms: a name, "a,b" or a list (config.json's); "none" alone is no logger
@@ -302,6 +303,10 @@ class TrainConfig(TrainSettings):
         return self.minibatch_samples // self.resolved_micro_batch_size
 
     def bound_method(self) -> Any:
+        """The configured `bandpo.methods.BoundMethod` (built by ``__post_init__``)."""
+        return self._bound_method
+
+    def _build_method(self) -> Any:
         from bandpo.methods import get_method
 
         try:

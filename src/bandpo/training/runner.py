@@ -1,25 +1,11 @@
 """`train(config)`: one run, from a `TrainConfig` to a run directory, through TRL (`BandPOTrainer`).
 
-Steps: check the run directory, the dataset and the model (nothing is written before all three pass, so a
-refused start never blocks the retry) → model and tokenizer (the embedded tiny model is warmed up once and
-cached, see `bandpo.training.warmup`) → prompts (held-out evaluation prompts never in training) → evaluation
-before training → `BandPOTrainer.train()` → final model → evaluation after → plots → ``summary.json``.
-
-Run directory (`bandpo.training.run_dir.RunPaths`, ``TrainSummary.paths``)::
-
-    config.json          the resolved TrainConfig (standard JSON: a disabled dual clip is null)
-    metrics.jsonl        one record per RL step: catalogued keys (bandpo.metric_names), TRL's others as trl/*
-    tensorboard/         the same scalars as TensorBoard events (report_to tensorboard, the default; the other
-                         loggers, `bandpo.training.loggers`, write where their library does)
-    checkpoints/         checkpoint-<optimiser step>/: safetensors weights, optimiser, RNG and trainer state
-    model/               the final policy (save_pretrained, safetensors), tokenizer and README.md, its model
-                         card for the Hub (`bandpo.training.model_card`): ready for `hf upload`; with ``lora_r``
-                         (here and in checkpoints) the adapter only, as peft saves it (`bandpo.training.lora`)
-    eval_before.json     held-out evaluation before training (metrics and per-prompt samples)
-    eval_after.json      ... after training
-    plots/               reward.png, entropy.png, clip_fractions.png
-    summary.json         before/after metrics, final training metrics, wall time, reward failures, paths
-    run.lock             flock-ed by the process writing the run, from its first write to its end (its pid)
+Phases (`train` reads as their list): check the run directory, the dataset and the model (nothing is written
+before all three pass, so a refused start never blocks the retry) → claim the run directory (its lock) → model
+and tokenizer (the embedded tiny model is warmed up once and cached, see `bandpo.training.warmup`) and prompts
+(held-out evaluation prompts never in training) → config.json → evaluation before training →
+`BandPOTrainer.train()` → final model and evaluation after → plots, model card, ``summary.json``. The files and
+folders of the run directory are `bandpo.training.run_dir.RunDir`'s (its module docstring lists them).
 
 Checkpoints fall on RL-step boundaries; one counts once the HF Trainer has written its trainer state (see
 `bandpo.training.run_dir`). ``resume=True`` continues from the last one: TRL / the HF Trainer restore
@@ -32,7 +18,7 @@ from ``eval_before.json``. On CPU the resumed run then ends with the same metric
 One writer, nothing left behind: the run directory is locked (`bandpo._lifetime.FolderLock`, released by the
 kernel when the holder dies) before the first write, so a second process writing the same run is refused; the
 reward worker dies with this process however it ends; a fresh run that fails before its first RL step (or on
-failed rewards only) removes what it wrote (`run_dir.undo_failed_start`), so the retry starts clean. A reward that fails on every
+failed rewards only) removes what it wrote (`RunDir.undo_failed_start`), so the retry starts clean. A reward that fails on every
 prompt is refused before the first write (`rewards.check_rewards_work`), and one that fails on every sample of
 the first `rewards.REWARD_CHECK_STEPS` RL steps stops the run (`rewards.RewardFailure`).
 
@@ -52,12 +38,10 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo._atomic import write_text_atomic
 from bandpo.training import data as data_module
 from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalPrompt, EvalResult, evaluate
@@ -83,105 +67,23 @@ from bandpo.training.rewards import (
     get_verifier,
 )
 from bandpo.training.run_dir import (
-    RunPaths,
+    RunDir,
     check_checkpoint_files,
-    check_run_dir,
     checkpoint_step,
     find_last_checkpoint,
-    read_json,
-    remove_leftovers,
-    resolve_run_dir,
     save_pretrained_atomic,
     set_aside_checkpoints,
-    take_run_lock,
     to_json,
-    undo_failed_start,
 )
 from bandpo.training.shared_eval import read_shared, write_shared
+from bandpo.training.summary import TrainSummary, clip_by_bin
 from bandpo.training.tasks import get_task, task_names
 
-__all__ = [
-    "TrainSummary",
-    "clip_by_bin",
-    "find_last_checkpoint",
-    "mean_present",
-    "offline_environment",
-    "train",
-]
+__all__ = ["TrainSummary", "find_last_checkpoint", "offline_environment", "train"]
 
 _RERUN = "the main process wrote it at the end of this run; run again"
 # what torch.save / safetensors say when a write fails mid-file (a full disk, usually)
 _WRITE_FAILURE = re.compile(r"iostream error|file write failed|PytorchStreamWriter failed|No space left")
-
-
-@dataclass(frozen=True)
-class TrainSummary:
-    """What a run produced. `before` / `after` hold per-prompt samples and correctness (see `EvalResult`).
-
-    Attributes:
-        run_dir: the run directory.
-        config: the resolved config.
-        before, after: held-out evaluation before and after training (None when there are no eval prompts).
-        final_metrics: the last training record of metrics.jsonl (catalogued keys).
-        clip_by_bin: upward/downward clip fraction per p_old bin, averaged over those of the last 10% of RL
-            steps that had tokens in the bin (None when none had: no such token is not "never clipped").
-        steps: RL steps completed.
-        wall_time_s: seconds of this call (a resumed run counts only its own part).
-        warmup: warm-up statistics of the embedded model (None with --model).
-        paths: config, metrics, tensorboard, checkpoints, model, plots, eval_before, eval_after, summary.
-        world_size: processes that trained (torchrun / accelerate launch; 1 without a launcher).
-        reward_failures: training samples whose reward failed (raised, non-finite or timed out) and scored
-            0: ``errors``, ``timeouts`` among them, ``samples`` scored, ``last_error`` (this call's samples;
-            in several processes, the main process's share).
-    """
-
-    run_dir: Path
-    config: TrainConfig
-    before: EvalResult | None
-    after: EvalResult | None
-    final_metrics: dict[str, float]
-    clip_by_bin: dict[str, float | None]
-    steps: int
-    wall_time_s: float
-    warmup: dict[str, Any] | None = None
-    paths: dict[str, str] = field(default_factory=dict)
-    world_size: int = 1
-    reward_failures: dict[str, Any] | None = None
-
-    def to_dict(self, *, per_prompt: bool = False) -> dict[str, Any]:
-        """JSON-ready dict; per-prompt evaluation results only when `per_prompt`."""
-
-        def evaluation(result: EvalResult | None) -> dict[str, Any] | None:
-            if result is None:
-                return None
-            return result.to_dict() if per_prompt else {"metrics": result.metrics, "k": result.k}
-
-        return {
-            "run_dir": str(self.run_dir),
-            "config": json.loads(to_json(self.config.to_dict())),  # standard JSON: an "off" inf is null
-            "before": evaluation(self.before),
-            "after": evaluation(self.after),
-            "final_metrics": self.final_metrics,
-            "clip_by_bin": self.clip_by_bin,
-            "steps": self.steps,
-            "wall_time_s": self.wall_time_s,
-            "warmup": self.warmup,
-            "paths": self.paths,
-            "world_size": self.world_size,
-            "reward_failures": self.reward_failures,
-        }
-
-
-def mean_present(records: list[dict[str, Any]], key: str) -> float | None:
-    """Mean of `key` over the records that have it; None when none has (an absent key is missing, not 0)."""
-    values = [float(r[key]) for r in records if r.get(key) is not None]
-    return sum(values) / len(values) if values else None
-
-
-def clip_by_bin(records: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Upward/downward clip fraction per p_old bin over the last 10% of the training `records`."""
-    tail = records[-max(1, len(records) // 10) :] if records else []
-    return {key: mean_present(tail, key) for key in (*mn.CLIP_FRAC_UP_BINS, *mn.CLIP_FRAC_DOWN_BINS)}
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
@@ -202,221 +104,271 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     """
     start = time.perf_counter()
     processes = Processes.from_environment()  # one process unless launched by torchrun / accelerate launch
-    main = processes.is_main
-    show = progress and main
-    paths = RunPaths(processes.share(resolve_run_dir(config)))  # a timestamped default is the main one's
-    existed_before = paths.run_dir.exists()
+    run = processes.share(RunDir.for_config(config))  # a timestamped default is the main one's
+    training = _Training(config, run, processes, progress=progress, start=start)
     with (
         offline_environment(),
         quiet_and_threads(config.num_threads),
-        _explain_write_failures(paths.run_dir),
+        _explain_write_failures(run.path),
         contextlib.ExitStack() as exits,
     ):
-        # everything is checked before the first write, by every process
-        _check_world_size(config, processes.world_size)
-        check_run_dir(paths, config)
-        if main:
+        training.check()  # every check, by every process, before the first write
+        training.claim(exits)  # one writer: the main process locks the run directory
+        training.load_policy(exits)  # model, tokenizer and prompts; inf/NaN logits stop the run, explained
+        training.write_config()  # config.json (a fresh run), after the leftovers of a killed one are gone
+        with training.logging():  # metrics.jsonl and the loggers, open from here to the evaluation after
+            training.evaluate_before()
+            training.reinforce()
+            training.save_and_evaluate_after()
+        return training.summarize()
+
+
+class _Training:
+    """One call of `train`, on one process: what its phases share. Every process runs every phase; only the
+    main process writes the run directory and evaluates (the others wait for it, `evaluate`)."""
+
+    def __init__(
+        self, config: TrainConfig, run: RunDir, processes: Processes, *, progress: bool, start: float
+    ) -> None:
+        self.config, self.run, self.processes, self.start = config, run, processes, start
+        self.main = processes.is_main
+        self.show = progress and self.main
+        self.created = not run.path.exists()  # this call creates the run directory
+        self.fresh = False  # this call starts the run (no config.json when it took the lock)
+        self.trained = False  # an RL step finished: a failure keeps the run for --resume
+        self.trainer: Any = None  # once built (the explanation of a NonFiniteError reads its step)
+        self.log: MetricsLog | None = None  # the main process's metrics.jsonl and loggers
+        self.bar: Any = None  # the main process's progress bar (with progress)
+        self.before: EvalResult | None = None
+        self.after: EvalResult | None = None
+        # set by the phases, in order: `check`, `load_policy`, `reinforce`
+        self.raw_train_rows: list[Any] = []
+        self.raw_eval_rows: list[Any] = []
+        self.checkpoint: Path | None = None  # the one a resume continues from
+        self.resumed_step = 0
+        self.policy: Any = None
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.warmup_info: dict[str, Any] | None = None
+        self.train_rows: list[data_module.PromptRow] = []
+        self.eval_rows: list[data_module.PromptRow] = []
+        self.reward: Any = None  # GuardedReward
+
+    def check(self) -> None:
+        """Everything that can refuse the run, on every process, before the main process writes anything."""
+        config, run = self.config, self.run
+        _check_world_size(config, self.processes.world_size)
+        run.check(config)
+        if self.main:
             check_installed(config.report_to)  # a missing logger is refused before the first write
-        raw_train_rows, raw_eval_rows = data_module.read_run_rows(config.prompt_source)
-        checkpoint = find_last_checkpoint(paths.checkpoints) if config.resume else None
-        if checkpoint is not None:
-            check_checkpoint_files(checkpoint, world_size=processes.world_size)
-        resumed_step = checkpoint_step(checkpoint) // config.optimizer_steps_per_rl_step if checkpoint else 0
+        self.raw_train_rows, self.raw_eval_rows = data_module.read_run_rows(config.prompt_source)
+        self.checkpoint = run.last_checkpoint() if config.resume else None
+        if self.checkpoint is not None:
+            check_checkpoint_files(self.checkpoint, world_size=self.processes.world_size)
+        steps = checkpoint_step(self.checkpoint) if self.checkpoint else 0
+        self.resumed_step = steps // config.optimizer_steps_per_rl_step
         if config.model is None and config.dataset is not None:  # the embedded model reads its alphabet only
-            data_module.check_embedded_alphabet(raw_train_rows + raw_eval_rows, config.dataset)
+            data_module.check_embedded_alphabet(self.raw_train_rows + self.raw_eval_rows, config.dataset)
         check_peft_installed(config)
         check_rewards_work(
             config.resolved_reward,
-            raw_train_rows,
+            self.raw_train_rows,
             timeout_s=config.reward_timeout_s,
             source=config.dataset or f"the embedded {config.task} task",
         )
-        stored_before = None
-        if config.resume and paths.eval_before.exists():
-            fix = "delete it to evaluate again"
-            stored_before = EvalResult.from_dict(read_json(paths.eval_before, fix=fix))
-        processes.wait()  # every process has checked before the main one writes
-        fresh_start = trained = False
+        if config.resume:  # a resumed run reuses its evaluation before training
+            self.before = run.read_evaluation("before", fix="delete it to evaluate again")
+        self.processes.wait()  # every process has checked before the main one writes
+
+    def claim(self, exits: contextlib.ExitStack) -> None:
+        """The main process locks the run directory (and checks it again under the lock) until the end; a
+        refusal stops every process."""
         refused = None
-        if main:
-            # one writer per run directory, from its first write to the end; the lock dies with its holder
+        if self.main:
             try:
-                exits.enter_context(take_run_lock(paths, config))  # and checks the directory again under it
+                exits.enter_context(self.run.take_lock(self.config))
             except ValueError as error:
                 refused = error
             else:
-                fresh_start = not paths.config.exists()
-
-                def undo_on_failure(exc_type: Any, *_: Any) -> None:
-                    # a failed start never blocks its own retry; once it trains, a run is kept for --resume
-                    # (its evaluation before training is reused), unless it trained on failed rewards only
-                    if exc_type is not None and (not trained or issubclass(exc_type, RewardFailure)):
-                        undo_failed_start(paths, created=not existed_before, fresh=fresh_start)
-
-                exits.push(undo_on_failure)
-        refused_text = processes.share(None if refused is None else str(refused))  # all stop, or none
+                self.fresh = not self.run.started
+                exits.push(self._undo_failed_start)
+        refused_text = self.processes.share(None if refused is None else str(refused))  # all stop, or none
         if refused is not None:
             raise refused
         if refused_text is not None:
             raise ValueError(refused_text)
+
+    def _undo_failed_start(self, exc_type: Any, *_: Any) -> None:
+        # a failed start never blocks its own retry; once it trains, a run is kept for --resume (its
+        # evaluation before training is reused), unless it trained on failed rewards only
+        if exc_type is not None and (not self.trained or issubclass(exc_type, RewardFailure)):
+            self.run.undo_failed_start(created=self.created, fresh=self.fresh)
+
+    def load_policy(self, exits: contextlib.ExitStack) -> None:
+        """The policy (the embedded model warmed up once, on the main process) and the prompts it reads."""
+        config, world_size = self.config, self.processes.world_size
         warmup_info = None
-        if config.model is None and processes.world_size > 1:
+        if config.model is None and world_size > 1:
             # once, on the main process, outside the process group; the others load it from the cache
-            warmup_info = warm_up_in_child(config.policy_source, show) if main else None
-            processes.wait()
-        policy = load_policy(config.policy_source, show)
-        model, tokenizer = policy.model, policy.tokenizer
-        warmup_info = warmup_info or policy.warmup
-        trainer = None  # built below; the explanation of a NonFiniteError reads its step
-        exits.enter_context(_explain_non_finite(config, paths, policy.path, lambda: trainer, rename=main))
-        exits.enter_context(watch_logits(model))  # inf/NaN logits raise NonFiniteError (explained above)
-        wrap = config.use_chat_template
-        train_rows = data_module.adapt_rows(raw_train_rows, tokenizer, use_chat_template=wrap)
-        eval_rows = data_module.adapt_rows(raw_eval_rows, tokenizer, use_chat_template=wrap)
-
-        def evaluate_now() -> EvalResult | None:
-            """The main process evaluates (None elsewhere); the others wait for it."""
-            result = _evaluate_rows(config, model, tokenizer, eval_rows) if main else None
-            processes.wait()
-            return result
-
-        if main:
-            remove_leftovers(paths)
-            if fresh_start:
-                record = config.to_dict()
-                record["resolved"].update(policy.dtypes())  # trained in float32, whatever it was stored in
-                write_text_atomic(paths.config, to_json(record, indent=2))
-        reward = GuardedReward(
-            get_verifier(config.resolved_reward).score,
-            timeout_s=config.reward_timeout_s,
-            name=config.resolved_reward,
+            warmup_info = warm_up_in_child(config.policy_source, self.show) if self.main else None
+            self.processes.wait()
+        self.policy = load_policy(config.policy_source, self.show)
+        self.model, self.tokenizer = self.policy.model, self.policy.tokenizer
+        self.warmup_info = warmup_info or self.policy.warmup
+        exits.enter_context(
+            _explain_non_finite(config, self.run, self.policy.path, lambda: self.trainer, rename=self.main)
         )
-        sink: Any = contextlib.nullcontext()
-        if main:
-            identity = RunIdentity(
-                run_dir=paths.run_dir,
-                project=config.project,
-                config=json.loads(to_json(config.to_dict())),
-                resumed_step=resumed_step if config.resume else None,
+        exits.enter_context(watch_logits(self.model))  # inf/NaN logits raise NonFiniteError (explained above)
+        wrap = config.use_chat_template
+        self.train_rows = data_module.adapt_rows(self.raw_train_rows, self.tokenizer, use_chat_template=wrap)
+        self.eval_rows = data_module.adapt_rows(self.raw_eval_rows, self.tokenizer, use_chat_template=wrap)
+
+    def write_config(self) -> None:
+        """The main process's first writes: the leftovers of a killed run removed, a fresh run's config.json."""
+        if self.main:
+            self.run.remove_leftovers()
+            if self.fresh:  # trained in float32, whatever it was stored in
+                self.run.write_config(self.config, self.policy.dtypes())
+
+    @contextlib.contextmanager
+    def logging(self) -> Iterator[None]:
+        """metrics.jsonl and the loggers of ``report_to``, on the main process."""
+        if not self.main:
+            yield
+            return
+        config = self.config
+        identity = RunIdentity(
+            run_dir=self.run.path,
+            project=config.project,
+            config=json.loads(to_json(config.to_dict())),
+            resumed_step=self.resumed_step if config.resume else None,
+        )
+        sinks = open_sinks(config.report_to, identity)
+        with MetricsLog(
+            self.run.metrics, sinks, resumed_step=identity.resumed_step, max_steps=config.max_steps
+        ) as self.log:
+            yield
+
+    def evaluate(self) -> EvalResult | None:
+        """The main process evaluates (None elsewhere); the others wait for it."""
+        rows = self.eval_rows
+        result = _evaluate_rows(self.config, self.model, self.tokenizer, rows) if self.main else None
+        self.processes.wait()
+        return result
+
+    def evaluate_before(self) -> None:
+        """Read back on resume, read from `config.eval_before_file` when it was made for this run, or made."""
+        if self.before is not None:
+            return
+        world_size = self.processes.world_size
+        self.before = _shared_before(self.config, self.eval_rows, world_size) or self.evaluate()
+        if self.before is not None:
+            if self.config.eval_before_file and world_size == 1:
+                write_shared(Path(self.config.eval_before_file), self.config, self.before)
+            self.run.write_evaluation("before", self.before)
+            self.log.append({mn.TRAIN_STEP: 0, **self.before.metrics})
+
+    def reinforce(self) -> None:
+        """RL: TRL's loop (`BandPOTrainer`), from the last checkpoint on resume."""
+        from bandpo.training.trl_args import build_trainer  # imports TRL
+
+        config = self.config
+        reward_name = config.resolved_reward  # its worker process starts with the first reward
+        self.reward = GuardedReward(
+            get_verifier(reward_name).score, timeout_s=config.reward_timeout_s, name=reward_name
+        )
+        self.bar = progress_bar(
+            self.show, total=config.max_steps, initial=self.resumed_step, desc=config.method, unit="step"
+        )
+        self.trainer = build_trainer(
+            config,
+            self.model,
+            self.tokenizer,
+            self.train_rows,
+            self.reward,
+            self.run.checkpoints,
+            self.on_rl_step,
+            world_size=self.processes.world_size,
+        )
+        if self.log is not None:
+            self.log.restart_clock()
+        checkpoint = str(self.checkpoint) if self.checkpoint is not None else None
+        try:
+            with narrow_logprob_tiles(self.model):  # same numbers, no 126 MB buffer per pass (its docstring)
+                self.trainer.train(resume_from_checkpoint=checkpoint)
+        finally:
+            self.reward.close()
+            if self.bar is not None:
+                self.bar.close()
+
+    def on_rl_step(self, rl_step: int, logs: dict[str, Any]) -> None:
+        """From TRL's on_log, on every process, once per RL step."""
+        config = self.config
+        self.reward.check_not_all_failed(rl_step, min(REWARD_CHECK_STEPS, config.max_steps))
+        self.trained = True
+        if self.log is not None:
+            record = self.log.record_step(rl_step, logs)
+        if self.bar is not None:
+            self.bar.update(rl_step - self.bar.n)
+            self.bar.set_postfix(
+                reward=f"{record.get(mn.TRAIN_REWARD, math.nan):.3f}",
+                entropy=f"{record.get(mn.TRAIN_ENTROPY, math.nan):.3f}",
             )
-            sink = MetricsLog(
-                paths.metrics,
-                open_sinks(config.report_to, identity),
-                resumed_step=identity.resumed_step,
-                max_steps=config.max_steps,
-            )
-        with sink as log:
-            before = stored_before
-            if before is None:
-                before = _shared_before(config, eval_rows, processes.world_size) or evaluate_now()
-                if before is not None:
-                    if config.eval_before_file and processes.world_size == 1:
-                        write_shared(Path(config.eval_before_file), config, before)
-                    write_text_atomic(paths.eval_before, json.dumps(before.to_dict()))
-                    log.append({mn.TRAIN_STEP: 0, **before.metrics})
-            bar = progress_bar(
-                show, total=config.max_steps, initial=resumed_step, desc=config.method, unit="step"
-            )
+        every = config.eval_every
+        if every and rl_step % every == 0 and rl_step < config.max_steps:
+            result = self.evaluate()
+            if result is not None:
+                self.log.append({mn.TRAIN_STEP: rl_step, **result.metrics})
 
-            def on_rl_step(rl_step: int, logs: dict[str, Any]) -> None:  # from TRL's on_log, per RL step
-                nonlocal trained
-                reward.check_not_all_failed(rl_step, min(REWARD_CHECK_STEPS, config.max_steps))
-                trained = True
-                if log is not None:
-                    record = log.record_step(rl_step, logs)
-                if bar is not None:
-                    bar.update(rl_step - bar.n)
-                    bar.set_postfix(
-                        reward=f"{record.get(mn.TRAIN_REWARD, math.nan):.3f}",
-                        entropy=f"{record.get(mn.TRAIN_ENTROPY, math.nan):.3f}",
-                    )
-                every = config.eval_every
-                if every and rl_step % every == 0 and rl_step < config.max_steps:
-                    result = evaluate_now()
-                    if result is not None:
-                        log.append({mn.TRAIN_STEP: rl_step, **result.metrics})
+    def save_and_evaluate_after(self) -> None:
+        # the trained policy: `model` itself, or the PeftModel TRL wrapped it in (LoRA), whose folder holds
+        # the adapter only and whose evaluation runs the base with its adapter
+        self.model = self.trainer.model
+        if self.main:
+            save_pretrained_atomic(self.model, self.tokenizer, self.run.model)
+        self.after = self.evaluate()
+        if self.after is not None:
+            self.run.write_evaluation("after", self.after)
+            self.log.append({mn.TRAIN_STEP: self.config.max_steps, **self.after.metrics})
 
-            from bandpo.training.trl_args import build_trainer  # imports TRL
-
-            trainer = build_trainer(
-                config,
-                model,
-                tokenizer,
-                train_rows,
-                reward,
-                paths.checkpoints,
-                on_rl_step,
-                world_size=processes.world_size,
-            )
-            if log is not None:
-                log.restart_clock()
-            try:
-                with narrow_logprob_tiles(model):  # same numbers, no 126 MB buffer per pass (its docstring)
-                    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
-            finally:
-                reward.close()
-                if bar is not None:
-                    bar.close()
-
-            # the trained policy: `model` itself, or the PeftModel TRL wrapped it in (LoRA), whose folder holds
-            # the adapter only and whose evaluation runs the base with its adapter
-            model = trainer.model
-            if main:
-                save_pretrained_atomic(model, tokenizer, paths.model)
-            after = evaluate_now()
-            if after is not None:
-                write_text_atomic(paths.eval_after, json.dumps(after.to_dict()))
-                log.append({mn.TRAIN_STEP: config.max_steps, **after.metrics})
-
-        if main:
+    def summarize(self) -> TrainSummary:
+        """Plots, model card and summary.json from the main process; the others return what it wrote."""
+        run = self.run
+        if self.main:
             from bandpo.training.metrics_log import plot_run
 
-            plot_run(paths.metrics, paths.plots, title=config.method)
-            summary = _summarize(
-                config, paths, before, after, start, warmup_info, processes.world_size, reward.failures()
+            plot_run(run.metrics, run.plots, title=self.config.method)
+            summary = self._summary()
+            steps = summary.steps
+            write_model_card(
+                run.model, self.config, self.before, self.after, steps=steps, run_config=run.config
             )
-            write_model_card(paths.model, config, before, after, steps=summary.steps, run_config=paths.config)
-            write_text_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2))
-        processes.wait()  # the others return the main process's results, once they are written
-        if not main:
-            after = EvalResult.from_dict(read_json(paths.eval_after, fix=_RERUN)) if eval_rows else None
-            before = before or (
-                EvalResult.from_dict(read_json(paths.eval_before, fix=_RERUN)) if eval_rows else None
-            )
-            summary = _summarize(
-                config, paths, before, after, start, warmup_info, processes.world_size, reward.failures()
-            )
-    return summary
+            run.write_summary(summary.to_dict())
+        self.processes.wait()  # the others return the main process's results, once they are written
+        if not self.main:
+            if self.eval_rows:
+                self.after = run.read_evaluation("after", fix=_RERUN)
+                self.before = self.before or run.read_evaluation("before", fix=_RERUN)
+            summary = self._summary()
+        return summary
 
-
-def _summarize(
-    config: TrainConfig,
-    paths: RunPaths,
-    before: EvalResult | None,
-    after: EvalResult | None,
-    start: float,
-    warmup_info: dict[str, Any] | None,
-    world_size: int,
-    reward_failures: dict[str, Any] | None = None,
-) -> TrainSummary:
-    """The run's `TrainSummary`, its training records read back from ``metrics.jsonl``."""
-    from bandpo.training.metrics_log import read_metrics
-
-    records = [r for r in read_metrics(paths.metrics) if mn.TRAIN_REWARD in r]
-    return TrainSummary(
-        run_dir=paths.run_dir,
-        config=config,
-        before=before,
-        after=after,
-        final_metrics=records[-1] if records else {},
-        clip_by_bin=clip_by_bin(records),
-        steps=int(records[-1][mn.TRAIN_STEP]) if records else 0,
-        wall_time_s=time.perf_counter() - start,
-        warmup=warmup_info,
-        paths=paths.as_dict(),
-        world_size=world_size,
-        reward_failures=reward_failures,
-    )
+    def _summary(self) -> TrainSummary:
+        """The run's `TrainSummary`, its training records read back from metrics.jsonl."""
+        records = [r for r in self.run.metrics_records() if mn.TRAIN_REWARD in r]
+        return TrainSummary(
+            run_dir=self.run.path,
+            config=self.config,
+            before=self.before,
+            after=self.after,
+            final_metrics=records[-1] if records else {},
+            clip_by_bin=clip_by_bin(records),
+            steps=int(records[-1][mn.TRAIN_STEP]) if records else 0,
+            wall_time_s=time.perf_counter() - self.start,
+            warmup=self.warmup_info,
+            paths=self.run.as_dict(),
+            world_size=self.processes.world_size,
+            reward_failures=self.reward.failures(),
+        )
 
 
 def _check_world_size(config: TrainConfig, world_size: int) -> None:
@@ -465,7 +417,7 @@ def _evaluate_rows(
 
 @contextlib.contextmanager
 def _explain_non_finite(
-    config: TrainConfig, paths: RunPaths, model_path: Path, trainer: Any, *, rename: bool
+    config: TrainConfig, run: RunDir, model_path: Path, trainer: Any, *, rename: bool
 ) -> Iterator[None]:
     """`NonFiniteError` becomes one line: where (before training, or the RL step), the likely cause (the
     checkpoint's weights before any update; the learning rate or the compute dtype after), and the last good
@@ -488,7 +440,7 @@ def _explain_non_finite(
         opt_steps = config.optimizer_steps_per_rl_step
         rl_step = error.rl_step or done // opt_steps + 1
         when = f"at RL step {rl_step}" if rl_step <= config.max_steps else "by the end (evaluation after it)"
-        good, moved = set_aside_checkpoints(paths.checkpoints, done, rename=rename)
+        good, moved = set_aside_checkpoints(run.checkpoints, done, rename=rename)
         cause = f"the learning rate ({config.learning_rate:g}) is likely too high{_autocast_note()}"
         if good is None:
             where = "no checkpoint precedes it: start again with a lower --learning-rate"

@@ -51,6 +51,7 @@ def trl_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int 
         return BandPOConfig(
             method=config.method,
             method_params=config.method_params,
+            built_method=config.bound_method(),  # built and checked once, by TrainConfig
             dual_clip_c=config.dual_clip_c,
             **grpo_arguments(config, checkpoint_dir, world_size=world_size),
         )
