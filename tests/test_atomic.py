@@ -2,7 +2,7 @@
 
 import pytest
 
-from bandpo._atomic import write_text_atomic
+from bandpo.training._atomic import write_text_atomic
 
 
 def test_writes_and_replaces_leaving_no_temporary(tmp_path):
@@ -20,7 +20,7 @@ def test_a_failed_write_keeps_the_old_text(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("bandpo._atomic.os.replace", fail)
+    monkeypatch.setattr("bandpo.training._atomic.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         write_text_atomic(path, "new")
     assert path.read_text() == "old"
@@ -31,7 +31,7 @@ def test_files_and_staging_folders_follow_the_umask(tmp_path):
     """tempfile's private 0600/0700 made a shared cache unreadable to its other users: the umask decides."""
     import os
 
-    from bandpo._atomic import make_temporary_dir, use_umask
+    from bandpo.training._atomic import make_temporary_dir, use_umask
 
     previous = os.umask(0o027)
     try:

@@ -1,4 +1,4 @@
-"""`bandpo._lifetime`: a folder lock that dies with its holder and is not inherited by forks, children that die
+"""`bandpo.training._lifetime`: a folder lock that dies with its holder and is not inherited by forks, children that die
 with their parent, and SIGTERM as an exception. Real processes and signals throughout."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bandpo._lifetime import FolderLock, FolderLocked, Terminated, terminate_raises
+from bandpo.training._lifetime import FolderLock, FolderLocked, Terminated, terminate_raises
 from process_helpers import alive, gone_within, has_open
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics")
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 _HOLD = """
 import sys, time
 from pathlib import Path
-from bandpo._lifetime import FolderLock
+from bandpo.training._lifetime import FolderLock
 lock = FolderLock(Path(sys.argv[1]), what="folder", fix="wait")
 print("held", flush=True)
 time.sleep(600)
@@ -74,7 +74,7 @@ child.wait()
 """
 _CHILD = """
 import os, time
-from bandpo._lifetime import die_with_parent
+from bandpo.training._lifetime import die_with_parent
 assert die_with_parent(os.getppid())
 time.sleep(600)
 """
@@ -114,7 +114,7 @@ def test_a_lock_recorded_for_a_dead_process_is_waited_for_not_refused(tmp_path):
     import fcntl
     import threading
 
-    from bandpo._lifetime import DEAD_HOLDER_GRACE_S, FolderLock, FolderLocked
+    from bandpo.training._lifetime import DEAD_HOLDER_GRACE_S, FolderLock, FolderLocked
 
     path = tmp_path / "run.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT)

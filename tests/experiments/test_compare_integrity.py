@@ -72,7 +72,7 @@ def test_killing_compare_ends_its_runs_and_a_second_compare_is_refused(tiny_mode
         assert "run the same compare again to continue" in stderr
         assert "Traceback" not in stderr
     # the run is free again: a rerun resumes it, alone
-    from bandpo._lifetime import FolderLock
+    from bandpo.training._lifetime import FolderLock
 
     FolderLock(run_dir / "run.lock", what="x", fix="y").release()
     FolderLock(output_dir / "compare.lock", what="x", fix="y").release()
@@ -80,7 +80,7 @@ def test_killing_compare_ends_its_runs_and_a_second_compare_is_refused(tiny_mode
 
 @pytest.mark.slow
 def test_a_run_that_fails_is_one_line_that_says_a_rerun_does_not_help(tiny_model_dir, tmp_path, capsys):
-    from bandpo._lifetime import FolderLock
+    from bandpo.training._lifetime import FolderLock
 
     output_dir = tmp_path / "cmp"
     run_dir = output_dir / "runs" / "clip-seed0"

@@ -45,7 +45,7 @@ def _training_steps(run_dir: Path) -> int:
 
 
 def _lock_is_free(path: Path) -> bool:
-    from bandpo._lifetime import FolderLock, FolderLocked
+    from bandpo.training._lifetime import FolderLock, FolderLocked
 
     try:
         FolderLock(path, what="x", fix="y").release()
@@ -92,7 +92,7 @@ def test_a_live_run_refuses_a_second_writer_and_a_killed_one_leaves_nothing(
 
 
 def test_a_held_lock_refuses_a_fresh_start_before_any_write(tiny_model_dir, tmp_path, capsys):
-    from bandpo._lifetime import FolderLock
+    from bandpo.training._lifetime import FolderLock
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from bandpo._lifetime import Terminated, terminate_raises
+    from bandpo.training._lifetime import Terminated, terminate_raises
 
     # under torchrun / accelerate launch every process runs the same checks: only the first reports them
     speaks = os.environ.get("RANK", "0") in ("", "0")

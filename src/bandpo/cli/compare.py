@@ -310,9 +310,9 @@ def _run_lm(args: argparse.Namespace, specs, seeds: range, output_dir: Path) -> 
 
 
 def _confirmatory(args: argparse.Namespace) -> int:
-    from bandpo._atomic import write_text_atomic
     from bandpo.experiments.confirmatory import confirmatory_report
     from bandpo.experiments.studies import get_study
+    from bandpo.training._atomic import write_text_atomic
 
     study = get_study(args.study)
     if len(args.confirmatory) != len(study.tasks):

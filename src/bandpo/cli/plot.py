@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bandpo._atomic import check_writable
     from bandpo.experiments.bound_plots import plot_bounds
+    from bandpo.training._atomic import check_writable
 
     check_writable(args.output_dir, "output_dir", "--output-dir")  # before any figure is drawn
     written = plot_bounds(args.divergence, args.delta, args.output_dir, svg=args.svg)

@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bandpo._atomic import check_writable, write_text_atomic
+    from bandpo.training._atomic import check_writable, write_text_atomic
 
     for flag, (dest, spec) in _counts().items():  # before any work: a count out of range is one line
         spec.check(flag, getattr(args, dest))

@@ -43,8 +43,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bandpo._atomic import write_text_atomic
-from bandpo._lifetime import FolderLock
 from bandpo.experiments.arms import LOSS_PARAMS, MethodSpec
 from bandpo.experiments.lm_report import render_report
 from bandpo.experiments.lm_results import (
@@ -66,6 +64,8 @@ from bandpo.experiments.lm_results import (
 )
 from bandpo.experiments.lm_workers import Progress, TrainFunction, execute
 from bandpo.experiments.report import machine_info
+from bandpo.training._atomic import write_text_atomic
+from bandpo.training._lifetime import FolderLock
 from bandpo.training.run_dir import read_json
 from bandpo.training.tasks import DEFAULT_TASK
 

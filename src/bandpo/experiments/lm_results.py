@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo._atomic import write_text_atomic
 from bandpo.experiments.arms import LOSS_PARAMS, MethodSpec
 from bandpo.experiments.report import machine_info
 from bandpo.methods import settable_parameters
+from bandpo.training._atomic import write_text_atomic
 from bandpo.training.config import RUN_INDEPENDENT_FIELDS
 from bandpo.training.run_dir import RunDir
 

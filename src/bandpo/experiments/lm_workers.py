@@ -28,14 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo._atomic import write_text_atomic
-from bandpo._lifetime import (
-    PARENT_PID_VARIABLE,
-    die_with_parent,
-    stop_process_group,
-    wait_with_usage,
-    watch_parent,
-)
 from bandpo.experiments.lm_results import (
     DONE_MARKER,
     OPEN_CALL_SUFFIX,
@@ -47,6 +39,14 @@ from bandpo.experiments.lm_results import (
 )
 from bandpo.experiments.provenance import code_version
 from bandpo.experiments.report import machine_info
+from bandpo.training._atomic import write_text_atomic
+from bandpo.training._lifetime import (
+    PARENT_PID_VARIABLE,
+    die_with_parent,
+    stop_process_group,
+    wait_with_usage,
+    watch_parent,
+)
 from bandpo.training.run_dir import RunDir
 
 __all__ = ["RunFailed", "close_killed_calls", "execute", "last_step", "worker_command"]
@@ -182,7 +182,7 @@ class _Subprocesses:
 
     A child dies with this process however it ends: `stop` (on Ctrl-C, SIGTERM, a failure) terminates each
     group, and on Linux the kernel kills a child whose parent was killed with SIGKILL (parent-death signal,
-    armed by the child at start, `bandpo._lifetime.die_with_parent`); elsewhere the child watches its parent.
+    armed by the child at start, `bandpo.training._lifetime.die_with_parent`); elsewhere the child watches its parent.
     """
 
     def __init__(self) -> None:
@@ -377,7 +377,7 @@ def worker_command() -> list[str]:
 def _worker(argv: list[str]) -> int:
     """`python -m bandpo.experiments.lm_workers < CONFIG_JSON`: one run, without progress bars.
 
-    It dies with the compare that started it (`bandpo._lifetime.die_with_parent`); a bad input or state is
+    It dies with the compare that started it (`bandpo.training._lifetime.die_with_parent`); a bad input or state is
     reported as one last line, ``WORKER_ERROR_PREFIX`` and the cause, with exit status 2.
     """
     parent = os.environ.get(PARENT_PID_VARIABLE)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo._atomic import write_text_atomic
+from bandpo.training._atomic import write_text_atomic
 
 __all__ = [
     "CATALOGUED",

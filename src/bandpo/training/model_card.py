@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bandpo._atomic import write_text_atomic
+from bandpo.training._atomic import write_text_atomic
 from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalResult
 from bandpo.training.pretrained import PRETRAINED, SOURCE_FILE

@@ -420,7 +420,7 @@ def warm_up_in_child(source: PolicySource, progress: bool) -> dict[str, Any] | N
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     code = (
         "import pickle, sys\n"
-        "from bandpo._lifetime import die_with_parent\n"
+        "from bandpo.training._lifetime import die_with_parent\n"
         "die_with_parent()\n"  # a killed launcher process takes its warm-up with it
         "from bandpo.training.processes import offline_environment, quiet_and_threads\n"
         "from bandpo.training.policy import load_policy\n"

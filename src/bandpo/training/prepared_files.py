@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from bandpo._atomic import write_text_atomic
+from bandpo.training._atomic import write_text_atomic
 
 __all__ = ["MANIFEST_FILE", "file_sha256", "prepare_fix", "repair_fix", "verify_manifest", "write_manifest"]
 

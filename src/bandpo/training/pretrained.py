@@ -20,7 +20,7 @@ The one place this machine can get its weights from is the package index: the wh
    half checkpoint.
 
 One conversion per cache entry at a time: `prepare` holds ``<cache>/models/<name>.lock`` (a
-`bandpo._lifetime.FolderLock`, released by the kernel however its holder ends) while it converts; a second
+`bandpo.training._lifetime.FolderLock`, released by the kernel however its holder ends) while it converts; a second
 `prepare` waits for it, then finds the entry made. Under the lock, the staging folders that killed
 conversions left (``.<name>-*``) are removed. A forced conversion swaps the new folder in with one atomic
 exchange (Linux ``renameat2``), so ``<name>/`` never vanishes under a reader.
@@ -45,8 +45,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bandpo._atomic import check_writable, make_temporary_dir, use_umask, write_text_atomic
-from bandpo._lifetime import FolderLock
+from bandpo.training._atomic import check_writable, make_temporary_dir, use_umask, write_text_atomic
+from bandpo.training._lifetime import FolderLock
 from bandpo.training.gguf_source import (
     PretrainedSource,
     check_gguf,

@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bandpo import metric_names as mn
-from bandpo._lifetime import die_with_parent, watch_parent
 from bandpo.integrations.math_dapo import last_boxed
+from bandpo.training._lifetime import die_with_parent, watch_parent
 from bandpo.training.tasks import Verifier, get_task, task_names
 
 __all__ = [
@@ -182,7 +182,7 @@ def _worker_main(
         die_with_parent(parent_pid)
     watch_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the worker
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (`bandpo._lifetime`)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (`bandpo.training._lifetime`)
     connection.send(("ready", None, None))
     while True:
         try:

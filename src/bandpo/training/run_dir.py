@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bandpo._atomic import check_writable, make_temporary_dir, use_umask, write_text_atomic
-from bandpo._lifetime import FolderLock
+from bandpo.training._atomic import check_writable, make_temporary_dir, use_umask, write_text_atomic
+from bandpo.training._lifetime import FolderLock
 from bandpo.training.config import RUN_INDEPENDENT_FIELDS, TrainConfig
 from bandpo.training.evaluate import EvalResult
 from bandpo.training.metrics_log import read_metrics
@@ -217,7 +217,7 @@ class RunDir:
             )
 
     def take_lock(self, config: TrainConfig) -> FolderLock:
-        """Create the run directory and lock it for this process (`bandpo._lifetime.FolderLock` on `lock`).
+        """Create the run directory and lock it for this process (`bandpo.training._lifetime.FolderLock` on `lock`).
 
         The lock dies with its holder (``kill -9`` included), so only a live writer refuses a second one. Under
         the lock the directory is checked again (`check`): a run that another process started or finished

@@ -15,7 +15,7 @@ Trainer), ``metrics.jsonl`` is cut back to the checkpoint, and the evaluation be
 from ``eval_before.json``. On CPU the resumed run then ends with the same metrics as an uninterrupted one
 (tested by killing a run with SIGKILL).
 
-One writer, nothing left behind: the run directory is locked (`bandpo._lifetime.FolderLock`, released by the
+One writer, nothing left behind: the run directory is locked (`bandpo.training._lifetime.FolderLock`, released by the
 kernel when the holder dies) before the first write, so a second process writing the same run is refused; the
 reward worker dies with this process however it ends; a fresh run that fails before its first RL step (or on
 failed rewards only) removes what it wrote (`RunDir.undo_failed_start`), so the retry starts clean. A reward that fails on every

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bandpo._atomic import write_text_atomic
+from bandpo.training._atomic import write_text_atomic
 from bandpo.training.config import TrainConfig
 from bandpo.training.evaluate import EvalResult
 

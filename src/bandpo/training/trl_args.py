@@ -19,10 +19,10 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from bandpo._atomic import use_umask
 from bandpo.integrations.trl import BandPOConfig, BandPOTrainer
 from bandpo.integrations.trl_names import AGG_TO_LOSS_TYPE
 from bandpo.training import data as data_module
+from bandpo.training._atomic import use_umask
 from bandpo.training.config import TrainConfig
 from bandpo.training.finite import check_finite_logs
 from bandpo.training.lora import lora_config

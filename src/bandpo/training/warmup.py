@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bandpo._atomic import check_writable, make_temporary_dir, use_umask
 from bandpo.declarations import declarations, declare
+from bandpo.training._atomic import check_writable, make_temporary_dir, use_umask
 from bandpo.training.processes import silence
 from bandpo.training.tasks import DEFAULT_TASK, countdown, get_task, task_names
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from bandpo._atomic import write_text_atomic
 from bandpo.experiments.arms import MethodSpec
 from bandpo.experiments.bandit.report import write_bandit_report
 from bandpo.experiments.bandit.results import RESULTS_FILE, summarize_run
 from bandpo.experiments.bandit.scenarios import BanditScenario
 from bandpo.experiments.bandit.simulation import BanditRun, run_bandit
 from bandpo.experiments.report import format_values, machine_info
+from bandpo.training._atomic import write_text_atomic
 
 __all__ = ["run_bandit_compare"]
 

@@ -7,7 +7,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from bandpo._atomic import write_text_atomic
 from bandpo.experiments.bandit.results import LOCKED_THRESHOLD
 from bandpo.experiments.report import (
     clip_cell,
@@ -21,6 +20,7 @@ from bandpo.experiments.report import (
     save_figure,
 )
 from bandpo.experiments.stats import STATS_RULE, holm_verdicts, paired_difference
+from bandpo.training._atomic import write_text_atomic
 
 __all__ = ["headline_table", "scenario_tables", "verdict_tables", "write_bandit_report"]
 
