@@ -198,7 +198,7 @@ def test_the_pilot_command_in_the_docs_trains_the_declared_settings(tmp_path: Pa
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(argv)
-    assert args.task == "sums_mix" and list(args.seeds) == [100, 101, 102, 103]
+    assert args.task == "sums_mix" and list(args.seeds) == [100, 101, 102]  # the pilot as run (3 seeds)
     settings = {
         **_parse_settings(args.settings),
         "max_steps": args.steps,
