@@ -242,6 +242,8 @@ class _Training:
             project=config.project,
             config=json.loads(to_json(config.to_dict())),
             resumed_step=self.resumed_step if config.resume else None,
+            started_ns=self.run.config.stat().st_mtime_ns if self.run.config.exists() else 0,
+            tensorboard_dir=self.run.tensorboard,
         )
         sinks = open_sinks(config.report_to, identity)
         with MetricsLog(
