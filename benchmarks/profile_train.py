@@ -231,22 +231,29 @@ def main() -> int:
         "--autocast",
         choices=("auto", "bf16", "off"),
         default="auto",
-        help="bf16 autocast as bandpo decides it (auto: where the device has bf16 units), forced on, or off; "
-        "changes the run's numbers",
+        help="bandpo train's --autocast: bf16 where the device has bf16 units (auto), always (bf16), or never "
+        "(off); changes the run's numbers",
     )
     parser.add_argument("extra", nargs="*", help="bandpo train flags, after --  (e.g. -- --method clip)")
     args = parser.parse_args()
 
     timer = PhaseTimer()
     instrument(timer)
-    if args.autocast != "auto":
-        _force_autocast(args.autocast == "bf16")
     op_profile = _profile_ops(args.ops) if args.ops else None
     from bandpo.cli import main as bandpo_main
 
     with tempfile.TemporaryDirectory(prefix="bandpo-profile-") as scratch:
         run_dir = args.keep or Path(scratch) / "run"
-        flags = ["train", "--output-dir", str(run_dir), "--no-progress", "--json", *args.extra]
+        flags = [
+            "train",
+            "--output-dir",
+            str(run_dir),
+            "--no-progress",
+            "--json",
+            "--autocast",
+            args.autocast,
+        ]
+        flags += args.extra
         if args.max_steps is not None:
             flags += ["--max-steps", str(args.max_steps)]
         if args.cold:
@@ -320,14 +327,6 @@ def main() -> int:
             )
         )
     return 0
-
-
-def _force_autocast(on: bool) -> None:
-    """Decide bf16 autocast here instead of by the CPU's flags (`bandpo.training.policy.autocast_dtype`), to
-    compare a run's numbers and cost under both on one machine."""
-    from bandpo.training import policy
-
-    policy._cpu_has_bf16 = lambda: on
 
 
 def _profile_ops(steps: int) -> list[Any]:

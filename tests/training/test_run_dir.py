@@ -15,13 +15,11 @@ from bandpo import metric_names as mn
 from bandpo.training.run_dir import RunDir
 
 SOURCE = Path(bandpo.__file__).parent
-# the same names with another meaning: a model folder's own config.json (transformers'), read by the policy
-# loader and the model card; TensorBoard's folder, named by `loggers` (imported by `config`, which the run
-# object imports: it cannot ask `RunDir` without an import circle)
+# the same name with another meaning: a model folder's own config.json (transformers'), read by the policy
+# loader and the model card
 OTHER_MEANINGS = {
     ("training/policy.py", "config.json"),
     ("training/model_card.py", "config.json"),
-    ("training/loggers.py", "config.json"),
 }
 
 

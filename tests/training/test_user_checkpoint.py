@@ -127,6 +127,23 @@ def test_the_reference_model_is_float32_too_and_autocast_follows_the_device(tmp_
     assert trainer.args.bf16 == (autocast_dtype() == "bfloat16") and not trainer.args.fp16
 
 
+@pytest.mark.parametrize(("mode", "bf16"), [("bf16", True), ("off", False)])
+def test_the_autocast_setting_overrides_the_device(tmp_path, mode, bf16):
+    """``autocast`` bf16 / off: TRL's mixed precision follows the setting on any CPU (a run's numbers depend
+    on it: docs/results.md), and a run's config.json records the dtype it computed in."""
+    run_dir = tmp_path / "run"
+    argv = ["train", "--output-dir", str(run_dir), "--max-steps", "1", "--autocast", mode, *SMALL]
+    done = _run_cli(argv)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert stored["autocast"] == mode
+    assert stored["resolved"]["autocast_dtype"] == ("bfloat16" if bf16 else None)
+    from bandpo.training import TrainConfig
+    from bandpo.training.trl_args import trl_arguments
+
+    assert trl_arguments(TrainConfig(autocast=mode), tmp_path / "ckpt").bf16 is bf16
+
+
 def test_bandpo_tokens_samples_float32_weights_of_a_bf16_checkpoint(tmp_path):
     model_dir = _llama_folder(tmp_path / "bf16", dtype=torch.bfloat16)
     out = tmp_path / "tokens"

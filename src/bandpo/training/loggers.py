@@ -56,16 +56,20 @@ class RunIdentity:
     """What a logger is told about the run.
 
     Attributes:
-        run_dir: the run directory (TensorBoard's events go to its ``tensorboard/``; W&B's files under it).
+        run_dir: the run directory (W&B's files go under it).
         project: the project (`resolve_project`).
         config: the run's settings as config.json holds them (logged as the run's config / parameters).
         resumed_step: the RL step a resumed run restarts after; None for a fresh run.
+        started_ns: when the run started (its config.json's mtime, in ns; 0: unknown), part of `run_id`.
+        tensorboard_dir: where TensorBoard's events go (the run directory's, `RunDir.tensorboard`).
     """
 
     run_dir: Path
     project: str | None
     config: dict[str, Any]
     resumed_step: int | None
+    started_ns: int = 0
+    tensorboard_dir: Path | None = None
 
     @property
     def run_name(self) -> str:
@@ -80,9 +84,7 @@ class RunIdentity:
         """This run's id (W&B's): its name plus a hash of the run directory's absolute path and of when the
         run started (config.json's time: written once, at the start), so a resume finds the run again and a
         new run in a reused directory is a new run."""
-        config = self.run_dir / "config.json"
-        started = config.stat().st_mtime_ns if config.exists() else 0
-        digest = hashlib.sha256(f"{self.run_dir.resolve()}:{started}".encode()).hexdigest()[:8]
+        digest = hashlib.sha256(f"{self.run_dir.resolve()}:{self.started_ns}".encode()).hexdigest()[:8]
         return f"{re.sub(r'[^A-Za-z0-9_-]', '-', self.run_name)[:54]}-{digest}"
 
     def resolve_project(self, variable: str | None) -> str:
@@ -108,7 +110,9 @@ class TensorBoardSink:
         # training events when it died before the first one; the step-0 evaluation is kept, as in
         # metrics.jsonl)
         purge = run.resumed_step + 1 if run.resumed_step is not None else None
-        self.writer = SummaryWriter(str(run.run_dir / "tensorboard"), purge_step=purge)
+        if run.tensorboard_dir is None:
+            raise ValueError("TensorBoard needs the run's tensorboard_dir (RunIdentity.tensorboard_dir)")
+        self.writer = SummaryWriter(str(run.tensorboard_dir), purge_step=purge)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for key, value in _finite(metrics).items():

@@ -170,10 +170,12 @@ def checkpoint_dtype(path: Path) -> str | None:
     return str(declared) if declared else None
 
 
-def autocast_dtype() -> str | None:
+def autocast_dtype(mode: str = "auto") -> str | None:
     """The dtype a run computes in under autocast ("bfloat16"), or None for plain float32.
 
-    bf16 autocast where the device has bf16 arithmetic: a GPU with bf16, or a CPU with AMX or AVX512-BF16 units
+    `mode` is the ``autocast`` setting: "off" is float32, "bf16" is bf16 autocast on any device (a GPU without
+    bf16 is refused; a CPU without bf16 units emulates it, several times slower), "auto" (the default) is bf16
+    autocast where the device has bf16 arithmetic: a GPU with bf16, or a CPU with AMX or AVX512-BF16 units
     (as verl and the HF Trainer's ``bf16=True``; the master weights stay float32). Elsewhere float32: TRL 1.16
     turns bf16 autocast on by default also on CPU, where a CPU without bf16 units emulates the matmuls (one
     forward and backward pass of SmolLM2-135M cost 177-232 s of CPU under bf16 autocast against 10-12 s in
@@ -182,6 +184,14 @@ def autocast_dtype() -> str | None:
     """
     import torch
 
+    if mode == "off":
+        return None
+    if mode == "bf16":
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            raise ValueError("autocast='bf16': this GPU has no bf16 arithmetic; use autocast 'off' or 'auto'")
+        return "bfloat16"
+    if mode != "auto":
+        raise ValueError(f"autocast={mode!r} is not valid; use one of ['auto', 'bf16', 'off']")
     if torch.cuda.is_available():
         return "bfloat16" if torch.cuda.is_bf16_supported() else None
     return "bfloat16" if _cpu_has_bf16() else None
@@ -245,12 +255,13 @@ class LoadedPolicy:
     warmup: dict[str, Any] | None
     checkpoint_dtype: str | None
 
-    def dtypes(self) -> dict[str, str | None]:
-        """What config.json's ``resolved`` block records: the dtypes trained, stored and computed in."""
+    def dtypes(self, autocast: str = "auto") -> dict[str, str | None]:
+        """What config.json's ``resolved`` block records: the dtypes trained, stored and computed in (under the
+        ``autocast`` setting `autocast`)."""
         return {
             "weights_dtype": str(self.model.dtype).removeprefix("torch."),
             "checkpoint_dtype": self.checkpoint_dtype,
-            "autocast_dtype": autocast_dtype(),
+            "autocast_dtype": autocast_dtype(autocast),
         }
 
 

@@ -228,7 +228,7 @@ class _Training:
         if self.main:
             self.run.remove_leftovers()
             if self.fresh:  # trained in float32, whatever it was stored in
-                self.run.write_config(self.config, self.policy.dtypes())
+                self.run.write_config(self.config, self.policy.dtypes(self.config.autocast))
 
     @contextlib.contextmanager
     def logging(self) -> Iterator[None]:
@@ -242,6 +242,8 @@ class _Training:
             project=config.project,
             config=json.loads(to_json(config.to_dict())),
             resumed_step=self.resumed_step if config.resume else None,
+            started_ns=self.run.config.stat().st_mtime_ns if self.run.config.exists() else 0,
+            tensorboard_dir=self.run.tensorboard,
         )
         sinks = open_sinks(config.report_to, identity)
         with MetricsLog(
@@ -441,7 +443,7 @@ def _explain_non_finite(
         rl_step = error.rl_step or done // opt_steps + 1
         when = f"at RL step {rl_step}" if rl_step <= config.max_steps else "by the end (evaluation after it)"
         good, moved = set_aside_checkpoints(run.checkpoints, done, rename=rename)
-        cause = f"the learning rate ({config.learning_rate:g}) is likely too high{_autocast_note()}"
+        cause = f"the learning rate ({config.learning_rate:g}) is likely too high{_autocast_note(config.autocast)}"
         if good is None:
             where = "no checkpoint precedes it: start again with a lower --learning-rate"
         else:
@@ -455,9 +457,9 @@ def _explain_non_finite(
         raise ValueError(f"training diverged {when}: {error}; {cause}; {where}{aside}") from None
 
 
-def _autocast_note() -> str:
+def _autocast_note(mode: str) -> str:
     """The compute dtype as a second suspect when the run computes in bf16 autocast (`autocast_dtype`)."""
-    dtype = autocast_dtype()
+    dtype = autocast_dtype(mode)
     return f", or {dtype} autocast overflowed" if dtype else ""
 
 

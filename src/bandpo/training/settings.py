@@ -35,6 +35,7 @@ from bandpo.training.warmup import WARMUP_DECLARATIONS
 __all__ = [
     "AGG_MODES",
     "ALL_LINEAR",
+    "AUTOCAST_MODES",
     "DATASET_COMPLETION_LENGTH",
     "LORA_FIELDS",
     "MAX_PROMPTS",
@@ -57,6 +58,8 @@ AGG_MODES: tuple[str, ...] = tuple(mode for mode in LOSS_AGG_MODES if mode in AG
 """The aggregations `bandpo train` offers: `bandpo.losses.AGG_MODES` (the one list) less those TRL, which runs
 the training loop, has no ``loss_type`` for (``seq_mean_token_sum``)."""
 SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
+AUTOCAST_MODES: tuple[str, ...] = ("auto", "bf16", "off")
+"""``autocast``: bf16 autocast decided by the device (`bandpo.training.policy.autocast_dtype`), always, or never."""
 _BAND_DEFAULTS: dict[str, Any] = method_defaults_table()["band"]  # the method's declaration is the one source
 METHOD_FIELDS: tuple[str, ...] = tuple(_BAND_DEFAULTS)
 """TrainConfig fields that are bound-method parameters (passed when the method accepts them): band's, which
@@ -321,6 +324,13 @@ class TrainSettings:
     # other
     seed: int = setting(0, "seed of data, warm-up, sampling and init", RUN, low=0, high=MAX_SEED)
     num_threads: int = setting(1, "torch CPU threads", RUN, low=1, high=1_024)
+    autocast: str = setting(
+        "auto",
+        "bf16 autocast of the passes (weights stay float32): auto where the device has bf16 units, bf16 "
+        "everywhere (emulated, slower, on a CPU without them), off",
+        RUN,
+        choices=AUTOCAST_MODES,
+    )
     report_to: tuple[str, ...] = setting(
         ("tensorboard",),
         f"loggers the metrics also go to, by TRL's names: {', '.join(LOGGERS)} (several at once), or none "

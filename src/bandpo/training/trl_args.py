@@ -100,9 +100,10 @@ def grpo_arguments(config: TrainConfig, checkpoint_dir: Path, *, world_size: int
         # tokens just sampled); it stays on only where the user asked for LoRA dropout (it disables that too)
         disable_dropout=not (config.lora and config.lora_dropout > 0),
         use_cpu=not torch.cuda.is_available(),
-        # float32 master weights (the loaded policy's), bf16 autocast only where the device has bf16 units:
-        # TRL's own default is bf16=True everywhere (`bandpo.training.policy.autocast_dtype` says why not)
-        bf16=autocast_dtype() == "bfloat16",
+        # float32 master weights (the loaded policy's); bf16 autocast as the `autocast` setting says, by default
+        # only where the device has bf16 units: TRL's own default is bf16=True everywhere
+        # (`bandpo.training.policy.autocast_dtype` says why not)
+        bf16=autocast_dtype(config.autocast) == "bfloat16",
         fp16=False,
         trust_remote_code=False,  # also for the reference model TRL loads from the policy's folder
         # TRL defaults to recomputing activations in the backward pass, which only saves memory; the
