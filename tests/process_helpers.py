@@ -8,6 +8,7 @@ Test files in any folder import it as ``from process_helpers import ...``: pytes
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -78,7 +79,14 @@ def wait_for(
 
 
 def start_cli(argv: list[str]) -> subprocess.Popen:
-    """Start ``python -m bandpo *argv`` in a child process; stdout is dropped, stderr is kept as text."""
+    """Start ``python -m bandpo *argv`` in a child process; stdout is dropped, stderr is kept as text.
+
+    The child gets SIGINT's default action back: a test suite started in the background (``nohup``, ``&``)
+    ignores SIGINT, every child inherits that, and a test that sends SIGINT would wait for nothing."""
     return subprocess.Popen(
-        [sys.executable, "-m", "bandpo", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bandpo", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
