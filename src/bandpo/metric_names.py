@@ -124,7 +124,9 @@ def _declare(key: str, label: str, **fields: Any) -> str:
     return register_metric(Metric(key=key, label=label, **fields))
 
 
-def _finite(value: Any) -> float | None:
+def finite_value(value: Any) -> float | None:
+    """`value` as a float when it is a finite number; None for a step that logged nothing usable (absent, nan,
+    inf, not a number), which `over_steps` leaves out."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -141,7 +143,10 @@ def over_steps(records: Iterable[Mapping[str, Any]], key: str) -> float:
     a step lacks the weight (logs written before the weights were).
     """
     entry = metric(key)
-    pairs = [(_finite(r.get(key)), _finite(r.get(entry.weight)) if entry.weight else None) for r in records]
+    pairs = [
+        (finite_value(r.get(key)), finite_value(r.get(entry.weight)) if entry.weight else None)
+        for r in records
+    ]
     pairs = [(value, weight) for value, weight in pairs if value is not None]
     if not pairs:
         return math.nan

@@ -187,14 +187,6 @@ class SeedResult:
         return math.nan if value is None else float(value)
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def training_records(run_dir: Path) -> list[dict[str, Any]]:
     """The training records (those with a reward) of a run's metrics.jsonl, in step order."""
     records = [r for r in RunDir(Path(run_dir)).metrics_records(missing_ok=True) if mn.TRAIN_REWARD in r]
@@ -233,7 +225,7 @@ def clip_logging(records: list[dict[str, Any]]) -> dict[str, bool]:
     """Whether the runs' logs weighted bins by their token counts, and whether every step logged every bin."""
     weighted = any(mn.clip_tokens_bin(label) in r for r in records for label in mn.PROB_BIN_LABELS)
     every = bool(records) and all(
-        _finite(r.get(mn.clip_frac_up_bin(label))) is not None
+        mn.finite_value(r.get(mn.clip_frac_up_bin(label))) is not None
         for r in records
         for label in mn.PROB_BIN_LABELS
     )
