@@ -35,6 +35,7 @@ from bandpo.training.config import PolicySource
 from bandpo.training.pretrained import PRETRAINED, repair_fix, resolve_model
 from bandpo.training.processes import LAUNCHER_VARIABLES, progress_bar
 from bandpo.training.run_dir import read_json
+from bandpo.training.settings import AUTOCAST_MODES
 from bandpo.training.warmup import WarmupConfig, load_or_warm_up
 
 __all__ = [
@@ -191,7 +192,7 @@ def autocast_dtype(mode: str = "auto") -> str | None:
             raise ValueError("autocast='bf16': this GPU has no bf16 arithmetic; use autocast 'off' or 'auto'")
         return "bfloat16"
     if mode != "auto":
-        raise ValueError(f"autocast={mode!r} is not valid; use one of ['auto', 'bf16', 'off']")
+        raise ValueError(f"autocast={mode!r} is not valid; use one of {list(AUTOCAST_MODES)}")
     if torch.cuda.is_available():
         return "bfloat16" if torch.cuda.is_bf16_supported() else None
     return "bfloat16" if _cpu_has_bf16() else None
