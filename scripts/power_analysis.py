@@ -14,11 +14,15 @@ The t-test-alone figure that the embedded study planned with is printed beside i
     python scripts/power_analysis.py docs/results/confirm-countdown-24 docs/results/confirm-reach-24 --ns 24
     # the real-model study's pilot (one folder: sums_mix)
     python scripts/power_analysis.py runs/pilot-smollm2 --study smollm2-sums-mix-plan --ns 8 12 16 24
+    # one family of the plan's candidate cells (Holm over these four only)
+    python scripts/power_analysis.py runs/pilot-smollm2 --study smollm2-sums-mix-plan --ns 8 11 \
+        --cells band_upper-entropy band-entropy band_upper-pass_at_k band-pass_at_k
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -37,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shrink", type=float, nargs="+", default=[1.0, 0.75], help="effect x this factor")
     parser.add_argument("--draws", type=int, default=2000, help="simulated studies per n and shrink")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        help="the primary family to simulate, by cell name (default: all of the study's primary cells, or a "
+        "plan's candidates); Holm runs over these cells only",
+    )
     args = parser.parse_args(argv)
 
     from bandpo.experiments.power import BOOTSTRAP_MIN_SEEDS, cells_from_study, power_table
@@ -50,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         cells_study = candidate_cells(study)
     if len(args.folders) != len(study.tasks):
         parser.error(f"the study {study.name!r} needs {len(study.tasks)} folder(s): {' '.join(study.tasks)}")
+    if args.cells:
+        unknown = sorted(set(args.cells) - {cell.name for cell in cells_study.primary})
+        if unknown:
+            parser.error(f"--cells {unknown}: the study's cells are {[c.name for c in cells_study.primary]}")
+        chosen = tuple(cell for cell in cells_study.primary if cell.name in args.cells)
+        cells_study = dataclasses.replace(cells_study, primary=chosen)
     cells = cells_from_study(cells_study, dict(zip(study.tasks, args.folders, strict=True)))
     model = args.model
     if model == "auto":

@@ -78,3 +78,22 @@ def test_the_script_prints_both_figures() -> None:
     assert "bootstrap simulation" in done.stdout
     p2 = next(line for line in done.stdout.splitlines() if line.startswith("| P2 |"))
     assert "+0.70" in p2 and len(p2.split("|")) == 7  # cell, observed, d, t alone, one rule column
+
+
+def test_the_script_simulates_the_family_named_by_cells() -> None:
+    """--cells picks the family: Holm runs over those cells only, so the header counts them and no other
+    cell is printed; a name the study does not declare is refused."""
+    script = ROOT / "scripts" / "power_analysis.py"
+    folders = [str(RESULTS / "confirm-countdown-24"), str(RESULTS / "confirm-reach-24")]
+    run = lambda *cells: subprocess.run(  # noqa: E731
+        [sys.executable, str(script), *folders, "--ns", "24", "--draws", "20", "--shrink", "1", "--cells", *cells],
+        capture_output=True,
+        text=True,
+    )
+    done = run("P1", "P5")
+    assert done.returncode == 0, done.stderr
+    assert "Holm over 2 primary cells" in done.stdout
+    rows = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| P")]
+    assert rows == ["P1", "P5"]
+    refused = run("P1", "P9")
+    assert refused.returncode == 2 and "--cells ['P9']" in refused.stderr
