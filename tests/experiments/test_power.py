@@ -85,11 +85,13 @@ def test_the_script_simulates_the_family_named_by_cells() -> None:
     cell is printed; a name the study does not declare is refused."""
     script = ROOT / "scripts" / "power_analysis.py"
     folders = [str(RESULTS / "confirm-countdown-24"), str(RESULTS / "confirm-reach-24")]
-    run = lambda *cells: subprocess.run(  # noqa: E731
-        [sys.executable, str(script), *folders, "--ns", "24", "--draws", "20", "--shrink", "1", "--cells", *cells],
-        capture_output=True,
-        text=True,
-    )
+    options = ["--ns", "24", "--draws", "20", "--shrink", "1", "--cells"]
+
+    def run(*cells: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script), *folders, *options, *cells], capture_output=True, text=True
+        )
+
     done = run("P1", "P5")
     assert done.returncode == 0, done.stderr
     assert "Holm over 2 primary cells" in done.stdout
