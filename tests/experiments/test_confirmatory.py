@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -12,10 +13,10 @@ from bandpo import metric_names as mn
 from bandpo.cli import main
 from bandpo.experiments.confirmatory import PRIMARY, SECONDARY, complete_seeds, confirmatory_report
 from bandpo.experiments.lm_results import SeedResult, write_per_seed
-from bandpo.experiments.studies import EMBEDDED_STUDY, REAL_MODEL_PLAN
+from bandpo.experiments.studies import EMBEDDED_STUDY, REAL_MODEL_PLAN, Cell, Study
 
 
-def _study(folder: Path, task: str, seeds: range, entropy_gain: float) -> Path:
+def _study(folder: Path, task: str, seeds: range, entropy_gain: float, study: Study = EMBEDDED_STUDY) -> Path:
     """band_upper ends with `entropy_gain` more entropy than clip (plus noise); band like clip."""
     rng = random.Random(task)
     results = []
@@ -27,14 +28,15 @@ def _study(folder: Path, task: str, seeds: range, entropy_gain: float) -> Path:
                 mn.EVAL_PASS_AT_K: 0.6 + rng.gauss(0, 0.05),
                 mn.EVAL_DISTINCT_CORRECT: 1.0 + rng.gauss(0, 0.1),
             }
-            results.append(SeedResult(arm, arm, {}, seed, 16, {}, after, 60.0))
+            k = study.settings[task]["eval_samples"]
+            results.append(SeedResult(arm, arm, {}, seed, k, {}, after, 60.0))
     folder.mkdir(parents=True)
-    write_per_seed(folder / "per_seed.json", results, _study_header(task))
+    write_per_seed(folder / "per_seed.json", results, _study_header(task, study))
     return folder
 
 
-def _study_header(task: str) -> dict:
-    """per_seed.json's header as a compare with the embedded study's settings writes it."""
+def _study_header(task: str, study: Study = EMBEDDED_STUDY) -> dict:
+    """per_seed.json's header as a compare with the study's settings writes it."""
     arms = [
         {
             "label": a.label,
@@ -43,9 +45,9 @@ def _study_header(task: str) -> dict:
             "params": dict(a.params),
             "loss": dict(a.loss),
         }
-        for a in EMBEDDED_STUDY.arms
+        for a in study.arms
     ]
-    config = {**EMBEDDED_STUDY.settings[task], "method": "clip", "seed": 0, "resolved": {}}
+    config = {**study.settings[task], "method": "clip", "seed": 0, "resolved": {}}
     return {"task": task, "arms": arms, "config": config, "quick": False}
 
 
@@ -65,6 +67,22 @@ def test_a_clear_effect_is_confirmed_and_a_null_is_not(tmp_path: Path) -> None:
     sensitivity = text.split("## Sensitivity analysis")[1]
     assert "| P1 | countdown: band_upper − clip, entropy | 16 |" in sensitivity  # seeds 8-23 only
     assert "| P4 | reach: band_upper − clip, entropy | 20 |" in sensitivity
+
+
+def test_a_study_of_new_seeds_only_has_no_new_seeds_sensitivity_table(tmp_path: Path) -> None:
+    """A study whose every seed is new (no fresh_seeds declared) reports its two families and no
+    'new seeds only' table, which would repeat the primary one."""
+    study = dataclasses.replace(
+        REAL_MODEL_PLAN,
+        seeds={"sums_mix": range(200, 210)},
+        primary=(Cell("P1", "sums_mix", "band_upper", "clip", mn.EVAL_ENTROPY),),
+        secondary=(Cell("S1", "sums_mix", "band_upper", "band", mn.EVAL_ENTROPY),),
+        preregistered="a test",
+    )
+    folder = _study(tmp_path / "s", "sums_mix", range(200, 210), 0.03, study)
+    text = confirmatory_report({"sums_mix": folder}, study=study)
+    assert "| P1 | sums_mix: band_upper − clip, entropy | 10 |" in text and "**confirmed**" in text
+    assert "| S1 |" in text and "Sensitivity" not in text
 
 
 def test_the_stopping_rule_refuses_an_incomplete_study(

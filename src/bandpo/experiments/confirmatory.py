@@ -168,7 +168,7 @@ def confirmatory_report(folders: Mapping[str, Path], *, study: Study = EMBEDDED_
         )
     seeds_by_task, sources = read_study(study, folders)
     fresh = {
-        task: {seed: arms for seed, arms in seeds.items() if seed in study.fresh_seeds[task]}
+        task: {seed: arms for seed, arms in seeds.items() if seed in study.fresh_seeds.get(task, ())}
         for task, seeds in seeds_by_task.items()
     }
     lines = [
@@ -189,11 +189,14 @@ def confirmatory_report(folders: Mapping[str, Path], *, study: Study = EMBEDDED_
         "",
         _family_table(study.secondary, seeds_by_task),
         "",
-        "## Sensitivity analysis (prespecified, not confirmatory): new seeds only",
-        "",
-        "The reused seeds are the data that suggested the hypotheses; the same primary cells on the others:",
-        "",
-        _family_table(study.primary, fresh),
-        "",
     ]
+    if any(study.fresh_seeds.get(task) for task in study.tasks):
+        lines += [
+            "## Sensitivity analysis (prespecified, not confirmatory): new seeds only",
+            "",
+            "The reused seeds are the data that suggested the hypotheses; the same primary cells on the others:",
+            "",
+            _family_table(study.primary, fresh),
+            "",
+        ]
     return "\n".join(lines)
