@@ -230,3 +230,56 @@ def test_the_pilot_command_in_the_docs_trains_the_declared_settings(tmp_path: Pa
                 assert config[key] == wanted, key
     assert args.model == REAL_MODEL_PLAN.settings["sums_mix"]["model"]
     assert [spec.label for spec in parse_method_specs(args.methods)] == list(REAL_MODEL_PLAN.arm_labels)
+
+
+@pytest.mark.parametrize("collect", [False, True])
+def test_the_preregistered_commands_train_the_declared_study(tmp_path: Path, collect: bool) -> None:
+    """The preregistration's run and --collect commands, parsed as the CLI parses them, plan exactly the
+    study's seeds and arms with every setting `REAL_MODEL_STUDY` declares (autocast off included), and its
+    analysis command names the study."""
+    import argparse
+    import shlex
+
+    from bandpo.cli.compare import _parse_settings, add_arguments
+    from bandpo.experiments.arms import parse_method_specs
+    from bandpo.experiments.lm_compare import build_config
+    from bandpo.experiments.lm_results import comparable, effective
+    from bandpo.experiments.studies import REAL_MODEL_STUDY
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text()
+    block = next(b for b in text.split("```bash")[1:] if "--seeds 200-209" in b).split("```")[0]
+    commands = [c for c in block.replace("\\\n", " ").splitlines() if c.startswith("bandpo compare")]
+
+    argv = shlex.split(commands[1 if collect else 0])[2:]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    assert args.collect is collect
+    assert list(args.seeds) == list(REAL_MODEL_STUDY.seeds["sums_mix"])
+    settings = {
+        **_parse_settings(args.settings),
+        "max_steps": args.steps,
+        "task": args.task,
+        "model": str(tmp_path),
+    }
+    specs = parse_method_specs(args.methods)
+    assert [spec.label for spec in specs] == list(REAL_MODEL_STUDY.arm_labels)
+    for spec in specs:
+        config = effective(comparable(build_config(spec, 200, tmp_path / "r", settings).to_dict()))
+        for key, wanted in REAL_MODEL_STUDY.settings["sums_mix"].items():
+            if key != "model":
+                assert config[key] == wanted, key
+    assert args.model == REAL_MODEL_STUDY.settings["sums_mix"]["model"]
+    analysis = shlex.split(commands[2])
+    assert analysis[analysis.index("--study") + 1] == REAL_MODEL_STUDY.name
+
+
+def test_the_real_model_study_is_preregistered_with_new_seeds_only() -> None:
+    from bandpo.experiments.studies import REAL_MODEL_STUDY, get_study
+
+    assert get_study("smollm2-sums-mix") is REAL_MODEL_STUDY and REAL_MODEL_STUDY.preregistered
+    pilot, earlier = range(100, 104), range(0, 2)
+    assert not set(REAL_MODEL_STUDY.seeds["sums_mix"]) & (set(pilot) | set(earlier))
+    assert len(REAL_MODEL_STUDY.seeds["sums_mix"]) == 10
+    assert [c.name for c in REAL_MODEL_STUDY.primary] == ["P1", "P2"]
+    assert REAL_MODEL_STUDY.settings["sums_mix"]["autocast"] == "off"

@@ -9,7 +9,9 @@ per_seed.json cannot produce a verdict), what it analyses (`confirmatory`), and 
 - `EMBEDDED_STUDY`: the confirmatory test of 2026-12-03 on the embedded tasks (Countdown and Reach).
 - `REAL_MODEL_PLAN`: the study of SmolLM2-135M-Instruct on `sums_mix` (issue 26) as planned for its pilot:
   settings and arms fixed, no cells and no n yet (`preregistered` is None), so no verdict can be computed
-  from it; its preregistration will fill them before its first confirmatory run.
+  from it. The pilot's records are checked against it.
+- `REAL_MODEL_STUDY`: that study as preregistered on 2026-12-07: the plan's settings with float32 passes
+  (`autocast` off), two primary cells, six secondary ones, n = 10 new seeds (200-209).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bandpo.experiments.lm_results import effective
 __all__ = [
     "EMBEDDED_STUDY",
     "REAL_MODEL_PLAN",
+    "REAL_MODEL_STUDY",
     "STUDIES",
     "Arm",
     "Cell",
@@ -256,7 +259,32 @@ REAL_MODEL_PLAN = Study(
     fresh_seeds=_frozen({"sums_mix": range(0)}),  # every confirmatory seed is new (docs/experiments.md)
 )
 
-STUDIES: Mapping[str, Study] = _frozen({study.name: study for study in (EMBEDDED_STUDY, REAL_MODEL_PLAN)})
+# ---- the real-model study, preregistered (docs/experiments.md, "Real-model study: preregistration", 2026-12-07),
+# its cells and n set from the pilot by the rule committed before the pilot's analysis (docs/results/power-smollm2)
+
+REAL_MODEL_STUDY = Study(
+    name="smollm2-sums-mix",
+    settings=_frozen({"sums_mix": _frozen({**REAL_MODEL_SETTINGS, "autocast": "off"})}),
+    arms=_DEFAULT_ARMS,
+    seeds=_frozen({"sums_mix": range(200, 210)}),  # n = 10, every seed new (the pilot's were 100-102)
+    primary=(
+        Cell("P1", "sums_mix", "band_upper", "clip", mn.EVAL_PASS_AT_K),
+        Cell("P2", "sums_mix", "band", "clip", mn.EVAL_ENTROPY),
+    ),
+    secondary=(
+        Cell("S1", "sums_mix", "band_upper", "clip", mn.EVAL_ENTROPY),
+        Cell("S2", "sums_mix", "band", "clip", mn.EVAL_PASS_AT_K),
+        Cell("S3", "sums_mix", "band_upper", "band", mn.EVAL_ENTROPY),
+        Cell("S4", "sums_mix", "band_upper", "clip", mn.EVAL_MEAN_AT_K),
+        Cell("S5", "sums_mix", "band", "clip", mn.EVAL_MEAN_AT_K),
+        Cell("S6", "sums_mix", "band_upper", "clip", mn.EVAL_DISTINCT_CORRECT),
+    ),
+    preregistered="docs/experiments.md, 'Real-model study: preregistration' (committed 2026-12-07)",
+)
+
+STUDIES: Mapping[str, Study] = _frozen(
+    {study.name: study for study in (EMBEDDED_STUDY, REAL_MODEL_PLAN, REAL_MODEL_STUDY)}
+)
 
 
 def candidate_cells(study: Study) -> Study:
