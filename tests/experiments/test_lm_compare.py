@@ -111,6 +111,11 @@ def test_report_table_from_synthetic_runs(tmp_path: Path) -> None:
     assert "| band_upper | 0.010/0.050 | 0.125/0.000 |" in text
     data = (tmp_path / "compare_training.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 1000
+    bins = (
+        tmp_path / "compare_clip_bins.png"
+    ).read_bytes()  # the per-bin curves: one bin logged, the rest gaps
+    assert bins[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", bins[16:24])[0] > 1000
+    assert "![clip fractions by p_old bin, per RL step](compare_clip_bins.png)" in text
     plan = json.loads((tmp_path / "compare.json").read_text())
     assert plan["methods"] == ["clip", "band_upper"] and plan["seeds"] == [0, 1]
 

@@ -290,9 +290,12 @@ def render_report(
         lines += ["", f"## Sweep over {sweep['param']}", "", f"![sweep over {sweep['param']}](sweep_{sweep['param']}.png)"]  # fmt: skip
     if run_dirs is not None:
         _plot_training(run_dirs, output_dir, svg=svg)
+        _plot_clip_bins(run_dirs, output_dir, svg=svg)
         _plot_eval(run_dirs, output_dir, svg=svg, k=k)
     if (output_dir / "compare_training.png").exists():
         lines += ["", "## Training curves", "", "![training curves](compare_training.png)"]
+    if (output_dir / CLIP_BINS_FIGURE).exists():
+        lines += ["", f"![clip fractions by p_old bin, per RL step]({CLIP_BINS_FIGURE})"]
     if (output_dir / "compare_eval.png").exists():
         lines += ["", "![held-out evaluation during training](compare_eval.png)"]
     path = output_dir / "report.md"
@@ -306,32 +309,66 @@ def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bo
         return  # every run reused from another study (no metrics.jsonl here): no empty figure
     plt = import_pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    panels = zip(
-        axes.flat, (mn.TRAIN_REWARD, mn.TRAIN_ENTROPY, mn.CLIP_FRAC_UP, mn.CLIP_FRAC_DOWN), strict=True
-    )
-    steps_all = sorted({int(r[mn.TRAIN_STEP]) for runs in records.values() for run in runs for r in run})
-    window = max(1, len(steps_all) // 25)
-    for ax, key in panels:
-        curves = {}
-        for label, runs in records.items():
-            per_seed = []
-            for run in runs:
-                by_step = {int(r[mn.TRAIN_STEP]): float(r[key]) for r in run if r.get(key) is not None}
-                per_seed.append(moving_average([by_step.get(step, math.nan) for step in steps_all], window))
-            curves[label] = (steps_all, per_seed)
-        suffix = f" (moving avg. {window} steps)" if window > 1 else ""
-        entry = mn.metric(key)
-        plot_curves(
-            ax,
-            curves,
-            title=entry.text() + suffix,
-            ylabel=entry.unit or entry.text("short"),
-            xlabel="RL step",
-        )
+    keys = (mn.TRAIN_REWARD, mn.TRAIN_ENTROPY, mn.CLIP_FRAC_UP, mn.CLIP_FRAC_DOWN)
+    for ax, key in zip(axes.flat, keys, strict=True):
+        _step_panel(ax, records, key)
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("training curves: mean ± s.e. over seeds")
     fig.tight_layout()
     save_figure(fig, output_dir / "compare_training.png", svg=svg)
+
+
+CLIP_BINS_FIGURE = "compare_clip_bins.png"
+
+
+def _plot_clip_bins(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool) -> None:
+    """The clip fractions of each p_old bin per RL step (up above, down below): where in the distribution
+    each method's bounds bind, and when. A step that logged no value for a bin (no token in it) is a gap."""
+    records = {label: [training_records(d) for d in dirs] for label, dirs in run_dirs.items()}
+    logged = {key for runs in records.values() for run in runs for r in run for key in r}
+    if mn.clip_frac_up_bin(mn.PROB_BIN_LABELS[0]) not in logged:
+        return  # runs reused from another study, or logs without the per-bin fractions: no empty figure
+    plt = import_pyplot()
+    bins = mn.PROB_BIN_LABELS
+    fig, axes = plt.subplots(2, len(bins), figsize=(3.6 * len(bins), 7.5), squeeze=False)
+    for column, label in enumerate(bins):
+        _step_panel(
+            axes[0, column], records, mn.clip_frac_up_bin(label), title=f"up, {mn.prob_bin_text(label)}"
+        )
+        _step_panel(
+            axes[1, column], records, mn.clip_frac_down_bin(label), title=f"down, {mn.prob_bin_text(label)}"
+        )
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(
+        "clip fractions by p_old bin per RL step (up: A > 0, ratio > high; down: A < 0, ratio < low)"
+    )
+    fig.tight_layout()
+    save_figure(fig, output_dir / CLIP_BINS_FIGURE, svg=svg)
+
+
+def _step_panel(
+    ax, records: dict[str, list[list[dict[str, Any]]]], key: str, *, title: str | None = None
+) -> None:
+    """One panel of per-step curves of `key`, mean ± s.e. over each label's runs, smoothed over 1/25 of the
+    steps (no smoothing below 50 steps)."""
+    steps_all = sorted({int(r[mn.TRAIN_STEP]) for runs in records.values() for run in runs for r in run})
+    window = max(1, len(steps_all) // 25)
+    curves = {}
+    for label, runs in records.items():
+        per_seed = []
+        for run in runs:
+            by_step = {int(r[mn.TRAIN_STEP]): float(r[key]) for r in run if r.get(key) is not None}
+            per_seed.append(moving_average([by_step.get(step, math.nan) for step in steps_all], window))
+        curves[label] = (steps_all, per_seed)
+    suffix = f" (moving avg. {window} steps)" if window > 1 else ""
+    entry = mn.metric(key)
+    plot_curves(
+        ax,
+        curves,
+        title=(title or entry.text()) + suffix,
+        ylabel=entry.unit or entry.text("short"),
+        xlabel="RL step",
+    )
 
 
 def _plot_eval(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool, k: int | None) -> None:
