@@ -113,3 +113,26 @@ def test_a_resumed_run_counts_every_call(tiny_model_dir: Path, tmp_path: Path, s
     assert not list((output_dir / "runs").glob("*.call.json"))  # no call left open
     marker = json.loads((run_dir / "compare_done.json").read_text())
     assert marker["calls"] == result.calls
+
+
+def test_a_run_resumed_on_another_cpu_model_names_both(tmp_path: Path) -> None:
+    """Each call records its CPU model; a run whose calls ran on two models is recorded with both, so its seed
+    is reported (and refused by a confirmatory analysis) as not trained on one CPU model."""
+    from bandpo.experiments.report import machine_info
+
+    specs = parse_method_specs(["clip", "band_upper"])
+    run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=FakeTrain())
+    here = str(machine_info()["processor"])
+    (first, _), _ = read_per_seed(tmp_path / "per_seed.json")
+    assert [call["machine"] for call in first.calls] == [here]
+    # clip's first call "ran elsewhere" and was killed there: unfinished, its open-call record left behind
+    run_dir = tmp_path / "runs" / "clip-seed0"
+    (run_dir / "compare_done.json").unlink()
+    opened = {"started": time.time() - 5, "code": code_version(), "machine": "Other CPU (2 logical CPUs)"}
+    run_dir.with_name("clip-seed0.call.json").write_text(json.dumps(opened))
+    run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=FakeTrain())
+    results, _ = read_per_seed(tmp_path / "per_seed.json")
+    clip = next(result for result in results if result.label == "clip")
+    assert [call["machine"] for call in clip.calls] == ["Other CPU (2 logical CPUs)", here]
+    assert clip.machine == " + ".join(sorted(["Other CPU (2 logical CPUs)", here]))
+    assert "**seeds [0] have arms trained on different CPU models" in (tmp_path / "report.md").read_text()

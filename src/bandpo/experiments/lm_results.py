@@ -142,8 +142,8 @@ def settings_difference(stored: dict[str, Any], config: Any, *, skip: frozenset[
 
 def call_records(run: PlannedRun) -> list[dict[str, Any]]:
     """Every call that trained the run without finishing it (its `WALL_LOG`), oldest first, as
-    ``{"wall_s", "cpu_s", "code", "ended"}``; logs written before calls recorded CPU time and code give
-    ``cpu_s`` and ``code`` None."""
+    ``{"wall_s", "cpu_s", "code", "ended", "machine"}`` (the CPU model: recorded since 2026-12-07); logs
+    written before calls recorded CPU time and code give ``cpu_s`` and ``code`` None."""
     path = run.run_dir / WALL_LOG
     if not path.exists():
         return []
@@ -263,11 +263,19 @@ def load_run(run: PlannedRun) -> tuple[SeedResult, list[dict[str, Any]]] | None:
 
 
 def _machine_of(marker: dict[str, Any]) -> str:
-    """The CPU a run trained on: its completion marker's record, else this machine's (where it was read)."""
+    """The CPU a run trained on: its completion marker's record, else this machine's (where it was read). A run
+    whose calls ran on different CPU models (resumed elsewhere) gets them all, joined by " + ", so that no seed
+    holding it counts as trained on one CPU model."""
     machine = marker.get("machine")
     if isinstance(machine, dict):
         machine = machine.get("processor")
-    return str(machine) if machine else str(machine_info()["processor"])
+    machine = str(machine) if machine else str(machine_info()["processor"])
+    per_call = {
+        str(call["machine"])
+        for call in marker.get("calls") or []
+        if isinstance(call, dict) and call.get("machine")
+    }
+    return " + ".join(sorted(per_call | {machine})) if per_call - {machine} else machine
 
 
 def _json_number(value: Any) -> Any:

@@ -76,7 +76,13 @@ def _open_call(run: PlannedRun, code: dict[str, Any]) -> None:
     still has its time counted by the next call (`close_killed_calls`)."""
     path = _open_call_path(run)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"started": time.time(), "code": code}) + "\n")
+    record = {"started": time.time(), "code": code, "machine": _processor()}
+    write_text_atomic(path, json.dumps(record) + "\n")
+
+
+def _processor() -> str:
+    """The CPU model of this call, recorded per call: a run resumed on another machine shows it."""
+    return str(machine_info()["processor"])
 
 
 def _last_write(folder: Path) -> float | None:
@@ -100,19 +106,32 @@ def close_killed_calls(runs: Sequence[PlannedRun]) -> None:
         last = _last_write(run.run_dir) if run.run_dir.exists() else None
         if last is not None:
             _record_interrupted_call(
-                run, max(0.0, last - started), None, opened.get("code"), ended="killed (to its last write)"
+                run,
+                max(0.0, last - started),
+                None,
+                opened.get("code"),
+                ended="killed (to its last write)",
+                machine=opened.get("machine"),
             )
         path.unlink(missing_ok=True)
 
 
 def _record_interrupted_call(
-    run: PlannedRun, seconds: float, cpu: float | None, code: dict[str, Any] | None, *, ended: str = "stopped"
+    run: PlannedRun,
+    seconds: float,
+    cpu: float | None,
+    code: dict[str, Any] | None,
+    *,
+    ended: str = "stopped",
+    machine: str | None = None,
 ) -> None:
-    """Add a call that stopped before the run finished, so the run's total wall and CPU time keep it."""
+    """Add a call that stopped before the run finished, so the run's total wall and CPU time keep it.
+    `machine`: the CPU model it ran on (None: this one)."""
     _open_call_path(run).unlink(missing_ok=True)
     if not run.run_dir.exists():
         return  # nothing was started there
     call = {"wall_s": round(float(seconds), 3), "cpu_s": _rounded(cpu), "code": code, "ended": ended}
+    call["machine"] = machine or _processor()
     calls = [*call_records(run), call]
     record = {"interrupted_calls_s": [c["wall_s"] for c in calls], "interrupted_calls": calls}
     write_text_atomic(run.run_dir / WALL_LOG, json.dumps(record) + "\n")
@@ -138,7 +157,14 @@ def _write_done_marker(run: PlannedRun, config: Any, result: Any, code: dict[str
     last_call = _training_seconds(result)
     cpu = result.get("cpu_time_s") if isinstance(result, dict) else None
     earlier = call_records(run)
-    calls = [*earlier, {"wall_s": last_call, "cpu_s": _rounded(cpu), "code": code, "ended": "finished"}]
+    last = {
+        "wall_s": last_call,
+        "cpu_s": _rounded(cpu),
+        "code": code,
+        "ended": "finished",
+        "machine": _processor(),
+    }
+    calls = [*earlier, last]
     known_cpu = [call["cpu_s"] for call in calls if call.get("cpu_s") is not None]
     from bandpo import __version__
 
