@@ -15,11 +15,29 @@ import pytest
 from bandpo.cli import main
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
-COMPARISONS = sorted(path.parent.name for path in RESULTS.glob("*/per_seed.json"))
+RECORDS = sorted(path.parent.name for path in RESULTS.glob("*/per_seed.json"))
+IN_PROGRESS = {
+    "confirm-smollm2": "smollm2-sums-mix"
+}  # a preregistered study's records, no report before all seeds
+COMPARISONS = [name for name in RECORDS if name not in IN_PROGRESS]
 
 
 def test_the_committed_comparisons_are_found() -> None:
     assert {"confirm-countdown-24", "confirm-reach-24", "compare-smollm2-sums"} <= set(COMPARISONS)
+
+
+def test_only_a_study_in_progress_has_records_without_a_report() -> None:
+    """A folder of records without report.md is a preregistered study still running (its stopping rule: no
+    report and no verdict before every seed is in), and the analysis indeed refuses it as incomplete."""
+    from bandpo.experiments.confirmatory import read_study
+    from bandpo.experiments.studies import get_study
+
+    without_report = {name for name in RECORDS if not (RESULTS / name / "report.md").exists()}
+    assert without_report == set(IN_PROGRESS)
+    for name, study_name in IN_PROGRESS.items():
+        study = get_study(study_name)
+        with pytest.raises(ValueError, match="stopping rule"):
+            read_study(study, {task: RESULTS / name for task in study.tasks})
 
 
 @pytest.mark.parametrize("name", COMPARISONS)
