@@ -123,15 +123,15 @@ def _record_interrupted_call(
     code: dict[str, Any] | None,
     *,
     ended: str = "stopped",
-    machine: str | None = None,
+    machine: str | None,
 ) -> None:
     """Add a call that stopped before the run finished, so the run's total wall and CPU time keep it.
-    `machine`: the CPU model it ran on (None: this one)."""
+    `machine`: the CPU model it ran on (None: not recorded, a call killed before calls recorded it)."""
     _open_call_path(run).unlink(missing_ok=True)
     if not run.run_dir.exists():
         return  # nothing was started there
     call = {"wall_s": round(float(seconds), 3), "cpu_s": _rounded(cpu), "code": code, "ended": ended}
-    call["machine"] = machine or _processor()
+    call["machine"] = machine
     calls = [*call_records(run), call]
     record = {"interrupted_calls_s": [c["wall_s"] for c in calls], "interrupted_calls": calls}
     write_text_atomic(run.run_dir / WALL_LOG, json.dumps(record) + "\n")
@@ -373,7 +373,9 @@ def execute(
                     result = future.result()
                 except BaseException:  # failed: keep the time this call spent on the run
                     cpu = processes.cpu_seconds.get(config.output_dir)
-                    _record_interrupted_call(run, time.perf_counter() - started, cpu, code)
+                    _record_interrupted_call(
+                        run, time.perf_counter() - started, cpu, code, machine=_processor()
+                    )
                     raise
                 _write_done_marker(run, config, result, code)
                 finished_seeds.add(run.seed)
@@ -388,7 +390,7 @@ def execute(
         processes.stop()  # every child has been reaped when it returns
         for _, run, config, started, code in active.values():
             cpu = processes.cpu_seconds.get(config.output_dir)
-            _record_interrupted_call(run, time.perf_counter() - started, cpu, code)
+            _record_interrupted_call(run, time.perf_counter() - started, cpu, code, machine=_processor())
         executor.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
