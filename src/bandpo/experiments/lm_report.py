@@ -289,8 +289,9 @@ def render_report(
         plot_sweep(results, sweep["param"], output_dir, k=k, svg=svg)
         lines += ["", f"## Sweep over {sweep['param']}", "", f"![sweep over {sweep['param']}](sweep_{sweep['param']}.png)"]  # fmt: skip
     if run_dirs is not None:
-        _plot_training(run_dirs, output_dir, svg=svg)
-        _plot_clip_bins(run_dirs, output_dir, svg=svg)
+        records = {label: [training_records(d) for d in dirs] for label, dirs in run_dirs.items()}
+        _plot_training(records, output_dir, svg=svg)
+        _plot_clip_bins(records, output_dir, svg=svg)
         _plot_eval(run_dirs, output_dir, svg=svg, k=k)
     if (output_dir / "compare_training.png").exists():
         lines += ["", "## Training curves", "", "![training curves](compare_training.png)"]
@@ -303,8 +304,8 @@ def render_report(
     return path, main
 
 
-def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool) -> None:
-    records = {label: [training_records(d) for d in dirs] for label, dirs in run_dirs.items()}
+def _plot_training(records: dict[str, list[list[dict[str, Any]]]], output_dir: Path, *, svg: bool) -> None:
+    """Reward, entropy and clip fractions per RL step; `records[label]` are each run's training records."""
     if not any(run for runs in records.values() for run in runs):
         return  # every run reused from another study (no metrics.jsonl here): no empty figure
     plt = import_pyplot()
@@ -321,10 +322,9 @@ def _plot_training(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bo
 CLIP_BINS_FIGURE = "compare_clip_bins.png"
 
 
-def _plot_clip_bins(run_dirs: dict[str, list[Path]], output_dir: Path, *, svg: bool) -> None:
+def _plot_clip_bins(records: dict[str, list[list[dict[str, Any]]]], output_dir: Path, *, svg: bool) -> None:
     """The clip fractions of each p_old bin per RL step (up above, down below): where in the distribution
     each method's bounds bind, and when. A step that logged no value for a bin (no token in it) is a gap."""
-    records = {label: [training_records(d) for d in dirs] for label, dirs in run_dirs.items()}
     logged = {key for runs in records.values() for run in runs for r in run for key in r}
     if mn.clip_frac_up_bin(mn.PROB_BIN_LABELS[0]) not in logged:
         return  # runs reused from another study, or logs without the per-bin fractions: no empty figure

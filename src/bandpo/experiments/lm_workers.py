@@ -130,8 +130,13 @@ def _record_interrupted_call(
     _open_call_path(run).unlink(missing_ok=True)
     if not run.run_dir.exists():
         return  # nothing was started there
-    call = {"wall_s": round(float(seconds), 3), "cpu_s": _rounded(cpu), "code": code, "ended": ended}
-    call["machine"] = machine
+    call = {
+        "wall_s": round(float(seconds), 3),
+        "cpu_s": _rounded(cpu),
+        "code": code,
+        "ended": ended,
+        "machine": machine,
+    }
     calls = [*call_records(run), call]
     record = {"interrupted_calls_s": [c["wall_s"] for c in calls], "interrupted_calls": calls}
     write_text_atomic(run.run_dir / WALL_LOG, json.dumps(record) + "\n")
