@@ -283,3 +283,33 @@ def test_the_real_model_study_is_preregistered_with_new_seeds_only() -> None:
     assert len(REAL_MODEL_STUDY.seeds["sums_mix"]) == 10
     assert [c.name for c in REAL_MODEL_STUDY.primary] == ["P1", "P2"]
     assert REAL_MODEL_STUDY.settings["sums_mix"]["autocast"] == "off"
+
+
+def test_the_real_model_analysis_runs_on_records_shaped_like_the_study(tmp_path: Path, capsys) -> None:
+    """A dry run of the analysis that decides the real-model study, made before its last seed is in: the
+    committed records' header and shape, with every outcome replaced by a synthetic one (none of the study's
+    outcomes is read), for all ten seeds; the CLI writes the report with each preregistered cell at n = 10."""
+    from bandpo.experiments.studies import REAL_MODEL_STUDY
+
+    data = json.loads((RESULTS / "confirm-smollm2" / "per_seed.json").read_text())
+    template = {run["label"]: run for run in data["runs"] if run["seed"] == data["runs"][0]["seed"]}
+    rng = random.Random(26)
+    runs = []
+    for seed in REAL_MODEL_STUDY.seeds["sums_mix"]:
+        for label, run in template.items():
+            gain = 0.1 if label == "band_upper" else 0.0
+            synthetic = {key: rng.uniform(0.1, 0.3) + gain for key in run["after"]}
+            before = dict.fromkeys(run["before"], 0.5)
+            runs.append({**run, "seed": seed, "before": before, "after": synthetic})
+    data["runs"] = runs
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "per_seed.json").write_text(json.dumps(data))
+    out = tmp_path / "report"
+    argv = ["compare", "--confirmatory", str(folder), "--study", REAL_MODEL_STUDY.name]
+    assert main([*argv, "--output-dir", str(out)]) == 0, capsys.readouterr().err
+    text = (out / "confirmatory.md").read_text()
+    for cell in (*REAL_MODEL_STUDY.primary, *REAL_MODEL_STUDY.secondary):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {cell.name} |"))
+        assert f"{cell.arm} − {cell.reference}" in row and " | 10 | " in row
+    assert "Sensitivity" not in text
