@@ -18,9 +18,11 @@ from test_lm_compare import FakeTrain
 
 from bandpo import __version__
 from bandpo.cli import main
+from bandpo.experiments import lm_workers
 from bandpo.experiments.arms import parse_method_specs
 from bandpo.experiments.lm_compare import run_lm_compare
 from bandpo.experiments.lm_results import read_per_seed
+from bandpo.experiments.lm_workers import KILLED
 from bandpo.experiments.provenance import code_text, code_version
 from process_helpers import start_cli
 
@@ -98,7 +100,7 @@ def test_a_resumed_run_counts_every_call(tiny_model_dir: Path, tmp_path: Path, s
     (result,), _ = read_per_seed(output_dir / "per_seed.json")
     first, last = result.calls
     if sig == signal.SIGKILL:  # the killed call could not record itself: the next call counted it
-        assert first["ended"] == "killed (to its last write)" and first["cpu_s"] is None
+        assert first["ended"] == KILLED and first["cpu_s"] is None
     else:
         assert first["ended"] == "stopped" and first["cpu_s"] > 0
     assert first["wall_s"] > 0 and first["code"] == code_version()
@@ -136,3 +138,55 @@ def test_a_run_resumed_on_another_cpu_model_names_both(tmp_path: Path) -> None:
     assert [call["machine"] for call in clip.calls] == ["Other CPU (2 logical CPUs)", here]
     assert clip.machine == " + ".join(sorted(["Other CPU (2 logical CPUs)", here]))
     assert "**seeds [0] have arms trained on different CPU models" in (tmp_path / "report.md").read_text()
+
+
+def _killed_elsewhere(run_dir: Path, *, started: float, alive: float | None, last_write: float) -> None:
+    """Leave `run_dir` as a call killed outright leaves it: unfinished, its open-call record behind, its files
+    last written at `last_write`."""
+    (run_dir / "compare_done.json").unlink()
+    opened = {"started": started, "code": code_version(), "machine": "AMD EPYC (2 logical CPUs)"}
+    if alive is not None:
+        opened["alive"] = alive
+    run_dir.with_name(run_dir.name + ".call.json").write_text(json.dumps(opened))
+    for path in run_dir.rglob("*"):
+        os.utime(path, (last_write, last_write))
+
+
+@pytest.mark.parametrize("heartbeat", [True, False], ids=["heartbeat", "record_without_heartbeat"])
+def test_a_killed_call_counts_to_its_last_sign_of_life(tmp_path: Path, heartbeat: bool) -> None:
+    """A call killed while the run wrote nothing (an evaluation) is counted to its last heartbeat; an open
+    record without one (older code) to the run's last write."""
+    specs = parse_method_specs(["clip"])
+    run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=FakeTrain())
+    now = time.time()
+    alive = now - 10 if heartbeat else None
+    _killed_elsewhere(tmp_path / "runs" / "clip-seed0", started=now - 100, alive=alive, last_write=now - 70)
+    run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=FakeTrain())
+    (result,), _ = read_per_seed(tmp_path / "per_seed.json")
+    killed, finished = result.calls
+    assert killed["ended"] == KILLED and killed["cpu_s"] is None and finished["ended"] == "finished"
+    assert killed["wall_s"] == pytest.approx(90.0 if heartbeat else 30.0, abs=0.5)
+    assert "wall time up to its last sign of life" in (tmp_path / "report.md").read_text()
+
+
+class _SlowTrain(FakeTrain):
+    """Trains for `seconds`, then reads the heartbeat of its open-call record."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.opened: dict = {}
+
+    def __call__(self, config, *, progress: bool = True):
+        time.sleep(self.seconds)
+        self.opened = json.loads(Path(config.output_dir + ".call.json").read_text())
+        return super().__call__(config, progress=progress)
+
+
+def test_a_running_call_marks_itself_alive(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(lm_workers, "HEARTBEAT_S", 0.5)
+    train = _SlowTrain(seconds=3.0)
+    run_lm_compare(parse_method_specs(["clip"]), [0], tmp_path, steps=2, train_fn=train)
+    assert (
+        train.opened["alive"] - train.opened["started"] >= 1.5
+    )  # beaten while it trained, not only at start

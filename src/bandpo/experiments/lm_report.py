@@ -37,6 +37,8 @@ __all__ = ["group_by_label", "lm_tables", "plot_sweep", "render_report"]
 # The metrics of each table and plot, their labels and digits: `metric_names` (COMPARISON_COLUMNS,
 # PAIRED_DIFFERENCES, SWEEP_PANELS, EVAL_CURVES).
 REFERENCE = "clip"
+# `ended` of a killed call in records made before calls wrote heartbeats (counted to the run's last write)
+_KILLED_BEFORE_HEARTBEATS = "killed (to its last write)"
 
 
 def group_by_label(results: Sequence[SeedResult]) -> dict[str, list[SeedResult]]:
@@ -186,20 +188,25 @@ def _code_lines(results: Sequence[SeedResult]) -> list[str]:
             f"Runs whose calls ran different code (each call's is in per_seed.json): {', '.join(several)}."
         )
     resumed = sum(len(r.calls or []) > 1 for r in results)
-    killed = sum(
-        1
+    killed = [
+        call
         for r in results
         for call in r.calls or []
         if call.get("cpu_s") is None and call.get("ended") != "finished"
-    )
+    ]
     text = (
         f"Wall and CPU times count every call that trained a run ({resumed} run(s) took more than one call; "
         "per-call times in per_seed.json)"
     )
     if killed:
+        until = (
+            "the run's last write"
+            if all(call.get("ended") == _KILLED_BEFORE_HEARTBEATS for call in killed)
+            else "its last sign of life, a heartbeat or the run's last write"
+        )
         text += (
-            f"; {killed} interrupted call(s) have no CPU time (killed before they could record it, wall time up "
-            "to the run's last write), so those runs' CPU time is a lower bound"
+            f"; {len(killed)} interrupted call(s) have no CPU time (killed before they could record it, wall time up "
+            f"to {until}), so those runs' CPU time is a lower bound"
         )
     return [*lines, text + "."]
 

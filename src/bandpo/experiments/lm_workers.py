@@ -8,7 +8,8 @@ read from the runs' metrics.jsonl, so its rate and ETA cover the whole compariso
 marker (`DONE_MARKER`) is written as soon as it finishes, with its wall and CPU time summed over every call
 that trained it: a call that stopped before the run finished (Ctrl-C, a failure) adds its times to the run's
 `WALL_LOG`, and one killed outright (kill -9, a lost session) is added by the next call, from its start to
-the run's last write (its CPU time unknown). A run's CPU time is its process's (and its reward workers'),
+its last sign of life: the heartbeat it writes into the run's open-call record every `HEARTBEAT_S`, or the
+run's last write if later (its CPU time unknown). A run's CPU time is its process's (and its reward workers'),
 read when the thread reaps it.
 """
 
@@ -57,6 +58,8 @@ TrainFunction = Callable[..., Any]
 POLL_S = 1.0  # seconds between progress-bar updates
 STOP_GRACE_S = 10.0  # seconds a stopped run gets between SIGTERM and SIGKILL
 CODE_REFRESH_S = 30.0  # a run's code record is at most this old when its process starts
+HEARTBEAT_S = 30.0  # a killed call's wall time is counted to within this of its end
+KILLED = "killed (to its last sign of life)"  # a call's `ended` when the next call recorded it
 WORKER_ERROR_PREFIX = "bandpo compare: run error:"  # a run's one-line error, on its last line
 WORKER_MODULE = "bandpo.experiments.lm_workers"  # what a run's process runs (`worker_command`)
 
@@ -76,7 +79,20 @@ def _open_call(run: PlannedRun, code: dict[str, Any]) -> None:
     still has its time counted by the next call (`close_killed_calls`)."""
     path = _open_call_path(run)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"started": time.time(), "code": code, "machine": _processor()}
+    now = time.time()
+    record = {"started": now, "alive": now, "code": code, "machine": _processor()}
+    write_text_atomic(path, json.dumps(record) + "\n")
+
+
+def _heartbeat(run: PlannedRun) -> None:
+    """Mark the call training `run` alive now, so that if it is killed outright the next call counts its time
+    to here (the run may write nothing for minutes, e.g. while it evaluates)."""
+    path = _open_call_path(run)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # closed meanwhile (the run ended) or unreadable: nothing to keep alive
+    record["alive"] = time.time()
     write_text_atomic(path, json.dumps(record) + "\n")
 
 
@@ -92,7 +108,8 @@ def _last_write(folder: Path) -> float | None:
 
 def close_killed_calls(runs: Sequence[PlannedRun]) -> None:
     """Record the calls that were killed before they could record themselves: each counts from its start to
-    the run directory's last write (a lower bound of its wall time; its CPU time is unknown)."""
+    its last heartbeat or the run directory's last write, whichever is later (a lower bound of its wall time,
+    short by at most `HEARTBEAT_S`; its CPU time is unknown)."""
     for run in runs:
         path = _open_call_path(run)
         if not path.exists():
@@ -105,12 +122,14 @@ def close_killed_calls(runs: Sequence[PlannedRun]) -> None:
             continue
         last = _last_write(run.run_dir) if run.run_dir.exists() else None
         if last is not None:
+            alive = opened.get("alive")
+            end = max(last, float(alive)) if isinstance(alive, (int, float)) else last
             _record_interrupted_call(
                 run,
-                max(0.0, last - started),
+                max(0.0, end - started),
                 None,
                 opened.get("code"),
-                ended="killed (to its last write)",
+                ended=KILLED,
                 machine=opened.get("machine"),
             )
         path.unlink(missing_ok=True)
@@ -348,6 +367,7 @@ def execute(
     waiting = list(pending)
     active: dict[futures.Future, tuple[int, PlannedRun, Any, float, dict[str, Any]]] = {}
     finished_seeds: set[int] = set()
+    beats: dict[Path, float] = {}  # run directory -> when its open-call record was last marked alive
     executor = futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bandpo-compare")
     try:
         while waiting or active:
@@ -365,6 +385,7 @@ def execute(
                 say(f"[{index}/{total}] {run.name}: {verb} ({config.max_steps} steps) in {run.run_dir}")
                 code = code_now()  # what the run's process imports as it starts
                 _open_call(run, code)
+                beats[run.run_dir] = time.monotonic()
                 started = time.perf_counter()  # before the submit: the run may start before it returns
                 if train_fn is None:
                     future = executor.submit(processes.train, config)
@@ -386,6 +407,10 @@ def execute(
                 finished_seeds.add(run.seed)
                 finished_steps += config.max_steps - before[run.run_dir]
                 say(f"[{index}/{total}] {run.name}: done in {time.perf_counter() - started:.0f} s")
+            for _, run, _, _, _ in active.values():
+                if time.monotonic() - beats.get(run.run_dir, -math.inf) >= HEARTBEAT_S:
+                    beats[run.run_dir] = time.monotonic()
+                    _heartbeat(run)
             if bar is not None:
                 running = sum(
                     max(0, last_step(run) - before[run.run_dir]) for _, run, _, _, _ in active.values()
