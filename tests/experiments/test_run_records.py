@@ -128,10 +128,13 @@ def test_a_run_resumed_on_another_cpu_model_names_both(tmp_path: Path) -> None:
     (first, _), _ = read_per_seed(tmp_path / "per_seed.json")
     assert [call["machine"] for call in first.calls] == [here]
     # clip's first call "ran elsewhere" and was killed there: unfinished, its open-call record left behind
-    run_dir = tmp_path / "runs" / "clip-seed0"
-    (run_dir / "compare_done.json").unlink()
-    opened = {"started": time.time() - 5, "code": code_version(), "machine": "Other CPU (2 logical CPUs)"}
-    run_dir.with_name("clip-seed0.call.json").write_text(json.dumps(opened))
+    now = time.time()
+    _killed_elsewhere(
+        tmp_path / "runs" / "clip-seed0",
+        started=now - 5,
+        last_write=now,
+        machine="Other CPU (2 logical CPUs)",
+    )
     run_lm_compare(specs, [0], tmp_path, steps=2, train_fn=FakeTrain())
     results, _ = read_per_seed(tmp_path / "per_seed.json")
     clip = next(result for result in results if result.label == "clip")
@@ -140,11 +143,18 @@ def test_a_run_resumed_on_another_cpu_model_names_both(tmp_path: Path) -> None:
     assert "**seeds [0] have arms trained on different CPU models" in (tmp_path / "report.md").read_text()
 
 
-def _killed_elsewhere(run_dir: Path, *, started: float, alive: float | None, last_write: float) -> None:
-    """Leave `run_dir` as a call killed outright leaves it: unfinished, its open-call record behind, its files
-    last written at `last_write`."""
+def _killed_elsewhere(
+    run_dir: Path,
+    *,
+    started: float,
+    last_write: float,
+    alive: float | None = None,
+    machine: str = "AMD EPYC (2 logical CPUs)",
+) -> None:
+    """Leave `run_dir` as a call killed outright on `machine` leaves it: unfinished, its open-call record
+    behind, its files last written at `last_write`."""
     (run_dir / "compare_done.json").unlink()
-    opened = {"started": started, "code": code_version(), "machine": "AMD EPYC (2 logical CPUs)"}
+    opened = {"started": started, "code": code_version(), "machine": machine}
     if alive is not None:
         opened["alive"] = alive
     run_dir.with_name(run_dir.name + ".call.json").write_text(json.dumps(opened))
@@ -187,6 +197,5 @@ def test_a_running_call_marks_itself_alive(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(lm_workers, "HEARTBEAT_S", 0.5)
     train = _SlowTrain(seconds=3.0)
     run_lm_compare(parse_method_specs(["clip"]), [0], tmp_path, steps=2, train_fn=train)
-    assert (
-        train.opened["alive"] - train.opened["started"] >= 1.5
-    )  # beaten while it trained, not only at start
+    # beaten while it trained, not only when it started
+    assert train.opened["alive"] - train.opened["started"] >= 1.5
